@@ -1,0 +1,62 @@
+# Shopfloor — every command a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Site-packages are compiled once at install, so processes start fast even with PYTHONDONTWRITEBYTECODE set.
+export UV_COMPILE_BYTECODE := 1
+# System packages the tests start as real services.
+APT_PACKAGES := postgresql
+PYTEST_ARGS ?=
+
+.PHONY: help uv install system-deps lint format test test-unit run-api migrate demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+		python3 -m pip install --quiet uv || python3 -m pip install --quiet --break-system-packages uv
+
+install: uv ## install the locked Python dependencies into .venv
+	$(UV) sync --frozen
+
+system-deps: ## install the Debian packages the tests run for real (PostgreSQL)
+	@missing=""; for pkg in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lint: install ## ruff (lint and format check) and mypy --strict
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+test: system-deps install lint ## everything CI runs: lint, types, unit, API (SQLite + PostgreSQL), end-to-end
+	$(UV) run pytest $(PYTEST_ARGS)
+
+test-unit: install ## the fast tier only (no services)
+	$(UV) run pytest tests/unit $(PYTEST_ARGS)
+
+migrate: install ## upgrade the database in DATABASE_URL (default: ./data/shopfloor.db) to head
+	$(UV) run shopfloor migrate
+
+run-api: migrate ## serve the API on http://127.0.0.1:8000 (Swagger UI at /api-docs)
+	$(UV) run shopfloor api
+
+demo: migrate ## migrate, create demo users (passwords printed once), serve the API
+	$(UV) run shopfloor seed
+	@echo "Swagger UI: http://127.0.0.1:8000/api-docs  (Authorize with a user printed above)"
+	$(UV) run shopfloor api
+
+clean: ## remove caches and the local SQLite database
+	rm -rf .pytest_cache .mypy_cache .ruff_cache data

@@ -1,0 +1,84 @@
+"""The FastAPI application: routers, middleware, error mapping and per-app resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.auth.router import router as auth_router
+from api.auth.throttle import LoginThrottle, ThrottleLimits
+from api.errors import install_error_handlers
+from api.health.router import router as health_router
+from api.middleware import RequestContextMiddleware
+from api.users.router import router as users_router
+from core.db import create_engine_from_settings, session_factory
+from core.security import PasswordHasher, TokenService
+from core.settings import ApiProcessSettings
+
+TAGS = [
+    {"name": "auth", "description": "Log in, register, current user"},
+    {"name": "users", "description": "User administration (admin)"},
+    {"name": "health", "description": "Liveness and readiness"},
+]
+
+
+def create_app(settings: ApiProcessSettings) -> FastAPI:
+    """Build the app; the engine connects lazily and is disposed when the app stops."""
+    settings.check()
+    engine = create_engine_from_settings(settings.database)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Shopfloor API",
+        summary="Production tracking and machine telemetry for the factory floor",
+        version="0.1.0",
+        docs_url="/api-docs",
+        swagger_ui_oauth2_redirect_url="/api-docs/oauth2-redirect",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory(engine)
+    app.state.hasher = PasswordHasher(
+        time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
+    )
+    app.state.tokens = TokenService(
+        key=settings.auth.signing_key,
+        issuer=settings.auth.jwt_issuer,
+        audience=settings.auth.jwt_audience,
+        ttl_s=settings.auth.access_token_ttl_s,
+    )
+    app.state.login_throttle = LoginThrottle(
+        ThrottleLimits(
+            per_user=settings.auth.login_max_failures_per_user,
+            per_address=settings.auth.login_max_failures_per_address,
+            window_s=settings.auth.login_failure_window_s,
+        )
+    )
+    install_error_handlers(app)
+    for router in (auth_router, users_router, health_router):
+        app.include_router(router)
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_credentials=settings.api.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    # Added last, so it is the outermost layer: every request, CORS preflight included,
+    # gets an id and a log line.
+    app.add_middleware(RequestContextMiddleware, trust_forwarded_for=settings.api.trust_forwarded_for)
+    return app

@@ -1,0 +1,40 @@
+"""What the authentication endpoints accept and return."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from api.users.schemas import FullName, Password, Username
+from core.models import Role
+
+
+class LoginRequest(BaseModel):
+    """Credentials, as JSON or as the OAuth2 password form."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    username: Annotated[
+        str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64)
+    ]
+    password: Password
+
+
+class TokenRead(BaseModel):
+    """A bearer token for the `Authorization` header."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 -- the OAuth2 token type, not a secret
+    expires_in: int = Field(description="Seconds until the token expires")
+    role: Role
+
+
+class RegisterRequest(BaseModel):
+    """Self-registration; the new account is a worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username
+    password: Password
+    full_name: FullName | None = None

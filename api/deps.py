@@ -1,0 +1,96 @@
+"""Typed dependencies: the request's session and transaction, settings, and the acting user."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.auth.throttle import LoginThrottle
+from core.errors import Forbidden, Unauthenticated
+from core.models import Role, UserAccount
+from core.security import InvalidToken, PasswordHasher, Principal, TokenService
+from core.settings import ApiProcessSettings
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
+
+
+def get_settings(request: Request) -> ApiProcessSettings:
+    """The settings the app was built with."""
+    settings: ApiProcessSettings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session and one transaction per request: committed on success, rolled back on any error."""
+    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
+    async with factory() as session, session.begin():
+        yield session
+
+
+def get_tokens(request: Request) -> TokenService:
+    """The token service of this app."""
+    tokens: TokenService = request.app.state.tokens
+    return tokens
+
+
+def get_hasher(request: Request) -> PasswordHasher:
+    """The password hasher of this app."""
+    hasher: PasswordHasher = request.app.state.hasher
+    return hasher
+
+
+def get_throttle(request: Request) -> LoginThrottle:
+    """The login throttle of this app (per process)."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
+# scope="function" ends the transaction before the response is sent, so a failed commit is a 500,
+# never a 2xx for data that was not stored.
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+Settings = Annotated[ApiProcessSettings, Depends(get_settings)]
+Tokens = Annotated[TokenService, Depends(get_tokens)]
+Hasher = Annotated[PasswordHasher, Depends(get_hasher)]
+Throttle = Annotated[LoginThrottle, Depends(get_throttle)]
+
+
+async def current_principal(
+    request: Request, session: Session, tokens: Tokens, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal:
+    """The user behind the bearer token, reloaded so a role change or deactivation applies at once."""
+    if not token:
+        raise Unauthenticated("A bearer token is required")
+    try:
+        user_id = tokens.user_id(token)
+    except InvalidToken:
+        raise Unauthenticated("The token is invalid or has expired") from None
+    user = await session.get(UserAccount, user_id)
+    if user is None or not user.is_active:
+        raise Unauthenticated("The token's user does not exist or is deactivated")
+    request.state.user_id = user.id
+    structlog.contextvars.bind_contextvars(user_id=user.id)
+    return Principal(user_id=user.id, username=user.username, role=user.role)
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    """A dependency that lets only these roles through (403 for the others)."""
+    allowed = frozenset(roles)
+
+    async def dependency(principal: CurrentUser) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(f"This action needs the role {' or '.join(sorted(allowed))}")
+        return principal
+
+    return dependency
+
+
+AdminUser = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+PlannerUser = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.PLANNER))]

@@ -1,0 +1,200 @@
+"""Settings for every process, read from the environment or `.env` (and nowhere else)."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+# Values copied from examples or left from development must never sign production tokens.
+PLACEHOLDER_MARKERS = ("change", "placeholder", "secret", "example", "insecure", "dev-", "xxx", "todo")
+
+
+class Environment(StrEnum):
+    """Where the process runs; production turns on every safety check."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or unsafe; the message names the variable and fits on one line."""
+
+
+def _config() -> SettingsConfigDict:
+    # An empty variable (`SECRET_KEY=` as in .env.example) means "not set", never an empty secret.
+    return SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
+
+
+class RuntimeSettings(BaseSettings):
+    """Which environment this is."""
+
+    model_config = _config()
+
+    shopfloor_env: Environment = Environment.DEVELOPMENT
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the data lives; PostgreSQL pool sizing is ignored for SQLite."""
+
+    model_config = _config()
+
+    database_url: str = "sqlite:///./data/shopfloor.db"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    db_pool_recycle_s: int = Field(default=1800, ge=-1)
+    db_echo: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("DATABASE_URL must start with sqlite:/// or postgresql://")
+        return value
+
+
+class LogSettings(BaseSettings):
+    """One logging configuration for all processes."""
+
+    model_config = _config()
+
+    log_level: str = "INFO"
+    log_format: str | None = Field(default=None, pattern="^(json|console)$")
+    log_file: str | None = None
+    log_file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    log_file_backups: int = Field(default=5, ge=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+
+class PasswordSettings(BaseSettings):
+    """argon2id cost and the password policy; the defaults follow RFC 9106's second recommendation."""
+
+    model_config = _config()
+
+    password_min_length: int = Field(default=8, ge=6, le=128)
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
+
+
+class AuthSettings(BaseSettings):
+    """Tokens, passwords and login throttling."""
+
+    model_config = _config()
+
+    secret_key: SecretStr | None = None
+    jwt_issuer: str = "shopfloor"
+    jwt_audience: str = "shopfloor-api"
+    access_token_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    allow_self_registration: bool = True
+    login_max_failures_per_user: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window_s: int = Field(default=300, ge=1)
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The HS256 key; outside production a missing key gets a random one per process."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return secrets.token_urlsafe(48)
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP layer."""
+
+    model_config = _config()
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = True
+    trust_forwarded_for: bool = False
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Self:
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError(
+                "CORS_ORIGINS may not contain '*' while CORS_ALLOW_CREDENTIALS is true; list the origins"
+            )
+        return self
+
+
+def _is_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    return any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
+def check_secret(name: str, value: SecretStr | None, env: Environment) -> None:
+    """Refuse a missing, placeholder or short secret in production."""
+    if env is not Environment.PRODUCTION:
+        return
+    if value is None or not value.get_secret_value():
+        raise ConfigurationError(f"{name} is required when SHOPFLOOR_ENV=production")
+    raw = value.get_secret_value()
+    if len(raw) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"{name} is too short: use at least {MIN_SECRET_LENGTH} random characters in production"
+        )
+    if _is_placeholder(raw):
+        raise ConfigurationError(f"{name} looks like a placeholder: set a random value in production")
+
+
+class ApiProcessSettings(BaseSettings):
+    """Everything `shopfloor api` reads."""
+
+    model_config = _config()
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @property
+    def env(self) -> Environment:
+        """Shorthand for the runtime environment."""
+        return self.runtime.shopfloor_env
+
+    def check(self) -> Self:
+        """Raise ConfigurationError when a secret is unsafe for this environment."""
+        check_secret("SECRET_KEY", self.auth.secret_key, self.env)
+        return self
+
+
+class ToolSettings(BaseSettings):
+    """What the maintenance commands (`migrate`, `seed`, `user`) read."""
+
+    model_config = _config()
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+
+    @property
+    def env(self) -> Environment:
+        """Shorthand for the runtime environment."""
+        return self.runtime.shopfloor_env

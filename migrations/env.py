@@ -1,0 +1,47 @@
+"""Alembic environment: one synchronous connection, batch mode on SQLite so ALTERs work there too."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+from core.db import install_sqlite_pragmas, sync_url
+from core.models import Base
+from core.settings import DatabaseSettings
+
+config = context.config
+# `shopfloor migrate` passes the URL; plain `alembic` falls back to the settings.
+url: str = config.attributes.get("database_url") or sync_url(
+    DatabaseSettings().database_url
+).render_as_string(hide_password=False)
+
+target_metadata = Base.metadata
+
+
+def run_offline() -> None:
+    """Print the SQL instead of running it (`alembic upgrade --sql`)."""
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    """Run the revisions on a live connection."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    install_sqlite_pragmas(engine)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

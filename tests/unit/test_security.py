@@ -1,0 +1,107 @@
+"""Password hashing and token handling."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from core.models import Role
+from core.security import InvalidToken, PasswordHasher, TokenService
+
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+KEY = "k" * 48
+
+
+@pytest.fixture(scope="module")
+def hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=1, memory_kib=1024)
+
+
+def tokens(**overrides: object) -> TokenService:
+    options: dict[str, object] = {
+        "key": KEY,
+        "issuer": "shopfloor",
+        "audience": "shopfloor-api",
+        "ttl_s": 3600,
+    }
+    options.update(overrides)
+    return TokenService(**options)  # type: ignore[arg-type]  # test-only keyword overrides
+
+
+def test_hash_is_argon2id_salted_and_verifies(hasher: PasswordHasher) -> None:
+    first, second = hasher.hash("s3cret-pass"), hasher.hash("s3cret-pass")
+    assert first.startswith("$argon2id$")
+    assert first != second
+    assert hasher.verify(first, "s3cret-pass")
+    assert not hasher.verify(first, "s3cret-pasS")
+
+
+def test_verify_never_raises_on_missing_or_broken_hash(hasher: PasswordHasher) -> None:
+    assert not hasher.verify(None, "anything")
+    assert not hasher.verify("not-a-hash", "anything")
+
+
+def test_weaker_hash_needs_rehash() -> None:
+    weak = PasswordHasher(time_cost=1, memory_kib=1024).hash("pw-123456")
+    assert PasswordHasher(time_cost=2, memory_kib=2048).needs_rehash(weak)
+    assert not PasswordHasher(time_cost=1, memory_kib=1024).needs_rehash(weak)
+
+
+def test_token_round_trip() -> None:
+    issued = tokens().issue(user_id=42, role=Role.PLANNER, now=datetime.now(UTC))
+    assert issued.expires_in == 3600
+    assert tokens().user_id(issued.token) == 42
+
+
+def test_expired_token_is_refused() -> None:
+    issued = tokens(ttl_s=60).issue(user_id=1, role=Role.ADMIN, now=datetime.now(UTC) - timedelta(minutes=5))
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens().user_id(issued.token)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("audience", "another-api"), ("issuer", "someone-else"), ("key", "x" * 48)]
+)
+def test_token_from_another_audience_issuer_or_key_is_refused(field: str, value: str) -> None:
+    issued = tokens(**{field: value}).issue(user_id=1, role=Role.ADMIN, now=datetime.now(UTC))
+    with pytest.raises(InvalidToken):
+        tokens().user_id(issued.token)
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_alg_none_token_is_refused() -> None:
+    now = int(datetime.now(UTC).timestamp())
+    claims = {"sub": "1", "iss": "shopfloor", "aud": "shopfloor-api", "iat": now, "exp": now + 600}
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+    with pytest.raises(InvalidToken):
+        tokens().user_id(unsigned)
+
+
+def test_tampered_token_is_refused() -> None:
+    issued = tokens().issue(user_id=7, role=Role.WORKER, now=datetime.now(UTC))
+    header, payload, signature = issued.token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "1"
+    with pytest.raises(InvalidToken):
+        tokens().user_id(f"{header}.{_b64(claims)}.{signature}")
+
+
+def test_token_without_expiry_is_refused() -> None:
+    token = jwt.encode(
+        {"sub": "1", "iss": "shopfloor", "aud": "shopfloor-api", "iat": NOW}, KEY, algorithm="HS256"
+    )
+    with pytest.raises(InvalidToken, match="exp"):
+        tokens().user_id(token)
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer x"])
+def test_garbage_is_refused(garbage: str) -> None:
+    with pytest.raises(InvalidToken):
+        tokens().user_id(garbage)

@@ -1,0 +1,169 @@
+"""Settings validation: production refuses unsafe secrets; CORS never pairs a wildcard with credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from core.db import async_url, sync_url
+from core.settings import (
+    ApiProcessSettings,
+    ApiSettings,
+    AuthSettings,
+    ConfigurationError,
+    DatabaseSettings,
+    Environment,
+    LogSettings,
+    PasswordSettings,
+    RuntimeSettings,
+    check_secret,
+)
+
+SETTINGS_PIECES = (
+    RuntimeSettings,
+    DatabaseSettings,
+    LogSettings,
+    AuthSettings,
+    PasswordSettings,
+    ApiSettings,
+)
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_cwd: Path) -> None:
+    """No variable of the developer's shell or `.env` leaks in."""
+    for piece in SETTINGS_PIECES:
+        for name in piece.model_fields:
+            monkeypatch.delenv(name.upper(), raising=False)
+
+
+def production(secret: str | None) -> ApiProcessSettings:
+    return ApiProcessSettings(
+        runtime=RuntimeSettings(shopfloor_env=Environment.PRODUCTION),
+        auth=AuthSettings(secret_key=SecretStr(secret) if secret is not None else None),
+    )
+
+
+def test_production_without_secret_key_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match=r"^SECRET_KEY is required"):
+        production(None).check()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "",
+        "short-but-random-Zx81",
+        "change-me-change-me-change-me-change-me",
+        "my-super-secret-key-for-the-api-xyz",
+    ],
+)
+def test_production_refuses_unsafe_secret_keys(secret: str) -> None:
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        production(secret).check()
+
+
+def test_production_accepts_a_long_random_key() -> None:
+    settings = production("q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM").check()
+    assert settings.auth.signing_key == "q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM"
+
+
+def test_development_without_key_gets_a_random_one_per_process() -> None:
+    one, two = AuthSettings(), AuthSettings()
+    assert len(one.signing_key) >= 32
+    assert one.signing_key == one.signing_key
+    assert one.signing_key != two.signing_key
+
+
+def test_secret_checks_do_not_apply_in_development() -> None:
+    check_secret("SECRET_KEY", None, Environment.DEVELOPMENT)
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPFLOOR_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/shopfloor")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    settings = ApiProcessSettings()
+    assert settings.env is Environment.PRODUCTION
+    assert settings.database.database_url == "postgresql://u:p@db:5432/shopfloor"
+    assert settings.api.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_dotenv_file_is_read(tmp_cwd: Path) -> None:
+    (tmp_cwd / ".env").write_text("DATABASE_URL=sqlite:///./elsewhere.db\nLOG_LEVEL=debug\n")
+    settings = ApiProcessSettings()
+    assert settings.database.database_url == "sqlite:///./elsewhere.db"
+    assert settings.log.log_level == "DEBUG"
+
+
+def test_default_database_is_a_sqlite_file_under_data() -> None:
+    assert DatabaseSettings().database_url == "sqlite:///./data/shopfloor.db"
+
+
+def test_wildcard_origin_with_credentials_is_refused() -> None:
+    with pytest.raises(ValidationError, match="CORS_ORIGINS"):
+        ApiSettings(cors_origins=["*"], cors_allow_credentials=True)
+
+
+def test_wildcard_origin_without_credentials_is_allowed() -> None:
+    assert ApiSettings(cors_origins=["*"], cors_allow_credentials=False).cors_origins == ["*"]
+
+
+def test_unknown_database_scheme_is_refused() -> None:
+    with pytest.raises(ValidationError, match="DATABASE_URL"):
+        DatabaseSettings(database_url="mysql://localhost/x")
+
+
+@pytest.mark.parametrize(
+    ("given", "async_driver", "sync_driver"),
+    [
+        ("sqlite:///./data/x.db", "sqlite+aiosqlite", "sqlite+pysqlite"),
+        ("postgresql://u@h/db", "postgresql+psycopg", "postgresql+psycopg"),
+        ("postgres://u@h/db", "postgresql+psycopg", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg", "postgresql+psycopg"),
+    ],
+)
+def test_database_urls_get_the_right_drivers(given: str, async_driver: str, sync_driver: str) -> None:
+    assert async_url(given).drivername == async_driver
+    assert sync_url(given).drivername == sync_driver
+
+
+SETTINGS_PIECES = (
+    RuntimeSettings,
+    DatabaseSettings,
+    LogSettings,
+    AuthSettings,
+    PasswordSettings,
+    ApiSettings,
+)
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+
+
+def test_env_example_documents_every_setting() -> None:
+    documented = {
+        line.split("=", 1)[0]
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    fields = {name.upper() for piece in SETTINGS_PIECES for name in piece.model_fields}
+    assert documented == fields
+
+
+def test_env_example_as_is_gives_a_working_development_setup(tmp_cwd: Path) -> None:
+    (tmp_cwd / ".env").write_text(ENV_EXAMPLE.read_text())
+    settings = ApiProcessSettings().check()
+    assert settings.env is Environment.DEVELOPMENT
+    assert len(settings.auth.signing_key) >= 32
+    assert settings.api.cors_origins == []
+    assert settings.log.log_file is None
+
+
+def test_env_example_in_production_fails_on_the_empty_secret(tmp_cwd: Path) -> None:
+    (tmp_cwd / ".env").write_text(
+        ENV_EXAMPLE.read_text().replace("SHOPFLOOR_ENV=development", "SHOPFLOOR_ENV=production")
+    )
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        ApiProcessSettings().check()
