@@ -47,7 +47,7 @@ async def _read_credentials(request: Request) -> LoginRequest:
         if content_type == "application/json":
             try:
                 raw: Any = json.loads(await request.body())
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 raise RequestValidationError(
                     [{"loc": ("body",), "msg": "Body is not valid JSON", "type": "json_invalid"}]
                 ) from None

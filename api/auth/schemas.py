@@ -6,11 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.schemas import InputModel
 from api.users.schemas import FullName, Password, Username
 from core.models import Role
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(InputModel):
     """Credentials, as JSON or as the OAuth2 password form."""
 
     model_config = ConfigDict(extra="ignore")
@@ -30,10 +31,8 @@ class TokenRead(BaseModel):
     role: Role
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(InputModel):
     """Self-registration; the new account is a worker."""
-
-    model_config = ConfigDict(extra="forbid")
 
     username: Username
     password: Password

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import AdminUser, Hasher, Session, Settings
-from api.pagination import Page, Pagination
+from api.pagination import Id, Page, Pagination
 from api.users import service
 from api.users.schemas import UserCreate, UserRead, UserRoleUpdate, UserUpdate
 from core.models import Role
@@ -51,13 +51,13 @@ async def create_user(
 
 
 @router.get("/{user_id}", response_model=UserRead)
-async def get_user(user_id: int, session: Session, _admin: AdminUser) -> UserRead:
+async def get_user(user_id: Id, session: Session, _admin: AdminUser) -> UserRead:
     """One user."""
     return UserRead.model_validate(await service.get_user(session, user_id=user_id))
 
 
 @router.patch("/{user_id}/role", response_model=UserRead)
-async def change_role(user_id: int, body: UserRoleUpdate, session: Session, admin: AdminUser) -> UserRead:
+async def change_role(user_id: Id, body: UserRoleUpdate, session: Session, admin: AdminUser) -> UserRead:
     """Change a user's role; demoting the last active admin is refused (409)."""
     user = await service.change_role(session, actor=admin, user_id=user_id, role=body.role)
     return UserRead.model_validate(user)
@@ -65,7 +65,7 @@ async def change_role(user_id: int, body: UserRoleUpdate, session: Session, admi
 
 @router.patch("/{user_id}", response_model=UserRead)
 async def update_user(
-    user_id: int, body: UserUpdate, session: Session, admin: AdminUser, hasher: Hasher, settings: Settings
+    user_id: Id, body: UserUpdate, session: Session, admin: AdminUser, hasher: Hasher, settings: Settings
 ) -> UserRead:
     """Activate or deactivate (never the last active admin), rename, or reset the password of a user."""
     user = await service.update_user(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.schemas import InputModel
 from core.models import Role
 
 Username = Annotated[
@@ -33,10 +34,8 @@ class UserRead(BaseModel):
     last_login_at: datetime | None
 
 
-class UserCreate(BaseModel):
+class UserCreate(InputModel):
     """An admin creates a user of any role."""
-
-    model_config = ConfigDict(extra="forbid")
 
     username: Username
     password: Password
@@ -44,18 +43,14 @@ class UserCreate(BaseModel):
     full_name: FullName | None = None
 
 
-class UserRoleUpdate(BaseModel):
+class UserRoleUpdate(InputModel):
     """A new role for a user."""
-
-    model_config = ConfigDict(extra="forbid")
 
     role: Role
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(InputModel):
     """Activate or deactivate a user, rename, or set a new password; absent fields stay as they are."""
-
-    model_config = ConfigDict(extra="forbid")
 
     is_active: bool | None = None
     full_name: FullName | None = None
