@@ -133,9 +133,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     password, generated = _read_password(args)
     try:
         user_id = asyncio.run(
-            _create_user(
-                settings, username=username, password=password, role=Role(args.role), full_name=args.full_name
-            )
+            _create_user(settings, username=username, password=password, role=Role(args.role), full_name=args.full_name)
         )
     except DomainError as error:
         raise CommandError(error.message) from None
@@ -206,9 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
-    migrate.add_argument(
-        "--downgrade", metavar="REVISION", help="downgrade to REVISION instead (base: drop all)"
-    )
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (base: drop all)")
     migrate.set_defaults(handler=cmd_migrate)
 
     seed = sub.add_parser("seed", help="create demo users with generated passwords")

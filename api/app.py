@@ -12,8 +12,14 @@ from api.auth.router import router as auth_router
 from api.auth.throttle import LoginThrottle, ThrottleLimits
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
+from api.issues.router import router as issues_router
+from api.metrics.router import router as metrics_router
 from api.middleware import RequestContextMiddleware
+from api.stages.router import me_router
+from api.stages.router import router as stages_router
 from api.users.router import router as users_router
+from api.workorders.router import router as workorders_router
+from core.clock import utcnow
 from core.db import create_engine_from_settings, session_factory
 from core.security import PasswordHasher, TokenService
 from core.settings import ApiProcessSettings
@@ -21,6 +27,10 @@ from core.settings import ApiProcessSettings
 TAGS = [
     {"name": "auth", "description": "Log in, register, current user"},
     {"name": "users", "description": "User administration (admin)"},
+    {"name": "work orders", "description": "Plan, follow and cancel work orders"},
+    {"name": "stages", "description": "Assign, start, pause, resume and finish stages"},
+    {"name": "issues", "description": "Report and handle problems on stages"},
+    {"name": "metrics", "description": "Efficiency: planned against actual"},
     {"name": "health", "description": "Liveness and readiness"},
 ]
 
@@ -50,6 +60,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
+    app.state.clock = utcnow
     app.state.hasher = PasswordHasher(
         time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
     )
@@ -67,7 +78,16 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         )
     )
     install_error_handlers(app)
-    for router in (auth_router, users_router, health_router):
+    for router in (
+        auth_router,
+        users_router,
+        workorders_router,
+        stages_router,
+        me_router,
+        issues_router,
+        metrics_router,
+        health_router,
+    ):
         app.include_router(router)
     if settings.api.cors_origins:
         app.add_middleware(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
@@ -44,6 +45,12 @@ def get_hasher(request: Request) -> PasswordHasher:
     return hasher
 
 
+def current_time(request: Request) -> datetime:
+    """Now, from the app's clock (tests replace it to follow a shift minute by minute)."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
 def get_throttle(request: Request) -> LoginThrottle:
     """The login throttle of this app (per process)."""
     throttle: LoginThrottle = request.app.state.login_throttle
@@ -57,6 +64,7 @@ Settings = Annotated[ApiProcessSettings, Depends(get_settings)]
 Tokens = Annotated[TokenService, Depends(get_tokens)]
 Hasher = Annotated[PasswordHasher, Depends(get_hasher)]
 Throttle = Annotated[LoginThrottle, Depends(get_throttle)]
+Now = Annotated[datetime, Depends(current_time)]
 
 
 async def current_principal(

@@ -115,8 +115,7 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
         headers["Retry-After"] = str(error.retry_after_s)
     if isinstance(error, InvalidInput):
         extra["errors"] = [
-            {"field": field, "message": message, "type": error.code}
-            for field, message in error.fields.items()
+            {"field": field, "message": message, "type": error.code} for field, message in error.fields.items()
         ]
     return problem_response(
         request,

@@ -12,9 +12,7 @@ import structlog
 from core.settings import Environment, LogSettings
 
 
-def _drop_color_message(
-    _logger: Any, _name: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
+def _drop_color_message(_logger: Any, _name: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
     # uvicorn adds an ANSI-coloured copy of its message; the renderer does its own colouring.
     event.pop("color_message", None)
     return event
@@ -32,13 +30,9 @@ _SHARED: list[Any] = [
 
 def configure_logging(settings: LogSettings, env: Environment) -> None:
     """Route structlog and stdlib logging through one formatter; optionally also to a rotating file."""
-    use_json = settings.log_format == "json" or (
-        settings.log_format is None and env is Environment.PRODUCTION
-    )
+    use_json = settings.log_format == "json" or (settings.log_format is None and env is Environment.PRODUCTION)
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,

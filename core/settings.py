@@ -7,7 +7,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -29,9 +29,7 @@ class ConfigurationError(Exception):
 
 def _config() -> SettingsConfigDict:
     # An empty variable (`SECRET_KEY=` as in .env.example) means "not set", never an empty secret.
-    return SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
-    )
+    return SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
 
 class RuntimeSettings(BaseSettings):
@@ -114,6 +112,79 @@ class AuthSettings(BaseSettings):
         return secrets.token_urlsafe(48)
 
 
+class StageTemplate(BaseModel):
+    """A default stage: its name and length; no length means "until the work order's planned end"."""
+
+    name: str
+    duration_min: int | None = None
+
+
+def _parse_stage_templates(value: object) -> object:
+    # "Enjeksiyon:30,Montaj" -> Enjeksiyon for 30 minutes, then Montaj until the planned end.
+    if not isinstance(value, str):
+        return value
+    templates = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, _, minutes = item.partition(":")
+        templates.append({"name": name.strip(), "duration_min": int(minutes) if minutes.strip() else None})
+    return templates
+
+
+class TrackingSettings(BaseSettings):
+    """Production tracking rules."""
+
+    model_config = _config()
+
+    default_stages: Annotated[list[StageTemplate], NoDecode] = Field(
+        default_factory=lambda: [
+            StageTemplate(name="Enjeksiyon", duration_min=30),
+            StageTemplate(name="Montaj"),
+        ]
+    )
+    require_previous_stage_started: bool = True
+    issue_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["machine_breakdown", "material_shortage", "quality", "safety", "other"]
+    )
+
+    @field_validator("default_stages", mode="before")
+    @classmethod
+    def _split_stages(cls, value: object) -> object:
+        try:
+            return _parse_stage_templates(value)
+        except ValueError:
+            raise ValueError("DEFAULT_STAGES is a list like 'Enjeksiyon:30,Montaj' (minutes after ':')") from None
+
+    @field_validator("default_stages")
+    @classmethod
+    def _check_stages(cls, value: list[StageTemplate]) -> list[StageTemplate]:
+        if not value:
+            raise ValueError("DEFAULT_STAGES needs at least one stage")
+        names = [template.name for template in value]
+        if any(not name or len(name) > 64 for name in names) or len(set(names)) != len(names):
+            raise ValueError("DEFAULT_STAGES names must be unique, 1 to 64 characters")
+        if any(template.duration_min is None for template in value[:-1]):
+            raise ValueError("DEFAULT_STAGES: only the last stage may omit its minutes")
+        if any(template.duration_min is not None and template.duration_min <= 0 for template in value):
+            raise ValueError("DEFAULT_STAGES: minutes must be positive")
+        return value
+
+    @field_validator("issue_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("issue_types")
+    @classmethod
+    def _check_types(cls, value: list[str]) -> list[str]:
+        if not value or any(len(item) > 64 for item in value):
+            raise ValueError("ISSUE_TYPES needs at least one type, each up to 64 characters")
+        return value
+
+
 class ApiSettings(BaseSettings):
     """The HTTP layer."""
 
@@ -135,9 +206,7 @@ class ApiSettings(BaseSettings):
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> Self:
         if "*" in self.cors_origins and self.cors_allow_credentials:
-            raise ValueError(
-                "CORS_ORIGINS may not contain '*' while CORS_ALLOW_CREDENTIALS is true; list the origins"
-            )
+            raise ValueError("CORS_ORIGINS may not contain '*' while CORS_ALLOW_CREDENTIALS is true; list the origins")
         return self
 
 
@@ -171,6 +240,7 @@ class ApiProcessSettings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property

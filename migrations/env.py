@@ -11,9 +11,9 @@ from core.settings import DatabaseSettings
 
 config = context.config
 # `shopfloor migrate` passes the URL; plain `alembic` falls back to the settings.
-url: str = config.attributes.get("database_url") or sync_url(
-    DatabaseSettings().database_url
-).render_as_string(hide_password=False)
+url: str = config.attributes.get("database_url") or sync_url(DatabaseSettings().database_url).render_as_string(
+    hide_password=False
+)
 
 target_metadata = Base.metadata
 

@@ -6,11 +6,13 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -123,16 +125,17 @@ class Api:
     client: AsyncClient
     engine: AsyncEngine
     settings: ApiProcessSettings
+    app: FastAPI
+
+    def set_now(self, now: datetime) -> None:
+        """Freeze the app's clock at `now` (stage events, metrics and issue times follow it)."""
+        self.app.state.clock = lambda: now
 
     async def create_user(self, username: str, role: Role, *, active: bool = True) -> UserAccount:
         """Insert a user directly (bypassing the API), with the shared test password."""
-        hasher = PasswordHasher(
-            time_cost=TEST_PASSWORDS.argon2_time_cost, memory_kib=TEST_PASSWORDS.argon2_memory_kib
-        )
+        hasher = PasswordHasher(time_cost=TEST_PASSWORDS.argon2_time_cost, memory_kib=TEST_PASSWORDS.argon2_memory_kib)
         async with transaction(session_factory(self.engine)) as session:
-            user = UserAccount(
-                username=username, role=role, is_active=active, password_hash=hasher.hash(TEST_PASSWORD)
-            )
+            user = UserAccount(username=username, role=role, is_active=active, password_hash=hasher.hash(TEST_PASSWORD))
             session.add(user)
         return user
 
@@ -154,7 +157,7 @@ async def make_api(engine: AsyncEngine, settings: ApiProcessSettings) -> AsyncIt
     app = create_app(settings)
     transport = ASGITransport(app=app, client=("203.0.113.7", 50000))
     async with AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Api(client=client, engine=engine, settings=settings)
+        yield Api(client=client, engine=engine, settings=settings, app=app)
     await app.state.engine.dispose()
 
 

@@ -13,9 +13,8 @@ from starlette.exceptions import HTTPException
 
 from api.auth import service
 from api.auth.schemas import LoginRequest, RegisterRequest, TokenRead
-from api.deps import CurrentUser, Hasher, Session, Settings, Throttle, Tokens
+from api.deps import CurrentUser, Hasher, Now, Session, Settings, Throttle, Tokens
 from api.users.schemas import UserRead
-from core.clock import utcnow
 from core.models import UserAccount
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -67,11 +66,10 @@ async def _read_credentials(request: Request) -> LoginRequest:
 
 @router.post("/login", response_model=TokenRead, openapi_extra=_LOGIN_BODY)
 async def login(
-    request: Request, session: Session, tokens: Tokens, hasher: Hasher, throttle: Throttle
+    now: Now, request: Request, session: Session, tokens: Tokens, hasher: Hasher, throttle: Throttle
 ) -> TokenRead:
     """Exchange a username and password for a bearer token (JSON body or the OAuth2 password form)."""
     credentials = await _read_credentials(request)
-    now = utcnow()
     user = await service.authenticate(
         session,
         hasher=hasher,

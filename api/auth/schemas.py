@@ -16,9 +16,7 @@ class LoginRequest(InputModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    username: Annotated[
-        str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64)
-    ]
+    username: Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64)]
     password: Password
 
 

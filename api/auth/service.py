@@ -64,9 +64,7 @@ async def register(
 ) -> UserAccount:
     """Create a worker account for whoever asks, when self-registration is on."""
     if not allowed:
-        raise Forbidden(
-            "Self-registration is turned off; ask an admin for an account", code="registration_disabled"
-        )
+        raise Forbidden("Self-registration is turned off; ask an admin for an account", code="registration_disabled")
     user = await create_user(
         session,
         hasher=hasher,

@@ -40,9 +40,7 @@ class LoginThrottle:
             waits.append(self._wait(f"addr:{address}", self._limits.per_address, now))
         retry_after = max(waits)
         if retry_after > 0:
-            raise RateLimited(
-                "Too many failed login attempts; try again later", retry_after_s=math.ceil(retry_after)
-            )
+            raise RateLimited("Too many failed login attempts; try again later", retry_after_s=math.ceil(retry_after))
 
     def record_failure(self, *, username: str, address: str | None, now: float) -> None:
         """Count one failed attempt for the username and the address."""

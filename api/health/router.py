@@ -51,8 +51,7 @@ async def ready(request: Request) -> ReadyRead:
     heads = head_revisions()
     if current != heads:
         raise Unavailable(
-            f"The schema is at {sorted(current) or 'no revision'}, expected {sorted(heads)}: "
-            "run `shopfloor migrate`",
+            f"The schema is at {sorted(current) or 'no revision'}, expected {sorted(heads)}: run `shopfloor migrate`",
             code="schema_outdated",
         )
     return ReadyRead(schema_revision=sorted(current))

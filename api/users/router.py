@@ -21,9 +21,7 @@ async def list_users(
     _admin: AdminUser,
     page: Pagination,
     role: Annotated[Role | None, Query(description="Only users with this role")] = None,
-    is_active: Annotated[
-        bool | None, Query(description="Only active (true) or deactivated (false) users")
-    ] = None,
+    is_active: Annotated[bool | None, Query(description="Only active (true) or deactivated (false) users")] = None,
 ) -> Page[UserRead]:
     """List users, optionally by role or activity."""
     users, total = await service.list_users(

@@ -73,10 +73,7 @@ async def list_users(
 
 async def _lock_user(session: AsyncSession, user_id: int) -> UserAccount:
     user = await session.scalar(
-        select(UserAccount)
-        .where(UserAccount.id == user_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        select(UserAccount).where(UserAccount.id == user_id).with_for_update().execution_options(populate_existing=True)
     )
     if user is None:
         raise NotFound(f"User {user_id} does not exist")

@@ -134,9 +134,7 @@ class StageAssignment(Base):
 
     __tablename__ = "stage_assignment"
 
-    stage_id: Mapped[int] = mapped_column(
-        ForeignKey("work_order_stage.id", ondelete="CASCADE"), primary_key=True
-    )
+    stage_id: Mapped[int] = mapped_column(ForeignKey("work_order_stage.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), primary_key=True, index=True)
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     assigned_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))

@@ -103,9 +103,7 @@ def upgrade() -> None:
         sa.Column("scrap_qty", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.CheckConstraint(
-            "good_qty IS NULL OR good_qty >= 0", name=op.f("ck_work_order_stage_good_qty_not_negative")
-        ),
+        sa.CheckConstraint("good_qty IS NULL OR good_qty >= 0", name=op.f("ck_work_order_stage_good_qty_not_negative")),
         sa.CheckConstraint("planned_start < planned_end", name=op.f("ck_work_order_stage_planned_window")),
         sa.CheckConstraint(
             "scrap_qty IS NULL OR scrap_qty >= 0", name=op.f("ck_work_order_stage_scrap_qty_not_negative")
@@ -117,9 +115,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_work_order_stage")),
-        sa.UniqueConstraint(
-            "work_order_id", "position", name=op.f("uq_work_order_stage_work_order_id_position")
-        ),
+        sa.UniqueConstraint("work_order_id", "position", name=op.f("uq_work_order_stage_work_order_id_position")),
     )
     op.create_index(op.f("ix_work_order_stage_machine_id"), "work_order_stage", ["machine_id"], unique=False)
     op.create_index(op.f("ix_work_order_stage_status"), "work_order_stage", ["status"], unique=False)
@@ -151,9 +147,7 @@ def upgrade() -> None:
         sa.Column("resolved_by_id", sa.Integer(), nullable=True),
         sa.Column("resolution_note", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["acked_by_id"], ["user_account.id"], name=op.f("fk_issue_acked_by_id_user_account")
-        ),
+        sa.ForeignKeyConstraint(["acked_by_id"], ["user_account.id"], name=op.f("fk_issue_acked_by_id_user_account")),
         sa.ForeignKeyConstraint(
             ["reported_by_id"], ["user_account.id"], name=op.f("fk_issue_reported_by_id_user_account")
         ),
@@ -223,9 +217,7 @@ def upgrade() -> None:
             name=op.f("fk_stage_event_stage_id_work_order_stage"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["user_account.id"], name=op.f("fk_stage_event_user_id_user_account")
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["user_account.id"], name=op.f("fk_stage_event_user_id_user_account")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_stage_event")),
     )
     op.create_index("ix_stage_event_stage_id_at", "stage_event", ["stage_id", "at"], unique=False)

@@ -55,9 +55,7 @@ async def test_login_records_last_login(api: Api) -> None:
 
 
 @pytest.mark.parametrize(("username", "password"), [("ayse", "wrong-password"), ("nobody", TEST_PASSWORD)])
-async def test_bad_credentials_are_401_without_saying_which_part(
-    api: Api, username: str, password: str
-) -> None:
+async def test_bad_credentials_are_401_without_saying_which_part(api: Api, username: str, password: str) -> None:
     await api.create_user("ayse", Role.WORKER)
     response = await api.client.post("/auth/login", json={"username": username, "password": password})
     assert response.status_code == 401
@@ -81,9 +79,7 @@ async def test_deactivated_user_cannot_log_in(api: Api) -> None:
         (b"username=x", "application/x-www-form-urlencoded", "password"),
     ],
 )
-async def test_malformed_login_is_a_422_problem(
-    api: Api, content: bytes, content_type: str, field: str
-) -> None:
+async def test_malformed_login_is_a_422_problem(api: Api, content: bytes, content_type: str, field: str) -> None:
     response = await api.client.post("/auth/login", content=content, headers={"content-type": content_type})
     assert response.status_code == 422
     body = response.json()
@@ -101,9 +97,7 @@ async def test_repeated_failures_for_one_username_are_throttled(api: Api) -> Non
     await api.create_user("target", Role.ADMIN)
     limit = api.settings.auth.login_max_failures_per_user
     for _ in range(limit):
-        response = await api.client.post(
-            "/auth/login", json={"username": "target", "password": "guess-guess"}
-        )
+        response = await api.client.post("/auth/login", json={"username": "target", "password": "guess-guess"})
         assert response.status_code == 401
     blocked = await api.client.post("/auth/login", json={"username": "target", "password": TEST_PASSWORD})
     assert blocked.status_code == 429
@@ -111,9 +105,7 @@ async def test_repeated_failures_for_one_username_are_throttled(api: Api) -> Non
     assert 0 < int(blocked.headers["Retry-After"]) <= api.settings.auth.login_failure_window_s
 
 
-async def test_repeated_failures_from_one_address_are_throttled(
-    engine: AsyncEngine, database_url: str
-) -> None:
+async def test_repeated_failures_from_one_address_are_throttled(engine: AsyncEngine, database_url: str) -> None:
     settings = make_settings(database_url, login_max_failures_per_address=3, login_max_failures_per_user=100)
     async for api in make_api(engine, settings):
         await api.create_user("victim", Role.WORKER)
@@ -147,9 +139,7 @@ async def test_register_refuses_a_role_field(api: Api) -> None:
 
 async def test_register_a_taken_username_is_409(api: Api) -> None:
     await api.create_user("taken", Role.WORKER)
-    response = await api.client.post(
-        "/auth/register", json={"username": "TAKEN", "password": "long-enough-1"}
-    )
+    response = await api.client.post("/auth/register", json={"username": "TAKEN", "password": "long-enough-1"})
     assert response.status_code == 409
     assert response.json()["code"] == "username_taken"
 
@@ -164,9 +154,7 @@ async def test_register_a_taken_username_is_409(api: Api) -> None:
         ({"username": "okname", "password": "x" * 300}, "password"),
     ],
 )
-async def test_register_rejects_bad_input_with_field_errors(
-    api: Api, payload: dict[str, str], field: str
-) -> None:
+async def test_register_rejects_bad_input_with_field_errors(api: Api, payload: dict[str, str], field: str) -> None:
     response = await api.client.post("/auth/register", json=payload)
     assert response.status_code == 422
     assert field in {error["field"] for error in response.json()["errors"]}
@@ -174,9 +162,7 @@ async def test_register_rejects_bad_input_with_field_errors(
 
 async def test_register_can_be_turned_off(engine: AsyncEngine, database_url: str) -> None:
     async for api in make_api(engine, make_settings(database_url, allow_self_registration=False)):
-        response = await api.client.post(
-            "/auth/register", json={"username": "someone", "password": "long-enough-1"}
-        )
+        response = await api.client.post("/auth/register", json={"username": "someone", "password": "long-enough-1"})
         assert response.status_code == 403
         assert response.json()["code"] == "registration_disabled"
 

@@ -50,9 +50,7 @@ async def test_openapi_has_tags_summaries_and_the_password_flow(api: Api) -> Non
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("tags"), f"{method} {path} has no tag"
-            assert operation.get("description") or operation.get("summary"), (
-                f"{method} {path} has no docstring"
-            )
+            assert operation.get("description") or operation.get("summary"), f"{method} {path} has no docstring"
     flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]
     assert flows["password"]["tokenUrl"] == "/auth/login"
     login_body = spec["paths"]["/auth/login"]["post"]["requestBody"]["content"]

@@ -1,33 +1,56 @@
 """Every route crossed with {anonymous, worker, planner, admin}, checked against the design's roles table.
 
 A route missing from ROUTES fails `test_every_route_is_in_the_table`: a new route must say who may call it.
+Workers are assigned to the stages the requests use, so "worker" rows test the assigned case; the unassigned case
+is tested in test_tracking.py.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api.app import create_app
-from core.models import Role
+from core.db import session_factory, transaction
+from core.models import (
+    Issue,
+    IssueStatus,
+    Role,
+    StageAssignment,
+    StageEvent,
+    StageEventKind,
+    StageStatus,
+    WorkOrder,
+    WorkOrderStage,
+)
 from tests.conftest import Api, make_settings
 
 ANONYMOUS = "anonymous"
 ACTORS = (ANONYMOUS, Role.WORKER.value, Role.PLANNER.value, Role.ADMIN.value)
 PUBLIC = frozenset(ACTORS)
 ANY_USER = frozenset({Role.WORKER.value, Role.PLANNER.value, Role.ADMIN.value})
+PLANNERS = frozenset({Role.PLANNER.value, Role.ADMIN.value})
 ADMIN = frozenset({Role.ADMIN.value})
+T0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class Target:
-    """Ids the request paths and bodies may refer to."""
+    """Rows the requests refer to: a planned, a running and a paused stage, an open issue, users."""
 
     user_id: int
+    other_worker_id: int
+    work_order_id: int
+    planned_stage_id: int
+    running_stage_id: int
+    paused_stage_id: int
+    issue_id: int
 
 
 @dataclass(frozen=True)
@@ -36,22 +59,87 @@ class Rule:
     path: str
     allowed: frozenset[str]
     body: Callable[[Target], dict[str, Any]] | None = None
+    query: dict[str, str] = field(default_factory=dict)
 
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(3).hex()}"
 
 
+def _work_order(product: str, *statuses: StageStatus) -> WorkOrder:
+    return WorkOrder(
+        product_code=product,
+        lot_no="L1",
+        qty=10,
+        planned_start=T0,
+        planned_end=T0 + timedelta(hours=len(statuses)),
+        stages=[
+            WorkOrderStage(
+                position=index + 1,
+                stage_name=f"S{index + 1}",
+                planned_start=T0 + timedelta(hours=index),
+                planned_end=T0 + timedelta(hours=index + 1),
+                status=status,
+            )
+            for index, status in enumerate(statuses)
+        ],
+    )
+
+
+async def make_target(api: Api, worker_id: int | None) -> Target:
+    """The rows, inserted directly; the worker actor (if any) is assigned to every stage used."""
+    target_user = await api.create_user("rbac-target", Role.WORKER)
+    other = await api.create_user(_unique("other"), Role.WORKER)
+    async with transaction(session_factory(api.engine)) as session:
+        planned = _work_order("P-PLANNED", StageStatus.PLANNED, StageStatus.PLANNED)
+        running = _work_order("P-RUNNING", StageStatus.IN_PROGRESS)
+        paused = _work_order("P-PAUSED", StageStatus.PAUSED)
+        session.add_all([planned, running, paused])
+        await session.flush()
+        stages = [planned.stages[0], running.stages[0], paused.stages[0]]
+        session.add_all(
+            [
+                StageEvent(stage_id=running.stages[0].id, kind=StageEventKind.START, at=T0),
+                StageEvent(stage_id=paused.stages[0].id, kind=StageEventKind.START, at=T0),
+                StageEvent(stage_id=paused.stages[0].id, kind=StageEventKind.PAUSE, at=T0 + timedelta(minutes=5)),
+                StageAssignment(stage_id=planned.stages[0].id, user_id=other.id),
+                *(StageAssignment(stage_id=stage.id, user_id=worker_id) for stage in stages if worker_id),
+            ]
+        )
+        issue = Issue(stage_id=planned.stages[0].id, type="quality", description="burrs", status=IssueStatus.OPEN)
+        session.add(issue)
+        await session.flush()
+        return Target(
+            user_id=target_user.id,
+            other_worker_id=other.id,
+            work_order_id=planned.id,
+            planned_stage_id=planned.stages[0].id,
+            running_stage_id=running.stages[0].id,
+            paused_stage_id=paused.stages[0].id,
+            issue_id=issue.id,
+        )
+
+
+def _paths(path: str, target: Target) -> str:
+    stage = target.planned_stage_id
+    if path.endswith(("/pause", "/done")):
+        stage = target.running_stage_id
+    elif path.endswith("/resume"):
+        stage = target.paused_stage_id
+    user = target.other_worker_id if "/assignments/" in path else target.user_id
+    return path.format(user_id=user, work_order_id=target.work_order_id, stage_id=stage, issue_id=target.issue_id)
+
+
+WORK_ORDER = {
+    "product_code": "PX-1",
+    "lot_no": "L-9",
+    "qty": 5,
+    "planned_start": "2026-11-27T08:00:00Z",
+    "planned_end": "2026-11-27T12:00:00Z",
+}
 ROUTES = [
-    Rule(
-        "POST",
-        "/auth/login",
-        PUBLIC,
-        lambda _: {"username": "rbac-target", "password": "correct-horse-battery"},
-    ),
-    Rule(
-        "POST", "/auth/register", PUBLIC, lambda _: {"username": _unique("reg"), "password": "long-enough-1"}
-    ),
+    Rule("POST", "/auth/login", PUBLIC, lambda _: {"username": "rbac-target", "password": "correct-horse-battery"}),
+    Rule("POST", "/auth/register", PUBLIC, lambda _: {"username": _unique("reg"), "password": "long-enough-1"}),
     Rule("GET", "/auth/me", ANY_USER),
     Rule("GET", "/auth/users", ADMIN),
     Rule(
@@ -63,16 +151,42 @@ ROUTES = [
     Rule("GET", "/auth/users/{user_id}", ADMIN),
     Rule("PATCH", "/auth/users/{user_id}/role", ADMIN, lambda _: {"role": "planner"}),
     Rule("PATCH", "/auth/users/{user_id}", ADMIN, lambda _: {"full_name": "Renamed"}),
+    Rule("POST", "/workorders/", PLANNERS, lambda _: WORK_ORDER),
+    Rule("GET", "/workorders/", ANY_USER),
+    Rule("GET", "/workorders/{work_order_id}", ANY_USER),
+    Rule("PATCH", "/workorders/{work_order_id}", PLANNERS, lambda _: {"notes": "check the mould"}),
+    Rule("GET", "/workorders/{work_order_id}/stages", ANY_USER),
+    Rule("POST", "/workorders/{work_order_id}/cancel", PLANNERS, lambda _: {"reason": "customer"}),
+    Rule("GET", "/workorders/{work_order_id}/metrics", ANY_USER),
+    Rule("GET", "/stages/{stage_id}", ANY_USER),
+    Rule("PATCH", "/stages/{stage_id}", PLANNERS, lambda _: {"stage_name": "Enjeksiyon"}),
+    Rule("POST", "/stages/{stage_id}/start", ANY_USER),
+    Rule("POST", "/stages/{stage_id}/pause", ANY_USER, lambda _: {"reason": "mould change"}),
+    Rule("POST", "/stages/{stage_id}/resume", ANY_USER),
+    Rule("POST", "/stages/{stage_id}/done", ANY_USER, lambda _: {"good_qty": 9, "scrap_qty": 1}),
+    Rule("POST", "/stages/{stage_id}/assignments", PLANNERS, lambda t: {"user_id": t.user_id}),
+    Rule("DELETE", "/stages/{stage_id}/assignments/{user_id}", PLANNERS),
+    Rule("GET", "/stages/{stage_id}/events", ANY_USER),
+    Rule("GET", "/stages/{stage_id}/metrics", ANY_USER),
+    Rule("POST", "/stages/{stage_id}/issue", ANY_USER, lambda _: {"type": "quality", "description": "flash"}),
+    Rule("GET", "/stages/{stage_id}/issues", ANY_USER),
+    Rule("PATCH", "/stages/{stage_id}/issues/{issue_id}", PLANNERS, lambda _: {"status": "ack", "note": "seen"}),
+    Rule("GET", "/issues", PLANNERS),
+    Rule("GET", "/me/stages", ANY_USER),
+    Rule(
+        "GET",
+        "/metrics/summary",
+        PLANNERS,
+        query={"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+    ),
     Rule("GET", "/health", PUBLIC),
     Rule("GET", "/ready", PUBLIC),
 ]
 
 
-def test_every_route_is_in_the_table(tmp_path: Any) -> None:
+def test_every_route_is_in_the_table(tmp_path: Path) -> None:
     app = create_app(make_settings(f"sqlite:///{tmp_path / 'routes.db'}"))
-    served = {
-        (method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations
-    }
+    served = {(method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations}
     table = {(rule.method, rule.path) for rule in ROUTES}
     assert served == table
 
@@ -80,11 +194,18 @@ def test_every_route_is_in_the_table(tmp_path: Any) -> None:
 @pytest.mark.parametrize("actor", ACTORS)
 @pytest.mark.parametrize("rule", ROUTES, ids=lambda rule: f"{rule.method} {rule.path}")
 async def test_route_allows_exactly_the_roles_of_the_table(api: Api, rule: Rule, actor: str) -> None:
-    target = await api.create_user("rbac-target", Role.WORKER)
-    headers = {} if actor == ANONYMOUS else await api.actor(Role(actor))
-    path = rule.path.format(user_id=target.id)
-    body = rule.body(Target(user_id=target.id)) if rule.body else None
-    response = await api.client.request(rule.method, path, json=body, headers=headers)
+    headers: dict[str, str] = {}
+    worker_id = None
+    if actor != ANONYMOUS:
+        name = _unique(actor)
+        user = await api.create_user(name, Role(actor))
+        worker_id = user.id if actor == Role.WORKER.value else None
+        headers = await api.login(name)
+    target = await make_target(api, worker_id)
+    body = rule.body(target) if rule.body else None
+    response = await api.client.request(
+        rule.method, _paths(rule.path, target), json=body, params=rule.query, headers=headers
+    )
     if actor in rule.allowed:
         assert response.status_code < 400, response.text
     elif actor == ANONYMOUS:

@@ -10,9 +10,7 @@ from core.models import Role
 from tests.conftest import TEST_PASSWORD, Api, logged_events
 
 
-async def test_each_request_logs_one_line_with_its_context(
-    api: Api, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_each_request_logs_one_line_with_its_context(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     user = await api.create_user("logger", Role.PLANNER)
     headers = await api.login("logger")
     with caplog.at_level(logging.INFO):
@@ -34,9 +32,7 @@ async def test_failed_request_is_logged_with_its_status(api: Api, caplog: pytest
     assert line["user_id"] is None
 
 
-async def test_login_attempts_are_logged_without_the_password(
-    api: Api, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_login_attempts_are_logged_without_the_password(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     await api.create_user("auditme", Role.WORKER)
     with caplog.at_level(logging.INFO):
         await api.client.post("/auth/login", json={"username": "auditme", "password": "Wrong-Guess-99"})

@@ -27,9 +27,7 @@ async def test_list_is_paginated_and_filtered_by_role(api: Api) -> None:
         await api.create_user(f"worker{index}", Role.WORKER)
     await api.create_user("planner0", Role.PLANNER)
 
-    page = await api.client.get(
-        "/auth/users", params={"role": "worker", "limit": 2, "offset": 2}, headers=admin
-    )
+    page = await api.client.get("/auth/users", params={"role": "worker", "limit": 2, "offset": 2}, headers=admin)
     assert page.status_code == 200
     body = page.json()
     assert body["total"] == 5
@@ -108,9 +106,7 @@ async def test_with_two_admins_one_can_step_down(api: Api) -> None:
     first = await api.create_user("admin-a", Role.ADMIN)
     await api.create_user("admin-b", Role.ADMIN)
     headers = await api.login("admin-a")
-    response = await api.client.patch(
-        f"/auth/users/{first.id}/role", json={"role": "planner"}, headers=headers
-    )
+    response = await api.client.patch(f"/auth/users/{first.id}/role", json={"role": "planner"}, headers=headers)
     assert response.status_code == 200
     assert response.json()["role"] == "planner"
     assert (await api.client.get("/auth/users", headers=headers)).status_code == 403
@@ -119,14 +115,10 @@ async def test_with_two_admins_one_can_step_down(api: Api) -> None:
 async def test_admin_resets_a_password(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
     user = await api.create_user("forgetful", Role.WORKER)
-    response = await api.client.patch(
-        f"/auth/users/{user.id}", json={"password": "brand-new-pass"}, headers=admin
-    )
+    response = await api.client.patch(f"/auth/users/{user.id}", json={"password": "brand-new-pass"}, headers=admin)
     assert response.status_code == 200
     await api.login("forgetful", "brand-new-pass")
-    old = await api.client.post(
-        "/auth/login", json={"username": "forgetful", "password": "correct-horse-battery"}
-    )
+    old = await api.client.post("/auth/login", json={"username": "forgetful", "password": "correct-horse-battery"})
     assert old.status_code == 401
 
 

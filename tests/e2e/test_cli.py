@@ -32,9 +32,7 @@ def cli_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def shopfloor(
-    *args: str, env: dict[str, str], cwd: Path, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
+def shopfloor(*args: str, env: dict[str, str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 -- our own console script
         [SHOPFLOOR, *args],
         env=env,
@@ -71,9 +69,7 @@ def test_production_with_a_placeholder_secret_key_exits(workdir: Path) -> None:
 
 
 def test_a_malformed_setting_is_named(workdir: Path) -> None:
-    result = shopfloor(
-        "migrate", env=cli_env(f"sqlite:///{workdir / 'x.db'}", DB_POOL_SIZE="many"), cwd=workdir
-    )
+    result = shopfloor("migrate", env=cli_env(f"sqlite:///{workdir / 'x.db'}", DB_POOL_SIZE="many"), cwd=workdir)
     assert result.returncode == 2
     assert "DB_POOL_SIZE" in result.stderr
 
@@ -124,9 +120,7 @@ def test_migrate_create_admin_serve_and_log_in_through_swagger(served: tuple[str
     docs = httpx.get(f"{base}/api-docs")
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
-    token_url = httpx.get(f"{base}/openapi.json").json()["components"]["securitySchemes"][
-        "OAuth2PasswordBearer"
-    ]
+    token_url = httpx.get(f"{base}/openapi.json").json()["components"]["securitySchemes"]["OAuth2PasswordBearer"]
     # What Swagger's Authorize button sends: the OAuth2 password form to the scheme's tokenUrl.
     login = httpx.post(
         base + token_url["flows"]["password"]["tokenUrl"],
@@ -143,9 +137,7 @@ def test_user_create_generates_and_prints_a_password_without_a_terminal(
     served: tuple[str, dict[str, str]], workdir: Path
 ) -> None:
     base, env = served
-    result = shopfloor(
-        "user", "create", "--username", "Planner2", "--role", "planner", env=env, cwd=workdir, stdin=""
-    )
+    result = shopfloor("user", "create", "--username", "Planner2", "--role", "planner", env=env, cwd=workdir, stdin="")
     assert result.returncode == 0, result.stderr
     password = result.stdout.split("generated password (shown once): ")[1].strip()
     login = httpx.post(f"{base}/auth/login", json={"username": "planner2", "password": password})
@@ -174,10 +166,7 @@ def test_seed_creates_demo_users_once(served: tuple[str, dict[str, str]], workdi
     }
     assert set(credentials) == {"planner", "worker"}  # "admin" exists already
     for username, password in credentials.items():
-        assert (
-            httpx.post(f"{base}/auth/login", json={"username": username, "password": password}).status_code
-            == 200
-        )
+        assert httpx.post(f"{base}/auth/login", json={"username": username, "password": password}).status_code == 200
     second = shopfloor("seed", env=env, cwd=workdir)
     assert "nothing created" in second.stdout
 

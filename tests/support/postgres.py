@@ -47,9 +47,7 @@ def _pg_bin() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
-    raise ServiceUnavailable(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql"
-    )
+    raise ServiceUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql")
 
 
 def _as_postgres(args: list[str]) -> list[str]:

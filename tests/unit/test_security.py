@@ -94,9 +94,7 @@ def test_tampered_token_is_refused() -> None:
 
 
 def test_token_without_expiry_is_refused() -> None:
-    token = jwt.encode(
-        {"sub": "1", "iss": "shopfloor", "aud": "shopfloor-api", "iat": NOW}, KEY, algorithm="HS256"
-    )
+    token = jwt.encode({"sub": "1", "iss": "shopfloor", "aud": "shopfloor-api", "iat": NOW}, KEY, algorithm="HS256")
     with pytest.raises(InvalidToken, match="exp"):
         tokens().user_id(token)
 

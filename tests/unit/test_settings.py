@@ -18,6 +18,7 @@ from core.settings import (
     LogSettings,
     PasswordSettings,
     RuntimeSettings,
+    TrackingSettings,
     check_secret,
 )
 
@@ -27,6 +28,7 @@ SETTINGS_PIECES = (
     LogSettings,
     AuthSettings,
     PasswordSettings,
+    TrackingSettings,
     ApiSettings,
 )
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
@@ -131,22 +133,9 @@ def test_database_urls_get_the_right_drivers(given: str, async_driver: str, sync
     assert sync_url(given).drivername == sync_driver
 
 
-SETTINGS_PIECES = (
-    RuntimeSettings,
-    DatabaseSettings,
-    LogSettings,
-    AuthSettings,
-    PasswordSettings,
-    ApiSettings,
-)
-ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
-
-
 def test_env_example_documents_every_setting() -> None:
     documented = {
-        line.split("=", 1)[0]
-        for line in ENV_EXAMPLE.read_text().splitlines()
-        if line and not line.startswith("#")
+        line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
     }
     fields = {name.upper() for piece in SETTINGS_PIECES for name in piece.model_fields}
     assert documented == fields
@@ -167,3 +156,20 @@ def test_env_example_in_production_fails_on_the_empty_secret(tmp_cwd: Path) -> N
     )
     with pytest.raises(ConfigurationError, match="SECRET_KEY"):
         ApiProcessSettings().check()
+
+
+def test_default_stages_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEFAULT_STAGES", "Kalıp hazırlık:15, Enjeksiyon:45 ,Montaj")
+    stages = TrackingSettings().default_stages
+    assert [(stage.name, stage.duration_min) for stage in stages] == [
+        ("Kalıp hazırlık", 15),
+        ("Enjeksiyon", 45),
+        ("Montaj", None),
+    ]
+
+
+@pytest.mark.parametrize("value", ["A,B:30", "A:0,B", "A:x,B", "A:10,A", " , "])
+def test_bad_default_stages_name_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DEFAULT_STAGES", value)
+    with pytest.raises(ValidationError, match="DEFAULT_STAGES"):
+        TrackingSettings()

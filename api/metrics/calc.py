@@ -1,0 +1,155 @@
+"""Efficiency arithmetic, pure: durations from stage events, delays and projections (see docs/metrics.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from core.models import StageEventKind, StageStatus
+
+_ZERO = timedelta(0)
+
+
+@dataclass(frozen=True)
+class EventPoint:
+    """One stage event: what happened and when."""
+
+    kind: StageEventKind
+    at: datetime
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """What the events of one stage add up to."""
+
+    actual_start: datetime | None
+    actual_end: datetime | None
+    working: timedelta
+    paused: timedelta
+
+
+def stage_timing(events: Sequence[EventPoint], *, now: datetime) -> StageTiming:
+    """Working and paused time from the event log; an open interval runs until `now`."""
+    working = paused = _ZERO
+    start = end = None
+    running_since: datetime | None = None
+    paused_since: datetime | None = None
+    for event in sorted(events, key=lambda e: e.at):
+        if event.kind is StageEventKind.START:
+            start = start or event.at
+            running_since = event.at
+        elif event.kind is StageEventKind.PAUSE and running_since is not None:
+            working += event.at - running_since
+            running_since, paused_since = None, event.at
+        elif event.kind is StageEventKind.RESUME and paused_since is not None:
+            paused += event.at - paused_since
+            running_since, paused_since = event.at, None
+        elif event.kind is StageEventKind.DONE:
+            if running_since is not None:
+                working += event.at - running_since
+            if paused_since is not None:
+                paused += event.at - paused_since
+            running_since = paused_since = None
+            end = event.at
+    if running_since is not None:
+        working += max(now - running_since, _ZERO)
+    if paused_since is not None:
+        paused += max(now - paused_since, _ZERO)
+    return StageTiming(actual_start=start, actual_end=end, working=working, paused=paused)
+
+
+def minutes(delta: timedelta) -> float:
+    """A duration in minutes, to two decimals."""
+    return round(delta.total_seconds() / 60, 2)
+
+
+@dataclass(frozen=True)
+class StageMetrics:
+    """Planned against actual for one stage; `projected` when the stage is not done yet."""
+
+    planned_duration: timedelta
+    actual_duration: timedelta | None
+    paused: timedelta
+    end: datetime
+    delay: timedelta
+    efficiency_percent: float | None
+    on_time: bool
+    projected: bool
+
+
+def stage_metrics(
+    *, planned_start: datetime, planned_end: datetime, status: StageStatus, timing: StageTiming, now: datetime
+) -> StageMetrics:
+    """Delay is measured at the end: the actual one when done, else projected from `now`."""
+    planned = planned_end - planned_start
+    if status is StageStatus.DONE and timing.actual_end is not None:
+        end, projected = timing.actual_end, False
+    elif timing.actual_start is not None:
+        # The planned working time not yet spent is still ahead (a paused stage resumes now at the earliest).
+        end, projected = now + max(planned - timing.working, _ZERO), True
+    else:
+        end, projected = max(now, planned_start) + planned, True
+    efficiency = None
+    if not projected and timing.working > _ZERO:
+        efficiency = round(planned / timing.working * 100, 2)
+    return StageMetrics(
+        planned_duration=planned,
+        actual_duration=timing.working if timing.actual_start is not None else None,
+        paused=timing.paused,
+        end=end,
+        delay=end - planned_end,
+        efficiency_percent=efficiency,
+        on_time=end <= planned_end,
+        projected=projected,
+    )
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """A stage's metrics with what it produced."""
+
+    metrics: StageMetrics
+    good_qty: int | None
+    scrap_qty: int | None
+
+
+@dataclass(frozen=True)
+class WorkOrderMetrics:
+    """A work order's stages taken together."""
+
+    planned_duration: timedelta
+    actual_duration: timedelta | None
+    paused: timedelta
+    end: datetime
+    delay: timedelta
+    efficiency_percent: float | None
+    on_time: bool
+    projected: bool
+    on_time_stage_percent: float | None
+    total_good_qty: int
+    total_scrap_qty: int
+
+
+def work_order_metrics(
+    *, planned_start: datetime, planned_end: datetime, stages: Sequence[StageOutcome]
+) -> WorkOrderMetrics:
+    """Sums over stages; the work order ends when its last stage ends (actually or as projected)."""
+    started = [stage.metrics.actual_duration for stage in stages if stage.metrics.actual_duration is not None]
+    done = [stage.metrics for stage in stages if not stage.metrics.projected]
+    done_working = sum((metrics.actual_duration or _ZERO for metrics in done), _ZERO)
+    done_planned = sum((metrics.planned_duration for metrics in done), _ZERO)
+    end = max((stage.metrics.end for stage in stages), default=planned_end)
+    return WorkOrderMetrics(
+        planned_duration=planned_end - planned_start,
+        actual_duration=sum(started, _ZERO) if started else None,
+        paused=sum((stage.metrics.paused for stage in stages), _ZERO),
+        end=end,
+        delay=end - planned_end,
+        efficiency_percent=round(done_planned / done_working * 100, 2) if done_working > _ZERO else None,
+        on_time=end <= planned_end,
+        projected=any(stage.metrics.projected for stage in stages),
+        on_time_stage_percent=round(sum(m.on_time for m in done) / len(done) * 100, 2) if done else None,
+        total_good_qty=sum(stage.good_qty or 0 for stage in stages),
+        total_scrap_qty=sum(stage.scrap_qty or 0 for stage in stages),
+    )

@@ -1,0 +1,190 @@
+"""What the stage endpoints accept and return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from api.metrics.calc import minutes, stage_timing
+from api.pagination import MAX_ID
+from api.schemas import InputModel
+from api.stages.transitions import allowed_actions
+from core.clock import utcnow
+from core.models import StageEventKind, StageStatus
+
+if TYPE_CHECKING:
+    from api.metrics.calc import StageMetrics
+    from api.stages.service import StageDetails
+
+StageName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Quantity = Annotated[int, Field(ge=0, le=1_000_000_000)]
+MachineRef = Annotated[int, Field(ge=1, le=MAX_ID, description="Machine id (the machine registry)")]
+
+
+class StagePlan(InputModel):
+    """A stage as planned: its name, its window and optionally its machine."""
+
+    stage_name: StageName
+    planned_start: AwareDatetime
+    planned_end: AwareDatetime
+    machine_id: MachineRef | None = None
+
+
+class StageUpdate(InputModel):
+    """Change a stage's plan (only while it is planned) or its machine; absent fields stay."""
+
+    stage_name: StageName | None = None
+    planned_start: AwareDatetime | None = None
+    planned_end: AwareDatetime | None = None
+    machine_id: MachineRef | None = None
+
+
+class AssignmentCreate(InputModel):
+    """Assign a user to a stage."""
+
+    user_id: Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class PauseRequest(InputModel):
+    """Why the stage stops for now."""
+
+    reason: Reason
+
+
+class DoneRequest(InputModel):
+    """What the stage produced."""
+
+    good_qty: Quantity
+    scrap_qty: Quantity
+
+
+class AssigneeRead(BaseModel):
+    """A user assigned to a stage."""
+
+    user_id: int
+    username: str
+    full_name: str | None
+    assigned_at: datetime
+
+
+class StageRead(BaseModel):
+    """A stage with its state, who works on it, and its actual times derived from its events."""
+
+    id: int
+    work_order_id: int
+    position: int
+    stage_name: str
+    planned_start: datetime
+    planned_end: datetime
+    machine_id: int | None
+    status: StageStatus
+    allowed_actions: list[StageEventKind]
+    actual_start: datetime | None
+    actual_end: datetime | None
+    good_qty: int | None
+    scrap_qty: int | None
+    open_issues: int
+    assignees: list[AssigneeRead]
+
+    @classmethod
+    def of(cls, details: StageDetails) -> Self:
+        """Serialise a stage with the times its events give."""
+        stage = details.stage
+        timing = stage_timing(details.events, now=utcnow())
+        return cls(
+            id=stage.id,
+            work_order_id=stage.work_order_id,
+            position=stage.position,
+            stage_name=stage.stage_name,
+            planned_start=stage.planned_start,
+            planned_end=stage.planned_end,
+            machine_id=stage.machine_id,
+            status=stage.status,
+            allowed_actions=allowed_actions(stage.status),
+            actual_start=timing.actual_start,
+            actual_end=timing.actual_end,
+            good_qty=stage.good_qty,
+            scrap_qty=stage.scrap_qty,
+            open_issues=details.open_issues,
+            assignees=[AssigneeRead(**vars(assignee)) for assignee in details.assignees],
+        )
+
+
+class WorkOrderBrief(BaseModel):
+    """The work order a stage belongs to, in short."""
+
+    id: int
+    product_code: str
+    lot_no: str
+    qty: int
+    planned_start: datetime
+    planned_end: datetime
+
+
+class MyStageRead(BaseModel):
+    """One of the caller's stages, with its work order."""
+
+    stage: StageRead
+    work_order: WorkOrderBrief
+
+    @classmethod
+    def of(cls, details: StageDetails) -> Self:
+        """Serialise a stage of the caller with its work order."""
+        work_order = details.stage.work_order
+        brief = WorkOrderBrief(
+            id=work_order.id,
+            product_code=work_order.product_code,
+            lot_no=work_order.lot_no,
+            qty=work_order.qty,
+            planned_start=work_order.planned_start,
+            planned_end=work_order.planned_end,
+        )
+        return cls(stage=StageRead.of(details), work_order=brief)
+
+
+class StageEventRead(BaseModel):
+    """One entry of a stage's history."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: StageEventKind
+    at: datetime
+    user_id: int | None
+    reason: str | None
+
+
+class StageMetricsRead(BaseModel):
+    """Planned against actual for one stage (minutes); `projected` while the stage is not done."""
+
+    stage_id: int
+    stage_name: str
+    status: StageStatus
+    planned_duration_min: float
+    actual_duration_min: float | None
+    paused_min: float
+    delay_min: float
+    efficiency_percent: float | None
+    on_time: bool
+    projected: bool
+    end: datetime
+
+    @classmethod
+    def of(cls, details: StageDetails, metrics: StageMetrics) -> Self:
+        """Serialise a stage's metrics."""
+        return cls(
+            stage_id=details.stage.id,
+            stage_name=details.stage.stage_name,
+            status=details.stage.status,
+            planned_duration_min=minutes(metrics.planned_duration),
+            actual_duration_min=None if metrics.actual_duration is None else minutes(metrics.actual_duration),
+            paused_min=minutes(metrics.paused),
+            delay_min=minutes(metrics.delay),
+            efficiency_percent=metrics.efficiency_percent,
+            on_time=metrics.on_time,
+            projected=metrics.projected,
+            end=metrics.end,
+        )

@@ -1,0 +1,323 @@
+"""Stages: who works on them, the start / pause / resume / done actions, and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from api.metrics.calc import EventPoint
+from api.stages.transitions import transition
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.models import (
+    Issue,
+    IssueStatus,
+    Role,
+    StageAssignment,
+    StageEvent,
+    StageEventKind,
+    StageStatus,
+    UserAccount,
+    WorkOrder,
+    WorkOrderStage,
+)
+from core.security import Principal
+
+
+@dataclass(frozen=True)
+class Assignee:
+    """A user on a stage."""
+
+    user_id: int
+    username: str
+    full_name: str | None
+    assigned_at: datetime
+
+
+@dataclass(frozen=True)
+class StageDetails:
+    """A stage with what is derived from other tables: its events, assignees and open issues."""
+
+    stage: WorkOrderStage
+    events: list[EventPoint]
+    assignees: list[Assignee]
+    open_issues: int
+
+
+@dataclass(frozen=True)
+class StageAction:
+    """What a worker asks of a stage."""
+
+    kind: StageEventKind
+    reason: str | None = None
+    good_qty: int | None = None
+    scrap_qty: int | None = None
+
+
+async def stage_details(session: AsyncSession, stages: Sequence[WorkOrderStage]) -> list[StageDetails]:
+    """Events, assignees and open-issue counts of many stages in three queries."""
+    ids = [stage.id for stage in stages]
+    if not ids:
+        return []
+    events: dict[int, list[EventPoint]] = {stage_id: [] for stage_id in ids}
+    for stage_id, kind, at in await session.execute(
+        select(StageEvent.stage_id, StageEvent.kind, StageEvent.at)
+        .where(StageEvent.stage_id.in_(ids))
+        .order_by(StageEvent.at, StageEvent.id)
+    ):
+        events[stage_id].append(EventPoint(kind=kind, at=at))
+    assignees: dict[int, list[Assignee]] = {stage_id: [] for stage_id in ids}
+    for stage_id, user_id, username, full_name, assigned_at in await session.execute(
+        select(
+            StageAssignment.stage_id,
+            UserAccount.id,
+            UserAccount.username,
+            UserAccount.full_name,
+            StageAssignment.assigned_at,
+        )
+        .join(UserAccount, UserAccount.id == StageAssignment.user_id)
+        .where(StageAssignment.stage_id.in_(ids))
+        .order_by(StageAssignment.assigned_at, UserAccount.id)
+    ):
+        assignees[stage_id].append(Assignee(user_id, username, full_name, assigned_at))
+    open_issues = dict(
+        (
+            await session.execute(
+                select(Issue.stage_id, func.count(Issue.id))
+                .where(Issue.stage_id.in_(ids), Issue.status != IssueStatus.RESOLVED)
+                .group_by(Issue.stage_id)
+            )
+        ).all()
+    )
+    return [
+        StageDetails(stage, events[stage.id], assignees[stage.id], open_issues.get(stage.id, 0)) for stage in stages
+    ]
+
+
+async def one_stage_details(session: AsyncSession, stage: WorkOrderStage) -> StageDetails:
+    """The details of a single stage."""
+    (details,) = await stage_details(session, [stage])
+    return details
+
+
+async def is_assigned(session: AsyncSession, *, stage_id: int, user_id: int) -> bool:
+    """True when the user is assigned to the stage."""
+    found = await session.scalar(
+        select(StageAssignment.stage_id).where(StageAssignment.stage_id == stage_id, StageAssignment.user_id == user_id)
+    )
+    return found is not None
+
+
+async def can_see_work_order(session: AsyncSession, *, actor: Principal, work_order_id: int) -> bool:
+    """Planners and admins see every work order; a worker those with a stage assigned to them."""
+    if actor.role is not Role.WORKER:
+        return True
+    found = await session.scalar(
+        select(StageAssignment.stage_id)
+        .join(WorkOrderStage, WorkOrderStage.id == StageAssignment.stage_id)
+        .where(WorkOrderStage.work_order_id == work_order_id, StageAssignment.user_id == actor.user_id)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def get_stage(session: AsyncSession, *, stage_id: int) -> WorkOrderStage:
+    """A stage with its work order loaded."""
+    stage = await session.scalar(
+        select(WorkOrderStage).where(WorkOrderStage.id == stage_id).options(selectinload(WorkOrderStage.work_order))
+    )
+    if stage is None:
+        raise NotFound(f"Stage {stage_id} does not exist")
+    return stage
+
+
+async def get_visible_stage(session: AsyncSession, *, actor: Principal, stage_id: int) -> WorkOrderStage:
+    """A stage the actor may read (a worker: one of a work order they work on); 404 otherwise."""
+    stage = await get_stage(session, stage_id=stage_id)
+    if not await can_see_work_order(session, actor=actor, work_order_id=stage.work_order_id):
+        raise NotFound(f"Stage {stage_id} does not exist")
+    return stage
+
+
+async def ensure_may_work_on(session: AsyncSession, *, actor: Principal, stage: WorkOrderStage) -> None:
+    """Workers act only on stages assigned to them; planners and admins on any."""
+    if actor.role is Role.WORKER and not await is_assigned(session, stage_id=stage.id, user_id=actor.user_id):
+        raise Forbidden("This stage is not assigned to you", code="stage_not_assigned")
+
+
+def _ensure_open(work_order: WorkOrder) -> None:
+    if work_order.cancelled_at is not None:
+        raise Conflict(f"Work order {work_order.id} is cancelled", code="work_order_cancelled")
+
+
+async def _ensure_previous_started(session: AsyncSession, stage: WorkOrderStage) -> None:
+    previous = await session.scalar(
+        select(WorkOrderStage)
+        .where(WorkOrderStage.work_order_id == stage.work_order_id, WorkOrderStage.position < stage.position)
+        .order_by(WorkOrderStage.position.desc())
+        .limit(1)
+    )
+    if previous is not None and previous.status is StageStatus.PLANNED:
+        raise Conflict(
+            f"Stage {previous.stage_name!r} (#{previous.id}) has not started yet; start it first",
+            code="previous_stage_not_started",
+            extra={"previous_stage_id": previous.id},
+        )
+
+
+async def act_on_stage(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    stage_id: int,
+    action: StageAction,
+    now: datetime,
+    require_previous_started: bool,
+) -> StageDetails:
+    """Apply start / pause / resume / done; a concurrent change of the same stage makes exactly one win."""
+    stage = await get_stage(session, stage_id=stage_id)
+    await ensure_may_work_on(session, actor=actor, stage=stage)
+    _ensure_open(stage.work_order)
+    current = stage.status
+    target = transition(current, action.kind)
+    if action.kind is StageEventKind.START and require_previous_started:
+        await _ensure_previous_started(session, stage)
+    values: dict[str, object] = {"status": target, "updated_at": now}
+    if action.kind is StageEventKind.DONE:
+        values |= {"good_qty": action.good_qty, "scrap_qty": action.scrap_qty}
+    # Conditional on the status read above: of two concurrent requests only one matches (PostgreSQL re-checks
+    # the condition after the first commits; SQLite serialises writers).
+    result = await session.execute(
+        update(WorkOrderStage)
+        .where(WorkOrderStage.id == stage.id, WorkOrderStage.status == current)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.refresh(stage)
+    if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE has rowcount
+        transition(stage.status, action.kind)
+        raise Conflict("The stage was changed by someone else; reload it", code="concurrent_change")
+    session.add(StageEvent(stage_id=stage.id, kind=action.kind, at=now, user_id=actor.user_id, reason=action.reason))
+    await session.flush()
+    return await one_stage_details(session, stage)
+
+
+async def update_stage(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    stage_id: int,
+    stage_name: str | None,
+    planned_start: datetime | None,
+    planned_end: datetime | None,
+    machine_id: int | None,
+    set_machine: bool,
+) -> StageDetails:
+    """Re-plan a planned stage inside its work order's window without overlapping its neighbours."""
+    stage = await get_stage(session, stage_id=stage_id)
+    _ensure_open(stage.work_order)
+    replanning = stage_name is not None or planned_start is not None or planned_end is not None
+    if replanning and stage.status is not StageStatus.PLANNED:
+        raise Conflict(
+            f"Stage {stage.id} is {stage.status.value}; only a planned stage can be re-planned",
+            code="plan_locked",
+        )
+    start = planned_start or stage.planned_start
+    end = planned_end or stage.planned_end
+    siblings = await session.scalars(
+        select(WorkOrderStage)
+        .where(WorkOrderStage.work_order_id == stage.work_order_id, WorkOrderStage.id != stage.id)
+        .order_by(WorkOrderStage.position)
+    )
+    check_stage_window(start, end, stage.work_order, field_prefix="")
+    for sibling in siblings:
+        before = sibling.position < stage.position
+        if (before and sibling.planned_end > start) or (not before and sibling.planned_start < end):
+            raise InvalidInput(
+                f"The stage would overlap stage {sibling.stage_name!r} (#{sibling.id})",
+                fields={"planned_start" if before else "planned_end": f"overlaps stage #{sibling.id}"},
+            )
+    stage.planned_start, stage.planned_end = start, end
+    if stage_name is not None:
+        stage.stage_name = stage_name
+    if set_machine:
+        stage.machine_id = machine_id
+    await session.flush()
+    return await one_stage_details(session, stage)
+
+
+def check_stage_window(start: datetime, end: datetime, work_order: WorkOrder, *, field_prefix: str) -> None:
+    """A stage lies inside its work order's planned window and is not empty."""
+    if start >= end:
+        raise InvalidInput(
+            "A stage's planned_start must be before its planned_end",
+            fields={f"{field_prefix}planned_end": "must be after planned_start"},
+        )
+    if start < work_order.planned_start or end > work_order.planned_end:
+        raise InvalidInput(
+            "Stages must lie inside the work order's planned window",
+            fields={f"{field_prefix}planned_start": "outside the work order's planned window"},
+        )
+
+
+async def assign(
+    session: AsyncSession, *, actor: Principal, stage_id: int, user_id: int, now: datetime
+) -> StageDetails:
+    """Add an active user to a stage; assigning twice is a conflict."""
+    stage = await get_stage(session, stage_id=stage_id)
+    _ensure_open(stage.work_order)
+    user = await session.get(UserAccount, user_id)
+    if user is None or not user.is_active:
+        raise InvalidInput(
+            f"User {user_id} does not exist or is deactivated", fields={"user_id": "no such active user"}
+        )
+    if await is_assigned(session, stage_id=stage.id, user_id=user_id):
+        raise Conflict(f"User {user.username!r} is already assigned to stage {stage.id}", code="already_assigned")
+    session.add(StageAssignment(stage_id=stage.id, user_id=user_id, assigned_at=now, assigned_by_id=actor.user_id))
+    await session.flush()
+    return await one_stage_details(session, stage)
+
+
+async def unassign(session: AsyncSession, *, actor: Principal, stage_id: int, user_id: int) -> None:
+    """Remove a user from a stage."""
+    stage = await get_stage(session, stage_id=stage_id)
+    assignment = await session.get(StageAssignment, (stage.id, user_id))
+    if assignment is None:
+        raise NotFound(f"User {user_id} is not assigned to stage {stage.id}")
+    await session.delete(assignment)
+    await session.flush()
+
+
+async def my_stages(
+    session: AsyncSession, *, actor: Principal, status: StageStatus | None, limit: int, offset: int
+) -> tuple[list[StageDetails], int]:
+    """The caller's stages, soonest first, with their work orders loaded."""
+    query = (
+        select(WorkOrderStage)
+        .join(StageAssignment, StageAssignment.stage_id == WorkOrderStage.id)
+        .join(WorkOrder, WorkOrder.id == WorkOrderStage.work_order_id)
+        .where(StageAssignment.user_id == actor.user_id, WorkOrder.cancelled_at.is_(None))
+    )
+    if status is not None:
+        query = query.where(WorkOrderStage.status == status)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    stages = await session.scalars(
+        query.options(selectinload(WorkOrderStage.work_order))
+        .order_by(WorkOrderStage.planned_start, WorkOrderStage.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return await stage_details(session, list(stages)), int(total or 0)
+
+
+async def stage_events(session: AsyncSession, *, actor: Principal, stage_id: int) -> list[StageEvent]:
+    """A stage's history, oldest first."""
+    stage = await get_visible_stage(session, actor=actor, stage_id=stage_id)
+    events = await session.scalars(
+        select(StageEvent).where(StageEvent.stage_id == stage.id).order_by(StageEvent.at, StageEvent.id)
+    )
+    return list(events)
