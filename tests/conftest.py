@@ -189,3 +189,23 @@ def logged_events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str
         if isinstance(record.msg, dict) and record.msg.get("event") == event:
             found.append(record.msg)
     return found
+
+
+@pytest.fixture(scope="session")
+def postgres_only_url(postgres_server: PostgresServer) -> str:
+    """A migrated PostgreSQL database for tests that only make sense there (row locks, concurrency)."""
+    url = _fresh_postgres_database(postgres_server, "shopfloor_pg_only")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def postgres_api(postgres_only_url: str) -> AsyncIterator[Api]:
+    """The app on PostgreSQL only; tables are emptied afterwards."""
+    engine = create_engine_from_settings(DatabaseSettings(database_url=postgres_only_url))
+    async for value in make_api(engine, make_settings(postgres_only_url)):
+        yield value
+    async with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            await connection.execute(delete(table))
+    await engine.dispose()

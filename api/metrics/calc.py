@@ -29,6 +29,13 @@ class StageTiming:
     paused: timedelta
 
 
+def actual_window(events: Sequence[EventPoint]) -> tuple[datetime | None, datetime | None]:
+    """When the stage first started and when it was done, as far as its events say."""
+    starts = [event.at for event in events if event.kind is StageEventKind.START]
+    ends = [event.at for event in events if event.kind is StageEventKind.DONE]
+    return (min(starts) if starts else None, max(ends) if ends else None)
+
+
 def stage_timing(events: Sequence[EventPoint], *, now: datetime) -> StageTiming:
     """Working and paused time from the event log; an open interval runs until `now`."""
     working = paused = _ZERO

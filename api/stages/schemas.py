@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from api.metrics.calc import minutes, stage_timing
+from api.metrics.calc import actual_window, minutes
 from api.pagination import MAX_ID
 from api.schemas import InputModel
 from api.stages.transitions import allowed_actions
-from core.clock import utcnow
 from core.models import StageEventKind, StageStatus
 
 if TYPE_CHECKING:
@@ -93,7 +92,7 @@ class StageRead(BaseModel):
     def of(cls, details: StageDetails) -> Self:
         """Serialise a stage with the times its events give."""
         stage = details.stage
-        timing = stage_timing(details.events, now=utcnow())
+        actual_start, actual_end = actual_window(details.events)
         return cls(
             id=stage.id,
             work_order_id=stage.work_order_id,
@@ -104,8 +103,8 @@ class StageRead(BaseModel):
             machine_id=stage.machine_id,
             status=stage.status,
             allowed_actions=allowed_actions(stage.status),
-            actual_start=timing.actual_start,
-            actual_end=timing.actual_end,
+            actual_start=actual_start,
+            actual_end=actual_end,
             good_qty=stage.good_qty,
             scrap_qty=stage.scrap_qty,
             open_issues=details.open_issues,
