@@ -60,6 +60,21 @@ class DatabaseSettings(BaseSettings):
         return value
 
 
+_INTERVAL = r"^[1-9][0-9]{0,5} (second|minute|hour|day|week|month|year)s?$"
+
+
+class TimeseriesSettings(BaseSettings):
+    """How readings are kept on PostgreSQL with TimescaleDB (read by the migrations)."""
+
+    model_config = _config()
+
+    # auto: use TimescaleDB when the extension is available; off: plain tables even when it is.
+    timescaledb: str = Field(default="auto", pattern="^(auto|off)$")
+    timescale_chunk_interval: str = Field(default="1 day", pattern=_INTERVAL)
+    timescale_compress_after: str = Field(default="7 days", pattern=_INTERVAL)
+    timescale_retention: str | None = Field(default=None, pattern=_INTERVAL)
+
+
 class LogSettings(BaseSettings):
     """One logging configuration for all processes."""
 
@@ -251,6 +266,66 @@ class ApiProcessSettings(BaseSettings):
     def check(self) -> Self:
         """Raise ConfigurationError when a secret is unsafe for this environment."""
         check_secret("SECRET_KEY", self.auth.secret_key, self.env)
+        return self
+
+
+class MqttSettings(BaseSettings):
+    """The broker connection shared by the ingestor, the gateway and the simulators."""
+
+    model_config = _config()
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    mqtt_tls: bool = False
+
+
+class IngestorSettings(BaseSettings):
+    """How the ingestor consumes, batches and stores telemetry."""
+
+    model_config = _config()
+
+    # A fixed id plus a persistent session: the broker keeps what was not acknowledged until this id returns.
+    ingest_client_id: str = Field(default="shopfloor-ingestor-1", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    ingest_shared_group: str | None = Field(default="ingestors", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    ingest_batch_max_readings: int = Field(default=5000, ge=1, le=1_000_000)
+    ingest_batch_max_age_ms: int = Field(default=200, ge=1, le=60_000)
+    # Messages received but not yet committed; also the MQTT 5 Receive Maximum, so the broker never sends more.
+    ingest_max_inflight: int = Field(default=4000, ge=10, le=65535)
+    ingest_auto_register_machines: bool = True
+    ingest_max_past_s: int = Field(default=7 * 24 * 3600, ge=1)
+    ingest_max_future_s: int = Field(default=300, ge=0)
+    ingest_drain_timeout_s: float = Field(default=20.0, gt=0)
+    ingest_metrics_port: int | None = Field(default=9101, ge=0, le=65535)
+
+
+class IngestorProcessSettings(BaseSettings):
+    """Everything `shopfloor ingest` reads."""
+
+    model_config = _config()
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestorSettings = Field(default_factory=IngestorSettings)
+
+    @property
+    def env(self) -> Environment:
+        """Shorthand for the runtime environment."""
+        return self.runtime.shopfloor_env
+
+    def check(self) -> Self:
+        """Raise ConfigurationError when a secret is unsafe for this environment."""
+        if self.env is Environment.PRODUCTION and self.mqtt.mqtt_username:
+            check_secret("MQTT_PASSWORD", self.mqtt.mqtt_password, self.env)
+        if self.env is Environment.PRODUCTION and not self.mqtt.mqtt_username:
+            raise ConfigurationError(
+                "MQTT_USERNAME is required when SHOPFLOOR_ENV=production (the broker refuses anonymous)"
+            )
         return self
 
 

@@ -86,12 +86,12 @@ async def summary(session: AsyncSession, *, actor: Principal, start: datetime, e
     delays: dict[str, list[float]] = defaultdict(list)
     for details in await planned_between(session, actor=actor, start=start, end=end):
         by_status[details.status] += 1
-        if details.status is not WorkOrderStatus.DONE:
-            continue
         totals, stages = work_order_metrics_of(details, now=now)
-        on_time.append(totals.on_time)
+        if details.status is WorkOrderStatus.DONE:
+            on_time.append(totals.on_time)
         for stage, metrics in stages:
-            delays[stage.stage.stage_name].append(minutes(metrics.delay))
+            if not metrics.projected:  # done stages only, whatever their work order's status
+                delays[stage.stage.stage_name].append(minutes(metrics.delay))
     return Summary(
         work_orders=sum(by_status.values()),
         by_status=by_status,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from api.metrics.calc import actual_window, minutes
 from api.pagination import MAX_ID
@@ -39,6 +39,14 @@ class StageUpdate(InputModel):
     planned_start: AwareDatetime | None = None
     planned_end: AwareDatetime | None = None
     machine_id: MachineRef | None = None
+
+    @field_validator("stage_name", "planned_start", "planned_end", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Absent means "keep"; an explicit null would mean "clear", which only machine_id allows.
+        if value is None:
+            raise ValueError("may not be null (only machine_id can be cleared)")
+        return value
 
 
 class AssignmentCreate(InputModel):

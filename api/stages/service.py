@@ -16,6 +16,7 @@ from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.models import (
     Issue,
     IssueStatus,
+    Machine,
     Role,
     StageAssignment,
     StageEvent,
@@ -149,7 +150,8 @@ async def ensure_may_work_on(session: AsyncSession, *, actor: Principal, stage: 
         raise Forbidden("This stage is not assigned to you", code="stage_not_assigned")
 
 
-def _ensure_open(work_order: WorkOrder) -> None:
+def ensure_open(work_order: WorkOrder) -> None:
+    """A cancelled work order takes no new actions."""
     if work_order.cancelled_at is not None:
         raise Conflict(f"Work order {work_order.id} is cancelled", code="work_order_cancelled")
 
@@ -181,7 +183,7 @@ async def act_on_stage(
     """Apply start / pause / resume / done; a concurrent change of the same stage makes exactly one win."""
     stage = await get_stage(session, stage_id=stage_id)
     await ensure_may_work_on(session, actor=actor, stage=stage)
-    _ensure_open(stage.work_order)
+    ensure_open(stage.work_order)
     current = stage.status
     target = transition(current, action.kind)
     if action.kind is StageEventKind.START and require_previous_started:
@@ -219,7 +221,7 @@ async def update_stage(
 ) -> StageDetails:
     """Re-plan a planned stage inside its work order's window without overlapping its neighbours."""
     stage = await get_stage(session, stage_id=stage_id)
-    _ensure_open(stage.work_order)
+    ensure_open(stage.work_order)
     replanning = stage_name is not None or planned_start is not None or planned_end is not None
     if replanning and stage.status is not StageStatus.PLANNED:
         raise Conflict(
@@ -241,6 +243,8 @@ async def update_stage(
                 f"The stage would overlap stage {sibling.stage_name!r} (#{sibling.id})",
                 fields={"planned_start" if before else "planned_end": f"overlaps stage #{sibling.id}"},
             )
+    if set_machine and machine_id is not None:
+        await ensure_machines_exist(session, {"machine_id": machine_id})
     stage.planned_start, stage.planned_end = start, end
     if stage_name is not None:
         stage.stage_name = stage_name
@@ -248,6 +252,21 @@ async def update_stage(
         stage.machine_id = machine_id
     await session.flush()
     return await one_stage_details(session, stage)
+
+
+async def ensure_machines_exist(session: AsyncSession, machine_ids: dict[str, int]) -> None:
+    """Every referenced machine is registered; `machine_ids` maps the field path to the id."""
+    wanted = set(machine_ids.values())
+    if not wanted:
+        return
+    found = set(await session.scalars(select(Machine.id).where(Machine.id.in_(wanted))))
+    missing = {
+        field: f"machine {machine_id} does not exist"
+        for field, machine_id in machine_ids.items()
+        if machine_id not in found
+    }
+    if missing:
+        raise InvalidInput("A stage names a machine that is not registered", fields=missing, code="unknown_machine")
 
 
 def check_stage_window(start: datetime, end: datetime, work_order: WorkOrder, *, field_prefix: str) -> None:
@@ -258,9 +277,10 @@ def check_stage_window(start: datetime, end: datetime, work_order: WorkOrder, *,
             fields={f"{field_prefix}planned_end": "must be after planned_start"},
         )
     if start < work_order.planned_start or end > work_order.planned_end:
+        wrong = "planned_start" if start < work_order.planned_start else "planned_end"
         raise InvalidInput(
             "Stages must lie inside the work order's planned window",
-            fields={f"{field_prefix}planned_start": "outside the work order's planned window"},
+            fields={f"{field_prefix}{wrong}": "outside the work order's planned window"},
         )
 
 
@@ -269,7 +289,7 @@ async def assign(
 ) -> StageDetails:
     """Add an active user to a stage; assigning twice is a conflict."""
     stage = await get_stage(session, stage_id=stage_id)
-    _ensure_open(stage.work_order)
+    ensure_open(stage.work_order)
     user = await session.get(UserAccount, user_id)
     if user is None or not user.is_active:
         raise InvalidInput(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
 from api.stages.schemas import StagePlan
-from api.stages.service import StageDetails, can_see_work_order, stage_details
+from api.stages.service import StageDetails, can_see_work_order, ensure_machines_exist, stage_details
 from api.workorders.schemas import WorkOrderSort, WorkOrderStatus, WorkOrderUpdate
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import (
@@ -121,9 +121,10 @@ def check_stage_plans(plans: Sequence[StagePlan], *, planned_start: datetime, pl
                 fields={f"{prefix}planned_end": "must be after planned_start"},
             )
         if plan.planned_start < planned_start or plan.planned_end > planned_end:
+            wrong = "planned_start" if plan.planned_start < planned_start else "planned_end"
             raise InvalidInput(
                 f"Stage {index} ({plan.stage_name}) lies outside the work order's planned window",
-                fields={f"{prefix}planned_start": "outside the work order's planned window"},
+                fields={f"{prefix}{wrong}": "outside the work order's planned window"},
             )
         if previous_end is not None and plan.planned_start < previous_end:
             raise InvalidInput(
@@ -146,6 +147,10 @@ async def create_work_order(
         stages = default_stage_plans(templates, planned_start=plan.planned_start, planned_end=plan.planned_end)
     else:
         check_stage_plans(stages, planned_start=plan.planned_start, planned_end=plan.planned_end)
+        await ensure_machines_exist(
+            session,
+            {f"stages.{index}.machine_id": stage.machine_id for index, stage in enumerate(stages) if stage.machine_id},
+        )
     work_order = WorkOrder(
         product_code=plan.product_code,
         lot_no=plan.lot_no,
@@ -233,6 +238,8 @@ async def list_work_orders(
     offset: int,
 ) -> tuple[list[WorkOrderDetails], int]:
     """A page of the work orders the actor may see, filtered and sorted, and how many match."""
+    if filters.planned_from and filters.planned_to and filters.planned_from >= filters.planned_to:
+        raise InvalidInput("planned_from must be before planned_to", fields={"planned_from": "after planned_to"})
     conditions: list[ColumnElement[bool]] = []
     if filters.status is not None:
         conditions.append(status_expression() == filters.status.value)

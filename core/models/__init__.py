@@ -1,6 +1,7 @@
 """ORM models; importing this package registers every table on `Base.metadata`."""
 
 from core.models.base import Base
+from core.models.telemetry import DeadLetter, Machine, MachineApiKey, MachineLatest, MachineStateChange, Reading
 from core.models.tracking import (
     Issue,
     IssueStatus,
@@ -16,8 +17,14 @@ from core.models.tracking import (
 
 __all__ = [
     "Base",
+    "DeadLetter",
     "Issue",
     "IssueStatus",
+    "Machine",
+    "MachineApiKey",
+    "MachineLatest",
+    "MachineStateChange",
+    "Reading",
     "Role",
     "StageAssignment",
     "StageEvent",

@@ -103,8 +103,7 @@ class WorkOrderStage(TimestampMixin, Base):
     stage_name: Mapped[str] = mapped_column(String(64))
     planned_start: Mapped[datetime]
     planned_end: Mapped[datetime]
-    # The machine registry arrives with the telemetry pipeline, which adds the foreign key.
-    machine_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    machine_id: Mapped[int | None] = mapped_column(ForeignKey("machine.id", ondelete="SET NULL"), index=True)
     # The current state; its history (and every duration) lives in stage_event.
     status: Mapped[StageStatus] = mapped_column(
         str_enum(StageStatus, "stage_status"), default=StageStatus.PLANNED, index=True

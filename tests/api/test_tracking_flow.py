@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from core.db import session_factory
-from core.models import Role, StageEvent, StageEventKind
+from core.db import session_factory, transaction
+from core.models import Machine, Role, StageEvent, StageEventKind
 from tests.conftest import Api, make_api, make_settings
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -227,13 +227,16 @@ async def test_the_previous_stage_rule_can_be_turned_off(api: Api) -> None:
 
 async def test_custom_stages_are_kept_in_order(api: Api) -> None:
     planner = await api.actor(Role.PLANNER)
+    async with transaction(session_factory(api.engine)) as session:
+        press = Machine(site="plant1", code="press-7", name="Press 7")
+        session.add(press)
     stages = [
         {"stage_name": "Kalıp hazırlık", "planned_start": iso(T0), "planned_end": iso(T0 + timedelta(minutes=20))},
         {
             "stage_name": "Enjeksiyon",
             "planned_start": iso(T0 + timedelta(minutes=20)),
             "planned_end": iso(T0 + timedelta(hours=2)),
-            "machine_id": 7,
+            "machine_id": press.id,
         },
         {
             "stage_name": "Paketleme",
@@ -246,7 +249,7 @@ async def test_custom_stages_are_kept_in_order(api: Api) -> None:
     created = response.json()["stages"]
     assert [(s["position"], s["stage_name"], s["machine_id"]) for s in created] == [
         (1, "Kalıp hazırlık", None),
-        (2, "Enjeksiyon", 7),
+        (2, "Enjeksiyon", press.id),
         (3, "Paketleme", None),
     ]
 
@@ -255,7 +258,7 @@ async def test_custom_stages_are_kept_in_order(api: Api) -> None:
     ("stages", "field"),
     [
         ([(0, 60), (30, 90)], "stages.1.planned_start"),  # overlap
-        ([(0, 60), (60, 300)], "stages.1.planned_start"),  # past the work order's end (240 min)
+        ([(0, 60), (60, 300)], "stages.1.planned_end"),  # past the work order's end (240 min)
         ([(-10, 60)], "stages.0.planned_start"),  # before its start
         ([(60, 30)], "stages.0.planned_end"),  # ends before it starts
     ],
@@ -340,3 +343,33 @@ async def test_concurrent_starts_give_exactly_one_start(postgres_api: Api) -> No
             .group_by(StageEvent.stage_id)
         )
         assert dict(starts.all()) == dict.fromkeys(stage_ids, 1)
+
+
+async def test_edge_rules_a_user_would_hit(api: Api) -> None:
+    planner = await api.actor(Role.PLANNER)
+    order = (await api.client.post("/workorders/", json=plan(), headers=planner)).json()
+    stage_id = order["stages"][0]["id"]
+    # Only machine_id may be cleared with an explicit null; nulls elsewhere are refused, not ignored.
+    nulls = await api.client.patch(
+        f"/stages/{stage_id}", json={"stage_name": None, "planned_end": None}, headers=planner
+    )
+    assert nulls.status_code == 422
+    assert {error["field"] for error in nulls.json()["errors"]} == {"stage_name", "planned_end"}
+    # A stage pushed past the work order's end is reported on the field that is wrong.
+    late = await api.client.patch(
+        f"/stages/{stage_id}", json={"planned_end": iso(T0 + timedelta(hours=9))}, headers=planner
+    )
+    assert late.status_code == 422
+    assert late.json()["errors"][0]["field"] == "planned_end"
+    # A backwards list window is a mistake, not an empty result.
+    backwards = await api.client.get(
+        "/workorders/", params={"planned_from": iso(T0), "planned_to": iso(T0 - timedelta(days=1))}, headers=planner
+    )
+    assert backwards.status_code == 422
+    # A cancelled work order takes no new issue reports.
+    await api.client.post(f"/workorders/{order['id']}/cancel", json={"reason": "customer"}, headers=planner)
+    report = await api.client.post(
+        f"/stages/{stage_id}/issue", json={"type": "quality", "description": "flash"}, headers=planner
+    )
+    assert report.status_code == 409
+    assert report.json()["code"] == "work_order_cancelled"

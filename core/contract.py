@@ -1,0 +1,240 @@
+"""MQTT contract v1: topics, payloads and limits (`docs/mqtt_contract.md` is the copy for PLC programmers).
+
+Topics are built and parsed only here. Decoding is pure: bytes in, readings out, or a ContractError whose
+message becomes the dead-letter reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+PREFIX = "shopfloor/v1"
+CODE_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
+TAG_PATTERN = r"[a-z0-9_.-]{1,64}"
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_SAMPLES = 1000
+MAX_VALUES_PER_SAMPLE = 200
+STATE_TAG = "state"
+GATEWAY_SEGMENT = "_gateway"
+
+_CODE = re.compile(f"^{CODE_PATTERN}$")
+_TAG = re.compile(f"^{TAG_PATTERN}$")
+
+
+class MachineState(StrEnum):
+    """What a machine is doing; drives availability."""
+
+    RUNNING = "running"
+    IDLE = "idle"
+    SETUP = "setup"
+    ALARM = "alarm"
+    OFF = "off"
+
+
+class ContractError(ValueError):
+    """A message that breaks the contract; the message is the dead-letter reason."""
+
+
+class TopicKind(StrEnum):
+    """The kinds of topic the contract defines."""
+
+    TELEMETRY = "telemetry"
+    STATUS = "status"
+    GATEWAY_STATUS = "gateway_status"
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What a topic names."""
+
+    kind: TopicKind
+    site: str
+    machine: str  # the gateway id for gateway status topics
+
+
+def check_code(value: str, what: str) -> str:
+    """A site, machine or gateway code: `[a-z0-9][a-z0-9_-]{0,63}`."""
+    if not _CODE.match(value):
+        raise ContractError(f"{what} {value!r} is not a valid code ([a-z0-9][a-z0-9_-]{{0,63}})")
+    return value
+
+
+def telemetry_topic(site: str, machine: str) -> str:
+    """Where a machine's readings go (QoS 1, not retained)."""
+    return f"{PREFIX}/{check_code(site, 'site')}/{check_code(machine, 'machine')}/telemetry"
+
+
+def status_topic(site: str, machine: str) -> str:
+    """Where a machine's online/offline status goes (retained)."""
+    return f"{PREFIX}/{check_code(site, 'site')}/{check_code(machine, 'machine')}/status"
+
+
+def gateway_status_topic(site: str, gateway_id: str) -> str:
+    """A gateway's own status and will message (retained)."""
+    return f"{PREFIX}/{check_code(site, 'site')}/{GATEWAY_SEGMENT}/{check_code(gateway_id, 'gateway')}/status"
+
+
+TELEMETRY_FILTER = f"{PREFIX}/+/+/telemetry"
+STATUS_FILTER = f"{PREFIX}/+/+/status"
+GATEWAY_STATUS_FILTER = f"{PREFIX}/+/{GATEWAY_SEGMENT}/+/status"
+
+
+def shared(group: str | None, topic_filter: str) -> str:
+    """A shared subscription (`$share/group/filter`) so several ingestors split the load; plain without a group."""
+    return f"$share/{check_code(group, 'group')}/{topic_filter}" if group else topic_filter
+
+
+def parse_topic(topic: str) -> TopicInfo:
+    """Which site and machine (or gateway) a topic is about; ContractError for any other shape."""
+    parts = topic.split("/")
+    if len(parts) == 5 and "/".join(parts[:2]) == PREFIX and parts[4] in (TopicKind.TELEMETRY, TopicKind.STATUS):
+        kind = TopicKind.TELEMETRY if parts[4] == TopicKind.TELEMETRY else TopicKind.STATUS
+        return TopicInfo(kind, check_code(parts[2], "site"), check_code(parts[3], "machine"))
+    if len(parts) == 6 and "/".join(parts[:2]) == PREFIX and parts[3] == GATEWAY_SEGMENT and parts[5] == "status":
+        return TopicInfo(TopicKind.GATEWAY_STATUS, check_code(parts[2], "site"), check_code(parts[4], "gateway"))
+    raise ContractError(f"unknown topic shape {topic[:200]!r}")
+
+
+class Sample(BaseModel):
+    """One moment of one machine: source time and tag values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ts: AwareDatetime
+    values: Annotated[dict[str, float | bool | str], Field(min_length=1, max_length=MAX_VALUES_PER_SAMPLE)]
+
+
+class TelemetryPayload(BaseModel):
+    """A batch of samples from one publisher; `seq` lets the ingestor count gaps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    samples: Annotated[list[Sample], Field(min_length=1, max_length=MAX_SAMPLES)]
+
+
+class StatusPayload(BaseModel):
+    """Online or offline, retained on the status topic."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    online: bool
+    ts: AwareDatetime | None = None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One numeric value of one tag at one time (booleans become 1.0 / 0.0)."""
+
+    ts: datetime
+    tag: str
+    value: float
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """The machine reported this state at this time."""
+
+    ts: datetime
+    state: MachineState
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """A decoded telemetry message."""
+
+    site: str
+    machine: str
+    seq: int | None
+    readings: list[Reading]
+    states: list[StateChange]
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far from the receiving time a sample's source time may be."""
+
+    max_past: timedelta
+    max_future: timedelta
+
+
+def _first_error(error: ValidationError) -> str:
+    item = error.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in item["loc"]) or "payload"
+    return f"schema: {location}: {item['msg']}"
+
+
+def _parse(payload: bytes, model: type[TelemetryPayload] | type[StatusPayload]) -> Any:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(f"payload is {len(payload)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
+    try:
+        # orjson refuses NaN and Infinity literals, which the contract forbids anyway.
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise ContractError(f"not JSON: {error}") from None
+    if model is TelemetryPayload and isinstance(raw, dict) and "samples" not in raw and "ts" in raw:
+        raw = {"samples": [raw]}  # the single-sample shorthand PLCs use
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise ContractError(_first_error(error)) from None
+
+
+def decode_telemetry(topic: str, payload: bytes, *, received_at: datetime, window: TimeWindow) -> Telemetry:
+    """Check a telemetry message against the contract and split it into readings and state changes."""
+    info = parse_topic(topic)
+    if info.kind is not TopicKind.TELEMETRY:
+        raise ContractError(f"not a telemetry topic: {topic[:200]!r}")
+    message: TelemetryPayload = _parse(payload, TelemetryPayload)
+    earliest, latest = received_at - window.max_past, received_at + window.max_future
+    readings: list[Reading] = []
+    states: list[StateChange] = []
+    for index, sample in enumerate(message.samples):
+        if not earliest <= sample.ts <= latest:
+            raise ContractError(
+                f"samples.{index}.ts {sample.ts.isoformat()} is outside the accepted window "
+                f"({earliest.isoformat()} .. {latest.isoformat()})"
+            )
+        for tag, value in sample.values.items():
+            if not _TAG.match(tag):
+                raise ContractError(f"samples.{index}.values: tag {tag[:80]!r} is not {TAG_PATTERN}")
+            if tag == STATE_TAG:
+                if not isinstance(value, str) or value not in MachineState.__members__.values():
+                    raise ContractError(
+                        f"samples.{index}.values.state must be one of {', '.join(s.value for s in MachineState)}"
+                    )
+                states.append(StateChange(sample.ts, MachineState(value)))
+            elif isinstance(value, bool):
+                readings.append(Reading(sample.ts, tag, 1.0 if value else 0.0))
+            elif isinstance(value, str):
+                raise ContractError(f"samples.{index}.values.{tag}: text is allowed only for 'state'")
+            elif not math.isfinite(value):
+                raise ContractError(f"samples.{index}.values.{tag}: not a finite number")
+            else:
+                readings.append(Reading(sample.ts, tag, float(value)))
+    return Telemetry(info.site, info.machine, message.seq, readings, states)
+
+
+def decode_status(topic: str, payload: bytes) -> tuple[TopicInfo, StatusPayload]:
+    """Check a status message (machine or gateway)."""
+    info = parse_topic(topic)
+    if info.kind is TopicKind.TELEMETRY:
+        raise ContractError(f"not a status topic: {topic[:200]!r}")
+    status: StatusPayload = _parse(payload, StatusPayload)
+    return info, status
+
+
+def encode_telemetry(samples: list[dict[str, Any]], *, seq: int | None = None) -> bytes:
+    """The payload publishers send (used by the gateway, the simulators and the load generator)."""
+    body: dict[str, Any] = {"samples": samples}
+    if seq is not None:
+        body["seq"] = seq
+    return orjson.dumps(body)

@@ -1,0 +1,107 @@
+"""Machines and what they report: readings, latest values, state changes, dead letters, API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.clock import utcnow
+from core.contract import MachineState
+from core.models.base import Base, TimestampMixin, str_enum
+
+# SQLite only makes INTEGER PRIMARY KEY columns auto-increment; PostgreSQL gets a real bigint.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Machine(TimestampMixin, Base):
+    """A machine on a site, known by its code; registered by an admin or on first telemetry."""
+
+    __tablename__ = "machine"
+    __table_args__ = (UniqueConstraint("site", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    machine_type: Mapped[str | None] = mapped_column(String(64))
+    location: Mapped[str | None] = mapped_column(String(200))
+    ideal_cycle_time_s: Mapped[float | None] = mapped_column(Float)
+    auto_registered: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # From the retained status topic and from telemetry: online / offline and when it was last heard of.
+    online: Mapped[bool | None]
+    status_changed_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+
+
+class Reading(Base):
+    """One value of one tag at one source time; the key makes redelivery idempotent."""
+
+    __tablename__ = "reading"
+
+    machine_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class MachineLatest(Base):
+    """The newest value of each tag of each machine."""
+
+    __tablename__ = "machine_latest"
+
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[datetime]
+    value: Mapped[float] = mapped_column(Float)
+
+
+class MachineStateChange(Base):
+    """A state the machine entered at a time (running, idle, setup, alarm, off)."""
+
+    __tablename__ = "machine_state"
+
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(primary_key=True)
+    state: Mapped[MachineState] = mapped_column(str_enum(MachineState, "machine_state"))
+
+
+class DeadLetter(Base):
+    """A message that broke the contract, kept with its raw payload and the reason."""
+
+    __tablename__ = "dead_letter"
+    __table_args__ = (Index("ix_dead_letter_received_at", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    source: Mapped[str] = mapped_column(String(16))
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class MachineApiKey(Base):
+    """A key a machine uses to post readings over HTTP; only its SHA-256 is stored."""
+
+    __tablename__ = "machine_api_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    revoked_at: Mapped[datetime | None]
