@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
-from core.settings import ApiProcessSettings, ConfigurationError, Environment, ToolSettings
+from core.settings import (
+    ApiProcessSettings,
+    ConfigurationError,
+    Environment,
+    IngestorProcessSettings,
+    ToolSettings,
+)
 
 if TYPE_CHECKING:
     from core.models import Role
 
 EXIT_USAGE = 2
-S = TypeVar("S", ApiProcessSettings, ToolSettings)
+S = TypeVar("S", ApiProcessSettings, IngestorProcessSettings, ToolSettings)
 
 
 class CommandError(Exception):
@@ -32,12 +38,12 @@ def _settings(factory: Callable[[], S]) -> S:
         first = error.errors()[0]
         name = ".".join(str(part) for part in first["loc"]).upper() or "settings"
         raise ConfigurationError(f"{name}: {first['msg']}") from None
-    if isinstance(settings, ApiProcessSettings):
+    if isinstance(settings, ApiProcessSettings | IngestorProcessSettings):
         settings.check()
     return settings
 
 
-def _configure_logging(settings: ApiProcessSettings | ToolSettings) -> None:
+def _configure_logging(settings: ApiProcessSettings | IngestorProcessSettings | ToolSettings) -> None:
     from core.logging import configure_logging
 
     configure_logging(settings.log, settings.env)
@@ -61,6 +67,15 @@ def cmd_api(args: argparse.Namespace) -> int:
         proxy_headers=settings.api.trust_forwarded_for,
     )
     return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Consume telemetry from the broker into the database until SIGTERM."""
+    settings = _settings(IngestorProcessSettings)
+    from ingestor.service import main as ingest_main
+
+    _configure_logging(settings)
+    return asyncio.run(ingest_main(settings))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -201,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", help="listen address (default: API_HOST)")
     api.add_argument("--port", type=int, help="listen port (default: API_PORT)")
     api.set_defaults(handler=cmd_api)
+
+    ingest = sub.add_parser("ingest", help="consume telemetry from MQTT into the database")
+    ingest.set_defaults(handler=cmd_ingest)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")

@@ -77,6 +77,16 @@ class WriteResult:
         """Readings that were stored already (redelivery, retries, double publishing)."""
         return self.readings_offered - self.readings_inserted
 
+    def __add__(self, other: WriteResult) -> WriteResult:
+        return WriteResult(
+            self.readings_offered + other.readings_offered,
+            self.readings_inserted + other.readings_inserted,
+            self.states_inserted + other.states_inserted,
+            self.machines_registered + other.machines_registered,
+            self.dead_lettered + other.dead_lettered,
+            self.machine_ids | other.machine_ids,
+        )
+
 
 class MachineRegistry:
     """Machine ids by (site, code), cached per process; unknown machines are registered when allowed."""

@@ -294,7 +294,7 @@ class IngestorSettings(BaseSettings):
     ingest_batch_max_readings: int = Field(default=5000, ge=1, le=1_000_000)
     ingest_batch_max_age_ms: int = Field(default=200, ge=1, le=60_000)
     # Messages received but not yet committed; also the MQTT 5 Receive Maximum, so the broker never sends more.
-    ingest_max_inflight: int = Field(default=4000, ge=10, le=65535)
+    ingest_max_inflight: int = Field(default=1000, ge=10, le=65535)
     ingest_auto_register_machines: bool = True
     ingest_max_past_s: int = Field(default=7 * 24 * 3600, ge=1)
     ingest_max_future_s: int = Field(default=300, ge=0)

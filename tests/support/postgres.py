@@ -21,15 +21,28 @@ class ServiceUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """Where the throwaway server listens."""
+    """Where the throwaway server listens, and how to stop and start it again (for outage tests)."""
 
     host: str
     port: int
     user: str
+    bin_dir: Path
+    data_dir: Path
+    log_file: Path
+    options: str
 
     def url(self, database: str = "postgres") -> str:
         """A SQLAlchemy URL for one database on this server."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def stop(self) -> None:
+        """Shut the server down fast (open connections are cut)."""
+        _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
+
+    def start(self) -> None:
+        """Start the server again on the same port with the same data."""
+        pg_ctl = [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file)]
+        _run([*pg_ctl, "-w", "-t", "60", "-o", self.options, "start"], "pg_ctl start")
 
 
 def free_port() -> int:
@@ -74,46 +87,18 @@ def running_postgres() -> Iterator[PostgresServer]:
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(sockets, "postgres", "postgres")
     port = free_port()
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    server = PostgresServer("127.0.0.1", port, "postgres", bin_dir, data, log, options)
     try:
-        _run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-            ],
-            "initdb",
-        )
-        options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        _run(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                options,
-                "start",
-            ],
-            "pg_ctl start",
-        )
+        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+        _run([*initdb, "--no-locale", "--no-sync"], "initdb")
+        server.start()
     except ServiceUnavailable as error:
         detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         shutil.rmtree(root, ignore_errors=True)
         raise ServiceUnavailable(f"{error}\n{detail}") from None
     try:
-        yield PostgresServer(host="127.0.0.1", port=port, user="postgres")
+        yield server
     finally:
         subprocess.run(  # noqa: S603 -- fixed binaries, no shell
             _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),

@@ -1,0 +1,68 @@
+"""From an MQTT message to what the write path stores: pure, no I/O, never raises on input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from core.contract import (
+    ContractError,
+    Telemetry,
+    TimeWindow,
+    TopicKind,
+    decode_status,
+    decode_telemetry,
+    parse_topic,
+)
+from core.ingest import RejectedMessage, StatusUpdate
+
+Decoded = Telemetry | StatusUpdate | RejectedMessage | None
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    """A gateway's own online/offline message (logged and counted, not stored)."""
+
+    site: str
+    gateway_id: str
+    online: bool
+
+
+def decode_message(topic: str, payload: bytes, *, received_at: datetime, window: TimeWindow) -> Decoded | GatewayStatus:
+    """Telemetry, a machine status, a gateway status, or a rejection with its reason."""
+    try:
+        info = parse_topic(topic)
+        if info.kind is TopicKind.TELEMETRY:
+            return decode_telemetry(topic, payload, received_at=received_at, window=window)
+        info, status = decode_status(topic, payload)
+        if info.kind is TopicKind.GATEWAY_STATUS:
+            return GatewayStatus(info.site, info.machine, status.online)
+        if not payload:
+            return None  # an emptied retained message: nothing to record
+        return StatusUpdate(info.site, info.machine, status.online, status.ts or received_at)
+    except ContractError as error:
+        return RejectedMessage("mqtt", topic, payload, str(error))
+
+
+# A drop larger than this is a publisher that restarted its counter, not a redelivery of older messages.
+RESTART_DROP = 1000
+
+
+@dataclass
+class SeqTracker:
+    """Counts messages missing from each publisher's `seq` sequence."""
+
+    last: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def observe(self, message: Telemetry) -> int:
+        """How many messages went missing just before this one."""
+        if message.seq is None:
+            return 0
+        key = (message.site, message.machine)
+        previous = self.last.get(key)
+        if previous is None or message.seq > previous:
+            self.last[key] = message.seq
+            return 0 if previous is None else message.seq - previous - 1
+        if previous - message.seq > RESTART_DROP:
+            self.last[key] = message.seq
+        return 0

@@ -1,0 +1,300 @@
+"""The ingestor process: MQTT in, batches committed to the database, then (and only then) acknowledged.
+
+Flow: one reader task per broker connection decodes messages into a bounded queue; one writer task takes batches
+off it (by size or age), stores each in one transaction through `core.ingest.write_batch`, and acknowledges the
+batch's messages. Un-acknowledged messages stay with the broker (persistent session, fixed client id), so a crash
+at any point loses nothing; storing twice is harmless because the tables are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import start_http_server
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.clock import utcnow
+from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER, Telemetry, TimeWindow, shared
+from core.db import create_engine_from_settings
+from core.ingest import IngestBatch, MachineRegistry, RejectedMessage, StatusUpdate, WriteResult, write_batch
+from core.logging import get_logger
+from core.retry import Backoff, retry
+from core.settings import IngestorProcessSettings
+from ingestor.ack import ack, enable_manual_ack
+from ingestor.decode import Decoded, GatewayStatus, SeqTracker, decode_message
+from ingestor.metrics import IngestMetrics
+
+log = get_logger("shopfloor.ingestor")
+
+# Connection trouble is worth waiting out; anything else in a batch is a poison message to isolate.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+POISON_DB_ERRORS: tuple[type[BaseException], ...] = (DataError, IntegrityError)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A received message waiting for its batch to commit."""
+
+    message: aiomqtt.Message
+    epoch: int
+    arrived: float
+    decoded: Decoded
+
+    @property
+    def readings(self) -> int:
+        """How many readings it carries."""
+        return len(self.decoded.readings) if isinstance(self.decoded, Telemetry) else 0
+
+
+class Ingestor:
+    """One ingestor: a broker session, a bounded queue, a batch writer."""
+
+    def __init__(
+        self,
+        settings: IngestorProcessSettings,
+        *,
+        engine: AsyncEngine | None = None,
+        metrics: IngestMetrics | None = None,
+    ):
+        self.settings = settings
+        self.config = settings.ingest
+        self.engine = engine or create_engine_from_settings(settings.database)
+        self.metrics = metrics or IngestMetrics.create()
+        self.registry = MachineRegistry(auto_register=self.config.ingest_auto_register_machines)
+        self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=self.config.ingest_max_inflight)
+        self.window = TimeWindow(
+            max_past=timedelta(seconds=self.config.ingest_max_past_s),
+            max_future=timedelta(seconds=self.config.ingest_max_future_s),
+        )
+        self.seq = SeqTracker()
+        self.subscribed = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._epoch = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain: commit and acknowledge what was received, and return."""
+        async with asyncio.TaskGroup() as group:
+            writer = group.create_task(self._write_loop(), name="ingest:writer")
+            await self._mqtt_loop(stop)
+            writer.cancel()
+
+    # ---- broker side -------------------------------------------------------------------------------------------
+
+    def _client_for_session(self) -> aiomqtt.Client:
+        mqtt = self.settings.mqtt
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        # Without a session expiry MQTT 5 discards the session at disconnect, and un-acked messages with it.
+        properties.SessionExpiryInterval = self.config.ingest_session_expiry_s
+        # The broker sends at most this many un-acknowledged messages: the queue can always take them.
+        properties.ReceiveMaximum = self.config.ingest_max_inflight
+        client = aiomqtt.Client(
+            mqtt.mqtt_host,
+            mqtt.mqtt_port,
+            username=mqtt.mqtt_username,
+            password=mqtt.mqtt_password.get_secret_value() if mqtt.mqtt_password else None,
+            identifier=self.config.ingest_client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            keepalive=mqtt.mqtt_keepalive_s,
+            properties=properties,
+            timeout=10,
+        )
+        enable_manual_ack(client)
+        return client
+
+    async def _mqtt_loop(self, stop: asyncio.Event) -> None:
+        backoff, attempt = Backoff(base_s=0.5, cap_s=15.0), 0
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                attempt = 0
+            except aiomqtt.MqttError as error:
+                self.subscribed.clear()
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning("mqtt_disconnected", error=str(error), retry_in_s=round(delay, 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+        await self._drain()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with self._client_for_session() as client:
+            self._epoch += 1
+            self._client = client
+            group = self.config.ingest_shared_group
+            await client.subscribe(shared(group, TELEMETRY_FILTER), qos=1)
+            # Retained statuses are never sent to shared subscriptions, so every ingestor follows them directly.
+            await client.subscribe(STATUS_FILTER, qos=1)
+            await client.subscribe(GATEWAY_STATUS_FILTER, qos=1)
+            self.subscribed.set()
+            log.info("mqtt_subscribed", client_id=self.config.ingest_client_id, group=group, epoch=self._epoch)
+            reader = asyncio.create_task(self._read(client, self._epoch), name="ingest:mqtt-reader")
+            stopping = asyncio.create_task(stop.wait(), name="ingest:stop-watch")
+            try:
+                done, _ = await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not reader.done():
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reader
+            if reader in done:
+                reader.result()  # the connection dropped: raise its MqttError
+                return
+            # Stopping: commit and acknowledge everything received on this connection before disconnecting.
+            await self._drain()
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout=self.config.ingest_drain_timeout_s)
+            log.info("ingestor_drained")
+        except TimeoutError:
+            log.error("drain_timeout", pending=self.queue.qsize())
+
+    async def _read(self, client: aiomqtt.Client, epoch: int) -> None:
+        async for message in client.messages:
+            decoded = decode_message(str(message.topic), _payload(message), received_at=utcnow(), window=self.window)
+            self.metrics.received.labels(type(decoded).__name__).inc()
+            if isinstance(decoded, GatewayStatus):
+                log.info("gateway_status", site=decoded.site, gateway=decoded.gateway_id, online=decoded.online)
+                ack(client, message)
+                continue
+            if decoded is None:
+                ack(client, message)
+                continue
+            if isinstance(decoded, Telemetry) and (gaps := self.seq.observe(decoded)):
+                self.metrics.seq_gaps.inc(gaps)
+                log.warning("seq_gap", site=decoded.site, machine=decoded.machine, missing=gaps, seq=decoded.seq)
+            await self.queue.put(Pending(message, epoch, time.monotonic(), decoded))
+            self.metrics.queue_depth.set(self.queue.qsize())
+
+    # ---- database side -----------------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        max_readings = self.config.ingest_batch_max_readings
+        max_age = self.config.ingest_batch_max_age_ms / 1000
+        while True:
+            items = [await self.queue.get()]
+            readings = items[0].readings
+            deadline = loop.time() + max_age
+            while readings < max_readings:
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), timeout=remaining)
+                    except TimeoutError:
+                        break
+                items.append(item)
+                readings += item.readings
+            try:
+                await self._commit(items)
+            finally:
+                for _ in items:
+                    self.queue.task_done()
+                self.metrics.queue_depth.set(self.queue.qsize())
+
+    async def _commit(self, items: list[Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            result = await self._store(_batch_of(items))
+        except POISON_DB_ERRORS as error:
+            log.error("batch_refused", error=repr(error)[:500], messages=len(items))
+            result = await self._store_one_by_one(items)
+        self.registry.remember(result.machine_ids)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_readings.observe(result.readings_offered)
+        self.metrics.readings_written.inc(result.readings_inserted)
+        self.metrics.duplicates.inc(result.duplicates)
+        self.metrics.dead_letters.inc(result.dead_lettered)
+        now = time.monotonic()
+        client, epoch = self._client, self._epoch
+        for item in items:
+            self.metrics.lag_seconds.observe(now - item.arrived)
+            # A message from an earlier connection cannot be acknowledged: its id may now name another message.
+            # The broker redelivers it instead, and the idempotent tables make that harmless.
+            if client is not None and item.epoch == epoch:
+                ack(client, item.message)
+        log.debug(
+            "batch_written",
+            messages=len(items),
+            rows=result.readings_inserted,
+            duplicates=result.duplicates,
+            dead_letters=result.dead_lettered,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def _store(self, batch: IngestBatch) -> WriteResult:
+        async def attempt() -> WriteResult:
+            async with self.engine.begin() as conn:
+                return await write_batch(conn, batch, registry=self.registry)
+
+        return await retry(
+            attempt,
+            transient=TRANSIENT_DB_ERRORS,
+            backoff=Backoff(base_s=0.2, cap_s=10.0),
+            what="write_batch",
+            on_error=lambda _: self.metrics.db_errors.inc(),
+        )
+
+    async def _store_one_by_one(self, items: list[Pending]) -> WriteResult:
+        """Find the message the database refuses and dead-letter it; store the others."""
+        total = WriteResult(0, 0, 0, 0, 0)
+        for item in items:
+            try:
+                result = await self._store(_batch_of([item]))
+            except POISON_DB_ERRORS as error:
+                rejected = RejectedMessage(
+                    "mqtt", str(item.message.topic), _payload(item.message), f"database refused: {error!r}"[:1000]
+                )
+                result = await self._store(IngestBatch(rejected=[rejected]))
+            total += result
+        return total
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    return message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+
+
+def _batch_of(items: list[Pending]) -> IngestBatch:
+    batch = IngestBatch()
+    for item in items:
+        if isinstance(item.decoded, Telemetry):
+            batch.telemetry.append(item.decoded)
+        elif isinstance(item.decoded, StatusUpdate):
+            batch.statuses.append(item.decoded)
+        elif isinstance(item.decoded, RejectedMessage):
+            batch.rejected.append(item.decoded)
+    return batch
+
+
+async def main(settings: IngestorProcessSettings) -> int:
+    """`shopfloor ingest`: run until SIGTERM or SIGINT, then drain and exit 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    ingestor = Ingestor(settings)
+    port = settings.ingest.ingest_metrics_port
+    if port:
+        start_http_server(port, addr="0.0.0.0", registry=ingestor.metrics.registry)  # noqa: S104 -- scraped from outside
+    log.info("ingestor_starting", broker=f"{settings.mqtt.mqtt_host}:{settings.mqtt.mqtt_port}", metrics_port=port)
+    try:
+        await ingestor.run(stop)
+    finally:
+        await ingestor.engine.dispose()
+    log.info("ingestor_stopped")
+    return 0

@@ -1,0 +1,55 @@
+"""Real services for the integration tier: Mosquitto with our config, PostgreSQL, ingestor processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db import create_engine_from_settings
+from core.models import Base
+from core.settings import DatabaseSettings
+from tests.support.mosquitto import MosquittoBroker, running_mosquitto
+from tests.support.pipeline import PASSWORDS, IngestorProcess
+from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[MosquittoBroker]:
+    """Mosquitto with our production config, password file and ACL."""
+    with running_mosquitto(users=PASSWORDS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ingest_database(postgres_server: PostgresServer) -> str:
+    """A migrated PostgreSQL database for the pipeline tests."""
+    from core.schema import upgrade
+    from tests.conftest import _fresh_postgres_database
+
+    url = _fresh_postgres_database(postgres_server, "shopfloor_pipeline")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def pipeline_engine(ingest_database: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the pipeline database, emptied after each test."""
+    engine = create_engine_from_settings(DatabaseSettings(database_url=ingest_database))
+    yield engine
+    async with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            await connection.execute(delete(table))
+    await engine.dispose()
+
+
+@pytest.fixture
+def ingestor_process(tmp_path: Path) -> Iterator[list[IngestorProcess]]:
+    """Processes started by a test; whatever is left running is killed afterwards."""
+    started: list[IngestorProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -1,0 +1,172 @@
+"""Helpers for the pipeline tests: settings, the ingestor as a process, publishing, counting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.contract import encode_telemetry
+from core.db import session_factory
+from core.models import Reading
+from core.settings import (
+    DatabaseSettings,
+    IngestorProcessSettings,
+    IngestorSettings,
+    LogSettings,
+    MqttSettings,
+    RuntimeSettings,
+)
+from tests.support.mosquitto import MosquittoBroker
+
+SITE = "plant1"
+PASSWORDS = {"ingestor": "ingestor-secret-pw", SITE: "plant1-secret-pw!", "plant2": "plant2-secret-pw!"}
+SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A client id and a shared-subscription group of one test's ingestor(s): stale sessions of earlier tests
+    must not hold a share of this test's messages."""
+
+    client_id: str = field(default_factory=lambda: unique("ingestor"))
+    group: str = field(default_factory=lambda: unique("g"))
+
+
+def ingestor_settings(
+    broker: MosquittoBroker, database_url: str, identity: Identity, **ingest: Any
+) -> IngestorProcessSettings:
+    return IngestorProcessSettings(
+        runtime=RuntimeSettings(),
+        database=DatabaseSettings(database_url=database_url),
+        log=LogSettings(),
+        mqtt=MqttSettings.model_validate(
+            {"mqtt_host": broker.host, "mqtt_port": broker.port, "mqtt_username": "ingestor",
+             "mqtt_password": PASSWORDS["ingestor"]}
+        ),
+        ingest=IngestorSettings.model_validate(
+            {"ingest_client_id": identity.client_id, "ingest_shared_group": identity.group,
+             "ingest_metrics_port": None, **ingest}
+        ),
+    )  # fmt: skip
+
+
+def ingestor_env(broker: MosquittoBroker, database_url: str, identity: Identity, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SHOPFLOOR_", "INGEST_", "MQTT_"))}
+    env.update(
+        SHOPFLOOR_ENV="test",
+        DATABASE_URL=database_url,
+        MQTT_HOST=broker.host,
+        MQTT_PORT=str(broker.port),
+        MQTT_USERNAME="ingestor",
+        MQTT_PASSWORD=PASSWORDS["ingestor"],
+        INGEST_CLIENT_ID=identity.client_id,
+        INGEST_SHARED_GROUP=identity.group,
+        INGEST_METRICS_PORT="0",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+class IngestorProcess:
+    """`shopfloor ingest` as its own process, as production runs it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 -- our own console script
+                [SHOPFLOOR, "ingest"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait_subscribed(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "mqtt_subscribed" in self.log_path.read_text(errors="replace"):
+                return
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"ingestor exited: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"ingestor did not subscribe: {self.log_path.read_text()[-3000:]}")
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def stream_payloads(machine: str, messages: int, samples: int, tags: int, *, offset: int = 0) -> list[bytes]:
+    """Deterministic telemetry: message i carries `samples` consecutive milliseconds of `tags` tags each."""
+    payloads = []
+    for index in range(offset, offset + messages):
+        body = [
+            {
+                "ts": (T0 + timedelta(milliseconds=index * samples + sample)).isoformat(),
+                "values": {f"t{tag}": float(index * 1000 + sample * 10 + tag) for tag in range(tags)},
+            }
+            for sample in range(samples)
+        ]
+        payloads.append(encode_telemetry(body, seq=index))
+    return payloads
+
+
+async def publish(
+    broker: MosquittoBroker, topic: str, payloads: list[bytes], *, pause_every: int = 0, pause_s: float = 0
+) -> None:
+    """Publish at QoS 1 as the site's gateway would, waiting for every PUBACK."""
+    async with aiomqtt.Client(
+        broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=unique("pub"),
+        protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=200,
+    ) as client:  # fmt: skip
+        for index, payload in enumerate(payloads, start=1):
+            await client.publish(topic, payload, qos=1)
+            if pause_every and index % pause_every == 0:
+                await asyncio.sleep(pause_s)
+
+
+async def reading_count(engine: AsyncEngine) -> int:
+    async with session_factory(engine)() as session:
+        return int(await session.scalar(select(func.count()).select_from(Reading)) or 0)
+
+
+async def wait_for_count(engine: AsyncEngine, expected: int, within_s: float = 60) -> int:
+    """Poll until the table holds `expected` readings (or time runs out); returns the last count."""
+    deadline = time.monotonic() + within_s
+    count = await reading_count(engine)
+    while count < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        count = await reading_count(engine)
+    return count
