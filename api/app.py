@@ -13,6 +13,7 @@ from api.auth.throttle import LoginThrottle, ThrottleLimits
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
 from api.issues.router import router as issues_router
+from api.machines.router import router as machines_router
 from api.metrics.router import router as metrics_router
 from api.middleware import RequestContextMiddleware
 from api.stages.router import me_router
@@ -31,6 +32,7 @@ TAGS = [
     {"name": "stages", "description": "Assign, start, pause, resume and finish stages"},
     {"name": "issues", "description": "Report and handle problems on stages"},
     {"name": "metrics", "description": "Efficiency: planned against actual"},
+    {"name": "machines", "description": "Machine registry, machine API keys, HTTP ingestion"},
     {"name": "health", "description": "Liveness and readiness"},
 ]
 
@@ -86,6 +88,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         me_router,
         issues_router,
         metrics_router,
+        machines_router,
         health_router,
     ):
         app.include_router(router)

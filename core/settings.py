@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Self
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.contract import TimeWindow
 
 MIN_SECRET_LENGTH = 32
 # Values copied from examples or left from development must never sign production tokens.
@@ -200,6 +203,22 @@ class TrackingSettings(BaseSettings):
         return value
 
 
+class TelemetrySettings(BaseSettings):
+    """How far a sample's source time may be from when it arrives (MQTT and HTTP alike)."""
+
+    model_config = _config()
+
+    telemetry_max_past_s: int = Field(default=7 * 24 * 3600, ge=1)
+    telemetry_max_future_s: int = Field(default=300, ge=0)
+
+    def window(self) -> TimeWindow:
+        """The accepted window around the receiving time."""
+        return TimeWindow(
+            max_past=timedelta(seconds=self.telemetry_max_past_s),
+            max_future=timedelta(seconds=self.telemetry_max_future_s),
+        )
+
+
 class ApiSettings(BaseSettings):
     """The HTTP layer."""
 
@@ -256,6 +275,7 @@ class ApiProcessSettings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property
@@ -296,8 +316,6 @@ class IngestorSettings(BaseSettings):
     # Messages received but not yet committed; also the MQTT 5 Receive Maximum, so the broker never sends more.
     ingest_max_inflight: int = Field(default=1000, ge=10, le=65535)
     ingest_auto_register_machines: bool = True
-    ingest_max_past_s: int = Field(default=7 * 24 * 3600, ge=1)
-    ingest_max_future_s: int = Field(default=300, ge=0)
     ingest_drain_timeout_s: float = Field(default=20.0, gt=0)
     ingest_metrics_port: int | None = Field(default=9101, ge=0, le=65535)
 
@@ -312,6 +330,7 @@ class IngestorProcessSettings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestorSettings = Field(default_factory=IngestorSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @property
     def env(self) -> Environment:

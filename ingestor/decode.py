@@ -34,11 +34,11 @@ def decode_message(topic: str, payload: bytes, *, received_at: datetime, window:
         info = parse_topic(topic)
         if info.kind is TopicKind.TELEMETRY:
             return decode_telemetry(topic, payload, received_at=received_at, window=window)
+        if not payload:
+            return None  # clearing a retained status: nothing to record
         info, status = decode_status(topic, payload)
         if info.kind is TopicKind.GATEWAY_STATUS:
             return GatewayStatus(info.site, info.machine, status.online)
-        if not payload:
-            return None  # an emptied retained message: nothing to record
         return StatusUpdate(info.site, info.machine, status.online, status.ts or received_at)
     except ContractError as error:
         return RejectedMessage("mqtt", topic, payload, str(error))

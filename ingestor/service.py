@@ -13,7 +13,6 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -23,7 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clock import utcnow
-from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER, Telemetry, TimeWindow, shared
+from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER, Telemetry, shared
 from core.db import create_engine_from_settings
 from core.ingest import IngestBatch, MachineRegistry, RejectedMessage, StatusUpdate, WriteResult, write_batch
 from core.logging import get_logger
@@ -71,10 +70,7 @@ class Ingestor:
         self.metrics = metrics or IngestMetrics.create()
         self.registry = MachineRegistry(auto_register=self.config.ingest_auto_register_machines)
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=self.config.ingest_max_inflight)
-        self.window = TimeWindow(
-            max_past=timedelta(seconds=self.config.ingest_max_past_s),
-            max_future=timedelta(seconds=self.config.ingest_max_future_s),
-        )
+        self.window = settings.telemetry.window()
         self.seq = SeqTracker()
         self.subscribed = asyncio.Event()
         self._client: aiomqtt.Client | None = None

@@ -35,6 +35,7 @@ from core.settings import (
 from tests.support.postgres import PostgresServer, running_postgres
 
 BACKENDS = ("sqlite", "postgres")
+TIERS = (*BACKENDS, "mosquitto", "timescale")
 TEST_PASSWORD = "correct-horse-battery"
 # Cheap hashing keeps the suite fast; production uses the settings' defaults.
 TEST_PASSWORDS = PasswordSettings(argon2_time_cost=1, argon2_memory_kib=1024)
@@ -51,9 +52,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print how many tests ran on each real database, so a missing tier shows in the summary."""
-    terminalreporter.section("database tiers")
-    for tier in BACKENDS:
+    """Print how many tests ran on each real service, so a missing tier shows in the summary."""
+    terminalreporter.section("service tiers")
+    for tier in TIERS:
         tally = {
             outcome: sum(1 for report in terminalreporter.stats.get(outcome, []) if tier in report.keywords)
             for outcome in ("passed", "failed", "error", "skipped")

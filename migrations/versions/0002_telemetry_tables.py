@@ -159,6 +159,8 @@ def _upgrade_timescaledb(settings: TimeseriesSettings) -> None:
             "avg(value) AS avg, min(value) AS min, max(value) AS max, count(*) AS count, last(value, ts) AS last "
             "FROM reading GROUP BY bucket, machine_id, tag WITH NO DATA"
         )
+        # Real-time aggregation: buckets not materialised yet are computed from `reading` at query time.
+        op.execute(f"ALTER MATERIALIZED VIEW {view} SET (timescaledb.materialized_only = false)")
         # end_offset leaves the newest, still-filling bucket out of the materialisation.
         op.execute(
             f"SELECT add_continuous_aggregate_policy('{view}', start_offset => INTERVAL '{start_offset}', "

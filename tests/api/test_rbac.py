@@ -21,6 +21,8 @@ from core.db import session_factory, transaction
 from core.models import (
     Issue,
     IssueStatus,
+    Machine,
+    MachineApiKey,
     Role,
     StageAssignment,
     StageEvent,
@@ -51,6 +53,8 @@ class Target:
     running_stage_id: int
     paused_stage_id: int
     issue_id: int
+    machine_id: int
+    key_id: int
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,11 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
             ]
         )
         issue = Issue(stage_id=planned.stages[0].id, type="quality", description="burrs", status=IssueStatus.OPEN)
-        session.add(issue)
+        machine = Machine(site="plant1", code=_unique("m"), name="Press")
+        session.add_all([issue, machine])
+        await session.flush()
+        key = MachineApiKey(machine_id=machine.id, prefix="sfk_x", key_hash=os.urandom(16).hex())
+        session.add(key)
         await session.flush()
         return Target(
             user_id=target_user.id,
@@ -117,6 +125,8 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
             running_stage_id=running.stages[0].id,
             paused_stage_id=paused.stages[0].id,
             issue_id=issue.id,
+            machine_id=machine.id,
+            key_id=key.id,
         )
 
 
@@ -127,7 +137,14 @@ def _paths(path: str, target: Target) -> str:
     elif path.endswith("/resume"):
         stage = target.paused_stage_id
     user = target.other_worker_id if "/assignments/" in path else target.user_id
-    return path.format(user_id=user, work_order_id=target.work_order_id, stage_id=stage, issue_id=target.issue_id)
+    return path.format(
+        user_id=user,
+        work_order_id=target.work_order_id,
+        stage_id=stage,
+        issue_id=target.issue_id,
+        machine_id=target.machine_id,
+        key_id=target.key_id,
+    )
 
 
 WORK_ORDER = {
@@ -178,6 +195,19 @@ ROUTES = [
         "/metrics/summary",
         PLANNERS,
         query={"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+    ),
+    Rule("POST", "/machines", ADMIN, lambda _: {"site": "plant1", "code": _unique("new"), "name": "New press"}),
+    Rule("GET", "/machines", ANY_USER),
+    Rule("GET", "/machines/{machine_id}", ANY_USER),
+    Rule("PATCH", "/machines/{machine_id}", ADMIN, lambda _: {"location": "Hall B"}),
+    Rule("POST", "/machines/{machine_id}/api-keys", ADMIN),
+    Rule("GET", "/machines/{machine_id}/api-keys", ADMIN),
+    Rule("DELETE", "/machines/{machine_id}/api-keys/{key_id}", ADMIN),
+    Rule(
+        "POST",
+        "/machines/{machine_id}/readings",
+        PLANNERS,
+        lambda _: {"ts": datetime.now(UTC).isoformat(), "values": {"temp": 21.5}},
     ),
     Rule("GET", "/health", PUBLIC),
     Rule("GET", "/ready", PUBLIC),

@@ -180,7 +180,10 @@ async def test_machine_status_follows_the_retained_status_topic(
             if online is not None:
                 break
             await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # let the clearing message through too
     assert online is False
+    async with session_factory(pipeline_engine)() as session:
+        assert await session.scalar(select(func.count()).select_from(DeadLetter)) == 0
 
 
 async def test_unacknowledged_messages_are_redelivered_to_the_same_client_id(broker: MosquittoBroker) -> None:

@@ -15,9 +15,14 @@ from core.settings import (
     ConfigurationError,
     DatabaseSettings,
     Environment,
+    IngestorProcessSettings,
+    IngestorSettings,
     LogSettings,
+    MqttSettings,
     PasswordSettings,
     RuntimeSettings,
+    TelemetrySettings,
+    TimeseriesSettings,
     TrackingSettings,
     check_secret,
 )
@@ -29,6 +34,10 @@ SETTINGS_PIECES = (
     AuthSettings,
     PasswordSettings,
     TrackingSettings,
+    TelemetrySettings,
+    TimeseriesSettings,
+    MqttSettings,
+    IngestorSettings,
     ApiSettings,
 )
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
@@ -173,3 +182,21 @@ def test_bad_default_stages_name_the_variable(monkeypatch: pytest.MonkeyPatch, v
     monkeypatch.setenv("DEFAULT_STAGES", value)
     with pytest.raises(ValidationError, match="DEFAULT_STAGES"):
         TrackingSettings()
+
+
+def test_ingestor_in_production_needs_broker_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPFLOOR_ENV", "production")
+    with pytest.raises(ConfigurationError, match="MQTT_USERNAME"):
+        IngestorProcessSettings().check()
+    monkeypatch.setenv("MQTT_USERNAME", "ingestor")
+    monkeypatch.setenv("MQTT_PASSWORD", "short")
+    with pytest.raises(ConfigurationError, match="MQTT_PASSWORD"):
+        IngestorProcessSettings().check()
+    monkeypatch.setenv("MQTT_PASSWORD", "a-long-random-broker-password-5f2c9e1d7a")
+    assert IngestorProcessSettings().check().mqtt.mqtt_username == "ingestor"
+
+
+def test_timeseries_intervals_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIMESCALE_COMPRESS_AFTER", "7 days'; DROP TABLE reading; --")
+    with pytest.raises(ValidationError, match="timescale_compress_after"):
+        TimeseriesSettings()

@@ -1,0 +1,145 @@
+"""The machine registry (admin writes, everyone reads), machine API keys, and HTTP ingestion."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.security import APIKeyHeader
+
+from api.deps import AdminUser, CurrentUser, Now, Session, Settings, current_principal, oauth2_scheme
+from api.machines import service
+from api.machines.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    IngestResultRead,
+    MachineCreate,
+    MachineRead,
+    MachineUpdate,
+)
+from api.pagination import Id, Page, Pagination
+from core.contract import CODE_PATTERN, MAX_PAYLOAD_BYTES, TelemetryPayload
+from core.errors import Forbidden, InvalidInput, Unauthenticated
+from core.models import Role
+
+router = APIRouter(prefix="/machines", tags=["machines"])
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="A machine's own key")
+
+
+@router.post("", response_model=MachineRead, status_code=status.HTTP_201_CREATED)
+async def create_machine(body: MachineCreate, session: Session, admin: AdminUser) -> MachineRead:
+    """Register a machine (machines also register themselves on first telemetry when that is allowed)."""
+    machine = await service.create_machine(session, actor=admin, machine=service.NewMachine(**body.model_dump()))
+    return MachineRead.model_validate(machine)
+
+
+@router.get("", response_model=Page[MachineRead])
+async def list_machines(
+    session: Session,
+    _user: CurrentUser,
+    page: Pagination,
+    site: Annotated[str | None, Query(pattern=f"^{CODE_PATTERN}$")] = None,
+    online: bool | None = None,
+) -> Page[MachineRead]:
+    """List machines with online / offline and last seen."""
+    machines, total = await service.list_machines(
+        session, site=site, online=online, limit=page.limit, offset=page.offset
+    )
+    items = [MachineRead.model_validate(machine) for machine in machines]
+    return Page[MachineRead](items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{machine_id}", response_model=MachineRead)
+async def get_machine(machine_id: Id, session: Session, _user: CurrentUser) -> MachineRead:
+    """One machine."""
+    return MachineRead.model_validate(await service.get_machine(session, machine_id=machine_id))
+
+
+@router.patch("/{machine_id}", response_model=MachineRead)
+async def update_machine(machine_id: Id, body: MachineUpdate, session: Session, admin: AdminUser) -> MachineRead:
+    """Change a machine's name, type, location or ideal cycle time."""
+    machine = await service.update_machine(
+        session, actor=admin, machine_id=machine_id, changes=body.model_dump(exclude_unset=True)
+    )
+    return MachineRead.model_validate(machine)
+
+
+@router.post("/{machine_id}/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
+async def create_api_key(
+    machine_id: Id, session: Session, admin: AdminUser, now: Now, body: ApiKeyCreate | None = None
+) -> ApiKeyCreated:
+    """Create (rotate) a machine's key for HTTP ingestion; the key is shown only in this response."""
+    key, secret = await service.create_api_key(
+        session, actor=admin, machine_id=machine_id, revoke_others=body.revoke_others if body else True, now=now
+    )
+    return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(key).model_dump(), "key": secret})
+
+
+@router.get("/{machine_id}/api-keys", response_model=list[ApiKeyRead])
+async def list_api_keys(machine_id: Id, session: Session, _admin: AdminUser) -> list[ApiKeyRead]:
+    """A machine's keys (prefix and dates only)."""
+    return [ApiKeyRead.model_validate(key) for key in await service.list_api_keys(session, machine_id=machine_id)]
+
+
+@router.delete("/{machine_id}/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_api_key(machine_id: Id, key_id: Id, session: Session, _admin: AdminUser, now: Now) -> Response:
+    """Revoke a key at once."""
+    await service.revoke_api_key(session, machine_id=machine_id, key_id=key_id, now=now)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def ingest_caller(
+    request: Request,
+    machine_id: Id,
+    session: Session,
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> None:
+    """A machine with its own key, or an admin or planner with a token."""
+    if api_key:
+        if await service.machine_for_key(session, key=api_key) != machine_id:
+            raise Unauthenticated("The API key is unknown, revoked, or belongs to another machine")
+        request.state.user_id = None
+        return
+    principal = await current_principal(request, session, request.app.state.tokens, token)
+    if principal.role not in (Role.ADMIN, Role.PLANNER):
+        raise Forbidden("Posting readings needs the machine's API key, or the role admin or planner")
+
+
+_READINGS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": TelemetryPayload.model_json_schema()}},
+        "description": "The MQTT contract's telemetry payload (the single-sample shorthand is accepted too)",
+    }
+}
+
+
+@router.post(
+    "/{machine_id}/readings",
+    response_model=IngestResultRead,
+    openapi_extra=_READINGS_BODY,
+    dependencies=[Depends(ingest_caller)],
+)
+async def post_readings(
+    machine_id: Id,
+    request: Request,
+    session: Session,
+    settings: Settings,
+    now: Now,
+    content_length: Annotated[int | None, Header(include_in_schema=False)] = None,
+) -> IngestResultRead:
+    """Store readings sent over HTTP, through the same write path as MQTT (stored once, however often sent)."""
+    if content_length is not None and content_length > MAX_PAYLOAD_BYTES:
+        raise InvalidInput(f"The body is over {MAX_PAYLOAD_BYTES} bytes", fields={"body": "too large"})
+    body = await request.body()
+    result = await service.ingest_readings(
+        session, machine_id=machine_id, payload=body, received_at=now, window=settings.telemetry.window()
+    )
+    return IngestResultRead(
+        readings_offered=result.readings_offered,
+        readings_inserted=result.readings_inserted,
+        duplicates=result.duplicates,
+        states_inserted=result.states_inserted,
+    )

@@ -1,0 +1,154 @@
+"""The machine registry, machine API keys, and HTTP ingestion through the shared write path."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.contract import ContractError, TimeWindow, decode_telemetry, telemetry_topic
+from core.errors import Conflict, InvalidInput, NotFound
+from core.ingest import IngestBatch, MachineRegistry, WriteResult, write_batch
+from core.models import Machine, MachineApiKey
+from core.security import Principal
+
+KEY_PREFIX = "sfk_"
+
+
+@dataclass(frozen=True)
+class NewMachine:
+    """The fields of a machine to register."""
+
+    site: str
+    code: str
+    name: str
+    machine_type: str | None
+    location: str | None
+    ideal_cycle_time_s: float | None
+
+
+def hash_key(key: str) -> str:
+    """Keys are long random strings, so a plain SHA-256 is enough (and cheap on every request)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_machine(session: AsyncSession, *, actor: Principal, machine: NewMachine) -> Machine:
+    """Register a machine; a (site, code) pair is unique."""
+    taken = await session.scalar(select(Machine.id).where(Machine.site == machine.site, Machine.code == machine.code))
+    if taken is not None:
+        raise Conflict(f"Machine {machine.site}/{machine.code} exists already (id {taken})", code="machine_exists")
+    row = Machine(**vars(machine), auto_registered=False)
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    return row
+
+
+async def get_machine(session: AsyncSession, *, machine_id: int) -> Machine:
+    """One machine."""
+    machine = await session.get(Machine, machine_id)
+    if machine is None:
+        raise NotFound(f"Machine {machine_id} does not exist")
+    return machine
+
+
+async def list_machines(
+    session: AsyncSession, *, site: str | None, online: bool | None, limit: int, offset: int
+) -> tuple[list[Machine], int]:
+    """A page of machines by site and code."""
+    query = select(Machine)
+    if site is not None:
+        query = query.where(Machine.site == site)
+    if online is not None:
+        query = query.where(Machine.online.is_(online))
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(query.order_by(Machine.site, Machine.code).limit(limit).offset(offset))
+    return list(rows), int(total or 0)
+
+
+async def update_machine(
+    session: AsyncSession, *, actor: Principal, machine_id: int, changes: dict[str, object]
+) -> Machine:
+    """Change a machine's description (name, type, location, ideal cycle time)."""
+    machine = await get_machine(session, machine_id=machine_id)
+    if changes.get("name", "") is None:
+        raise InvalidInput("A machine needs a name", fields={"name": "may not be null"})
+    for key, value in changes.items():
+        setattr(machine, key, value)
+    await session.flush()
+    await session.refresh(machine)
+    return machine
+
+
+async def create_api_key(
+    session: AsyncSession, *, actor: Principal, machine_id: int, revoke_others: bool, now: datetime
+) -> tuple[MachineApiKey, str]:
+    """A new key for a machine (the secret is returned once); earlier keys are revoked unless asked not to."""
+    machine = await get_machine(session, machine_id=machine_id)
+    if revoke_others:
+        await session.execute(
+            update(MachineApiKey)
+            .where(MachineApiKey.machine_id == machine.id, MachineApiKey.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = MachineApiKey(
+        machine_id=machine.id,
+        prefix=secret[:12],
+        key_hash=hash_key(secret),
+        created_at=now,
+        created_by_id=actor.user_id,
+    )
+    session.add(key)
+    await session.flush()
+    return key, secret
+
+
+async def list_api_keys(session: AsyncSession, *, machine_id: int) -> list[MachineApiKey]:
+    """Every key of a machine, newest first."""
+    machine = await get_machine(session, machine_id=machine_id)
+    rows = await session.scalars(
+        select(MachineApiKey).where(MachineApiKey.machine_id == machine.id).order_by(MachineApiKey.id.desc())
+    )
+    return list(rows)
+
+
+async def revoke_api_key(session: AsyncSession, *, machine_id: int, key_id: int, now: datetime) -> None:
+    """Revoke one key; revoking twice is harmless."""
+    key = await session.get(MachineApiKey, key_id)
+    if key is None or key.machine_id != machine_id:
+        raise NotFound(f"Key {key_id} does not exist for machine {machine_id}")
+    if key.revoked_at is None:
+        key.revoked_at = now
+    await session.flush()
+
+
+async def machine_for_key(session: AsyncSession, *, key: str) -> int | None:
+    """The machine an active key belongs to."""
+    machine_id: int | None = await session.scalar(
+        select(MachineApiKey.machine_id).where(
+            MachineApiKey.key_hash == hash_key(key), MachineApiKey.revoked_at.is_(None)
+        )
+    )
+    return machine_id
+
+
+async def ingest_readings(
+    session: AsyncSession, *, machine_id: int, payload: bytes, received_at: datetime, window: TimeWindow
+) -> WriteResult:
+    """Decode a contract payload for this machine and store it through the same write path as MQTT."""
+    machine = await get_machine(session, machine_id=machine_id)
+    try:
+        message = decode_telemetry(
+            telemetry_topic(machine.site, machine.code), payload, received_at=received_at, window=window
+        )
+    except ContractError as error:
+        raise InvalidInput(str(error), fields={"body": str(error)}, code="invalid_telemetry") from None
+    connection = await session.connection()
+    return await write_batch(
+        connection, IngestBatch(telemetry=[message]), registry=MachineRegistry(auto_register=False)
+    )

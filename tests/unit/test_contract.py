@@ -1,0 +1,204 @@
+"""The MQTT contract: topics, limits, decoding; and the ingestor's decode never raising on any input."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.contract import (
+    MAX_PAYLOAD_BYTES,
+    ContractError,
+    MachineState,
+    Telemetry,
+    TimeWindow,
+    TopicKind,
+    decode_telemetry,
+    encode_telemetry,
+    gateway_status_topic,
+    parse_topic,
+    shared,
+    status_topic,
+    telemetry_topic,
+)
+from core.ingest import RejectedMessage, StatusUpdate
+from ingestor.decode import GatewayStatus, SeqTracker, decode_message
+
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+WINDOW = TimeWindow(max_past=timedelta(days=7), max_future=timedelta(minutes=5))
+TOPIC = "shopfloor/v1/plant1/press-3/telemetry"
+
+
+def decode(payload: bytes | str, topic: str = TOPIC) -> Telemetry:
+    raw = payload.encode() if isinstance(payload, str) else payload
+    return decode_telemetry(topic, raw, received_at=NOW, window=WINDOW)
+
+
+def test_topics_are_built_and_parsed_symmetrically() -> None:
+    assert telemetry_topic("plant1", "press-3") == TOPIC
+    assert status_topic("plant1", "press-3") == "shopfloor/v1/plant1/press-3/status"
+    assert gateway_status_topic("plant1", "gw1") == "shopfloor/v1/plant1/_gateway/gw1/status"
+    assert parse_topic(TOPIC).kind is TopicKind.TELEMETRY
+    info = parse_topic(gateway_status_topic("plant1", "gw1"))
+    assert (info.kind, info.site, info.machine) == (TopicKind.GATEWAY_STATUS, "plant1", "gw1")
+    assert shared("ingestors", "shopfloor/v1/+/+/telemetry") == "$share/ingestors/shopfloor/v1/+/+/telemetry"
+    assert shared(None, "a/b") == "a/b"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "shopfloor/v2/plant1/m/telemetry",
+        "shopfloor/v1/plant1/m",
+        "shopfloor/v1/Plant1/m/telemetry",
+        "shopfloor/v1/plant1/m/telemetry/extra",
+        "shopfloor/v1/plant1/_gateway/telemetry",
+        "shopfloor/v1/-x/m/telemetry",
+        "",
+    ],
+)
+def test_other_topic_shapes_are_refused(topic: str) -> None:
+    with pytest.raises(ContractError):
+        parse_topic(topic)
+
+
+def test_builders_refuse_bad_codes() -> None:
+    with pytest.raises(ContractError, match="site"):
+        telemetry_topic("Plant 1", "m")
+    with pytest.raises(ContractError, match="machine"):
+        telemetry_topic("plant1", "a/b")
+
+
+def test_a_full_message_becomes_readings_and_state_changes() -> None:
+    message = decode(
+        json.dumps(
+            {
+                "seq": 42,
+                "samples": [
+                    {"ts": "2026-11-26T08:00:00.125Z", "values": {"barrel_temp_c": 212.5, "cycle_count": 10234}},
+                    {"ts": "2026-11-26T10:00:00.250+02:00", "values": {"door_open": True, "state": "alarm"}},
+                ],
+            }
+        )
+    )
+    assert (message.site, message.machine, message.seq) == ("plant1", "press-3", 42)
+    assert [(r.tag, r.value) for r in message.readings] == [
+        ("barrel_temp_c", 212.5),
+        ("cycle_count", 10234.0),
+        ("door_open", 1.0),
+    ]
+    assert message.readings[2].ts == datetime(2026, 11, 26, 8, 0, 0, 250000, tzinfo=UTC)
+    assert [(s.ts.second, s.state) for s in message.states] == [(0, MachineState.ALARM)]
+
+
+def test_the_single_sample_shorthand_is_accepted() -> None:
+    message = decode('{"ts": "2026-11-26T07:59:00Z", "values": {"t": 1}}')
+    assert (message.seq, len(message.readings)) == (None, 1)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("not json", "not JSON"),
+        ('{"ts": "2026-11-26T08:00:00", "values": {"a": 1}}', "timezone"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"a": NaN}}', "not JSON"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"a": Infinity}}', "not JSON"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"a": 1e400}}', "not JSON"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {}}', "values"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"A": 1}}', "tag"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"state": "broken"}}', "state must be one of"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"state": 1}}', "state must be one of"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"a": "text"}}', "text is allowed only"),
+        ('{"ts": "2026-11-26T08:00:00Z", "values": {"a": null}}', "values.a"),
+        ('{"ts": "2026-11-19T07:59:59Z", "values": {"a": 1}}', "outside the accepted window"),
+        ('{"ts": "2026-11-26T08:05:01Z", "values": {"a": 1}}', "outside the accepted window"),
+        ('{"samples": []}', "samples"),
+        ('{"samples": [{"ts": "2026-11-26T08:00:00Z", "values": {"a": 1}}], "extra": 1}', "extra"),
+        ('{"seq": -1, "samples": [{"ts": "2026-11-26T08:00:00Z", "values": {"a": 1}}]}', "seq"),
+    ],
+)
+def test_contract_violations_name_the_reason(payload: str, reason: str) -> None:
+    with pytest.raises(ContractError, match=reason):
+        decode(payload)
+
+
+def test_limits() -> None:
+    sample = {"ts": "2026-11-26T08:00:00Z", "values": {"a": 1}}
+    decode(encode_telemetry([sample] * 1000))
+    with pytest.raises(ContractError, match="1000"):
+        decode(encode_telemetry([sample] * 1001))
+    decode(encode_telemetry([{"ts": sample["ts"], "values": {f"t{i}": i for i in range(200)}}]))
+    with pytest.raises(ContractError, match="200"):
+        decode(encode_telemetry([{"ts": sample["ts"], "values": {f"t{i}": i for i in range(201)}}]))
+    with pytest.raises(ContractError, match="over the"):
+        decode(b" " * (MAX_PAYLOAD_BYTES + 1))
+    decode("x" * 0 + json.dumps({"ts": sample["ts"], "values": {"t" * 64: 1}}))
+    with pytest.raises(ContractError, match="tag"):
+        decode(json.dumps({"ts": sample["ts"], "values": {"t" * 65: 1}}))
+
+
+def test_decode_message_sorts_every_topic_kind() -> None:
+    received = NOW
+    good = decode_message(
+        TOPIC, b'{"ts": "2026-11-26T08:00:00Z", "values": {"a": 1}}', received_at=received, window=WINDOW
+    )
+    assert isinstance(good, Telemetry)
+    status = decode_message(status_topic("plant1", "m1"), b'{"online": true}', received_at=received, window=WINDOW)
+    assert status == StatusUpdate("plant1", "m1", True, received)
+    gateway = decode_message(
+        gateway_status_topic("plant1", "gw"), b'{"online": false}', received_at=received, window=WINDOW
+    )
+    assert gateway == GatewayStatus("plant1", "gw", False)
+    assert decode_message(status_topic("plant1", "m1"), b"", received_at=received, window=WINDOW) is None
+    rejected = decode_message("some/other/topic", b"x", received_at=received, window=WINDOW)
+    assert isinstance(rejected, RejectedMessage)
+    assert rejected.reason.startswith("unknown topic shape")
+
+
+@settings(max_examples=300, deadline=None)
+@given(topic=st.text(max_size=80), payload=st.binary(max_size=2000))
+def test_decode_message_never_raises_on_arbitrary_input(topic: str, payload: bytes) -> None:
+    result = decode_message(topic, payload, received_at=NOW, window=WINDOW)
+    assert result is None or isinstance(result, Telemetry | StatusUpdate | GatewayStatus | RejectedMessage)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["seq", "samples", "ts", "values", "x"]), json_values, max_size=4))
+def test_json_shaped_garbage_is_rejected_with_a_reason_or_decoded(body: dict[str, object]) -> None:
+    result = decode_message(TOPIC, json.dumps(body).encode(), received_at=NOW, window=WINDOW)
+    if isinstance(result, RejectedMessage):
+        assert result.reason
+        assert result.payload == json.dumps(body).encode()
+    else:
+        assert isinstance(result, Telemetry)
+        assert all(isinstance(reading.value, float) for reading in result.readings)
+
+
+def test_seq_gaps_are_counted_per_publisher() -> None:
+    tracker = SeqTracker()
+
+    def message(machine: str, seq: int | None) -> Telemetry:
+        return Telemetry("plant1", machine, seq, [], [])
+
+    assert tracker.observe(message("a", 1)) == 0
+    assert tracker.observe(message("a", 2)) == 0
+    assert tracker.observe(message("a", 5)) == 2  # 3 and 4 are missing
+    assert tracker.observe(message("b", 9)) == 0  # another publisher
+    assert tracker.observe(message("a", 4)) == 0  # a late redelivery is not a gap
+    assert tracker.observe(message("a", 6)) == 0
+    assert tracker.observe(message("a", None)) == 0
+    assert tracker.observe(message("a", 0)) == 0  # no large drop yet: treated as redelivery
+    for seq in range(7, 2000):
+        tracker.observe(message("a", seq))
+    assert tracker.observe(message("a", 1)) == 0  # restarted publisher (a large drop)
+    assert tracker.observe(message("a", 3)) == 1
