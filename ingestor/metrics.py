@@ -21,7 +21,7 @@ class IngestMetrics:
     batch_readings: Histogram
     batch_seconds: Histogram
     lag_seconds: Histogram
-    queue_depth: Gauge
+    uncommitted: Gauge
 
     @classmethod
     def create(cls) -> IngestMetrics:
@@ -65,7 +65,9 @@ class IngestMetrics:
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                 registry=registry,
             ),
-            queue_depth=Gauge(
-                "shopfloor_ingest_queue_depth", "Messages received, not yet committed", registry=registry
+            uncommitted=Gauge(
+                "shopfloor_ingest_uncommitted_messages",
+                "Messages received and not yet committed (queued or in the batch being written)",
+                registry=registry,
             ),
         )

@@ -29,6 +29,7 @@ from core.logging import get_logger
 from core.retry import Backoff, retry
 from core.settings import IngestorProcessSettings
 from ingestor.ack import ack, enable_manual_ack
+from ingestor.batching import next_batch
 from ingestor.decode import Decoded, GatewayStatus, SeqTracker, decode_message
 from ingestor.metrics import IngestMetrics
 
@@ -171,37 +172,24 @@ class Ingestor:
                 self.metrics.seq_gaps.inc(gaps)
                 log.warning("seq_gap", site=decoded.site, machine=decoded.machine, missing=gaps, seq=decoded.seq)
             await self.queue.put(Pending(message, epoch, time.monotonic(), decoded))
-            self.metrics.queue_depth.set(self.queue.qsize())
+            self.metrics.uncommitted.inc()
 
     # ---- database side -----------------------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        max_readings = self.config.ingest_batch_max_readings
-        max_age = self.config.ingest_batch_max_age_ms / 1000
         while True:
-            items = [await self.queue.get()]
-            readings = items[0].readings
-            deadline = loop.time() + max_age
-            while readings < max_readings:
-                try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), timeout=remaining)
-                    except TimeoutError:
-                        break
-                items.append(item)
-                readings += item.readings
+            items = await next_batch(
+                self.queue,
+                max_readings=self.config.ingest_batch_max_readings,
+                max_age_s=self.config.ingest_batch_max_age_ms / 1000,
+                readings=lambda item: item.readings,
+            )
             try:
                 await self._commit(items)
             finally:
                 for _ in items:
                     self.queue.task_done()
-                self.metrics.queue_depth.set(self.queue.qsize())
+                self.metrics.uncommitted.dec(len(items))
 
     async def _commit(self, items: list[Pending]) -> None:
         started = time.perf_counter()

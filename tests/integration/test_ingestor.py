@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
+import httpx
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -37,7 +38,7 @@ from tests.support.pipeline import (
     unique,
     wait_for_count,
 )
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, free_port
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres]
 MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
@@ -296,9 +297,15 @@ async def test_sigterm_drains_commits_and_exits_zero(
     tmp_path: Path,
 ) -> None:
     machine, identity = unique("term"), Identity()
+    metrics_port = free_port()
     # A long batch age: without draining, the last batch would still be waiting when SIGTERM arrives.
     env = ingestor_env(
-        broker, ingest_database, identity, INGEST_BATCH_MAX_AGE_MS="5000", INGEST_BATCH_MAX_READINGS="100000"
+        broker,
+        ingest_database,
+        identity,
+        INGEST_BATCH_MAX_AGE_MS="5000",
+        INGEST_BATCH_MAX_READINGS="100000",
+        INGEST_METRICS_PORT=str(metrics_port),
     )
     process = IngestorProcess(env, tmp_path / "ingestor.log")
     ingestor_process.append(process)
@@ -307,6 +314,10 @@ async def test_sigterm_drains_commits_and_exits_zero(
     await publish(broker, telemetry_topic(SITE, machine), stream_payloads(machine, messages=50, samples=2, tags=5))
     await asyncio.sleep(0.5)
     assert await reading_count(pipeline_engine) == 0
+    async with httpx.AsyncClient() as http:
+        scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    assert 'shopfloor_ingest_messages_received_total{kind="Telemetry"} 50.0' in scraped
+    assert "shopfloor_ingest_uncommitted_messages 50.0" in scraped
     process.signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert await reading_count(pipeline_engine) == 500

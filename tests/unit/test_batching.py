@@ -1,0 +1,50 @@
+"""Batches close on size or on the age of their first message, whichever comes first."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ingestor.batching import next_batch
+
+
+async def test_a_full_queue_gives_a_batch_of_at_least_max_readings_at_once() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for size in (400, 400, 400, 400):
+        queue.put_nowait(size)
+    # A 10-minute age: only the size can close this batch within the test's timeout.
+    batch = await asyncio.wait_for(next_batch(queue, max_readings=1000, max_age_s=600, readings=lambda n: n), 10)
+    assert batch == [400, 400, 400]  # 1200 >= 1000
+    assert queue.qsize() == 1
+
+
+async def test_a_trickle_is_flushed_when_the_first_message_is_old_enough() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+
+    async def trickle() -> None:
+        for _ in range(100):
+            queue.put_nowait(1)
+            await asyncio.sleep(0.01)
+
+    producer = asyncio.create_task(trickle())
+    batch = await next_batch(queue, max_readings=10_000, max_age_s=0.2, readings=lambda n: n)
+    still_producing = not producer.done()
+    producer.cancel()
+    # Closed by age: more than the first message, long before the hundredth (about a second of trickle).
+    assert still_producing
+    assert 2 <= len(batch) < 100
+
+
+async def test_it_waits_for_the_first_message() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    task = asyncio.create_task(next_batch(queue, max_readings=5, max_age_s=0.05, readings=lambda n: n))
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    queue.put_nowait(7)
+    assert await asyncio.wait_for(task, timeout=1) == [7]
+
+
+async def test_messages_without_readings_still_close_by_age() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for _ in range(3):
+        queue.put_nowait(0)  # statuses and dead letters carry no readings
+    assert await next_batch(queue, max_readings=1, max_age_s=0.05, readings=lambda n: n) == [0, 0, 0]
