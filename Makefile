@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Site-packages are compiled once at install, so processes start fast even with PYTHONDONTWRITEBYTECODE set.
 export UV_COMPILE_BYTECODE := 1
 # System packages the tests start as real services (and the third-party clients they use).
-APT_PACKAGES := postgresql mosquitto mosquitto-clients
+APT_PACKAGES := postgresql mosquitto mosquitto-clients mbpoll
 TIMESCALE_DIR := tests/support/timescale
 PYTEST_ARGS ?=
 

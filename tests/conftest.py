@@ -35,7 +35,7 @@ from core.settings import (
 from tests.support.postgres import PostgresServer, running_postgres
 
 BACKENDS = ("sqlite", "postgres")
-TIERS = (*BACKENDS, "mosquitto", "timescale")
+TIERS = (*BACKENDS, "mosquitto", "timescale", "modbus", "opcua")
 TEST_PASSWORD = "correct-horse-battery"
 # Cheap hashing keeps the suite fast; production uses the settings' defaults.
 TEST_PASSWORDS = PasswordSettings(argon2_time_cost=1, argon2_memory_kib=1024)
@@ -56,7 +56,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("service tiers")
     for tier in TIERS:
         tally = {
-            outcome: sum(1 for report in terminalreporter.stats.get(outcome, []) if tier in report.keywords)
+            outcome: sum(
+                1 for report in terminalreporter.stats.get(outcome, []) if tier in getattr(report, "keywords", {})
+            )
             for outcome in ("passed", "failed", "error", "skipped")
         }
         text = ", ".join(f"{count} {outcome}" for outcome, count in tally.items() if count) or "none ran"

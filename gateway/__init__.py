@@ -1,0 +1,1 @@
+"""The edge gateway: polls or subscribes to PLCs, buffers on disk, publishes the MQTT contract."""

@@ -1,0 +1,306 @@
+"""The gateway's YAML configuration, validated by pydantic; every error names its field."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
+
+Code = Annotated[str, Field(pattern=f"^{CODE_PATTERN}$")]
+TagName = Annotated[str, Field(pattern=f"^{TAG_PATTERN}$")]
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BrokerConfig(_Strict):
+    """Where to publish."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # Client id of the publisher connection; also keys the retained gateway status.
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class BufferConfig(_Strict):
+    """The on-disk store-and-forward queue (SQLite, WAL)."""
+
+    path: Path = Path("data/gateway-buffer.db")
+    max_messages: int = Field(default=1_000_000, ge=1)
+    max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+    # Replay after an outage is paced so the broker and the ingestor catch up without a burst.
+    replay_rate_per_s: float = Field(default=500, gt=0)
+
+
+class PublishConfig(_Strict):
+    """How samples are grouped into messages."""
+
+    max_samples_per_message: int = Field(default=200, ge=1, le=1000)
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class Order(StrEnum):
+    """Byte/word order of multi-register values: A is the most significant byte."""
+
+    ABCD = "ABCD"  # big-endian words, big-endian bytes (Modbus standard)
+    CDAB = "CDAB"  # word-swapped
+    BADC = "BADC"  # byte-swapped
+    DCBA = "DCBA"  # little-endian
+
+
+class DataType(StrEnum):
+    """Register data types."""
+
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    BOOL = "bool"
+
+
+REGISTER_COUNT = {
+    DataType.INT16: 1,
+    DataType.UINT16: 1,
+    DataType.INT32: 2,
+    DataType.UINT32: 2,
+    DataType.INT64: 4,
+    DataType.UINT64: 4,
+    DataType.FLOAT32: 2,
+    DataType.FLOAT64: 4,
+    DataType.BOOL: 1,
+}
+
+
+class RegisterType(StrEnum):
+    """The four Modbus tables."""
+
+    HOLDING = "holding"
+    INPUT = "input"
+    COIL = "coil"
+    DISCRETE = "discrete"
+
+
+class ModbusTag(_Strict):
+    """One value in a Modbus device: where it is and how to decode it (value = raw * scale + offset)."""
+
+    name: TagName
+    # `register` in YAML; the attribute has another name because pydantic models already have a `register`.
+    table: RegisterType = Field(default=RegisterType.HOLDING, alias="register")
+    address: int = Field(ge=0, le=65535)
+    data_type: DataType = DataType.UINT16
+    order: Order = Order.ABCD
+    scale: float = 1.0
+    offset: float = 0.0
+    deadband: float | None = Field(default=None, ge=0)
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) it spans."""
+        return 1 if self.table in (RegisterType.COIL, RegisterType.DISCRETE) else REGISTER_COUNT[self.data_type]
+
+    @model_validator(mode="after")
+    def _bits_are_bool(self) -> Self:
+        if self.table in (RegisterType.COIL, RegisterType.DISCRETE) and self.data_type is not DataType.BOOL:
+            raise ValueError(f"data_type: a {self.table.value} is one bit, so it must be bool")
+        return self
+
+
+class OpcUaTag(_Strict):
+    """One variable of an OPC-UA server, by node id (e.g. `ns=2;s=Machine.BarrelTemp` or `ns=2;i=1004`)."""
+
+    name: TagName
+    node_id: str = Field(min_length=3, max_length=512)
+    deadband: float | None = Field(default=None, ge=0)
+
+
+class _Device(_Strict):
+    machine: Code
+    timeout_s: float = Field(default=3.0, gt=0, le=120)
+    # The tag that carries the machine state; its raw value is mapped to a state name through state_map.
+    state_tag: TagName | None = None
+    state_map: dict[int, MachineState] = Field(default_factory=dict)
+
+    @field_validator("state_map", mode="before")
+    @classmethod
+    def _yaml_states(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true): take them back as the words that were written.
+        if isinstance(value, dict):
+            words = {False: "off", True: "on"}
+            return {key: words.get(state, state) if isinstance(state, bool) else state for key, state in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _state_map_needs_state_tag(self) -> Self:
+        if self.state_map and self.state_tag is None:
+            raise ValueError("state_map: given without a state_tag to apply it to")
+        return self
+
+
+class ModbusDevice(_Device):
+    """A Modbus TCP device, polled."""
+
+    protocol: Literal["modbus"]
+    host: str = Field(min_length=1)
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    poll_interval_s: float = Field(default=1.0, ge=0.01, le=3600)
+    # A gap of up to this many unused registers is read through rather than split into another request.
+    max_gap: int = Field(default=8, ge=0, le=100)
+    max_registers_per_request: int = Field(default=120, ge=1, le=125)
+    # Pause between requests of one poll, so a small PLC is not flooded.
+    request_pause_s: float = Field(default=0.0, ge=0, le=10)
+    tags: list[ModbusTag] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_overlaps(self) -> Self:
+        names: set[str] = set()
+        used: dict[tuple[RegisterType, int], str] = {}
+        for index, tag in enumerate(self.tags):
+            if tag.name in names:
+                raise ValueError(f"tags.{index}.name: {tag.name!r} appears twice")
+            names.add(tag.name)
+            for address in range(tag.address, tag.address + tag.count):
+                clash = used.get((tag.table, address))
+                if clash is not None:
+                    raise ValueError(
+                        f"tags.{index}: {tag.name!r} overlaps {clash!r} at {tag.table.value} register {address}"
+                    )
+                used[(tag.table, address)] = tag.name
+            if tag.address + tag.count - 1 > 65535:
+                raise ValueError(f"tags.{index}: {tag.name!r} runs past register 65535")
+            if tag.count > self.max_registers_per_request:
+                raise ValueError(
+                    f"tags.{index}: {tag.name!r} spans {tag.count} registers, more than "
+                    f"max_registers_per_request ({self.max_registers_per_request})"
+                )
+        _check_state_tag(self.state_tag, names)
+        return self
+
+
+def _check_state_tag(state_tag: str | None, names: set[str]) -> None:
+    if state_tag is not None and state_tag not in names:
+        raise ValueError(f"state_tag: {state_tag!r} is not one of the tags")
+    # The contract reserves `state` for state names: a numeric tag of that name would be refused by the ingestor.
+    if "state" in names and state_tag != "state":
+        raise ValueError("tags: a tag named 'state' must be the state_tag (the contract reserves the name)")
+
+
+class OpcUaDevice(_Device):
+    """An OPC-UA server, polled or subscribed."""
+
+    protocol: Literal["opcua"]
+    endpoint: str = Field(pattern=r"^opc\.tcp://")
+    mode: Literal["poll", "subscribe"] = "subscribe"
+    poll_interval_s: float = Field(default=1.0, ge=0.01, le=3600)
+    publishing_interval_ms: int = Field(default=500, ge=10, le=60_000)
+    # A subscription silent this long is rebuilt; after repeated silence the device falls back to polling.
+    watchdog_s: float = Field(default=10.0, gt=0, le=3600)
+    username: str | None = None
+    password: SecretStr | None = None
+    tags: list[OpcUaTag] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [tag.name for tag in self.tags]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tags: {', '.join(duplicates)} appear more than once")
+        _check_state_tag(self.state_tag, set(names))
+        return self
+
+
+Device = Annotated[ModbusDevice | OpcUaDevice, Field(discriminator="protocol")]
+
+
+class GatewayConfig(_Strict):
+    """Everything `shopfloor gateway --config FILE` reads."""
+
+    site: Code
+    gateway_id: Code
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    # Report by exception: unchanged values (within their deadband) are sent again only this often.
+    full_refresh_s: float = Field(default=60.0, gt=0, le=86_400)
+    metrics_port: int | None = Field(default=9102, ge=0, le=65535)
+    devices: list[Device] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_machines(self) -> Self:
+        machines = [device.machine for device in self.devices]
+        duplicates = sorted({machine for machine in machines if machines.count(machine) > 1})
+        if duplicates:
+            raise ValueError(f"devices: machine {', '.join(duplicates)} is configured more than once")
+        return self
+
+
+_PROTOCOLS = {"modbus", "opcua"}
+_RELATIVE = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): (.+)$", re.DOTALL)
+
+
+def _describe(error: ValidationError) -> str:
+    """`devices.0.tags.6.data_type: …`: the YAML path of each error, whichever validator found it."""
+    lines = []
+    for item in error.errors(include_url=False):
+        # The discriminated union adds the protocol to the location; it is not a key of the file.
+        parts = [
+            str(part)
+            for index, part in enumerate(item["loc"])
+            if not (index >= 2 and item["loc"][index - 2] == "devices" and part in _PROTOCOLS)
+        ]
+        message = item["msg"].removeprefix("Value error, ")
+        relative = _RELATIVE.match(message)
+        if relative:  # a model validator names the field inside the model it checks
+            parts.append(relative.group(1))
+            message = relative.group(2)
+        lines.append(f"{'.'.join(parts) or 'config'}: {message}")
+    return "; ".join(lines)
+
+
+def parse_config(text: str, *, source: str = "config") -> GatewayConfig:
+    """Validate YAML text; ConfigError names every wrong field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a config file; a relative buffer path is taken relative to the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    config = parse_config(text, source=str(path))
+    if not config.buffer.path.is_absolute():
+        buffer = config.buffer.model_copy(update={"path": path.parent / config.buffer.path})
+        config = config.model_copy(update={"buffer": buffer})
+    return config

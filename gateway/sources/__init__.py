@@ -1,0 +1,1 @@
+"""Device sources: one module per protocol, each yielding tag values (see `base.py`)."""

@@ -1,0 +1,465 @@
+"""A Modbus TCP assembly station ("Montaj"): a pymodbus server whose registers follow a believable machine.
+
+The station screws parts together in cycles of about `ideal_cycle_s` seconds (default 8 s). Now and then a cycle
+is slow, a part is scrapped, an alarm stops the station (e-stop, torque fault, part missing) or the operator sets
+it up for another variant. Everything is drawn from one `random.Random(seed)` on a simulated clock, so a seed
+always gives the same sequence of values; `speed` only maps the simulated clock to wall time (speed 60 runs an
+hour in a minute).
+
+Register map (protocol addresses, 0-based; unit id 1, any other unit id answers exception 2):
+
+    address  table     type     tag               unit   meaning
+    0        holding   uint16   state             -      0 off, 1 idle, 2 running, 3 setup, 4 alarm
+    1        holding   -        (reserved)        -      reads 0
+    2-3      holding   uint32   cycle_count       -      cycles completed since start
+    4-5      holding   uint32   good_count        -      good parts since start
+    6-7      holding   uint32   scrap_count       -      scrapped parts since start
+    8-9      holding   -        (reserved)        -      reads 0
+    10-11    holding   float32  torque_nm         Nm     final screw torque of the last cycle
+    12-13    holding   float32  air_pressure_bar  bar    supply air pressure
+    14-31    holding   -        (reserved)        -      reads 0
+    0        input     int16    temp_c            °C     cabinet temperature, raw in 0.1 °C (scale 0.1)
+    0        coil      bool     estop             -      emergency stop pressed
+    1        coil      bool     torque_fault      -      screwdriver torque out of tolerance
+    2        coil      bool     part_missing      -      part feeder empty
+    0        discrete  bool     part_present      -      a part sits in the fixture (sensor)
+
+The 32-bit values (counters and floats) use the station's `order` (ABCD, CDAB, BADC or DCBA); the 16-bit
+registers are plain big-endian words as the protocol defines them. Every register is written through
+`gateway.codec.encode`, the codec the gateway decodes with. mbpoll numbers references from 1: holding address
+10 is `mbpoll -t 4:float -r 11`, and only `-B` reads ABCD floats (mbpoll's default is CDAB).
+
+In-process (tests):
+
+    async with ModbusStation("127.0.0.1", 0, seed=1, speed=20, order=Order.CDAB) as station:
+        station.port, station.current(), station.record
+
+Standalone: `python -m simulators.modbus --port 5020 --seed 1 --speed 1 --order ABCD` prints
+`READY modbus <host>:<port>` once listening and exits cleanly on SIGTERM or SIGINT. `--warmup 3600` runs an hour
+of simulated shift at once before serving, so counters start far from zero; `--port 0` picks a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import itertools
+import math
+import random
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
+
+from core.clock import utcnow
+from core.contract import MachineState
+from gateway.codec import Value, apply_scale, decode, encode, unapply_scale
+from gateway.config import DataType, Order, RegisterType
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5020  # 502 needs root
+DEFAULT_UNIT_ID = 1
+
+STATE_CODES: dict[MachineState, int] = {
+    MachineState.OFF: 0,
+    MachineState.IDLE: 1,
+    MachineState.RUNNING: 2,
+    MachineState.SETUP: 3,
+    MachineState.ALARM: 4,
+}
+STATE_MAP: dict[int, MachineState] = {code: state for state, code in STATE_CODES.items()}
+
+# Registers (or bits) of each table that exist; addresses in the map's gaps read as zero.
+TABLE_SIZE = {RegisterType.COIL: 16, RegisterType.DISCRETE: 16, RegisterType.HOLDING: 32, RegisterType.INPUT: 16}
+# Function codes pymodbus's datastore uses to pick a table when the simulator writes its own values.
+_WRITE_CODE = {RegisterType.COIL: 5, RegisterType.DISCRETE: 2, RegisterType.HOLDING: 16, RegisterType.INPUT: 4}
+
+
+@dataclass(frozen=True)
+class StationTag:
+    """One entry of the register map."""
+
+    name: str
+    register: RegisterType
+    address: int
+    data_type: DataType
+    unit: str
+    meaning: str
+    scale: float = 1.0
+
+    @property
+    def uses_order(self) -> bool:
+        """32-bit values follow the station's byte/word order; 16-bit registers and bits do not."""
+        return self.data_type in (DataType.UINT32, DataType.FLOAT32)
+
+
+REGISTER_MAP: tuple[StationTag, ...] = (
+    StationTag("state", RegisterType.HOLDING, 0, DataType.UINT16, "", "0 off, 1 idle, 2 running, 3 setup, 4 alarm"),
+    StationTag("cycle_count", RegisterType.HOLDING, 2, DataType.UINT32, "", "cycles completed since start"),
+    StationTag("good_count", RegisterType.HOLDING, 4, DataType.UINT32, "", "good parts since start"),
+    StationTag("scrap_count", RegisterType.HOLDING, 6, DataType.UINT32, "", "scrapped parts since start"),
+    StationTag("torque_nm", RegisterType.HOLDING, 10, DataType.FLOAT32, "Nm", "final screw torque of the last cycle"),
+    StationTag("air_pressure_bar", RegisterType.HOLDING, 12, DataType.FLOAT32, "bar", "supply air pressure"),
+    StationTag("temp_c", RegisterType.INPUT, 0, DataType.INT16, "°C", "cabinet temperature, raw 0.1 °C", 0.1),
+    StationTag("estop", RegisterType.COIL, 0, DataType.BOOL, "", "emergency stop pressed"),
+    StationTag("torque_fault", RegisterType.COIL, 1, DataType.BOOL, "", "screwdriver torque out of tolerance"),
+    StationTag("part_missing", RegisterType.COIL, 2, DataType.BOOL, "", "part feeder empty"),
+    StationTag("part_present", RegisterType.DISCRETE, 0, DataType.BOOL, "", "a part sits in the fixture"),
+)
+_BY_NAME = {tag.name: tag for tag in REGISTER_MAP}
+ALARM_COILS = ("estop", "torque_fault", "part_missing")
+
+
+def station_tags(order: Order = Order.ABCD) -> list[dict[str, Any]]:
+    """The station's tags as a gateway YAML `tags:` list would write them (ModbusTag fields)."""
+    tags: list[dict[str, Any]] = []
+    for tag in REGISTER_MAP:
+        entry: dict[str, Any] = {
+            "name": tag.name,
+            "register": tag.register.value,
+            "address": tag.address,
+            "data_type": tag.data_type.value,
+        }
+        if tag.uses_order:
+            entry["order"] = Order(order).value
+        if tag.scale != 1.0:
+            entry["scale"] = tag.scale
+        tags.append(entry)
+    return tags
+
+
+def station_device(
+    machine: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, order: Order = Order.ABCD
+) -> dict[str, Any]:
+    """A whole gateway YAML device entry for the station (`devices:` list item)."""
+    return {
+        "machine": machine,
+        "protocol": "modbus",
+        "host": host,
+        "port": port,
+        "unit_id": DEFAULT_UNIT_ID,
+        "state_tag": "state",
+        "state_map": {code: state.value for code, state in STATE_MAP.items()},
+        "tags": station_tags(order),
+    }
+
+
+# ---- the machine, on a simulated clock (pure and deterministic) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StationParams:
+    """How the simulated station behaves."""
+
+    ideal_cycle_s: float = 8.0
+    scrap_rate: float = 0.03  # parts scrapped for defects, on top of torque rejects
+    alarm_rate: float = 0.01  # per cycle
+    setup_rate: float = 0.004  # per cycle
+    off_rate: float = 0.001  # per cycle: switched off for a break
+    torque_setpoint_nm: float = 12.0
+    torque_sigma_nm: float = 0.25
+    torque_tolerance_nm: float = 0.75  # a cycle further off is scrapped
+    pressure_bar: float = 6.2
+
+
+class StationModel:
+    """The station's values over simulated time: `events()` yields (seconds, {tag: new value}) in time order.
+
+    Values are engineering values (state as a MachineState); the station quantises them to what its registers
+    can hold.
+    """
+
+    def __init__(self, seed: int, params: StationParams | None = None) -> None:
+        self.params = params or StationParams()
+        self._rng = random.Random(seed)  # noqa: S311 -- a simulation, not cryptography
+        self._queue: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self.values: dict[str, Value | MachineState] = {
+            "state": MachineState.IDLE,
+            "cycle_count": 0,
+            "good_count": 0,
+            "scrap_count": 0,
+            "torque_nm": 0.0,
+            "air_pressure_bar": self.params.pressure_bar,
+            "temp_c": 28.0,
+            "estop": False,
+            "torque_fault": False,
+            "part_missing": False,
+            "part_present": False,
+        }
+
+    def _at(self, when: float, what: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, what))
+
+    def events(self) -> Iterator[tuple[float, dict[str, Value | MachineState]]]:
+        """The initial values at 0 s, then every change, forever."""
+        yield 0.0, dict(self.values)
+        self._at(3.0, "cycle_start")
+        self._at(2.0, "pressure")
+        self._at(10.0, "temperature")
+        while True:
+            now, _seq, what = heapq.heappop(self._queue)
+            changes = {
+                name: value for name, value in getattr(self, f"_{what}")(now).items() if self.values[name] != value
+            }
+            self.values.update(changes)
+            if changes:
+                yield now, changes
+
+    # Each handler schedules what follows and returns the values it sets.
+
+    def _cycle_start(self, now: float) -> dict[str, Value | MachineState]:
+        p, rng = self.params, self._rng
+        duration = p.ideal_cycle_s * (1 + abs(rng.gauss(0, 0.04)))
+        if rng.random() < 0.05:  # a short stop: a stuck part, the operator fetching screws
+            duration += rng.expovariate(1 / 15)
+        self._at(now + 0.15 * p.ideal_cycle_s, "part_loaded")
+        self._at(now + duration, "cycle_end")
+        return {"state": MachineState.RUNNING}
+
+    def _part_loaded(self, now: float) -> dict[str, Value | MachineState]:
+        return {"part_present": True}
+
+    def _cycle_end(self, now: float) -> dict[str, Value | MachineState]:
+        p, rng = self.params, self._rng
+        torque = round(rng.gauss(p.torque_setpoint_nm, p.torque_sigma_nm), 2)
+        reject = abs(torque - p.torque_setpoint_nm) > p.torque_tolerance_nm or rng.random() < p.scrap_rate
+        changes: dict[str, Value | MachineState] = {
+            "torque_nm": torque,
+            "part_present": False,
+            "cycle_count": int(self.values["cycle_count"]) + 1,
+        }
+        if reject:
+            changes["scrap_count"] = int(self.values["scrap_count"]) + 1
+        else:
+            changes["good_count"] = int(self.values["good_count"]) + 1
+        draw = rng.random()
+        if abs(torque - p.torque_setpoint_nm) > 3 * p.torque_sigma_nm and draw < 0.3:
+            changes.update(self._alarm(now, "torque_fault"))
+        elif draw < p.alarm_rate:
+            changes.update(self._alarm(now, rng.choices(ALARM_COILS, weights=(1, 3, 5))[0]))
+        elif draw < p.alarm_rate + p.setup_rate:
+            self._at(now + 120 + rng.expovariate(1 / 180), "back_to_idle")
+            changes["state"] = MachineState.SETUP
+        elif draw < p.alarm_rate + p.setup_rate + p.off_rate:
+            self._at(now + 300 + rng.expovariate(1 / 300), "back_to_idle")
+            changes["state"] = MachineState.OFF
+        else:
+            self._at(now + rng.uniform(0.2, 0.8), "cycle_start")
+        return changes
+
+    def _alarm(self, now: float, coil: str) -> dict[str, Value | MachineState]:
+        self._at(now + 20 + self._rng.expovariate(1 / 60), "back_to_idle")
+        return {"state": MachineState.ALARM, coil: True}
+
+    def _back_to_idle(self, now: float) -> dict[str, Value | MachineState]:
+        self._at(now + self._rng.uniform(3, 12), "cycle_start")
+        return {"state": MachineState.IDLE, **dict.fromkeys(ALARM_COILS, False)}
+
+    def _pressure(self, now: float) -> dict[str, Value | MachineState]:
+        self._at(now + 2.0, "pressure")
+        drift = 0.08 * math.sin(2 * math.pi * now / 3600)  # the compressor's slow swing
+        draw = 0.15 if self.values["state"] is MachineState.RUNNING else 0.0
+        return {"air_pressure_bar": round(self.params.pressure_bar + drift - draw + self._rng.gauss(0, 0.02), 3)}
+
+    def _temperature(self, now: float) -> dict[str, Value | MachineState]:
+        self._at(now + 10.0, "temperature")
+        target = 34.0 if self.values["state"] is MachineState.RUNNING else 27.0
+        current = float(self.values["temp_c"])
+        return {"temp_c": round(current + 0.05 * (target - current) + self._rng.gauss(0, 0.1), 1)}
+
+
+# ---- the Modbus server -----------------------------------------------------------------------------------------
+
+
+class ModbusStation:
+    """The assembly station served over Modbus TCP, in-process (`async with`) or standalone (`main`)."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        seed: int = 1,
+        speed: float = 1.0,
+        order: Order | str = Order.ABCD,
+        unit_id: int = DEFAULT_UNIT_ID,
+        params: StationParams | None = None,
+        warmup_s: float = 0.0,
+        keep_record: bool = True,
+    ) -> None:
+        if speed <= 0 or warmup_s < 0:
+            raise ValueError("speed must be > 0 and warmup_s >= 0")
+        self.host, self.port = host, port
+        self.speed = speed
+        self.order = Order(order)
+        self.unit_id = unit_id
+        self.model = StationModel(seed, params)
+        # Simulated seconds run at once before serving: the station starts mid-shift, counters already counting.
+        self.warmup_s = warmup_s
+        # (wall time, tag, value) of every value the registers exposed, in order; the state as its name.
+        self.record: list[tuple[datetime, str, Value | str]] = []
+        self._keep_record = keep_record
+        self._current: dict[str, Value | str] = {}
+        self._server: ModbusTcpServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def current(self) -> dict[str, Value | str]:
+        """What a correct client decodes from the registers right now (state as its name)."""
+        return dict(self._current)
+
+    def _device(self) -> list[SimDevice]:
+        def bits(size: int) -> list[SimData]:
+            return [SimData(0, count=size, values=False, datatype=SimType.BITS)]
+
+        def words(size: int) -> list[SimData]:
+            return [SimData(0, count=size, values=0, datatype=SimType.REGISTERS)]
+
+        station = SimDevice(
+            id=self.unit_id,
+            simdata=(
+                bits(TABLE_SIZE[RegisterType.COIL]),
+                bits(TABLE_SIZE[RegisterType.DISCRETE]),
+                words(TABLE_SIZE[RegisterType.HOLDING]),
+                words(TABLE_SIZE[RegisterType.INPUT]),
+            ),
+        )
+        if self.unit_id == 0:  # device 0 answers every unit id
+            return [station]
+        # pymodbus sends every other unit id to device 0; without one it fails with a logged KeyError.
+        nobody = SimDevice(id=0, simdata=[SimData(0, count=1, datatype=SimType.INVALID)])
+        return [station, nobody]
+
+    async def __aenter__(self) -> ModbusStation:
+        """Listen, expose the initial values, start the machine."""
+        server = ModbusTcpServer(self._device(), address=(self.host, self.port))
+        await server.serve_forever(background=True)  # RuntimeError when the port cannot be bound
+        self._server = server
+        sockets = getattr(server.transport, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        events = self.model.events()
+        initial: dict[str, Value | MachineState] = {}
+        for at, changes in events:
+            if at > self.warmup_s:
+                events = itertools.chain([(at, changes)], events)
+                break
+            initial.update(changes)
+        await self._expose(initial)
+        self._task = asyncio.create_task(self._run(events), name=f"sim:modbus:{self.port}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the machine and the server."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # unlike `await task`, never swallows a cancellation of our own
+            if not task.cancelled() and task.exception() is not None:
+                raise RuntimeError("the station's machine task failed") from task.exception()
+        if self._server is not None:
+            await self._server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus 3.16.1 leaves it unannotated
+            self._server = None
+
+    async def _run(self, events: Iterator[tuple[float, dict[str, Value | MachineState]]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for at, changes in events:
+            delay = started + (at - self.warmup_s) / self.speed - loop.time()
+            # Yield even when late, so a very high speed does not starve the server's connections.
+            await asyncio.sleep(max(delay, 0))
+            await self._expose(changes)
+
+    async def _expose(self, changes: dict[str, Value | MachineState]) -> None:
+        """Write changed values to the registers; the record gets what a client decodes from them.
+
+        pymodbus's datastore writes without suspending, so one event's changes are seen by clients all at once.
+        """
+        server = self._server
+        if server is None:
+            raise RuntimeError("the station is not serving")
+        ts = utcnow()
+        for name, value in changes.items():
+            tag = _BY_NAME[name]
+            if isinstance(value, MachineState):
+                registers = encode(STATE_CODES[value], tag.data_type, Order.ABCD)
+                exposed: Value | str = STATE_MAP[int(decode(registers, tag.data_type, Order.ABCD))].value
+            elif tag.register in (RegisterType.COIL, RegisterType.DISCRETE):
+                await server.async_setValues(self.unit_id, _WRITE_CODE[tag.register], tag.address, [bool(value)])
+                self._note(ts, name, bool(value))
+                continue
+            else:
+                order = self.order if tag.uses_order else Order.ABCD
+                raw = unapply_scale(value, tag.scale, 0.0) if tag.scale != 1.0 else value
+                registers = encode(raw, tag.data_type, order)
+                exposed = apply_scale(decode(registers, tag.data_type, order), tag.scale, 0.0)
+            await server.async_setValues(self.unit_id, _WRITE_CODE[tag.register], tag.address, registers)
+            self._note(ts, name, exposed)
+
+    def _note(self, ts: datetime, name: str, value: Value | str) -> None:
+        self._current[name] = value
+        if self._keep_record:
+            self.record.append((ts, name, value))
+
+
+# ---- standalone --------------------------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m simulators.modbus", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (printed on READY)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second")
+    parser.add_argument("--warmup", type=float, default=0.0, help="simulated seconds run at once before serving")
+    parser.add_argument("--order", choices=[order.value for order in Order], default=Order.ABCD.value)
+    parser.add_argument("--unit-id", type=int, default=DEFAULT_UNIT_ID)
+    parser.add_argument("--cycle-time", type=float, default=StationParams.ideal_cycle_s, help="ideal cycle, s")
+    parser.add_argument("--scrap-rate", type=float, default=StationParams.scrap_rate)
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    params = StationParams(ideal_cycle_s=args.cycle_time, scrap_rate=args.scrap_rate)
+    station = ModbusStation(
+        args.host,
+        args.port,
+        seed=args.seed,
+        speed=args.speed,
+        order=args.order,
+        unit_id=args.unit_id,
+        params=params,
+        warmup_s=args.warmup,
+        keep_record=False,
+    )
+    async with station:
+        print(f"READY modbus {station.host}:{station.port}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m simulators.modbus`."""
+    args = _parse_args(argv)
+    try:
+        asyncio.run(serve(args))
+    except RuntimeError as error:
+        print(f"modbus simulator: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
