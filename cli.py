@@ -8,6 +8,7 @@ import getpass
 import secrets
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
@@ -76,6 +77,39 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     _configure_logging(settings)
     return asyncio.run(ingest_main(settings))
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """Poll the configured devices and publish their readings until SIGTERM."""
+    from core.logging import configure_logging
+    from gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        raise ConfigurationError(str(error)) from None
+    settings = _settings(ToolSettings)
+    configure_logging(settings.log, settings.env)
+    from gateway.service import main as gateway_main
+
+    return asyncio.run(gateway_main(config))
+
+
+SIMULATORS = {
+    "opcua": "simulators.opcua",
+    "modbus": "simulators.modbus",
+    "mqtt": "simulators.mqtt_device",
+    "load": "simulators.loadgen",
+}
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run one simulator in the foreground; its own options follow its name (`--help` lists them)."""
+    import importlib
+
+    module = importlib.import_module(SIMULATORS[args.kind])
+    code: int = module.main(args.options)
+    return code
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -219,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="consume telemetry from MQTT into the database")
     ingest.set_defaults(handler=cmd_ingest)
+
+    gateway = sub.add_parser("gateway", help="poll OPC-UA / Modbus devices and publish to MQTT")
+    gateway.add_argument("--config", required=True, type=Path, help="the gateway's YAML file")
+    gateway.set_defaults(handler=cmd_gateway)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="run a machine simulator: opcua (injection press), modbus (assembly station), mqtt (device), load",
+    )
+    simulate.add_argument("kind", choices=sorted(SIMULATORS))
+    simulate.add_argument("options", nargs=argparse.REMAINDER, help="the simulator's own options")
+    simulate.set_defaults(handler=cmd_simulate)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import shutil
 import signal
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from core.contract import status_topic, telemetry_topic
 from core.db import session_factory
 from core.models import DeadLetter, Machine, MachineLatest, Reading
 from ingestor.ack import ack, enable_manual_ack
-from ingestor.service import Ingestor
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.pipeline import (
     PASSWORDS,
@@ -31,9 +28,9 @@ from tests.support.pipeline import (
     Identity,
     IngestorProcess,
     ingestor_env,
-    ingestor_settings,
     publish,
     reading_count,
+    running_ingestor,
     stream_payloads,
     unique,
     wait_for_count,
@@ -42,23 +39,6 @@ from tests.support.postgres import PostgresServer, free_port
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres]
 MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
-
-
-@contextlib.asynccontextmanager
-async def running_ingestor(
-    broker: MosquittoBroker, database_url: str, engine: AsyncEngine, identity: Identity | None = None, **ingest: object
-) -> AsyncIterator[Ingestor]:
-    """An in-process ingestor on the test engine; stopped (drained) at the end."""
-    settings = ingestor_settings(broker, database_url, identity or Identity(), **ingest)
-    ingestor = Ingestor(settings, engine=engine)
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingestor.run(stop), name="test:ingestor")
-    await asyncio.wait_for(ingestor.subscribed.wait(), timeout=15)
-    try:
-        yield ingestor
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
 
 
 async def test_published_readings_are_stored_once(

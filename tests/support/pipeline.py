@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +31,7 @@ from core.settings import (
     MqttSettings,
     RuntimeSettings,
 )
+from ingestor.service import Ingestor
 from tests.support.mosquitto import MosquittoBroker
 
 SITE = "plant1"
@@ -170,3 +173,20 @@ async def wait_for_count(engine: AsyncEngine, expected: int, within_s: float = 6
         await asyncio.sleep(0.1)
         count = await reading_count(engine)
     return count
+
+
+@contextlib.asynccontextmanager
+async def running_ingestor(
+    broker: MosquittoBroker, database_url: str, engine: AsyncEngine, identity: Identity | None = None, **ingest: object
+) -> AsyncIterator[Ingestor]:
+    """An in-process ingestor on the test engine; stopped (drained) at the end."""
+    settings = ingestor_settings(broker, database_url, identity or Identity(), **ingest)
+    ingestor = Ingestor(settings, engine=engine)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingestor.run(stop), name="test:ingestor")
+    await asyncio.wait_for(ingestor.subscribed.wait(), timeout=15)
+    try:
+        yield ingestor
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

@@ -362,3 +362,14 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_bytes(b"site: \xff\xfe\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(tmp_path / "gateway.yaml")
+
+
+def test_the_shipped_example_drives_both_simulators() -> None:
+    from simulators.modbus import station_tags
+    from simulators.opcua import machine_tags
+
+    config = load_config(Path(__file__).resolve().parents[2] / "gateway" / "example.yaml")
+    press, station = config.devices
+    assert [(tag.name, tag.node_id) for tag in press.tags] == [(t["name"], t["node_id"]) for t in machine_tags()]
+    assert [tag.name for tag in station.tags] == [t["name"] for t in station_tags()]
+    assert config.buffer.path.is_absolute()

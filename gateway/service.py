@@ -1,0 +1,296 @@
+"""The gateway process: one supervised task per device, report by exception, disk buffer, one MQTT publisher.
+
+Every outgoing message is written to the disk buffer first and deleted only after the broker's PUBACK, so a broker
+outage, a gateway restart or a SIGKILL loses nothing that was buffered. A device that fails is retried with capped
+exponential backoff and jitter without touching the others; its online/offline status is published (retained).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+import orjson
+from prometheus_client import start_http_server
+
+from core.clock import utcnow
+from core.contract import encode_telemetry, gateway_status_topic, status_topic, telemetry_topic
+from core.logging import get_logger
+from core.retry import Backoff
+from gateway.buffer import AsyncDiskBuffer
+from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
+from gateway.metrics import GatewayMetrics
+from gateway.puback import NO_MATCHING_SUBSCRIBERS, SUCCESS, PubackTracker
+from gateway.report import ChangeFilter, group_samples
+from gateway.sources.base import Source, TagValue
+
+log = get_logger("shopfloor.gateway")
+
+PUBLISH_WINDOW = 100
+
+
+def make_source(device: ModbusDevice | OpcUaDevice) -> Source:
+    """The protocol's source for a device (imported lazily: each pulls in its own library)."""
+    if isinstance(device, ModbusDevice):
+        from gateway.sources.modbus import ModbusSource
+
+        return ModbusSource(device)
+    from gateway.sources.opcua import OpcUaSource
+
+    return OpcUaSource(device)
+
+
+@dataclass
+class _Pending:
+    values: list[TagValue] = field(default_factory=list)
+    seq: int = 0
+
+
+class Gateway:
+    """All devices of one gateway, its buffer and its publisher."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        metrics: GatewayMetrics | None = None,
+        source_factory: Callable[[ModbusDevice | OpcUaDevice], Source] = make_source,
+        observer: Callable[[str, list[TagValue]], None] | None = None,
+    ):
+        self.config = config
+        self.metrics = metrics or GatewayMetrics.create()
+        self.source_factory = source_factory
+        # Sees every value that passed report-by-exception, before it is buffered (tests compare with the database).
+        self.observer = observer
+        self.buffer = AsyncDiskBuffer(
+            config.buffer.path,
+            max_messages=config.buffer.max_messages,
+            max_bytes=config.buffer.max_bytes,
+            max_age_s=config.buffer.max_age_s,
+        )
+        self.connected = asyncio.Event()
+        self._pending: dict[str, _Pending] = {device.machine: _Pending() for device in config.devices}
+        self._new_data = asyncio.Event()
+        self._online: dict[str, bool | None] = dict.fromkeys(self._pending)
+
+    async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
+        """Poll, buffer and publish until `stop` is set; then buffer what was read, try for a few seconds to
+        publish what is waiting (whatever is left stays on disk for the next start), and return."""
+        publishing_done = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                devices = [
+                    group.create_task(self._supervise(device, stop), name=f"poll:{device.protocol}:{device.machine}")
+                    for device in self.config.devices
+                ]
+                group.create_task(self._flush_loop(stop), name="gateway:flush")
+                group.create_task(self._publish_loop(publishing_done), name="gateway:publish")
+                await stop.wait()
+                for task in devices:
+                    task.cancel()
+                await self._flush_all()
+                if self.connected.is_set():
+                    await self._wait_empty(drain_timeout_s)
+                publishing_done.set()
+        finally:
+            await self._flush_all()
+            await self.buffer.close()
+
+    async def _wait_empty(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.connected.is_set():
+            messages, _ = await self.buffer.depth()
+            if messages == 0:
+                return
+            await asyncio.sleep(0.05)
+        log.warning("stopped_with_buffered_messages", messages=(await self.buffer.depth())[0])
+
+    # ---- devices -----------------------------------------------------------------------------------------------
+
+    async def _supervise(self, device: ModbusDevice | OpcUaDevice, stop: asyncio.Event) -> None:
+        backoff, attempt = Backoff(base_s=0.5, cap_s=30.0), 0
+        deadbands = {tag.name: tag.deadband for tag in device.tags}
+        changes = ChangeFilter(self.config.full_refresh_s, deadbands)
+        while not stop.is_set():
+            try:
+                async with self.source_factory(device) as source:
+                    async for values in source.values():
+                        if attempt or self._online[device.machine] is not True:
+                            await self._set_online(device.machine, True)
+                            attempt = 0
+                        self.metrics.polls.labels(device.machine).inc()
+                        self.metrics.values_read.labels(device.machine).inc(len(values))
+                        accepted = changes.accept(values, time.monotonic())
+                        self.metrics.values_reported.labels(device.machine).inc(len(accepted))
+                        await self._add(device.machine, accepted)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.metrics.poll_errors.labels(device.machine).inc()
+                if self._online[device.machine] is not False:
+                    await self._set_online(device.machine, False)
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "device_error",
+                    machine=device.machine,
+                    error=repr(error)[:300],
+                    attempt=attempt,
+                    retry_in_s=round(delay, 2),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _set_online(self, machine: str, online: bool) -> None:
+        self._online[machine] = online
+        self.metrics.device_online.labels(machine).set(1 if online else 0)
+        log.info("device_status", machine=machine, online=online)
+        await self._flush(machine)  # values read before the change stay in order before the status
+        payload = orjson.dumps({"online": online, "ts": utcnow().isoformat()})
+        await self._buffer(status_topic(self.config.site, machine), payload, retain=True)
+
+    async def _add(self, machine: str, values: list[TagValue]) -> None:
+        if self.observer is not None and values:
+            self.observer(machine, values)
+        pending = self._pending[machine]
+        pending.values.extend(values)
+        if len({value.ts for value in pending.values}) >= self.config.publish.max_samples_per_message:
+            await self._flush(machine)
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.config.publish.flush_interval_s)
+            await self._flush_all()
+
+    async def _flush_all(self) -> None:
+        for machine in self._pending:
+            await self._flush(machine)
+
+    async def _flush(self, machine: str) -> None:
+        pending = self._pending[machine]
+        values, pending.values = pending.values, []
+        for chunk in group_samples(values, self.config.publish.max_samples_per_message):
+            pending.seq += 1
+            await self._buffer(telemetry_topic(self.config.site, machine), encode_telemetry(chunk, seq=pending.seq))
+
+    async def _buffer(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        result = await self.buffer.append(topic, payload, qos=1, retain=retain, now=time.time())
+        self.metrics.buffered.inc()
+        if result.dropped:
+            log.warning("buffer_dropped_oldest", dropped=result.dropped)
+        self._new_data.set()
+
+    # ---- broker ------------------------------------------------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        broker = self.config.broker
+        offline = orjson.dumps({"online": False})
+        topic = gateway_status_topic(self.config.site, self.config.gateway_id)
+        return aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=broker.username,
+            password=broker.password.get_secret_value() if broker.password else None,
+            identifier=broker.client_id or f"gateway-{self.config.site}-{self.config.gateway_id}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=broker.keepalive_s,
+            will=aiomqtt.Will(topic, offline, qos=1, retain=True),
+            max_inflight_messages=PUBLISH_WINDOW,
+            timeout=10,
+        )
+
+    async def _publish_loop(self, stop: asyncio.Event) -> None:
+        backoff, attempt = Backoff(base_s=0.5, cap_s=15.0), 0
+        while not stop.is_set():
+            try:
+                async with self._client() as client:
+                    tracker = PubackTracker(client)
+                    online = orjson.dumps({"online": True, "ts": utcnow().isoformat()})
+                    await tracker.publish(
+                        gateway_status_topic(self.config.site, self.config.gateway_id), online, retain=True
+                    )
+                    self.connected.set()
+                    attempt = 0
+                    log.info("broker_connected", host=self.config.broker.host, port=self.config.broker.port)
+                    await self._drain_buffer(tracker, stop)
+            except aiomqtt.MqttError as error:
+                self.connected.clear()
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning("broker_unreachable", error=str(error), retry_in_s=round(delay, 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _drain_buffer(self, tracker: PubackTracker, stop: asyncio.Event) -> None:
+        """Publish the buffer oldest first, paced, deleting each window only once every message in it is acked."""
+        pace = _Pacer(self.config.buffer.replay_rate_per_s)
+        while not stop.is_set():
+            await self._update_depth()
+            batch = await self.buffer.peek(PUBLISH_WINDOW)
+            if not batch:
+                self._new_data.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_data.wait(), timeout=0.5)
+                continue
+            await pace.wait(len(batch))
+            codes = await asyncio.gather(
+                *(tracker.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in batch)
+            )
+            done: list[int] = []
+            for message, code in zip(batch, codes, strict=True):
+                if code == NO_MATCHING_SUBSCRIBERS and not message.retain:
+                    break  # nobody took it (an ingestor not subscribed yet): keep it and the rest, retry soon
+                if code >= 128:
+                    self.metrics.refused.inc()
+                    log.error("message_refused", topic=message.topic, reason_code=code)
+                elif code != SUCCESS and code != NO_MATCHING_SUBSCRIBERS:
+                    log.info("puback_reason", topic=message.topic, reason_code=code)
+                done.append(message.id)
+            if done:
+                await self.buffer.delete(done)
+                self.metrics.published.inc(len(done))
+            if len(done) < len(batch):
+                await asyncio.sleep(1.0)
+
+    async def _update_depth(self) -> None:
+        messages, size = await self.buffer.depth()
+        self.metrics.queue_messages.set(messages)
+        self.metrics.queue_bytes.set(size)
+        # The buffer keeps its drop counters on disk, so they survive restarts; the metric mirrors them.
+        for reason, count in (await self.buffer.dropped_total()).items():
+            self.metrics.dropped.labels(reason).set(count)
+
+
+class _Pacer:
+    """At most `rate` messages per second, averaged (replays after an outage must not flood the broker)."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.next_at = time.monotonic()
+
+    async def wait(self, count: int) -> None:
+        now = time.monotonic()
+        if self.next_at > now:
+            await asyncio.sleep(self.next_at - now)
+        self.next_at = max(self.next_at, now) + count / self.rate
+
+
+async def main(config: GatewayConfig) -> int:
+    """`shopfloor gateway`: run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    gateway = Gateway(config)
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr="0.0.0.0", registry=gateway.metrics.registry)  # noqa: S104 -- scraped
+    log.info("gateway_starting", site=config.site, gateway=config.gateway_id, devices=len(config.devices))
+    await gateway.run(stop)
+    log.info("gateway_stopped")
+    return 0

@@ -1,0 +1,440 @@
+"""OPC-UA device source (asyncua): a batched Read per poll, or a subscription watched by a watchdog.
+
+Polling reads the Value attribute of every tag in one Read request (`Client.read_attributes`, which keeps the
+DataValue with its timestamps; `read_values` would drop them) on a fixed grid of `poll_interval_s`, so slow reads
+or a slow consumer never make the schedule drift: missed ticks are skipped and counted.
+
+Subscribing creates one subscription at `publishing_interval_ms` with a monitored item per tag; asyncua calls the
+handler for every data change and the handler only puts it into a bounded queue. `values()` yields what arrived
+together as one batch. If nothing arrives for `watchdog_s` while the server still answers a read of its CurrentTime,
+the subscription is rebuilt once; if the rebuilt one is silent for `watchdog_s` too, this connection falls back to
+polling (`opcua_watchdog_fallback`). A machine whose values really do not change for `watchdog_s` therefore ends up
+polled, which costs a read per poll interval and loses nothing.
+
+Every value carries the server's SourceTimestamp when it is present and within ±5 minutes of the gateway clock,
+else the gateway time (counted in `stats.timestamp_fallbacks`). Numbers become floats, booleans stay booleans; the
+state tag's code is mapped through `state_map` (an unmapped code is logged once, counted, and left out of the
+sample). Values the contract cannot carry (bad status, text, NaN, arrays) are left out and logged once per tag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.client.ua_client import UaClientState
+from asyncua.common.node import Node
+from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+from core.clock import utcnow
+from core.contract import MachineState
+from core.logging import get_logger
+from gateway.config import OpcUaDevice
+from gateway.sources.base import SourceError, TagValue
+
+log = get_logger("shopfloor.gateway.opcua")
+
+# A source timestamp further than this from the gateway clock is not trusted (a PLC with a wrong clock).
+TIMESTAMP_TOLERANCE = timedelta(minutes=5)
+# Data changes waiting for `values()`; beyond this the oldest are dropped (and counted).
+QUEUE_SIZE = 10_000
+# A quiet subscription still hears from the server this often (keep-alive), and dies after this long unpolled.
+KEEP_ALIVE_MS = 10_000
+LIFETIME_MS = 60_000
+
+# Connection-level failures of asyncua: transport gone, request timed out, or a Bad service result.
+_FAILURES: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError, UaError)
+
+
+@dataclass
+class OpcUaStats:
+    """Counters of one source object, over all its connections."""
+
+    connects: int = 0
+    timestamp_fallbacks: int = 0
+    unmapped_states: int = 0
+    skipped_values: int = 0
+    dropped_notifications: int = 0
+    missed_polls: int = 0
+    subscription_rebuilds: int = 0
+    polling_fallbacks: int = 0
+
+
+class _Lost:
+    """Queue marker: the connection or the subscription is gone."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_Item = tuple[str, ua.DataValue] | _Lost
+
+
+def _put(queue: asyncio.Queue[_Item], item: _Item, stats: OpcUaStats) -> None:
+    """Put without blocking the caller; a full queue loses its oldest entry."""
+    if queue.full():
+        queue.get_nowait()
+        stats.dropped_notifications += 1
+    queue.put_nowait(item)
+
+
+class _Handler:
+    """asyncua subscription handler: hands every data change to the queue, nothing else."""
+
+    def __init__(self, queue: asyncio.Queue[_Item], tags: dict[ua.NodeId, str], stats: OpcUaStats) -> None:
+        self.active = True
+        self._queue = queue
+        self._tags = tags
+        self._stats = stats
+
+    def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:
+        """One monitored item changed."""
+        tag = self._tags.get(node.nodeid)
+        if self.active and tag is not None:
+            _put(self._queue, (tag, data.monitored_item.Value), self._stats)
+
+    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
+        """The server (or asyncua, on connection loss) reports the subscription's status."""
+        if self.active and status.Status.is_bad():
+            _put(self._queue, _Lost(f"subscription status {status.Status.name}"), self._stats)
+
+
+def _parse_node_id(text: str) -> ua.NodeId:
+    try:
+        return ua.NodeId.from_string(text)
+    except (UaError, ValueError) as error:
+        raise ValueError(f"node id {text!r} is not valid: {error}") from None
+
+
+class OpcUaSource:
+    """One OPC-UA server, polled or subscribed; see the module docstring."""
+
+    def __init__(self, device: OpcUaDevice, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.device = device
+        self.stats = OpcUaStats()
+        # The mode of the current connection: the configured one, or "poll" after a watchdog fallback.
+        self.mode: Literal["poll", "subscribe"] = device.mode
+        self._clock = clock
+        self._node_ids = {tag.name: _parse_node_id(tag.node_id) for tag in device.tags}
+        self._log = log.bind(machine=device.machine, endpoint=device.endpoint)
+        self._client: Client | None = None
+        self._nodes: list[Node] = []
+        self._tags: dict[ua.NodeId, str] = {}
+        self._max_read = 0
+        self._max_monitor = 0
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._handler: _Handler | None = None
+        self._subscription: Subscription | None = None
+        self._lost: str | None = None
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- connection -------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        """Connect and open a session within `timeout_s`; SourceError when the server cannot be reached or refuses."""
+        client = Client(self.device.endpoint, timeout=self.device.timeout_s)
+        if self.device.username:
+            client.set_user(self.device.username)
+        if self.device.password is not None:
+            client.set_password(self.device.password.get_secret_value())
+        client.connection_lost_callback = self._connection_lost
+        self._lost = None
+        self._warned.clear()
+        self._queue = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self.mode = self.device.mode
+        connected = False
+        try:
+            await asyncio.wait_for(client.connect(), timeout=self.device.timeout_s)
+            connected = True
+            await self._prepare(client)
+        except BaseException as error:
+            # A refused or failed connect leaves nothing open (asyncua closes its socket, starts no task); a timeout
+            # in the middle of the handshake or a failure after it does.
+            if connected or client.state is not UaClientState.DISCONNECTED:
+                await self._close(client)
+            if isinstance(error, _FAILURES):
+                raise SourceError(f"opc-ua {self.device.endpoint}: cannot connect: {_describe(error)}") from error
+            raise
+        self._client = client
+        self.stats.connects += 1
+        self._log.info("opcua_connected", mode=self.mode, tags=len(self._nodes))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the session (which deletes its subscriptions) and the socket; asyncua's tasks end with it."""
+        if self._handler is not None:
+            self._handler.active = False
+        self._handler, self._subscription = None, None
+        client, self._client = self._client, None
+        if client is not None:
+            # Closing the session deletes its subscriptions on the server; no separate request needed.
+            await self._close(client)
+            self._log.info("opcua_disconnected")
+
+    async def _prepare(self, client: Client) -> None:
+        """Resolve `nsu=` node ids against the server's namespace array and learn its per-request limits."""
+        node_ids = dict(self._node_ids)
+        if any(isinstance(node, ua.ExpandedNodeId) and node.NamespaceUri for node in node_ids.values()):
+            namespaces = await client.get_namespace_array()
+            for tag, node in node_ids.items():
+                if isinstance(node, ua.ExpandedNodeId) and node.NamespaceUri:
+                    if node.NamespaceUri not in namespaces:
+                        raise UaError(f"tag {tag}: namespace {node.NamespaceUri!r} is not on the server")
+                    index = ua.Int16(namespaces.index(node.NamespaceUri))
+                    node_ids[tag] = ua.NodeId(node.Identifier, index, node.NodeIdType)
+        self._nodes = [client.get_node(node) for node in node_ids.values()]
+        self._tags = {node: tag for tag, node in node_ids.items()}
+        limits = await client.read_attributes(
+            [
+                client.get_node(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead),
+                client.get_node(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall),
+            ]
+        )
+        self._max_read, self._max_monitor = (_limit(value) for value in limits)
+
+    async def _close(self, client: Client) -> None:
+        try:
+            await asyncio.wait_for(client.disconnect(), timeout=self.device.timeout_s)
+        except _FAILURES as error:
+            self._log.debug("opcua_disconnect_failed", error=_describe(error))
+        finally:
+            # Whatever the server did, the socket is closed; asyncua's own tasks were cancelled by disconnect().
+            client.disconnect_socket()
+
+    async def _connection_lost(self, error: Exception) -> None:
+        self._lost = _describe(error)
+        _put(self._queue, _Lost(self._lost), self.stats)
+
+    def _connected(self) -> Client:
+        if self._client is None:
+            raise SourceError(f"opc-ua {self.device.endpoint}: not connected")
+        if self._lost is not None:
+            raise SourceError(f"opc-ua {self.device.endpoint}: connection lost: {self._lost}")
+        return self._client
+
+    # -- values -----------------------------------------------------------------------------------------------
+
+    async def values(self) -> AsyncGenerator[list[TagValue], None]:
+        """One list per poll or per batch of data changes, until the connection fails (SourceError)."""
+        self._connected()
+        if self.mode == "subscribe":
+            async for batch in self._subscribed():
+                yield batch
+        else:
+            async for batch in self._polled():
+                yield batch
+
+    async def _polled(self) -> AsyncGenerator[list[TagValue], None]:
+        loop = asyncio.get_running_loop()
+        interval = self.device.poll_interval_s
+        deadline = loop.time()
+        while True:
+            batch = await self._read()
+            if batch:
+                yield batch
+            deadline += interval
+            now = loop.time()
+            if now > deadline:
+                # Late (slow read or slow consumer): skip the missed ticks and stay on the grid.
+                missed = math.ceil((now - deadline) / interval)
+                self.stats.missed_polls += missed
+                deadline += missed * interval
+            await asyncio.sleep(deadline - now)
+
+    async def _read(self) -> list[TagValue]:
+        client = self._connected()
+        datavalues: list[ua.DataValue] = []
+        try:
+            for chunk in _chunks(self._nodes, self._max_read):
+                datavalues += await client.read_attributes(chunk)
+        except _FAILURES as error:
+            raise SourceError(f"opc-ua {self.device.endpoint}: read failed: {_describe(error)}") from error
+        if len(datavalues) != len(self._nodes):
+            raise SourceError(f"opc-ua {self.device.endpoint}: read {len(self._nodes)} nodes, got {len(datavalues)}")
+        now = self._clock()
+        pairs = zip(self._nodes, datavalues, strict=True)
+        converted = (self._convert(self._tags[node.nodeid], datavalue, now) for node, datavalue in pairs)
+        return [value for value in converted if value is not None]
+
+    async def _subscribed(self) -> AsyncGenerator[list[TagValue], None]:
+        loop = asyncio.get_running_loop()
+        await self._unsubscribe()  # a subscription left by an earlier call of values() on this connection
+        await self._subscribe()
+        rebuilt = False
+        heard_at = loop.time()
+        while True:
+            remaining = max(0.0, heard_at + self.device.watchdog_s - loop.time())
+            try:
+                # What already waits is taken first: wait_for with no time left would time out even on a full queue.
+                if self._queue.empty():
+                    first = await asyncio.wait_for(self._queue.get(), timeout=remaining)
+                else:
+                    first = self._queue.get_nowait()
+            except TimeoutError:
+                await self._check_alive()
+                await self._unsubscribe()
+                if rebuilt:
+                    self.stats.polling_fallbacks += 1
+                    self.mode = "poll"
+                    self._log.warning("opcua_watchdog_fallback", silent_s=self.device.watchdog_s)
+                    async for batch in self._polled():
+                        yield batch
+                    return
+                self.stats.subscription_rebuilds += 1
+                self._log.warning("opcua_watchdog_rebuild", silent_s=self.device.watchdog_s)
+                await self._subscribe()
+                rebuilt = True
+                heard_at = loop.time()
+                continue
+            items = [first]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            changes: list[tuple[str, ua.DataValue]] = []
+            for item in items:
+                if isinstance(item, _Lost):
+                    raise SourceError(f"opc-ua {self.device.endpoint}: connection lost: {item.reason}")
+                changes.append(item)
+            heard_at = loop.time()
+            now = self._clock()
+            converted = (self._convert(tag, datavalue, now) for tag, datavalue in changes)
+            batch = [value for value in converted if value is not None]
+            if batch:
+                yield batch
+
+    async def _subscribe(self) -> None:
+        client = self._connected()
+        handler = _Handler(self._queue, self._tags, self.stats)
+        interval = self.device.publishing_interval_ms
+        try:
+            subscription = await client.create_subscription(_subscription_parameters(interval), handler)
+            self._handler, self._subscription = handler, subscription
+            results: list[int | ua.StatusCode] = []
+            for chunk in _chunks(self._nodes, self._max_monitor):
+                results += await subscription.subscribe_data_change(chunk, sampling_interval=ua.Double(interval))
+        except _FAILURES as error:
+            raise SourceError(f"opc-ua {self.device.endpoint}: subscribe failed: {_describe(error)}") from error
+        for node, result in zip(self._nodes, results, strict=False):
+            if isinstance(result, ua.StatusCode):
+                self._warn_once(self._tags[node.nodeid], "opcua_monitor_failed", result.name, status=result.name)
+
+    async def _unsubscribe(self) -> None:
+        if self._handler is not None:
+            self._handler.active = False
+        subscription, self._handler, self._subscription = self._subscription, None, None
+        if subscription is None:
+            return
+        try:
+            await subscription.delete()
+        except UaStatusCodeError as error:
+            # The server may have dropped the subscription already; that is why it is being replaced.
+            self._log.debug("opcua_subscription_delete_failed", error=_describe(error))
+        except _FAILURES as error:
+            raise SourceError(f"opc-ua {self.device.endpoint}: unsubscribe failed: {_describe(error)}") from error
+
+    async def _check_alive(self) -> None:
+        """A cheap read proves the connection still works while the subscription is silent."""
+        client = self._connected()
+        try:
+            await client.get_node(ObjectIds.Server_ServerStatus_CurrentTime).read_value()
+        except _FAILURES as error:
+            raise SourceError(f"opc-ua {self.device.endpoint}: server silent: {_describe(error)}") from error
+
+    # -- conversion -------------------------------------------------------------------------------------------
+
+    def _convert(self, tag: str, datavalue: ua.DataValue, now: datetime) -> TagValue | None:
+        status = datavalue.StatusCode
+        if status is not None and status.is_bad():
+            return self._skip(tag, "bad_status", status=status.name)
+        raw = datavalue.Value.Value if datavalue.Value is not None else None
+        value: float | bool | str
+        if tag == self.device.state_tag:
+            state = self._state(tag, raw)
+            if state is None:
+                return None
+            value = state.value
+        elif isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, int | float):
+            if not math.isfinite(raw):
+                return self._skip(tag, "not_finite", value=repr(raw))
+            value = float(raw)
+        else:
+            return self._skip(tag, "unsupported_type", type=type(raw).__name__)
+        return TagValue(tag=tag, value=value, ts=self._timestamp(datavalue.SourceTimestamp, now))
+
+    def _state(self, tag: str, raw: object) -> MachineState | None:
+        code: int | None = None
+        # A bool is an int here: some PLCs expose a running flag as their only state.
+        if isinstance(raw, int) or (isinstance(raw, float) and raw.is_integer()):
+            code = int(raw)
+        state = self.device.state_map.get(code) if code is not None else None
+        if state is None:
+            self.stats.unmapped_states += 1
+            # Same event as the Modbus source; once per code and connection, not once per sample.
+            self._warn_once(tag, "unmapped_state", repr(raw), code=raw, unmapped_states=self.stats.unmapped_states)
+        return state
+
+    def _timestamp(self, source: datetime | None, now: datetime) -> datetime:
+        if source is not None:
+            if source.tzinfo is None:
+                source = source.replace(tzinfo=UTC)
+            if abs(source - now) <= TIMESTAMP_TOLERANCE:
+                return source
+        self.stats.timestamp_fallbacks += 1
+        return now
+
+    def _skip(self, tag: str, reason: str, **context: object) -> TagValue | None:
+        """Count and log (once per tag and reason) a value the contract cannot carry; it is left out."""
+        self.stats.skipped_values += 1
+        self._warn_once(tag, "opcua_value_skipped", reason, reason=reason, **context)
+        return None
+
+    def _warn_once(self, tag: str, event: str, what: str, **context: object) -> None:
+        """Log `event` for this tag once per connection and `what`: a PLC stuck on a problem must not flood the log."""
+        key = (tag, f"{event}:{what}")
+        if key not in self._warned:
+            self._warned.add(key)
+            self._log.warning(event, tag=tag, **context)
+
+
+def _subscription_parameters(interval_ms: int) -> ua.CreateSubscriptionParameters:
+    """A keep-alive every ~10 s of silence and a lifetime of ~60 s (at least 3 keep-alives, as the spec asks).
+
+    asyncua's default derives the keep-alive count from the session timeout (tens of minutes between keep-alives),
+    which servers often revise down, costing a warning and a ModifySubscription round trip on every subscribe.
+    """
+    keep_alive = max(3, math.ceil(KEEP_ALIVE_MS / interval_ms))
+    return ua.CreateSubscriptionParameters(
+        RequestedPublishingInterval=ua.Double(interval_ms),
+        RequestedLifetimeCount=ua.UInt32(max(3 * keep_alive, math.ceil(LIFETIME_MS / interval_ms))),
+        RequestedMaxKeepAliveCount=ua.UInt32(keep_alive),
+        MaxNotificationsPerPublish=ua.UInt32(0),  # no limit
+        PublishingEnabled=True,
+        Priority=ua.Byte(0),
+    )
+
+
+def _limit(datavalue: ua.DataValue) -> int:
+    value = datavalue.Value.Value if datavalue.Value is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _chunks(nodes: Sequence[Node], size: int) -> Iterable[list[Node]]:
+    step = size or len(nodes) or 1
+    for start in range(0, len(nodes), step):
+        yield list(nodes[start : start + step])
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,0 +1,138 @@
+"""An MQTT-native device: an injection-moulding machine whose controller publishes the contract itself.
+
+It samples its own model every `interval_s` (simulated time runs `speed` times faster), sends a message every
+`samples_per_message` samples, keeps its status retained (with an offline will), and records what it published so
+tests can compare. `python -m simulators.mqtt_device --port 1883 --site plant1 --machine press-9`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiomqtt
+import orjson
+
+from core.clock import utcnow
+from core.contract import encode_telemetry, status_topic, telemetry_topic
+from simulators.injection import InjectionMachine, InjectionParams
+
+
+@dataclass
+class MqttDevice:
+    """One simulated machine publishing over MQTT."""
+
+    host: str
+    port: int
+    site: str
+    machine: str
+    username: str | None = None
+    password: str | None = None
+    seed: int = 1
+    speed: float = 1.0
+    interval_s: float = 1.0
+    samples_per_message: int = 5
+    params: InjectionParams = field(default_factory=InjectionParams)
+    record: list[tuple[datetime, str, float | int | str]] = field(default_factory=list)
+    published: int = 0
+
+    async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        """Publish until `stop` is set; then mark the device offline and disconnect."""
+        model = InjectionMachine(seed=self.seed, params=self.params)
+        offline = orjson.dumps({"online": False})
+        async with aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self.password,
+            identifier=f"device-{self.site}-{self.machine}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=aiomqtt.Will(status_topic(self.site, self.machine), offline, qos=1, retain=True),
+        ) as client:
+            online = orjson.dumps({"online": True, "ts": utcnow().isoformat()})
+            await client.publish(status_topic(self.site, self.machine), online, qos=1, retain=True)
+            if ready is not None:
+                ready.set()
+            samples: list[dict[str, Any]] = []
+            simulated = 0.0
+            seq = 0
+            while not stop.is_set():
+                simulated += self.interval_s * self.speed
+                model.step(simulated)
+                now = utcnow()
+                values = model.values()
+                self.record.extend((now, tag, value) for tag, value in values.items())
+                samples.append({"ts": now.isoformat(), "values": values})
+                if len(samples) >= self.samples_per_message:
+                    seq += 1
+                    await client.publish(
+                        telemetry_topic(self.site, self.machine), encode_telemetry(samples, seq=seq), qos=1
+                    )
+                    self.published += len(samples)
+                    samples = []
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+            if samples:
+                seq += 1
+                await client.publish(
+                    telemetry_topic(self.site, self.machine), encode_telemetry(samples, seq=seq), qos=1
+                )
+                self.published += len(samples)
+            await client.publish(status_topic(self.site, self.machine), offline, qos=1, retain=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shopfloor simulate mqtt", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--username", help="the site code, as the broker's ACL expects")
+    parser.add_argument("--password")
+    parser.add_argument("--site", default="plant1")
+    parser.add_argument("--machine", default="press-9")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--samples-per-message", type=int, default=5)
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    device = MqttDevice(
+        host=args.host,
+        port=args.port,
+        site=args.site,
+        machine=args.machine,
+        username=args.username or args.site,
+        password=args.password,
+        seed=args.seed,
+        speed=args.speed,
+        interval_s=args.interval,
+        samples_per_message=args.samples_per_message,
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    task = asyncio.create_task(device.run(stop, ready=ready), name=f"simulate:mqtt:{args.machine}")
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        print(f"READY mqtt {args.host}:{args.port} {telemetry_topic(args.site, args.machine)}", flush=True)
+    waiter.cancel()
+    await task
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the device until SIGTERM or SIGINT."""
+    return asyncio.run(_serve(_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

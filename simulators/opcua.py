@@ -1,0 +1,365 @@
+"""An OPC-UA server (asyncua) exposing one simulated injection-moulding machine.
+
+Address space: the object `Machine` (`ns=2;s=Machine`) under Objects, in the namespace registered as
+`urn:shopfloor:simulator:injection` (index 2: index 0 is the OPC-UA namespace, index 1 the server's own
+application URI). Variables, all with stable string node ids:
+
+| node id                              | type   | gateway tag              |
+|--------------------------------------|--------|--------------------------|
+| `ns=2;s=Machine.State`               | Int32  | `state` (see STATE_CODES)|
+| `ns=2;s=Machine.CycleCount`          | UInt32 | `cycle_count`            |
+| `ns=2;s=Machine.GoodCount`           | UInt32 | `good_count`             |
+| `ns=2;s=Machine.ScrapCount`          | UInt32 | `scrap_count`            |
+| `ns=2;s=Machine.BarrelTempC`         | Double | `barrel_temp_c`          |
+| `ns=2;s=Machine.MoldTempC`           | Double | `mold_temp_c`            |
+| `ns=2;s=Machine.InjectionPressureBar`| Double | `injection_pressure_bar` |
+| `ns=2;s=Machine.CycleTimeS`          | Double | `cycle_time_s`           |
+
+Every `update_interval_s` of wall time the machine advances `update_interval_s * speed` simulated seconds; each value
+that changed is written with its source and server timestamp set to the wall-clock time of that update, and recorded
+in `record`. Standalone: `python -m simulators.opcua --port 4840 --seed 1 --speed 1` prints
+`READY opcua opc.tcp://127.0.0.1:4840` once it serves and exits cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from asyncua import ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
+
+from core.clock import utcnow
+from core.contract import MachineState
+from core.logging import configure_logging, get_logger
+from core.settings import LogSettings, RuntimeSettings
+from simulators.injection import InjectionMachine, InjectionParams
+
+log = get_logger("shopfloor.simulators.opcua")
+
+NAMESPACE_URI = "urn:shopfloor:simulator:injection"
+APPLICATION_URI = "urn:shopfloor:simulator:injection:server"
+OBJECT_NAME = "Machine"
+
+# The machine's state as the Int32 code a PLC would expose; the gateway maps it back through `state_map`.
+STATE_CODES: dict[int, str] = {
+    0: MachineState.OFF.value,
+    1: MachineState.IDLE.value,
+    2: MachineState.RUNNING.value,
+    3: MachineState.SETUP.value,
+    4: MachineState.ALARM.value,
+}
+_CODE_OF_STATE = {name: code for code, name in STATE_CODES.items()}
+
+# gateway tag -> (browse name, OPC-UA type); the node id is `ns=<idx>;s=Machine.<browse name>`.
+VARIABLES: dict[str, tuple[str, ua.VariantType]] = {
+    "state": ("State", ua.VariantType.Int32),
+    "cycle_count": ("CycleCount", ua.VariantType.UInt32),
+    "good_count": ("GoodCount", ua.VariantType.UInt32),
+    "scrap_count": ("ScrapCount", ua.VariantType.UInt32),
+    "barrel_temp_c": ("BarrelTempC", ua.VariantType.Double),
+    "mold_temp_c": ("MoldTempC", ua.VariantType.Double),
+    "injection_pressure_bar": ("InjectionPressureBar", ua.VariantType.Double),
+    "cycle_time_s": ("CycleTimeS", ua.VariantType.Double),
+}
+
+# The index the namespace gets on this server (checked at start-up); real servers may differ, see the docs.
+EXPECTED_NAMESPACE_INDEX = 2
+
+Exposed = int | float
+
+
+def node_id(tag: str, namespace_index: int = EXPECTED_NAMESPACE_INDEX) -> str:
+    """The string node id of a gateway tag, e.g. `ns=2;s=Machine.BarrelTempC`."""
+    return f"ns={namespace_index};s={OBJECT_NAME}.{VARIABLES[tag][0]}"
+
+
+def machine_tags() -> list[dict[str, str]]:
+    """The simulator's tags as the gateway YAML writes them: `{"name": …, "node_id": …}`."""
+    return [{"name": tag, "node_id": node_id(tag)} for tag in VARIABLES]
+
+
+def exposed_values(values: Mapping[str, float | int | str]) -> dict[str, Exposed]:
+    """The machine's values as the server exposes them (the state as its Int32 code)."""
+    exposed: dict[str, Exposed] = {}
+    for tag, value in values.items():
+        if tag == "state":
+            exposed[tag] = _CODE_OF_STATE[str(value)]
+        elif isinstance(value, str):
+            raise TypeError(f"{tag}: text is only allowed for the state")
+        else:
+            exposed[tag] = value
+    return exposed
+
+
+def _string_node(identifier: str, namespace_index: int) -> ua.NodeId:
+    return ua.NodeId(ua.String(identifier), ua.Int16(namespace_index))
+
+
+class _PasswordUsers(UserManager):
+    """Accepts the listed username/password pairs, and anonymous sessions if allowed."""
+
+    def __init__(self, users: Mapping[str, str], *, allow_anonymous: bool) -> None:
+        self._users = dict(users)
+        self._allow_anonymous = allow_anonymous
+
+    def get_user(
+        self,
+        iserver: InternalServer,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        """The session's user, or None (the server then answers BadUserAccessDenied)."""
+        if username is None:
+            return User(role=UserRole.User) if self._allow_anonymous else None
+        if self._users.get(username) == password:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
+class InjectionMachineServer:
+    """The simulator in-process: `async with InjectionMachineServer(port=0) as server: server.endpoint`.
+
+    `port=0` takes a free port (read `endpoint` after start). `record` lists `(timestamp, tag, value)` for every
+    value written, initial values included; `current()` is the latest exposed value of each tag.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4840,
+        seed: int = 1,
+        speed: float = 1.0,
+        update_interval_s: float = 1.0,
+        params: InjectionParams | None = None,
+        users: Mapping[str, str] | None = None,
+        allow_anonymous: bool = True,
+        keep_record: bool = True,
+    ) -> None:
+        if speed <= 0 or update_interval_s <= 0:
+            raise ValueError("speed and update_interval_s must be > 0")
+        self.host = host
+        self.port = port
+        self.speed = speed
+        self.update_interval_s = update_interval_s
+        self.machine = InjectionMachine(seed=seed, params=params)
+        self.record: list[tuple[datetime, str, Exposed]] = []
+        self.namespace_index = -1
+        # A wrong PLC clock: added to every source timestamp written (tests use it to see the gateway's fallback).
+        self.clock_offset = timedelta(0)
+        self._keep_record = keep_record
+        self._users = users
+        self._allow_anonymous = allow_anonymous
+        self._server: Server | None = None
+        self._nodes: dict[str, ua.NodeId] = {}
+        self._current: dict[str, Exposed] = {}
+        self._muted: dict[ua.NodeId, ua.DataValue] | None = None
+        self._paused = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The URL clients connect to, e.g. `opc.tcp://127.0.0.1:4840`."""
+        return f"opc.tcp://{self.host}:{self.port}"
+
+    def current(self) -> dict[str, Exposed]:
+        """The latest value of each tag as exposed (the state as its code)."""
+        return dict(self._current)
+
+    def pause(self) -> None:
+        """Stop advancing and writing: the values freeze, the server keeps serving."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Advance and write again after `pause()`."""
+        self._paused = False
+
+    async def mute_data_changes(self, muted: bool = True) -> None:
+        """Keep values changing and readable but send no data-change notifications (a stale PLC subscription).
+
+        While muted, new values are served through a read callback, which asyncua does not report to monitored
+        items: subscriptions get keep-alives only. A subscription created while muted gets the current values
+        once (as every new monitored item does), then nothing. Unmuting writes the values back the normal way.
+        """
+        server = self._require_server()
+        if muted and self._muted is None:
+            self._muted = {}
+            for node in self._nodes.values():
+                self._muted[node] = server.read_attribute_value(node)
+                server.set_attribute_value_callback(node, self._read_muted)
+        elif not muted and self._muted is not None:
+            muted_values, self._muted = self._muted, None
+            for node, datavalue in muted_values.items():
+                await server.write_attribute_value(node, datavalue)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Build the address space, write the initial values and start serving and updating."""
+        user_manager = _PasswordUsers(self._users, allow_anonymous=self._allow_anonymous) if self._users else None
+        server = Server(user_manager=user_manager)
+        await server.init()
+        server.set_server_name("Shopfloor injection-moulding simulator")
+        await server.set_application_uri(APPLICATION_URI)
+        server.set_endpoint(self.endpoint)
+        # No certificates here: only the unencrypted endpoint is offered (asyncua warns about the others otherwise).
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        # No certificate tokens (they would need a signing endpoint); user names only when users are configured.
+        tokens: list[type] = [ua.AnonymousIdentityToken] if self._allow_anonymous or not self._users else []
+        if self._users:
+            tokens.append(ua.UserNameIdentityToken)
+        server.set_identity_tokens(tokens)
+        self.namespace_index = await server.register_namespace(NAMESPACE_URI)
+        idx = self.namespace_index
+        machine = await server.nodes.objects.add_object(
+            _string_node(OBJECT_NAME, idx), ua.QualifiedName(OBJECT_NAME, idx)
+        )
+        initial = exposed_values(self.machine.values())
+        for tag, (browse_name, variant_type) in VARIABLES.items():
+            variable = await machine.add_variable(
+                _string_node(f"{OBJECT_NAME}.{browse_name}", idx),
+                ua.QualifiedName(browse_name, idx),
+                ua.Variant(initial[tag], variant_type),
+            )
+            self._nodes[tag] = variable.nodeid
+        if idx != EXPECTED_NAMESPACE_INDEX:
+            log.warning("opcua_simulator_namespace_index", expected=EXPECTED_NAMESPACE_INDEX, got=idx)
+        self._server = server
+        await self._write(initial, force=True)
+        try:
+            await server.start()
+        except BaseException:
+            self._server = None
+            raise
+        if self.port == 0 and server.bserver is not None:
+            self.port = server.bserver.port
+        self._task = asyncio.create_task(self._run(), name=f"opcua-sim:update:{self.port}")
+        self._task.add_done_callback(_log_failure)
+        log.info("opcua_simulator_started", endpoint=self.endpoint, namespace_index=idx)
+
+    async def stop(self) -> None:
+        """Stop updating, close every client connection and stop serving."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop()
+            log.info("opcua_simulator_stopped", endpoint=self.endpoint)
+
+    def _require_server(self) -> Server:
+        if self._server is None:
+            raise RuntimeError("the simulator is not running")
+        return self._server
+
+    def _read_muted(self, node: ua.NodeId, attribute: AttributeIds) -> ua.DataValue:
+        assert self._muted is not None  # noqa: S101 -- installed only while muted
+        return self._muted[node]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tick = 0
+        while True:
+            tick += 1
+            await asyncio.sleep(max(0.0, started + tick * self.update_interval_s - loop.time()))
+            if self._paused:
+                continue
+            # Simulated time follows the tick count, not the wall clock, so a seed gives the same machine history.
+            self.machine.step(self.machine.now_s + self.update_interval_s * self.speed)
+            await self._write(exposed_values(self.machine.values()))
+
+    async def _write(self, values: Mapping[str, Exposed], *, force: bool = False) -> None:
+        server = self._require_server()
+        ts = utcnow() + self.clock_offset
+        for tag, value in values.items():
+            if not force and self._current.get(tag) == value:
+                continue
+            variant = ua.Variant(value, VARIABLES[tag][1])
+            stamp = ua.DateTime.combine(ts.date(), ts.timetz())
+            datavalue = ua.DataValue(variant, SourceTimestamp=stamp, ServerTimestamp=stamp)
+            node = self._nodes[tag]
+            if self._muted is not None:
+                self._muted[node] = datavalue
+            else:
+                await server.write_attribute_value(node, datavalue)
+            self._current[tag] = value
+            if self._keep_record:
+                self.record.append((ts, tag, value))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("opcua_simulator_update_failed", error=repr(task.exception()))
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m simulators.opcua", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=4840, help="TCP port; 0 takes a free one (default 4840)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the machine (default 1)")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
+    parser.add_argument("--update-interval", type=float, default=1.0, help="seconds between updates (default 1)")
+    parser.add_argument("--ideal-cycle-time", type=float, default=12.0, help="ideal cycle time in s (default 12)")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    simulator = InjectionMachineServer(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        speed=args.speed,
+        update_interval_s=args.update_interval,
+        params=InjectionParams(ideal_cycle_time_s=args.ideal_cycle_time),
+        keep_record=False,
+    )
+    async with simulator:
+        print(f"READY opcua {simulator.endpoint}", flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = _parse_args(argv)
+    configure_logging(LogSettings(), RuntimeSettings().shopfloor_env)
+    # asyncua logs every request and publish at INFO.
+    logging.getLogger("asyncua").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(args))
+    except OSError as error:
+        print(f"opcua simulator: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Simulators → gateway → Mosquitto → ingestor → PostgreSQL, with the outages the gateway exists for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db import session_factory
+from core.models import Machine, Reading
+from gateway.buffer import DiskBuffer
+from gateway.config import GatewayConfig
+from gateway.service import Gateway
+from gateway.sources.base import TagValue
+from simulators.modbus import ModbusStation, station_device
+from simulators.opcua import STATE_CODES, InjectionMachineServer, machine_tags
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.pipeline import PASSWORDS, SITE, running_ingestor, unique, wait_for_count
+from tests.support.postgres import free_port
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.modbus, pytest.mark.opcua]
+
+SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
+OUTAGE_S = float(os.environ.get("TEST_OUTAGE_S", "30"))
+
+
+def gateway_settings(
+    broker: MosquittoBroker, buffer: Path, devices: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "site": SITE,
+        "gateway_id": unique("gw"),
+        "broker": {"host": broker.host, "port": broker.port, "username": SITE, "password": PASSWORDS[SITE]},
+        "buffer": {"path": str(buffer), "replay_rate_per_s": 2000},
+        "publish": {"max_samples_per_message": 50, "flush_interval_s": 0.2},
+        "full_refresh_s": 0.1,  # every poll is reported, so gaps in the database are real gaps
+        "metrics_port": None,
+        "devices": devices,
+        **extra,
+    }
+
+
+def modbus(machine: str, port: int) -> dict[str, Any]:
+    return station_device(machine, port=port) | {"poll_interval_s": 0.2, "timeout_s": 1.0}
+
+
+def opcua(machine: str, server: InjectionMachineServer, mode: str = "subscribe") -> dict[str, Any]:
+    return {
+        "machine": machine,
+        "protocol": "opcua",
+        "endpoint": server.endpoint,
+        "mode": mode,
+        "poll_interval_s": 0.2,
+        "publishing_interval_ms": 100,
+        "timeout_s": 2.0,
+        "state_tag": "state",
+        "state_map": STATE_CODES,
+        "tags": machine_tags(),
+    }
+
+
+class Observed:
+    """Every value the gateway reported, by machine (what must end up in the database)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[TagValue]] = defaultdict(list)
+
+    def __call__(self, machine: str, values: list[TagValue]) -> None:
+        self.values[machine].extend(values)
+
+    def readings(self, machine: str) -> set[tuple[str, datetime, float]]:
+        return {
+            (value.tag, value.ts, float(value.value))
+            for value in self.values[machine]
+            if value.tag != "state" and not isinstance(value.value, str)
+        }
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: dict[str, Any], observed: Observed) -> AsyncIterator[Gateway]:
+    gateway = Gateway(GatewayConfig.model_validate(settings), observer=observed)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop), name="test:gateway")
+    try:
+        yield gateway
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def wait_buffer_empty(gateway: Gateway, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if (await gateway.buffer.depth())[0] == 0:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the gateway still holds {(await gateway.buffer.depth())[0]} messages")
+
+
+async def stored(engine: AsyncEngine, machine: str) -> set[tuple[str, datetime, float]]:
+    async with session_factory(engine)() as session:
+        rows = await session.execute(
+            select(Reading.tag, Reading.ts, Reading.value)
+            .join(Machine, Machine.id == Reading.machine_id)
+            .where(Machine.code == machine)
+        )
+        return {(tag, ts, value) for tag, ts, value in rows}
+
+
+async def wait_until_stored(engine: AsyncEngine, machine: str, expected: set[Any], within_s: float = 60) -> set[Any]:
+    deadline = time.monotonic() + within_s
+    rows = await stored(engine, machine)
+    while not expected <= rows and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        rows = await stored(engine, machine)
+    return rows
+
+
+@pytest.mark.parametrize("opcua_mode", ["subscribe", "poll"])
+async def test_stored_values_match_what_the_simulators_exposed(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path, opcua_mode: str
+) -> None:
+    station_code, press_code, port, observed = unique("station"), unique("press"), free_port(), Observed()
+    async with (
+        ModbusStation("127.0.0.1", port, seed=5, speed=30, warmup_s=3600) as station,
+        InjectionMachineServer(port=0, seed=5, speed=30, update_interval_s=0.2) as press,
+    ):
+        devices = [modbus(station_code, port), opcua(press_code, press, opcua_mode)]
+        settings = gateway_settings(broker, tmp_path / "buffer.db", devices)
+        async with (
+            running_ingestor(broker, ingest_database, pipeline_engine),
+            running_gateway(settings, observed) as gateway,
+        ):
+            await asyncio.wait_for(gateway.connected.wait(), timeout=15)
+            await asyncio.sleep(4)
+    for machine, record in ((station_code, station.record), (press_code, press.record)):
+        expected = observed.readings(machine)
+        rows = await wait_until_stored(pipeline_engine, machine, expected)
+        assert len(expected) > 20, machine
+        assert rows == expected
+        # Every stored value is one the simulator really exposed for that tag.
+        exposed: dict[str, list[float]] = defaultdict(list)
+        for _, tag, value in record:
+            if not isinstance(value, str):
+                exposed[tag].append(float(value))
+        for tag, _, value in rows:
+            assert any(math.isclose(value, seen, rel_tol=1e-6, abs_tol=1e-9) for seen in exposed[tag]), (machine, tag)
+        assert {tag for tag, _, _ in rows} == {tag for tag in exposed if tag != "state"}
+
+
+async def test_a_30_second_broker_outage_loses_and_duplicates_nothing(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    machine, port, observed = unique("outage"), free_port(), Observed()
+    settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
+    async with (
+        ModbusStation("127.0.0.1", port, seed=6, speed=10) as _station,
+        running_ingestor(broker, ingest_database, pipeline_engine),
+        running_gateway(settings, observed) as gateway,
+    ):
+        await asyncio.wait_for(gateway.connected.wait(), timeout=15)
+        await asyncio.sleep(2)
+        await asyncio.to_thread(broker.stop)
+        await asyncio.sleep(OUTAGE_S)
+        during = len(observed.readings(machine))
+        await asyncio.to_thread(broker.start)
+        # The ingestor may still be in its reconnect backoff; the gateway keeps what nobody took meanwhile.
+        await wait_buffer_empty(gateway, within_s=90)
+    expected = observed.readings(machine)
+    rows = await wait_until_stored(pipeline_engine, machine, expected, within_s=90)
+    missing = sorted(expected - rows, key=lambda row: row[1])
+    assert not missing, (len(missing), missing[:3], missing[-3:], len(expected))
+    assert during > 100
+    assert rows == expected  # nothing lost; the primary key makes "nothing duplicated" exact
+
+
+async def test_a_restarted_gateway_delivers_its_queue(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    machine, port, observed = unique("restart"), free_port(), Observed()
+    settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
+    async with ModbusStation("127.0.0.1", port, seed=7, speed=10):
+        await asyncio.to_thread(broker.stop)
+        try:
+            async with running_gateway(settings, observed):
+                await asyncio.sleep(3)
+        finally:
+            await asyncio.to_thread(broker.start)
+        with DiskBuffer(tmp_path / "buffer.db", max_messages=10**6, max_bytes=10**9, max_age_s=3600) as buffer:
+            waiting, _ = buffer.depth()
+        assert waiting > 0
+        first_run = observed.readings(machine)
+        async with running_ingestor(broker, ingest_database, pipeline_engine), running_gateway(settings, Observed()):
+            rows = await wait_until_stored(pipeline_engine, machine, first_run)
+    assert first_run <= rows
+
+
+async def test_modbus_down_opcua_keeps_flowing_and_modbus_comes_back_online(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    steady, flaky = unique("press"), unique("station")
+    flaky_port, observed = free_port(), Observed()
+
+    async def online(machine: str) -> bool | None:
+        async with session_factory(pipeline_engine)() as session:
+            return await session.scalar(select(Machine.online).where(Machine.code == machine))
+
+    async def wait_online(machine: str, value: bool) -> None:
+        for _ in range(120):
+            if await online(machine) is value:
+                return
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"{machine} never became online={value}")
+
+    async with InjectionMachineServer(port=0, seed=8, speed=10, update_interval_s=0.2) as press:
+        settings = gateway_settings(broker, tmp_path / "buffer.db", [opcua(steady, press), modbus(flaky, flaky_port)])
+        async with running_ingestor(broker, ingest_database, pipeline_engine), running_gateway(settings, observed):
+            async with ModbusStation("127.0.0.1", flaky_port, seed=9, speed=10):
+                await wait_online(flaky, True)
+                await wait_online(steady, True)
+            await wait_online(flaky, False)
+            before = len(observed.readings(steady))
+            await asyncio.sleep(2)
+            assert len(observed.readings(steady)) > before  # the OPC-UA machine kept flowing
+            assert await online(steady) is True
+            async with ModbusStation("127.0.0.1", flaky_port, seed=9, speed=10):
+                await wait_online(flaky, True)
+
+
+async def test_sigkill_during_a_broker_outage_loses_only_the_dead_seconds(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    machine, port = unique("killed"), free_port()
+    settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(settings))
+    log = tmp_path / "gateway.log"
+
+    async def start() -> asyncio.subprocess.Process:
+        with log.open("ab") as output:
+            return await asyncio.create_subprocess_exec(
+                SHOPFLOOR, "gateway", "--config", str(config_file), stdout=output, stderr=asyncio.subprocess.STDOUT
+            )
+
+    async with (
+        ModbusStation("127.0.0.1", port, seed=10, speed=10),
+        running_ingestor(broker, ingest_database, pipeline_engine),
+    ):
+        await asyncio.to_thread(broker.stop)
+        first = await start()
+        await asyncio.sleep(5)
+        killed_at = time.time()
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        await asyncio.sleep(3)  # dead, and the broker still down: these seconds are lost
+        restarted_at = time.time()
+        await asyncio.to_thread(broker.start)
+        second = await start()
+        try:
+            await wait_for_count(pipeline_engine, 1, within_s=60)
+            await asyncio.sleep(6)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), timeout=30) == 0
+    rows = await stored(pipeline_engine, machine)
+    stamps = sorted(ts.timestamp() for tag, ts, _ in rows if tag == "temp_c")
+    before = [ts for ts in stamps if ts < killed_at]
+    after = [ts for ts in stamps if ts > restarted_at]
+    assert len(before) > 10, log.read_text()[-2000:]  # what was buffered while the broker was down arrived
+    assert len(after) > 10
+    gaps = [(b - a, a) for a, b in itertools.pairwise(stamps) if b - a > 1.5]
+    # One gap, around the seconds the gateway was dead; none while it ran.
+    assert len(gaps) == 1, gaps
+    assert killed_at - 2 < gaps[0][1] < restarted_at
+
+
+async def test_a_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
+    for body, field in (
+        (
+            {"site": "p", "gateway_id": "g", "devices": [{"machine": "m", "protocol": "modbus", "tags": []}]},
+            "devices.0.host: Field required",
+        ),
+        (
+            {"site": "p", "gateway_id": "g", "devices": [{"machine": "m", "protocol": "modbus", "host": "h",
+             "tags": [{"name": "a", "address": 0, "data_type": "int128"}]}]},
+            "devices.0.tags.0.data_type",
+        ),
+        (
+            {"site": "p", "gateway_id": "g", "devices": [{"machine": "m", "protocol": "modbus", "host": "h",
+             "tags": [{"name": "a", "address": 0, "data_type": "float32"}, {"name": "b", "address": 1}]}]},
+            "'b' overlaps 'a'",
+        ),
+        ({"site": "p", "gateway_id": "g", "devices": [{"machine": "m", "protocol": "opcua", "tags": [
+            {"name": "a", "node_id": "ns=2;i=1"}]}]}, "devices.0.endpoint: Field required"),
+    ):  # fmt: skip
+        config = tmp_path / "gateway.yaml"
+        config.write_text(yaml.safe_dump(body))
+        process = await asyncio.create_subprocess_exec(
+            SHOPFLOOR, "gateway", "--config", str(config), stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 2
+        assert field in stderr.decode()
+        assert "Traceback" not in stderr.decode()
