@@ -28,6 +28,7 @@ from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from gateway.sources.base import TagValue
 from simulators.modbus import ModbusStation, station_device
+from simulators.mqtt_device import MqttDevice
 from simulators.opcua import STATE_CODES, InjectionMachineServer, machine_tags
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.pipeline import PASSWORDS, SITE, running_ingestor, unique, wait_for_count
@@ -148,6 +149,11 @@ async def test_stored_values_match_what_the_simulators_exposed(
         ):
             await asyncio.wait_for(gateway.connected.wait(), timeout=15)
             await asyncio.sleep(4)
+    # Everything buffered was published before the gateway stopped (plus the gateway's own online status).
+    buffered, published = gateway.metrics.buffered._value.get(), gateway.metrics.published._value.get()
+    assert buffered > 10
+    assert published == buffered
+    assert gateway.metrics.polls.labels(station_code)._value.get() > 5
     for machine, record in ((station_code, station.record), (press_code, press.record)):
         expected = observed.readings(machine)
         rows = await wait_until_stored(pipeline_engine, machine, expected)
@@ -317,3 +323,25 @@ async def test_a_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
         assert process.returncode == 2
         assert field in stderr.decode()
         assert "Traceback" not in stderr.decode()
+
+
+async def test_an_mqtt_native_device_reaches_the_database(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine
+) -> None:
+    machine = unique("native")
+    device = MqttDevice(
+        host=broker.host, port=broker.port, site=SITE, machine=machine, username=SITE, password=PASSWORDS[SITE],
+        seed=3, speed=20, interval_s=0.05, samples_per_message=4,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    async with running_ingestor(broker, ingest_database, pipeline_engine):
+        task = asyncio.create_task(device.run(stop), name="test:mqtt-device")
+        await asyncio.sleep(2)
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
+        numeric = {(tag, ts, float(value)) for ts, tag, value in device.record if not isinstance(value, str)}
+        rows = await wait_until_stored(pipeline_engine, machine, numeric)
+    assert rows == numeric
+    assert device.published * 7 == len(numeric)  # seven numeric tags per sample, every sample stored
+    async with session_factory(pipeline_engine)() as session:
+        assert await session.scalar(select(Machine.online).where(Machine.code == machine)) is False
