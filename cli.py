@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -18,6 +18,7 @@ from core.settings import (
     ConfigurationError,
     Environment,
     IngestorProcessSettings,
+    ProcessSettings,
     ToolSettings,
 )
 
@@ -25,26 +26,24 @@ if TYPE_CHECKING:
     from core.models import Role
 
 EXIT_USAGE = 2
-S = TypeVar("S", ApiProcessSettings, IngestorProcessSettings, ToolSettings)
+S = TypeVar("S", bound=ProcessSettings)
 
 
 class CommandError(Exception):
     """A one-line failure the user can act on; printed without a traceback."""
 
 
-def _settings(factory: Callable[[], S]) -> S:
+def _settings(factory: type[S]) -> S:
     try:
         settings = factory()
     except ValidationError as error:
         first = error.errors()[0]
         name = ".".join(str(part) for part in first["loc"]).upper() or "settings"
         raise ConfigurationError(f"{name}: {first['msg']}") from None
-    if isinstance(settings, ApiProcessSettings | IngestorProcessSettings):
-        settings.check()
-    return settings
+    return settings.check()
 
 
-def _configure_logging(settings: ApiProcessSettings | IngestorProcessSettings | ToolSettings) -> None:
+def _configure_logging(settings: ProcessSettings) -> None:
     from core.logging import configure_logging
 
     configure_logging(settings.log, settings.env)

@@ -264,24 +264,33 @@ def check_secret(name: str, value: SecretStr | None, env: Environment) -> None:
         raise ConfigurationError(f"{name} looks like a placeholder: set a random value in production")
 
 
-class ApiProcessSettings(BaseSettings):
-    """Everything `shopfloor api` reads."""
+class ProcessSettings(BaseSettings):
+    """What every process reads: the environment, the database, logging."""
 
     model_config = _config()
 
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
-    auth: AuthSettings = Field(default_factory=AuthSettings)
-    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
-    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property
     def env(self) -> Environment:
         """Shorthand for the runtime environment."""
         return self.runtime.shopfloor_env
+
+    def check(self) -> Self:
+        """Raise ConfigurationError when a secret is unsafe for this environment (nothing to check here)."""
+        return self
+
+
+class ApiProcessSettings(ProcessSettings):
+    """Everything `shopfloor api` reads."""
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     def check(self) -> Self:
         """Raise ConfigurationError when a secret is unsafe for this environment."""
@@ -320,22 +329,12 @@ class IngestorSettings(BaseSettings):
     ingest_metrics_port: int | None = Field(default=9101, ge=0, le=65535)
 
 
-class IngestorProcessSettings(BaseSettings):
+class IngestorProcessSettings(ProcessSettings):
     """Everything `shopfloor ingest` reads."""
 
-    model_config = _config()
-
-    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestorSettings = Field(default_factory=IngestorSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-
-    @property
-    def env(self) -> Environment:
-        """Shorthand for the runtime environment."""
-        return self.runtime.shopfloor_env
 
     def check(self) -> Self:
         """Raise ConfigurationError when a secret is unsafe for this environment."""
@@ -348,17 +347,7 @@ class IngestorProcessSettings(BaseSettings):
         return self
 
 
-class ToolSettings(BaseSettings):
-    """What the maintenance commands (`migrate`, `seed`, `user`) read."""
+class ToolSettings(ProcessSettings):
+    """What the maintenance commands (`migrate`, `seed`, `user`, `gateway`) read."""
 
-    model_config = _config()
-
-    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
-
-    @property
-    def env(self) -> Environment:
-        """Shorthand for the runtime environment."""
-        return self.runtime.shopfloor_env

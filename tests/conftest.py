@@ -14,13 +14,12 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from core.db import create_engine_from_settings, session_factory, transaction
 from core.logging import configure_logging
-from core.models import Base, Role, UserAccount
+from core.models import Role, UserAccount
 from core.schema import upgrade
 from core.security import PasswordHasher
 from core.settings import (
@@ -32,6 +31,7 @@ from core.settings import (
     PasswordSettings,
     RuntimeSettings,
 )
+from tests.support.db import empty_tables
 from tests.support.postgres import PostgresServer, running_postgres
 
 BACKENDS = ("sqlite", "postgres")
@@ -115,9 +115,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on the test database; every table is emptied after the test."""
     engine = create_engine_from_settings(DatabaseSettings(database_url=database_url))
     yield engine
-    async with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            await connection.execute(delete(table))
+    await empty_tables(engine)
     await engine.dispose()
 
 
@@ -208,7 +206,5 @@ async def postgres_api(postgres_only_url: str) -> AsyncIterator[Api]:
     engine = create_engine_from_settings(DatabaseSettings(database_url=postgres_only_url))
     async for value in make_api(engine, make_settings(postgres_only_url)):
         yield value
-    async with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            await connection.execute(delete(table))
+    await empty_tables(engine)
     await engine.dispose()

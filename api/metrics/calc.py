@@ -72,8 +72,8 @@ def minutes(delta: timedelta) -> float:
 
 
 @dataclass(frozen=True)
-class StageMetrics:
-    """Planned against actual for one stage; `projected` when the stage is not done yet."""
+class Durations:
+    """Planned against actual: what stage and work-order metrics have in common."""
 
     planned_duration: timedelta
     actual_duration: timedelta | None
@@ -83,6 +83,11 @@ class StageMetrics:
     efficiency_percent: float | None
     on_time: bool
     projected: bool
+
+
+@dataclass(frozen=True)
+class StageMetrics(Durations):
+    """Planned against actual for one stage; `projected` when the stage is not done yet."""
 
 
 def stage_metrics(
@@ -122,17 +127,9 @@ class StageOutcome:
 
 
 @dataclass(frozen=True)
-class WorkOrderMetrics:
+class WorkOrderMetrics(Durations):
     """A work order's stages taken together."""
 
-    planned_duration: timedelta
-    actual_duration: timedelta | None
-    paused: timedelta
-    end: datetime
-    delay: timedelta
-    efficiency_percent: float | None
-    on_time: bool
-    projected: bool
     on_time_stage_percent: float | None
     total_good_qty: int
     total_scrap_qty: int

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.metrics.calc import actual_window, minutes
+from api.metrics.calc import actual_window
+from api.metrics.schemas import DurationsRead, durations_of
 from api.pagination import MAX_ID
 from api.schemas import InputModel
 from api.stages.transitions import allowed_actions
@@ -164,34 +165,15 @@ class StageEventRead(BaseModel):
     reason: str | None
 
 
-class StageMetricsRead(BaseModel):
+class StageMetricsRead(DurationsRead):
     """Planned against actual for one stage (minutes); `projected` while the stage is not done."""
 
     stage_id: int
     stage_name: str
     status: StageStatus
-    planned_duration_min: float
-    actual_duration_min: float | None
-    paused_min: float
-    delay_min: float
-    efficiency_percent: float | None
-    on_time: bool
-    projected: bool
-    end: datetime
 
     @classmethod
     def of(cls, details: StageDetails, metrics: StageMetrics) -> Self:
         """Serialise a stage's metrics."""
-        return cls(
-            stage_id=details.stage.id,
-            stage_name=details.stage.stage_name,
-            status=details.stage.status,
-            planned_duration_min=minutes(metrics.planned_duration),
-            actual_duration_min=None if metrics.actual_duration is None else minutes(metrics.actual_duration),
-            paused_min=minutes(metrics.paused),
-            delay_min=minutes(metrics.delay),
-            efficiency_percent=metrics.efficiency_percent,
-            on_time=metrics.on_time,
-            projected=metrics.projected,
-            end=metrics.end,
-        )
+        stage = details.stage
+        return cls(stage_id=stage.id, stage_name=stage.stage_name, status=stage.status, **durations_of(metrics))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
-from api.metrics.calc import minutes
+from api.metrics.schemas import DurationsRead, durations_of
 from api.schemas import InputModel
 from api.stages.schemas import StageMetricsRead, StagePlan, StageRead
 
@@ -123,19 +123,11 @@ class WorkOrderRead(BaseModel):
         )
 
 
-class WorkOrderMetricsRead(BaseModel):
+class WorkOrderMetricsRead(DurationsRead):
     """The work order's stages taken together (minutes)."""
 
     work_order_id: int
     status: WorkOrderStatus
-    planned_duration_min: float
-    actual_duration_min: float | None
-    paused_min: float
-    delay_min: float
-    efficiency_percent: float | None
-    on_time: bool
-    projected: bool
-    end: datetime
     on_time_stage_percent: float | None
     total_good_qty: int
     total_scrap_qty: int
@@ -152,18 +144,11 @@ class WorkOrderMetricsRead(BaseModel):
         return cls(
             work_order_id=details.work_order.id,
             status=details.status,
-            planned_duration_min=minutes(totals.planned_duration),
-            actual_duration_min=None if totals.actual_duration is None else minutes(totals.actual_duration),
-            paused_min=minutes(totals.paused),
-            delay_min=minutes(totals.delay),
-            efficiency_percent=totals.efficiency_percent,
-            on_time=totals.on_time,
-            projected=totals.projected,
-            end=totals.end,
             on_time_stage_percent=totals.on_time_stage_percent,
             total_good_qty=totals.total_good_qty,
             total_scrap_qty=totals.total_scrap_qty,
             stages=[StageMetricsRead.of(stage, metrics) for stage, metrics in stages],
+            **durations_of(totals),
         )
 
 

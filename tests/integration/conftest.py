@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import create_engine_from_settings
-from core.models import Base
 from core.settings import DatabaseSettings
+from tests.support.db import empty_tables
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
 from tests.support.pipeline import PASSWORDS, IngestorProcess
 from tests.support.postgres import PostgresServer
@@ -40,9 +39,7 @@ async def pipeline_engine(ingest_database: str) -> AsyncIterator[AsyncEngine]:
     """An engine on the pipeline database, emptied after each test."""
     engine = create_engine_from_settings(DatabaseSettings(database_url=ingest_database))
     yield engine
-    async with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            await connection.execute(delete(table))
+    await empty_tables(engine)
     await engine.dispose()
 
 

@@ -370,6 +370,7 @@ def test_the_shipped_example_drives_both_simulators() -> None:
 
     config = load_config(Path(__file__).resolve().parents[2] / "gateway" / "example.yaml")
     press, station = config.devices
+    assert isinstance(press, OpcUaDevice)
     assert [(tag.name, tag.node_id) for tag in press.tags] == [(t["name"], t["node_id"]) for t in machine_tags()]
     assert [tag.name for tag in station.tags] == [t["name"] for t in station_tags()]
     assert config.buffer.path.is_absolute()
