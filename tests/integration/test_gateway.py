@@ -273,7 +273,7 @@ async def test_sigkill_during_a_broker_outage_loses_only_the_dead_seconds(
         killed_at = time.time()
         first.send_signal(signal.SIGKILL)
         await first.wait()
-        await asyncio.sleep(3)  # dead, and the broker still down: these seconds are lost
+        await asyncio.sleep(4)  # dead, and the broker still down: these seconds are lost
         restarted_at = time.time()
         await asyncio.to_thread(broker.start)
         second = await start()
@@ -289,7 +289,7 @@ async def test_sigkill_during_a_broker_outage_loses_only_the_dead_seconds(
     after = [ts for ts in stamps if ts > restarted_at]
     assert len(before) > 10, log.read_text()[-2000:]  # what was buffered while the broker was down arrived
     assert len(after) > 10
-    gaps = [(b - a, a) for a, b in itertools.pairwise(stamps) if b - a > 1.5]
+    gaps = [(b - a, a) for a, b in itertools.pairwise(stamps) if b - a > 2.5]
     # One gap, around the seconds the gateway was dead; none while it ran.
     assert len(gaps) == 1, gaps
     assert killed_at - 2 < gaps[0][1] < restarted_at
