@@ -8,15 +8,23 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import APIKeyHeader
 
 from api.deps import AdminUser, CurrentUser, Now, Session, Settings, current_principal, oauth2_scheme
-from api.machines import service
+from api.machines import history, service
+from api.machines.history import Agg, Bucket
 from api.machines.schemas import (
+    AggList,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
     IngestResultRead,
+    LatestRead,
     MachineCreate,
     MachineRead,
     MachineUpdate,
+    Moment,
+    ReadingsRead,
+    TagList,
+    TimelineRead,
+    readings_csv,
 )
 from api.pagination import Id, Page, Pagination
 from core.contract import CODE_PATTERN, MAX_PAYLOAD_BYTES, TelemetryPayload
@@ -143,3 +151,86 @@ async def post_readings(
         duplicates=result.duplicates,
         states_inserted=result.states_inserted,
     )
+
+
+@router.get("/{machine_id}/latest", response_model=LatestRead)
+async def get_latest(machine_id: Id, session: Session, _user: CurrentUser) -> LatestRead:
+    """The latest value of each tag (sorted by tag) and the current state with the time it began."""
+    return LatestRead.model_validate(await history.latest(session, machine_id=machine_id))
+
+
+CSV = "text/csv"
+_CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or CSV (`tag,t,<aggs…>`; `tag,t,value` for raw) when the request accepts text/csv",
+        "content": {CSV: {"schema": {"type": "string"}}},
+    }
+}
+
+
+def wants_csv(accept: str | None) -> bool:
+    """Whether the Accept header prefers text/csv to JSON (q-values honoured; `*/*` alone means JSON)."""
+    weights: dict[str, float] = {}
+    for item in (accept or "").split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[media.lower()] = max(weight, weights.get(media.lower(), 0.0))
+    csv_weight = weights.get(CSV, 0.0)
+    return csv_weight > 0 and csv_weight >= weights.get("application/json", 0.0)
+
+
+@router.get(
+    "/{machine_id}/readings",
+    response_model=ReadingsRead,
+    response_model_exclude_none=True,
+    responses=_CSV_RESPONSE,
+)
+async def get_readings(
+    machine_id: Id,
+    session: Session,
+    _user: CurrentUser,
+    response: Response,
+    tags: Annotated[
+        TagList, Query(description="1 to 20 tag names, comma-separated (`tags=a,b`) or repeated (`tags=a&tags=b`)")
+    ],
+    start: Annotated[Moment, Query(alias="from", description="Range start, ISO 8601 with a timezone")],
+    end: Annotated[Moment, Query(alias="to", description="Range end (excluded), ISO 8601 with a timezone")],
+    bucket: Annotated[
+        Bucket,
+        Query(
+            description="Bucket size; `auto`: the smallest with at most 1000 points per tag; "
+            "`raw`: the readings themselves (at most 6 hours and 10000 points per tag)"
+        ),
+    ] = Bucket.AUTO,
+    agg: Annotated[AggList, Query(description="Aggregates per bucket, comma-separated (ignored for raw)")] = (Agg.AVG,),
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> ReadingsRead | Response:
+    """A machine's readings over a range: aggregates per bucket (whole buckets, from midnight UTC) or raw."""
+    result = await history.readings(
+        session, machine_id=machine_id, tags=tags, start=start, end=end, bucket=bucket, aggs=agg
+    )
+    if wants_csv(accept):
+        return Response(readings_csv(result), media_type=CSV, headers={"Vary": "Accept"})
+    response.headers["Vary"] = "Accept"
+    return ReadingsRead.model_validate(result)
+
+
+@router.get("/{machine_id}/states", response_model=TimelineRead)
+async def get_states(
+    machine_id: Id,
+    session: Session,
+    _user: CurrentUser,
+    now: Now,
+    start: Annotated[Moment, Query(alias="from", description="Window start, ISO 8601 with a timezone")],
+    end: Annotated[Moment, Query(alias="to", description="Window end, ISO 8601 with a timezone (at most 366 days)")],
+) -> TimelineRead:
+    """The state timeline over a window (the state in force at `from` first) and the seconds spent in each state."""
+    timeline = await history.state_timeline(session, machine_id=machine_id, start=start, end=end, now=now)
+    return TimelineRead.model_validate(timeline)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import csv
+import io
+import re
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from api.machines.history import MAX_TAGS, Agg, Readings
 from api.schemas import InputModel
-from core.contract import CODE_PATTERN
+from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
 
 Code = Annotated[str, StringConstraints(pattern=f"^{CODE_PATTERN}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -86,3 +90,151 @@ class IngestResultRead(BaseModel):
     readings_inserted: int
     duplicates: int
     states_inserted: int
+
+
+# Machine history. Query values are parsed here; rules that depend on the range live in api/machines/history.py.
+
+HISTORY_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+HISTORY_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+_TAG = re.compile(f"^{TAG_PATTERN}$")
+
+
+def _in_history_range(value: datetime) -> datetime:
+    # Far-off years would overflow when converted to UTC or widened to whole buckets.
+    if not HISTORY_EARLIEST <= value < HISTORY_LATEST:
+        raise ValueError("must be from 1970-01-01T00:00:00Z and before 9999-01-01T00:00:00Z")
+    return value.astimezone(UTC)
+
+
+def _comma_items(value: object) -> list[str]:
+    # A query parameter arrives as a list of its occurrences: `tags=a,b` and `tags=a&tags=b` mean the same.
+    parts: list[str] = []
+    for item in value if isinstance(value, list | tuple) else [value]:
+        if not isinstance(item, str):
+            raise ValueError("must be text")
+        parts.extend(item.split(","))
+    return parts
+
+
+def _tag_list(value: object) -> list[str]:
+    tags = list(dict.fromkeys(_comma_items(value)))
+    for tag in tags:
+        if not _TAG.match(tag):
+            raise ValueError(f"{tag[:80]!r} is not a tag name ({TAG_PATTERN})")
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags, got {len(tags)}")
+    return tags
+
+
+def _agg_list(value: object) -> list[Agg]:
+    names = list(dict.fromkeys(_comma_items(value)))
+    known = {agg.value for agg in Agg}
+    for name in names:
+        if name not in known:
+            raise ValueError(f"{name[:80]!r} is not one of {', '.join(agg.value for agg in Agg)}")
+    return [Agg(name) for name in names]
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_history_range)]
+TagList = Annotated[tuple[str, ...], BeforeValidator(_tag_list)]
+AggList = Annotated[tuple[Agg, ...], BeforeValidator(_agg_list)]
+
+
+class LatestValueRead(BaseModel):
+    """The newest value of one tag and its source time."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    tag: str
+    ts: datetime
+    value: float
+
+
+class CurrentStateRead(BaseModel):
+    """The state the machine is in and since when."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    state: MachineState
+    since: datetime
+
+
+class LatestRead(BaseModel):
+    """A machine's latest value of each tag (sorted by tag) and its current state (null before any state)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    machine_id: int
+    values: list[LatestValueRead]
+    state: CurrentStateRead | None
+
+
+class PointRead(BaseModel):
+    """A bucket (`t` is its start; only the asked aggregates appear) or a raw reading (`t`, `value`)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    t: datetime
+    avg: float | None = None
+    min: float | None = None
+    max: float | None = None
+    last: float | None = None
+    count: int | None = None
+    value: float | None = None
+
+
+class SeriesRead(BaseModel):
+    """The points of one tag, oldest first (empty when the tag has no readings in the range)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    tag: str
+    points: list[PointRead]
+
+
+class ReadingsRead(BaseModel):
+    """Series per tag; `bucket` is the size used (what `auto` chose) and `from` / `to` the range answered."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    machine_id: int
+    bucket: str
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    series: list[SeriesRead]
+
+
+def readings_csv(readings: Readings) -> str:
+    """The series as CSV: a header `tag,t,<columns>`, one row per point, times as in the JSON."""
+    body = ReadingsRead.model_validate(readings)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["tag", "t", *readings.columns])
+    for series in body.series:
+        for point in series.points:
+            fields = point.model_dump(mode="json")
+            writer.writerow([series.tag, fields["t"], *(fields[column] for column in readings.columns)])
+    return out.getvalue()
+
+
+class IntervalRead(BaseModel):
+    """A state held over [start, end)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    state: MachineState
+    start: datetime
+    end: datetime
+    duration_s: float
+
+
+class TimelineRead(BaseModel):
+    """The states over the window (the last interval ends at `to` or now, whichever is first) and seconds per state."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    machine_id: int
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    timeline: list[IntervalRead]
+    totals: dict[str, float]

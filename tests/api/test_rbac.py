@@ -209,6 +209,19 @@ ROUTES = [
         PLANNERS,
         lambda _: {"ts": datetime.now(UTC).isoformat(), "values": {"temp": 21.5}},
     ),
+    Rule("GET", "/machines/{machine_id}/latest", ANY_USER),
+    Rule(
+        "GET",
+        "/machines/{machine_id}/readings",
+        ANY_USER,
+        query={"tags": "temp,speed", "from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
+    ),
+    Rule(
+        "GET",
+        "/machines/{machine_id}/states",
+        ANY_USER,
+        query={"from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
+    ),
     Rule("GET", "/health", PUBLIC),
     Rule("GET", "/ready", PUBLIC),
 ]
