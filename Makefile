@@ -11,10 +11,11 @@ APT_PACKAGES := postgresql mosquitto mosquitto-clients mbpoll
 TIMESCALE_DIR := tests/support/timescale
 PYTEST_ARGS ?=
 
-.PHONY: help uv install system-deps timescale-deps lint format test test-unit run-api migrate demo clean
+.PHONY: help uv install system-deps timescale-deps lint format test test-unit bench bench-ingest bench-gateway \
+	run-api migrate demo clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -23,7 +24,7 @@ uv:
 install: uv ## install the locked Python dependencies into .venv
 	$(UV) sync --frozen
 
-system-deps: ## install the Debian packages the tests run for real (PostgreSQL)
+system-deps: ## install the Debian packages the tests run for real (PostgreSQL, Mosquitto, mbpoll)
 	@missing=""; for pkg in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
 	done; \
@@ -54,6 +55,14 @@ test: system-deps install timescale-deps lint ## everything CI runs: lint, types
 
 test-unit: install ## the fast tier only (no services)
 	$(UV) run pytest tests/unit $(PYTEST_ARGS)
+
+bench: bench-ingest bench-gateway ## every benchmark (figures only, nothing asserted but data loss)
+
+bench-ingest: system-deps install ## load generator -> Mosquitto -> ingestor -> PostgreSQL, against raw COPY
+	$(UV) run python -m bench.bench_ingest $(BENCH_ARGS)
+
+bench-gateway: system-deps install ## gateway CPU and memory polling 2,000 tags, and buffer replay after an outage
+	$(UV) run python -m bench.bench_gateway $(BENCH_ARGS)
 
 migrate: install ## upgrade the database in DATABASE_URL (default: ./data/shopfloor.db) to head
 	$(UV) run shopfloor migrate
