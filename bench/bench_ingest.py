@@ -116,12 +116,48 @@ def peak_rss_mb(pid: int) -> float:
     raise BenchFailure(f"no VmHWM for pid {pid}")
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
-    values = [int(part) for part in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])
-    return total - idle, total
+PF_KTHREAD = 0x00200000  # proc(5), field 9 (flags): a kernel thread
+
+
+def kernel_threads_jiffies() -> int:
+    """CPU time of all kernel threads so far (writeback, softirq handling…: work done for every process)."""
+    used = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[6]) & PF_KTHREAD:
+                    used += int(fields[11]) + int(fields[12])
+    return used
+
+
+@dataclass(frozen=True)
+class MachineSample:
+    """CPU jiffies of the whole machine since boot (/proc/stat), and the part no user process is charged for."""
+
+    busy: int  # everything but idle and iowait
+    total: int
+    kernel: int  # interrupts, softirqs and kernel threads: here mostly our own network and disk traffic
+
+    @classmethod
+    def take(cls) -> MachineSample:
+        """Read it now."""
+        user, nice, system, idle, iowait, irq, softirq, steal = (
+            int(part) for part in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+        )
+        total = user + nice + system + idle + iowait + irq + softirq + steal
+        return cls(total - idle - iowait, total, irq + softirq + kernel_threads_jiffies())
+
+
+def busy_share(before: MachineSample, after: MachineSample) -> float:
+    """How busy all cores were between two samples."""
+    return (after.busy - before.busy) / max(after.total - before.total, 1)
+
+
+def others_cpu_s(before: MachineSample, after: MachineSample, ours_s: float) -> float:
+    """CPU seconds used between two samples by user processes other than ours (other work on the machine)."""
+    user_space = (after.busy - after.kernel) - (before.busy - before.kernel)
+    return max(user_space / CLOCK_TICKS - ours_s, 0.0)
 
 
 def children_of(parent: int) -> list[int]:
@@ -286,6 +322,7 @@ class EndToEnd:
     ingestor_cpu_s: float
     stack_cpu_s: dict[str, float]
     machine_busy: float  # share of all cores busy while the CPU meters ran
+    others_cpu_s: float  # CPU seconds of other user processes in that time
     window_s: float  # how long the CPU meters ran (connect, publish, drain)
     peak_rss_mb: list[float]  # per ingestor process
     exit_codes: list[int]
@@ -463,7 +500,7 @@ def run_end_to_end(
             "mosquitto": CpuMeter([pid_running(broker.executable, str(broker.config_file))]),
             "load generator + bench": CpuMeter([os.getpid()]),
         }
-        busy_before, window_start = machine_busy(), time.monotonic()
+        machine_before, window_start = MachineSample.take(), time.monotonic()
         for meter in meters.values():
             meter.start()
         max_backlog = None if args.rate else args.max_backlog
@@ -471,13 +508,13 @@ def run_end_to_end(
             publish_and_wait(broker, ingestors, spec, max_backlog=max_backlog, drain_timeout_s=args.drain_timeout)
         )
         cpu = {name: meter.stop() for name, meter in meters.items()}
-        busy_after, window_s = machine_busy(), time.monotonic() - window_start
+        machine_after, window_s = MachineSample.take(), time.monotonic() - window_start
         rss = [peak_rss_mb(pid) for pid in pids]
         if profiler is not None:
             stop_py_spy(profiler)
             profiler = None
         exit_codes = [ingestor.stop() for ingestor in ingestors]
-        busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
+        ours = sum(cpu.values())
         result = EndToEnd(
             load=load,
             last_commit=progress.seen_at,
@@ -489,7 +526,8 @@ def run_end_to_end(
             batch_seconds=progress.batch_seconds,
             ingestor_cpu_s=cpu.pop("ingestor"),
             stack_cpu_s=cpu,
-            machine_busy=busy,
+            machine_busy=busy_share(machine_before, machine_after),
+            others_cpu_s=others_cpu_s(machine_before, machine_after, ours),
             window_s=window_s,
             peak_rss_mb=rss,
             exit_codes=exit_codes,
@@ -574,6 +612,15 @@ class RawResult:
         return self.rows / self.seconds
 
 
+@dataclass(frozen=True)
+class RawRuns:
+    """Both raw runs, and how much of the machine other processes took meanwhile."""
+
+    staging: RawResult
+    direct: RawResult
+    disturbance: float
+
+
 def raw_rows(plan: LoadPlan, machine_ids: list[int], total: int) -> Iterator[Row]:
     """The end-to-end run's rows in publishing order: round after round of messages, every machine, S x T."""
     spec = plan.spec
@@ -645,11 +692,17 @@ def raw_copy(conn: psycopg.Connection, rows: Iterator[Row], batch_size: int) -> 
     return RawResult(count, seconds, number)
 
 
-def run_raw(url: str, plan: LoadPlan, total: int, batch_size: int) -> tuple[RawResult, RawResult]:
+def run_raw(url: str, pg: PostgresServer, plan: LoadPlan, total: int, batch_size: int) -> RawRuns:
     """Part b: the same table shape and rows, staging path then plain COPY, each into an emptied `reading`."""
     with psycopg.connect(url) as conn:
         codes = {code: machine_id for machine_id, code in conn.execute("SELECT id, code FROM machine").fetchall()}
         ids = [codes[code] for code in plan.codes]
+        # Metered while the connection is open: once it closes, its backend's CPU time is only found again after
+        # the postmaster has reaped it.
+        meters = [CpuMeter(postmaster=_postmaster_pid(pg)), CpuMeter([os.getpid()])]
+        for meter in meters:
+            meter.start()
+        machine_before, started = MachineSample.take(), time.monotonic()
         empty_reading_table(conn)
         staging = raw_staging_path(conn, raw_rows(plan, ids, total), batch_size)
         stored = conn.execute("SELECT count(*) FROM reading").fetchone()
@@ -657,8 +710,10 @@ def run_raw(url: str, plan: LoadPlan, total: int, batch_size: int) -> tuple[RawR
             raise BenchFailure(f"raw staging path stored {stored} rows instead of {total}")
         empty_reading_table(conn)
         direct = raw_copy(conn, raw_rows(plan, ids, total), batch_size)
+        others = others_cpu_s(machine_before, MachineSample.take(), sum(meter.stop() for meter in meters))
+        window_s = time.monotonic() - started
         empty_reading_table(conn)
-    return staging, direct
+    return RawRuns(staging, direct, others / max((os.cpu_count() or 1) * window_s, 1e-9))
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
@@ -701,7 +756,7 @@ def mark(ok: bool) -> str:
 def report(
     args: argparse.Namespace,
     e2e: EndToEnd,
-    raw: tuple[RawResult, RawResult] | None,
+    raw: RawRuns | None,
     machine: dict[str, str],
 ) -> str:
     """The table the benchmark prints (without the raw rows when the end-to-end check failed)."""
@@ -713,7 +768,7 @@ def report(
          f"({mark(e2e.readings_per_s >= TARGET_E2E_READINGS_PER_S)})"),
     ]  # fmt: skip
     if raw is not None:
-        staging, direct = raw
+        staging, direct = raw.staging, raw.direct
         ratio = e2e.readings_per_s / staging.rows_per_s
         rows += [
             ("raw staging path readings/s", f"{staging.rows_per_s:,.0f}",
@@ -746,10 +801,12 @@ def report(
     for name, seconds in e2e.stack_cpu_s.items():
         rows.append((f"{name} CPU seconds", f"{seconds:.1f}", f"{seconds / e2e.elapsed_s:.0%} of one core"))
     cores = os.cpu_count() or 1
-    ours = e2e.ingestor_cpu_s + sum(e2e.stack_cpu_s.values())
-    outside = max(e2e.machine_busy * cores * e2e.window_s - ours, 0.0)
-    rows.append(("all cores busy", f"{e2e.machine_busy:.0%}", f"{outside:.1f} CPU s outside the benchmark's processes"))
-    noise = outside / max(cores * e2e.window_s, 1e-9)
+    noise = e2e.others_cpu_s / max(cores * e2e.window_s, 1e-9)
+    rows.append(("all cores busy", f"{e2e.machine_busy:.0%}",
+                 f"other processes: {e2e.others_cpu_s:.1f} CPU s, {noise:.0%} of the machine"))  # fmt: skip
+    raw_noise = raw.disturbance if raw is not None else 0.0
+    if raw is not None:
+        rows.append(("other processes during raw runs", f"{raw_noise:.0%}", "of the machine"))
     if e2e.log_warnings:
         rows.append(("ingestor warnings", ", ".join(f"{k} x{v}" for k, v in e2e.log_warnings.items()), ""))
     width = max(len(name) for name, _, _ in rows)
@@ -769,9 +826,12 @@ def report(
     lines += ["", *(f"{name:<11} {value}" for name, value in machine.items())]
     if not raw_sql_is_the_ingestors():
         lines += ["", "NOTE: core/ingest.py no longer runs the staging statements this benchmark times as its raw path"]
-    if noise > NOISE_WARNING:
-        lines += ["", f"WARNING: other processes took {noise:.0%} of the machine during the run: the figures are low, "
-                  "run again on a quiet machine"]  # fmt: skip
+    if noise > NOISE_WARNING or raw_noise > NOISE_WARNING:
+        warning = (
+            f"WARNING: other processes took {noise:.0%} of the machine during the end-to-end run and "
+            f"{raw_noise:.0%} during the raw runs: the figures are low, run again on a quiet machine"
+        )
+        lines += ["", warning]
     if e2e.problems:
         lines += ["", "FAILED: " + "; ".join(e2e.problems)]
     return "\n".join(lines)
@@ -829,7 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 e2e.load.base_time or default_base_time(),
             )  # fmt: skip
             total = args.raw_rows or max(e2e.load.readings, 1_000_000)
-            raw = run_raw(url, plan, total, args.batch_readings)
+            raw = run_raw(url, pg, plan, total, args.batch_readings)
             print(report(args, e2e, raw, versions(url, broker)))
     except (BenchFailure, aiomqtt.MqttError) as error:
         print(f"bench_ingest: {error}", file=sys.stderr)
