@@ -864,9 +864,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 1 when rows were lost or duplicated, 2 when it could not measure."""
     args = parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: the `finally` blocks stop the ingestors, the broker and the server.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="shopfloor-bench-"))
     try:
         with running_postgres() as pg, running_mosquitto(anonymous=True) as broker:
