@@ -66,6 +66,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
+from bench.procs import BenchFailure, cpu_seconds, peak_rss_mb, start_py_spy, stop_py_spy
 from core.clock import utcnow
 from core.contract import TELEMETRY_FILTER, TopicKind, parse_topic
 from gateway.config import BufferConfig
@@ -101,7 +102,6 @@ SUBSCRIBER_ID = "bench-gateway-subscriber"
 
 SHOPFLOOR = Path(sys.executable).parent / "shopfloor"
 REPO = Path(__file__).resolve().parents[1]
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 POLLS = "shopfloor_gateway_polls_total"
 VALUES_READ = "shopfloor_gateway_values_read_total"
@@ -109,10 +109,6 @@ VALUES_REPORTED = "shopfloor_gateway_values_reported_total"
 PUBLISHED = "shopfloor_gateway_messages_published_total"
 BUFFERED = "shopfloor_gateway_messages_buffered_total"
 QUEUE = "shopfloor_gateway_queue_messages"
-
-
-class BenchFailure(RuntimeError):
-    """The run could not measure what it should (a process died, readings never arrived)."""
 
 
 # ---- tags ---------------------------------------------------------------------------------------------------------
@@ -430,20 +426,6 @@ def prime_bytecode(workdir: Path) -> None:
     subprocess.run(  # noqa: S603 -- our interpreter, a fixed import line, no shell
         [sys.executable, "-c", f"import {modules}"], env=process_env(workdir), cwd=REPO, check=True
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of proc(5)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the most resident memory the process has had."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise BenchFailure(f"no VmHWM for pid {pid}")
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -919,7 +901,7 @@ async def run_steady(
         window_start = utcnow()
         meters.start()
         if args.py_spy and not args.py_spy_done:
-            profiler = start_py_spy(gateway.pid, Path(args.py_spy), args.seconds + 30)
+            profiler = start_py_spy(gateway.pid, Path(args.py_spy), args.seconds + 30, bench="bench.bench_gateway")
             args.py_spy_done = True
         await sleep_watching(args.seconds, gateway, devices)
         meters.stop()
@@ -1220,27 +1202,6 @@ async def run_outage(
 
 
 # ---- optional profiling ----------------------------------------------------------------------------------------------
-
-
-def start_py_spy(pid: int, output: Path, duration_s: float) -> subprocess.Popen[bytes]:
-    """Sample the gateway with py-spy (run the bench under `uv run --with py-spy`) into collapsed stacks."""
-    binary = shutil.which("py-spy")
-    if binary is None:
-        raise BenchFailure("--py-spy needs py-spy on PATH: uv run --with py-spy python -m bench.bench_gateway …")
-    command = [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking"]
-    command += ["--duration", str(int(duration_s)), "--output", str(output)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 -- fixed tool, no shell
-
-
-def stop_py_spy(profiler: subprocess.Popen[bytes]) -> None:
-    """SIGINT makes py-spy write what it sampled and exit."""
-    if profiler.poll() is None:
-        profiler.send_signal(signal.SIGINT)
-    try:
-        profiler.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        profiler.kill()
-        profiler.wait()
 
 
 # ---- report ----------------------------------------------------------------------------------------------------------

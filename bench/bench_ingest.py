@@ -44,6 +44,7 @@ import psycopg
 from psycopg import sql
 
 import core.ingest
+from bench.procs import CLOCK_TICKS, BenchFailure, cpu_seconds, peak_rss_mb, start_py_spy, stop_py_spy
 from core.schema import upgrade
 from simulators.loadgen import BrokerTarget, LoadPlan, LoadResult, LoadSpec, default_base_time, run_load, tag_names
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
@@ -58,7 +59,6 @@ NOISE_WARNING = 0.05
 POLL_S = 0.25
 DATABASE = "shopfloor_bench"
 SHOPFLOOR = Path(sys.executable).parent / "shopfloor"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WRITTEN_METRIC = "shopfloor_ingest_readings_written_total"
 DUPLICATE_METRIC = "shopfloor_ingest_readings_duplicate_total"
 QUEUE_METRIC = "shopfloor_ingest_uncommitted_messages"
@@ -91,29 +91,7 @@ def raw_sql_is_the_ingestors() -> bool:
     return all(squeeze(statement) in source for statement in (STAGING_DDL, STAGING_COPY, STAGING_INSERT))
 
 
-class BenchFailure(RuntimeError):
-    """The run could not measure what it should (a process died, readings never arrived)."""
-
-
 # ---- processes: CPU time and memory from /proc ------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
-    """User + system CPU time of a process so far (plus that of its children that exited, if asked)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # utime, stime, cutime, cstime: fields 14 to 17 of proc(5)
-    used = int(fields[11]) + int(fields[12])
-    if reaped_children:
-        used += int(fields[13]) + int(fields[14])
-    return used / CLOCK_TICKS
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the most resident memory the process has had."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise BenchFailure(f"no VmHWM for pid {pid}")
 
 
 PF_KTHREAD = 0x00200000  # proc(5), field 9 (flags): a kernel thread
@@ -482,7 +460,7 @@ def run_end_to_end(
         for ingestor in ingestors:
             ingestor.wait_subscribed()
         if args.py_spy:
-            profiler = start_py_spy(pids[0], Path(args.py_spy), args.seconds + 120)
+            profiler = start_py_spy(pids[0], Path(args.py_spy), args.seconds + 120, bench="bench.bench_ingest")
         spec = LoadSpec(
             machines=args.machines,
             tags=args.tags,
@@ -572,27 +550,6 @@ def check_stored(url: str, result: EndToEnd) -> None:
 
 
 # ---- optional profiling -----------------------------------------------------------------------------------------
-
-
-def start_py_spy(pid: int, output: Path, duration_s: float) -> subprocess.Popen[bytes]:
-    """Sample the ingestor with py-spy (run the bench under `uv run --with py-spy`) into collapsed stacks."""
-    binary = shutil.which("py-spy")
-    if binary is None:
-        raise BenchFailure("--py-spy needs py-spy on PATH: uv run --with py-spy python -m bench.bench_ingest …")
-    command = [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking"]
-    command += ["--duration", str(int(duration_s)), "--output", str(output)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 -- fixed tool, no shell
-
-
-def stop_py_spy(profiler: subprocess.Popen[bytes]) -> None:
-    """SIGINT makes py-spy write what it sampled and exit."""
-    if profiler.poll() is None:
-        profiler.send_signal(signal.SIGINT)
-    try:
-        profiler.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        profiler.kill()
-        profiler.wait()
 
 
 # ---- raw SQL path ----------------------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""What both benchmarks measure of a process: CPU time and peak memory from /proc, and py-spy profiles."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchFailure(RuntimeError):
+    """The run could not measure what it should (a process died, readings never arrived)."""
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU time of a process so far (plus that of its children that exited, if asked)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14 to 17 of proc(5)
+    used = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        used += int(fields[13]) + int(fields[14])
+    return used / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM: the most resident memory the process has had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise BenchFailure(f"no VmHWM for pid {pid}")
+
+
+def start_py_spy(pid: int, output: Path, duration_s: float, *, bench: str) -> subprocess.Popen[bytes]:
+    """Sample a process with py-spy (run the bench under `uv run --with py-spy`) into collapsed stacks."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        raise BenchFailure(f"--py-spy needs py-spy on PATH: uv run --with py-spy python -m {bench} …")
+    command = [binary, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking"]
+    command += ["--duration", str(int(duration_s)), "--output", str(output)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 -- fixed tool, no shell
+
+
+def stop_py_spy(profiler: subprocess.Popen[bytes]) -> None:
+    """SIGINT makes py-spy write what it sampled and exit."""
+    if profiler.poll() is None:
+        profiler.send_signal(signal.SIGINT)
+    try:
+        profiler.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+        profiler.wait()
