@@ -449,8 +449,10 @@ def at(hour: int, minute: int = 0) -> datetime:
     return T0.replace(hour=hour, minute=minute)
 
 
-async def timeline(api: Api, machine_id: int, start: datetime, end: datetime) -> dict[str, Any]:
-    headers = await api.actor(Role.WORKER)
+async def timeline(
+    api: Api, machine_id: int, start: datetime, end: datetime, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    headers = headers or await api.actor(Role.WORKER)
     response = await api.client.get(
         f"/machines/{machine_id}/states", params={"from": iso(start), "to": iso(end)}, headers=headers
     )
@@ -484,10 +486,11 @@ async def test_state_timeline_with_hand_computed_durations(api: Api) -> None:
         ],
     )
     await add_states(api, other, [(at(6, 10), MachineState.SETUP)])
+    headers = await api.actor(Role.WORKER)  # before freezing the clock (see the next test)
     api.set_now(at(12))
 
     # Running since 05:00 is in force at 06:00; the repeated alarm at 07:00 is no change; 09:00 is after `to`.
-    body = await timeline(api, machine_id, at(6), at(8))
+    body = await timeline(api, machine_id, at(6), at(8), headers)
     assert (body["machine_id"], body["from"], body["to"]) == (
         machine_id,
         "2026-11-26T06:00:00Z",
@@ -504,12 +507,12 @@ async def test_state_timeline_with_hand_computed_durations(api: Api) -> None:
 
     # A change exactly at `from` opens the timeline; `from` in another zone means the same instant.
     istanbul = timezone(timedelta(hours=3))
-    body = await timeline(api, machine_id, at(6, 30).astimezone(istanbul), at(7))
+    body = await timeline(api, machine_id, at(6, 30).astimezone(istanbul), at(7), headers)
     assert body["from"] == "2026-11-26T06:30:00Z"
     assert body["timeline"] == [interval("idle", at(6, 30), at(6, 45)), interval("alarm", at(6, 45), at(7))]
 
     # Nothing known before the first change: the timeline starts there.
-    body = await timeline(api, machine_id, at(4), at(5, 30))
+    body = await timeline(api, machine_id, at(4), at(5, 30), headers)
     assert body["timeline"] == [interval("running", at(5), at(5, 30))]
     assert body["totals"] == totals(running=1800)
 
@@ -521,12 +524,14 @@ async def test_the_open_interval_ends_at_the_app_clock(api: Api) -> None:
         machine_id,
         [(at(5), MachineState.SETUP), (at(6, 40), MachineState.RUNNING), (at(7, 55), MachineState.IDLE)],
     )
+    # Log in before freezing the clock: a token issued at a frozen past time would be expired by the wall clock.
+    headers = await api.actor(Role.WORKER)
     api.set_now(at(7, 50))
-    body = await timeline(api, machine_id, at(6), at(8))
+    body = await timeline(api, machine_id, at(6), at(8), headers)
     # The 07:55 row lies after the app's now (a clock ahead on the machine): not part of the timeline yet.
     assert body["timeline"] == [interval("setup", at(6), at(6, 40)), interval("running", at(6, 40), at(7, 50))]
     assert body["totals"] == totals(setup=2400, running=4200)
 
     api.set_now(at(5, 30))
-    future = await timeline(api, machine_id, at(6), at(8))
+    future = await timeline(api, machine_id, at(6), at(8), headers)
     assert (future["timeline"], future["totals"]) == ([], totals())
