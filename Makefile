@@ -22,7 +22,7 @@ uv:
 		python3 -m pip install --quiet uv || python3 -m pip install --quiet --break-system-packages uv
 
 install: uv ## install the locked Python dependencies into .venv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-extras
 
 system-deps: ## install the Debian packages the tests run for real (PostgreSQL, Mosquitto, mbpoll)
 	@missing=""; for pkg in $(APT_PACKAGES); do \
