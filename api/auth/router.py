@@ -15,6 +15,7 @@ from api.auth import service
 from api.auth.schemas import LoginRequest, RegisterRequest, TokenRead
 from api.deps import CurrentUser, Hasher, Now, Session, Settings, Throttle, Tokens
 from api.users.schemas import UserRead
+from core.clock import utcnow
 from core.models import UserAccount
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -81,7 +82,9 @@ async def login(
         monotonic_now=time.monotonic(),
     )
     request.state.user_id = user.id
-    issued = tokens.issue(user_id=user.id, role=user.role, now=now)
+    # Tokens are checked against the wall clock, so they are issued by it too (not by the app's clock, which tests
+    # may freeze in the past).
+    issued = tokens.issue(user_id=user.id, role=user.role, now=utcnow())
     return TokenRead(access_token=issued.token, expires_in=issued.expires_in, role=user.role)
 
 

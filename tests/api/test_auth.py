@@ -28,6 +28,17 @@ async def test_login_with_json_returns_a_bearer_token(api: Api) -> None:
     assert "password_hash" not in me.json()
 
 
+async def test_tokens_follow_the_wall_clock_not_the_app_clock(api: Api) -> None:
+    # The app clock dates stage events; a token is checked against the wall clock, so it must be issued by it.
+    await api.create_user("frozen1", Role.WORKER)
+    api.set_now(datetime.now(UTC) - timedelta(days=3))
+    headers = await api.login("frozen1")
+    claims = jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})
+    assert abs(claims["iat"] - datetime.now(UTC).timestamp()) < 60
+    me = await api.client.get("/auth/me", headers=headers)
+    assert me.status_code == 200, me.text
+
+
 async def test_login_with_the_oauth2_form_as_swagger_sends_it(api: Api) -> None:
     await api.create_user("admin1", Role.ADMIN)
     response = await api.client.post(
