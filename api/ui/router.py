@@ -1,0 +1,96 @@
+"""The operator web view: the bundle that `make ui` builds from api/ui/web, served at /ui.
+
+These are public static files (kept out of the OpenAPI schema); everything they show comes from authenticated
+API calls. Every response carries a strict Content-Security-Policy: the bundle has no inline script or style.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+
+from core.errors import NotFound, Unavailable
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+NOT_BUILT = "operator view not built: run `make ui` (needs Node.js >= 20)"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# index.html names the assets by content hash: it is revalidated every time, the assets never change.
+NO_CACHE = "no-cache"
+IMMUTABLE = "public, max-age=31536000, immutable"
+_HASHED = re.compile(r"-[A-Z0-9]{8}\.[a-z0-9.]+$")
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".map": "application/json",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".woff2": "font/woff2",
+}
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+def static_dir(request: Request) -> Path:
+    """Where the built bundle is (the app's `ui_static_dir`, so tests can point it elsewhere)."""
+    folder: Path = getattr(request.app.state, "ui_static_dir", STATIC_DIR)
+    return folder
+
+
+def _file(request: Request, path: Path, *, cache_control: str) -> Response:
+    headers = {**SECURITY_HEADERS, "Cache-Control": cache_control}
+    media_type = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+    response = FileResponse(path, media_type=media_type, headers=headers, stat_result=path.stat())
+    etag = response.headers["etag"]
+    if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+        return Response(status_code=304, headers={**headers, "ETag": etag})
+    return response
+
+
+# Plain `def` routes: FastAPI runs them in its thread pool, so the file-system checks never block the event loop.
+@router.api_route("", methods=["GET", "HEAD"])
+@router.api_route("/", methods=["GET", "HEAD"])
+def operator_view(request: Request) -> Response:
+    """The operator view's page (503 with a problem saying how to build it when the bundle is missing)."""
+    index = static_dir(request) / "index.html"
+    if not index.is_file():
+        raise Unavailable(NOT_BUILT, code="ui_not_built")
+    return _file(request, index, cache_control=NO_CACHE)
+
+
+@router.api_route("/assets/{name}", methods=["GET", "HEAD"])
+def operator_view_asset(request: Request, name: str) -> Response:
+    """A script, stylesheet or source map of the bundle; content-hashed names are cached for a year."""
+    folder = static_dir(request)
+    if not (folder / "index.html").is_file():
+        raise Unavailable(NOT_BUILT, code="ui_not_built")
+    path = folder / "assets" / name
+    if not _ASSET_NAME.match(name) or not path.is_file():
+        raise NotFound("No such file in the operator view")
+    return _file(request, path, cache_control=IMMUTABLE if _HASHED.search(name) else NO_CACHE)

@@ -1,0 +1,49 @@
+// Bundles src/ into ../static: content-hashed assets (served as immutable) and an index.html that names them.
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as esbuild from "esbuild";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const outDir = path.resolve(here, "..", "static");
+const assetsDir = path.join(outDir, "assets");
+const PUBLIC_PATH = "/ui/assets";
+const UPLOT_NOTICE =
+  "/*! Includes uPlot (MIT License), Copyright (c) 2025 Leon Sorokin, https://github.com/leeoniya/uPlot */";
+
+await rm(outDir, { recursive: true, force: true });
+await mkdir(assetsDir, { recursive: true });
+
+const result = await esbuild.build({
+  entryPoints: [path.join(here, "src", "main.js")],
+  bundle: true,
+  format: "esm",
+  target: ["es2020", "chrome100", "firefox100", "safari15"],
+  minify: true,
+  sourcemap: "linked",
+  entryNames: "[name]-[hash]",
+  assetNames: "[name]-[hash]",
+  outdir: assetsDir,
+  publicPath: PUBLIC_PATH,
+  metafile: true,
+  // uPlot's MIT notice is a plain comment, which minifying drops: keep it as a banner.
+  banner: { js: UPLOT_NOTICE, css: UPLOT_NOTICE },
+  logLevel: "warning",
+});
+
+let script;
+let stylesheet;
+for (const [file, meta] of Object.entries(result.metafile.outputs)) {
+  if (!meta.entryPoint) continue;
+  script = path.basename(file);
+  if (meta.cssBundle) stylesheet = path.basename(meta.cssBundle);
+}
+if (!script || !stylesheet) throw new Error("esbuild produced no script or no stylesheet");
+
+const template = await readFile(path.join(here, "index.html"), "utf8");
+const html = template
+  .replace("%SCRIPT%", `${PUBLIC_PATH}/${script}`)
+  .replace("%STYLESHEET%", `${PUBLIC_PATH}/${stylesheet}`);
+if (/%(SCRIPT|STYLESHEET)%/.test(html)) throw new Error("index.html still holds a placeholder");
+await writeFile(path.join(outDir, "index.html"), html);
+console.log(`operator view built: ${path.relative(process.cwd(), outDir)} (${script}, ${stylesheet})`);

@@ -1,0 +1,33 @@
+// DOM helpers: clone a <template> of index.html and build small elements (text nodes only, never HTML strings).
+
+/** A copy of `<template id=…>` and its elements with a `data-ref`, by name. */
+export function fromTemplate(id) {
+  const template = document.getElementById(id);
+  const fragment = template.content.cloneNode(true);
+  const refs = {};
+  for (const element of fragment.querySelectorAll("[data-ref]")) refs[element.dataset.ref] = element;
+  return { fragment, refs, root: fragment.firstElementChild };
+}
+
+/** An element with attributes (`class`, `dataset`, properties) and children (nodes or text). */
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") element.className = value;
+    else if (name === "dataset") Object.assign(element.dataset, value);
+    else if (name in element && typeof value !== "string") element[name] = value;
+    else element.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+/** Show a message in an error element, or hide it when the message is empty. */
+export function showError(element, message) {
+  element.textContent = message || "";
+  element.hidden = !message;
+}

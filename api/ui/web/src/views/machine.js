@@ -1,0 +1,328 @@
+// One machine: live header and current values, charts of chosen tags over a chosen range, the state timeline, OEE.
+import { ApiError, get, getOptional, itemsOf } from "../api.js";
+import { COLORS, tagChart } from "../chart.js";
+import { fromTemplate, h, showError } from "../dom.js";
+import { ago, dateTime, duration, number, toLocalInput } from "../format.js";
+import { follow } from "../live.js";
+import { renderOee, stageContext } from "../oee.js";
+import { alignTimeline, renderTimeline } from "../timeline.js";
+import { setOnline, setStateBadge } from "./machines.js";
+
+const RANGES = { "1h": 3600e3, "8h": 8 * 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
+const DEFAULT_RANGE = "8h";
+const DEFAULT_TAGS = 2;
+const MAX_TAGS = 8;
+// Charts over a range that ends now are redrawn this often, so new buckets appear.
+const REFRESH_MS = 30000;
+const MODES = { live: "● Live", reconnecting: "Reconnecting…", polling: "Updating every 5 s" };
+
+/** Render machine `machineId` into `app`; `params` (the hash's query) holds range, from, to and tags. */
+export function machineView(app, machineId, params) {
+  const { root, refs } = fromTemplate("tpl-machine");
+  app.replaceChildren(root);
+  app.dataset.view = "machine";
+  app.dataset.loaded = "false";
+
+  const asked = params.get("range");
+  const view = {
+    range: asked in RANGES || asked === "custom" ? asked : DEFAULT_RANGE,
+    from: params.get("from"),
+    to: params.get("to"),
+    tags: params.get("tags") ? params.get("tags").split(",").filter(Boolean).slice(0, MAX_TAGS) : null,
+  };
+  if (view.range === "custom" && !(Date.parse(view.from) < Date.parse(view.to))) view.range = DEFAULT_RANGE;
+
+  let machine = null;
+  const latest = new Map();
+  let state = null;
+  const charts = new Map();
+  let stopLive = () => {};
+  let timer = null;
+  let loads = 0;
+  let stopped = false;
+
+  // --- header and current values ------------------------------------------------------------------------------
+
+  const drawHead = () => {
+    refs.name.textContent = machine.name;
+    const meta = [`${machine.site} / ${machine.code}`, machine.machine_type, machine.location];
+    if (machine.ideal_cycle_time_s) meta.push(`ideal cycle ${number(machine.ideal_cycle_time_s)} s`);
+    refs.meta.textContent = meta.filter(Boolean).join(" · ");
+    setStateBadge(refs.state, state?.state);
+    refs.since.textContent = state?.since
+      ? `since ${dateTime(state.since)} (${duration((Date.now() - Date.parse(state.since)) / 1000)})`
+      : "";
+    setOnline(refs.online, machine.online);
+    refs.online.title = `Last seen ${ago(machine.last_seen_at)}`;
+    document.title = `${machine.name} · Shopfloor`;
+  };
+
+  const drawValues = () => {
+    const rows = [...latest.values()].sort((a, b) => a.tag.localeCompare(b.tag));
+    refs.values.replaceChildren(
+      ...rows.map((row) =>
+        h(
+          "tr",
+          { dataset: { tag: row.tag } },
+          h("td", {}, row.tag),
+          h("td", { class: "num" }, number(row.value)),
+          h("td", { class: "muted", title: row.ts }, ago(row.ts)),
+        ),
+      ),
+    );
+    refs["no-values"].hidden = rows.length > 0;
+  };
+
+  const takeLatest = (answer) => {
+    for (const value of answer.values) latest.set(value.tag, value);
+    state = answer.state;
+  };
+
+  // --- range and tags ---------------------------------------------------------------------------------------------
+
+  const window_ = () => {
+    if (view.range === "custom") return { from: new Date(view.from), to: new Date(view.to) };
+    const to = new Date();
+    return { from: new Date(to.getTime() - RANGES[view.range]), to };
+  };
+
+  const remember = () => {
+    const query = new URLSearchParams({ range: view.range });
+    if (view.range === "custom") {
+      query.set("from", view.from);
+      query.set("to", view.to);
+    }
+    if (view.tags.length) query.set("tags", view.tags.join(","));
+    // Commas need no escaping in a fragment: keep "tags=a,b" readable (and shareable).
+    history.replaceState(null, "", `#/machines/${machineId}?${String(query).replaceAll("%2C", ",")}`);
+  };
+
+  const drawRanges = () => {
+    for (const button of refs.ranges.querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.range === view.range));
+    }
+    refs.custom.hidden = view.range !== "custom";
+    if (view.range === "custom") {
+      refs.custom.from.value = toLocalInput(new Date(view.from));
+      refs.custom.to.value = toLocalInput(new Date(view.to));
+    }
+  };
+
+  const drawTagPicker = () => {
+    const known = [...new Set([...latest.keys(), ...view.tags])].sort();
+    if (!known.length) {
+      refs.tags.replaceChildren(h("span", { class: "muted small" }, "No tags recorded yet."));
+      return;
+    }
+    refs.tags.replaceChildren(
+      ...known.map((tag) =>
+        h(
+          "button",
+          {
+            type: "button",
+            class: "chip tag-chip",
+            dataset: { tag },
+            "aria-pressed": String(view.tags.includes(tag)),
+            disabled: !view.tags.includes(tag) && view.tags.length >= MAX_TAGS,
+          },
+          tag,
+        ),
+      ),
+    );
+  };
+
+  // --- history: charts, timeline, OEE -----------------------------------------------------------------------------
+
+  const align = () => {
+    const first = charts.values().next().value;
+    alignTimeline(refs, first ? first.plotInsets() : null);
+  };
+
+  const syncCharts = () => {
+    for (const [tag, chart] of charts) {
+      if (!view.tags.includes(tag)) {
+        chart.destroy();
+        charts.delete(tag);
+      }
+    }
+    view.tags.forEach((tag, index) => {
+      if (!charts.has(tag)) {
+        charts.set(
+          tag,
+          tagChart(refs.charts, {
+            tag,
+            color: COLORS[index % COLORS.length],
+            syncKey: `m${machineId}`,
+            onResize: align,
+          }),
+        );
+      }
+      refs.charts.append(charts.get(tag).element);
+    });
+  };
+
+  const loadOee = async (from, to) => {
+    // The current stage: running, or paused (the API takes `status` repeated).
+    const stages = itemsOf(await getOptional(`/machines/${machineId}/stages?status=in_progress&status=paused`));
+    const running = stages.find((item) => (item.stage || item).status === "in_progress") || stages[0];
+    if (running) {
+      const oee = await getOptional(`/stages/${(running.stage || running).id}/oee`);
+      return { oee, context: oee ? stageContext(running) : `${stageContext(running)}: no OEE yet.` };
+    }
+    const oee = await getOptional(`/machines/${machineId}/oee`, { from, to });
+    return {
+      oee,
+      context: oee ? "No stage running: the machine's OEE over the shown range." : "No stage running on this machine.",
+    };
+  };
+
+  const loadHistory = async () => {
+    const load = ++loads;
+    app.dataset.loaded = "false";
+    const { from, to } = window_();
+    const range = { from: from.toISOString(), to: to.toISOString() };
+    syncCharts();
+    try {
+      const [readings, timeline, oee] = await Promise.all([
+        view.tags.length
+          ? get(`/machines/${machineId}/readings`, { ...range, tags: view.tags, bucket: "auto", agg: "avg" })
+          : null,
+        get(`/machines/${machineId}/states`, range),
+        loadOee(range.from, range.to).catch((error) => ({ oee: null, context: `OEE: ${error.message}` })),
+      ]);
+      if (load !== loads || stopped) return;
+      showError(refs.error, "");
+      drawHead();
+      for (const chart of charts.values()) chart.update(readings, "avg");
+      const bucket = readings
+        ? ` · ${readings.bucket === "raw" ? "raw readings" : `averages per ${readings.bucket}`}`
+        : "";
+      refs["range-label"].textContent = `${dateTime(range.from)} – ${dateTime(range.to)}${bucket}`;
+      renderTimeline(refs, timeline);
+      align();
+      renderOee(refs, oee);
+      app.dataset.loaded = "true";
+    } catch (error) {
+      if (load !== loads || stopped) return;
+      const detail = error instanceof ApiError ? error.message : "the server cannot be reached";
+      showError(refs.error, `Could not load the history: ${detail}`);
+      app.dataset.loaded = "error";
+    }
+  };
+
+  const refreshLater = () => {
+    clearTimeout(timer);
+    if (!stopped && view.range !== "custom")
+      timer = setTimeout(async () => {
+        await loadHistory();
+        refreshLater();
+      }, REFRESH_MS);
+  };
+
+  const changed = () => {
+    remember();
+    drawRanges();
+    drawTagPicker();
+    loadHistory();
+    refreshLater();
+  };
+
+  // --- events -----------------------------------------------------------------------------------------------------
+
+  refs.ranges.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-range]");
+    if (!button || !machine) return;
+    if (button.dataset.range === "custom") {
+      const { from, to } = window_();
+      Object.assign(view, { range: "custom", from: from.toISOString(), to: to.toISOString() });
+    } else {
+      view.range = button.dataset.range;
+    }
+    changed();
+  });
+
+  refs.custom.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!machine) return;
+    const from = new Date(refs.custom.from.value);
+    const to = new Date(refs.custom.to.value);
+    if (!(from < to)) {
+      showError(refs.error, "The range must start before it ends.");
+      return;
+    }
+    Object.assign(view, { from: from.toISOString(), to: to.toISOString() });
+    changed();
+  });
+
+  refs.tags.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-tag]");
+    if (!button || !machine) return;
+    const tag = button.dataset.tag;
+    view.tags = view.tags.includes(tag) ? view.tags.filter((item) => item !== tag) : [...view.tags, tag];
+    changed();
+  });
+
+  const live = {
+    onReadings(data) {
+      for (const reading of data.readings || []) {
+        const known = latest.get(reading.tag);
+        if (!known || Date.parse(reading.ts) >= Date.parse(known.ts)) latest.set(reading.tag, reading);
+      }
+      drawValues();
+    },
+    onState(data) {
+      if (!state || Date.parse(data.ts) >= Date.parse(state.since)) {
+        state = state?.state === data.state ? state : { state: data.state, since: data.ts };
+        drawHead();
+      }
+    },
+    onStatus(data) {
+      Object.assign(machine, { online: data.online, last_seen_at: data.last_seen_at });
+      drawHead();
+    },
+    async poll() {
+      const [fresh, answer] = await Promise.all([get(`/machines/${machineId}`), get(`/machines/${machineId}/latest`)]);
+      if (stopped) return;
+      machine = fresh;
+      takeLatest(answer);
+      drawHead();
+      drawValues();
+    },
+    onMode(mode) {
+      refs.mode.textContent = MODES[mode];
+      refs.mode.dataset.mode = mode;
+    },
+  };
+
+  // --- start ------------------------------------------------------------------------------------------------------
+
+  (async () => {
+    try {
+      const [found, answer] = await Promise.all([get(`/machines/${machineId}`), get(`/machines/${machineId}/latest`)]);
+      if (stopped) return;
+      machine = found;
+      takeLatest(answer);
+    } catch (error) {
+      if (stopped) return;
+      refs.name.textContent = "Machine";
+      showError(refs.error, error.status === 404 ? "There is no such machine." : `Could not load it: ${error.message}`);
+      app.dataset.loaded = "error";
+      return;
+    }
+    if (view.tags === null) view.tags = [...latest.keys()].sort().slice(0, DEFAULT_TAGS);
+    drawHead();
+    drawValues();
+    changed();
+    stopLive = follow(machineId, live);
+  })();
+
+  return {
+    destroy() {
+      stopped = true;
+      stopLive();
+      clearTimeout(timer);
+      for (const chart of charts.values()) chart.destroy();
+      document.title = "Shopfloor · operator view";
+    },
+  };
+}

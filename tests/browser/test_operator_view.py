@@ -1,0 +1,477 @@
+"""The operator view in a real browser: the system Chromium, driven by Playwright, against `shopfloor api`.
+
+A machine gets four hours of history (five tags, one reading a minute), six state changes and a running stage;
+the test logs in through the form, opens the machine, and checks what an operator would look at: the charts are
+drawn from that history (plotted point counts and values, and line pixels on the canvases), the state timeline
+and its totals, the OEE of the stage, live updates, and a tablet-sized layout. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from sqlalchemy import insert
+
+from api.ui.router import CONTENT_SECURITY_POLICY, STATIC_DIR
+from core.contract import MachineState
+from core.db import create_engine_from_settings
+from core.models import (
+    Machine,
+    MachineLatest,
+    MachineStateChange,
+    Reading,
+    Role,
+    StageAssignment,
+    StageEvent,
+    StageEventKind,
+    StageStatus,
+    UserAccount,
+    WorkOrder,
+    WorkOrderStage,
+)
+from core.schema import upgrade
+from core.security import PasswordHasher
+from core.settings import DatabaseSettings
+from tests.conftest import TEST_PASSWORD, TEST_PASSWORDS
+from tests.support.postgres import free_port
+
+pytestmark = pytest.mark.browser
+# Two shared cores may be busy with other tiers: give the page time, still far below a hang.
+expect.set_options(timeout=15_000)
+
+CHROMIUM = Path("/usr/bin/chromium")
+# No network chatter of the browser's own: the test talks to 127.0.0.1 only.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
+HOURS = 4
+TAGS = ("barrel_temp_c", "cycle_count", "good_count", "injection_pressure_bar", "scrap_count")
+# The first two tags by name are charted by default; the test adds the third with its chip.
+DEFAULT_CHARTED = ("barrel_temp_c", "cycle_count")
+ADDED_TAG = "injection_pressure_bar"
+SERIES_RGB = {"barrel_temp_c": (37, 99, 235), "cycle_count": (217, 119, 6), ADDED_TAG: (5, 150, 105)}
+# Offsets from now (minutes) and the state that began then: alarm, setup and idle last 15, 15 and 10 minutes.
+PERCENT = re.compile(r"^\d+\.\d %$")
+STATE_PLAN = ((-240, "running"), (-150, "alarm"), (-135, "setup"), (-120, "running"), (-40, "idle"), (-30, "running"))
+
+
+@dataclass(frozen=True)
+class Site:
+    """What was seeded: the machine to open, the values a chart must show, the server's address."""
+
+    machine_id: int
+    machine_name: str
+    values: dict[str, list[float]]
+    database_url: str
+
+
+def require_prerequisites() -> None:
+    """Fail (never skip) with the command that fixes a missing browser or bundle."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make system-deps` (Debian package chromium)")
+    if not (STATIC_DIR / "index.html").is_file():
+        pytest.fail(f"the operator view is not built ({STATIC_DIR} has no index.html): run `make ui`")
+
+
+def _series(tag: str, minute: int) -> float:
+    """The seeded value of `tag` at minute `minute` of the history (0 = the oldest)."""
+    if tag == "barrel_temp_c":
+        return round(212.0 + 6.0 * math.sin(minute / 20), 2)
+    if tag == "injection_pressure_bar":
+        return round(95.0 + 12.0 * math.cos(minute / 33) + (minute % 7) * 0.4, 2)
+    if tag == "cycle_count":
+        return float(10_000 + 2 * minute)
+    if tag == "scrap_count":
+        return float(minute // 40)
+    return float(10_000 + 2 * minute - minute // 40)  # good_count
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> Site:
+    """A SQLite database with two machines, a worker and a planner, history, states and a running stage."""
+    url = f"sqlite:///{tmp_path / 'operator-view.db'}"
+    upgrade(url)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - timedelta(hours=HOURS)
+    minutes = HOURS * 60
+    values = {tag: [_series(tag, minute) for minute in range(minutes)] for tag in TAGS}
+    hasher = PasswordHasher(time_cost=TEST_PASSWORDS.argon2_time_cost, memory_kib=TEST_PASSWORDS.argon2_memory_kib)
+    engine = create_engine_from_settings(DatabaseSettings(database_url=url))
+    async with engine.begin() as conn:
+        user_ids = {}
+        for name, role in (("operator", Role.WORKER), ("planner", Role.PLANNER)):
+            user_ids[name] = (
+                await conn.execute(
+                    insert(UserAccount)
+                    .values(username=name, role=role, is_active=True, password_hash=hasher.hash(TEST_PASSWORD))
+                    .returning(UserAccount.id)
+                )
+            ).scalar_one()
+        worker_id = user_ids["operator"]
+        machine_id = (
+            await conn.execute(
+                insert(Machine)
+                .values(
+                    site="plant1",
+                    code="press-7",
+                    name="Press 7",
+                    machine_type="injection",
+                    location="Hall A",
+                    ideal_cycle_time_s=22.0,
+                    online=True,
+                    last_seen_at=now,
+                )
+                .returning(Machine.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            insert(Machine).values(
+                site="plant1", code="assembly-2", name="Assembly 2", online=False, last_seen_at=start
+            )
+        )
+        await conn.execute(
+            insert(Reading),
+            [
+                {"machine_id": machine_id, "tag": tag, "ts": start + timedelta(minutes=minute), "value": value}
+                for tag, series in values.items()
+                for minute, value in enumerate(series)
+            ],
+        )
+        await conn.execute(
+            insert(MachineLatest),
+            [
+                {
+                    "machine_id": machine_id,
+                    "tag": tag,
+                    "ts": start + timedelta(minutes=minutes - 1),
+                    "value": series[-1],
+                }
+                for tag, series in values.items()
+            ],
+        )
+        await conn.execute(
+            insert(MachineStateChange),
+            [
+                {"machine_id": machine_id, "ts": now + timedelta(minutes=offset), "state": MachineState(state)}
+                for offset, state in STATE_PLAN
+            ],
+        )
+        work_order_id = (
+            await conn.execute(
+                insert(WorkOrder)
+                .values(
+                    product_code="CAP-32",
+                    lot_no="L-0042",
+                    qty=500,
+                    planned_start=start,
+                    planned_end=now + timedelta(hours=4),
+                )
+                .returning(WorkOrder.id)
+            )
+        ).scalar_one()
+        stage_id = (
+            await conn.execute(
+                insert(WorkOrderStage)
+                .values(
+                    work_order_id=work_order_id,
+                    position=1,
+                    stage_name="Enjeksiyon",
+                    planned_start=start,
+                    planned_end=now + timedelta(hours=4),
+                    machine_id=machine_id,
+                    status=StageStatus.IN_PROGRESS,
+                )
+                .returning(WorkOrderStage.id)
+            )
+        ).scalar_one()
+        await conn.execute(insert(StageAssignment).values(stage_id=stage_id, user_id=worker_id))
+        await conn.execute(
+            insert(StageEvent).values(stage_id=stage_id, kind=StageEventKind.START, at=start, user_id=worker_id)
+        )
+    await engine.dispose()
+    return Site(machine_id=machine_id, machine_name="Press 7", values=values, database_url=url)
+
+
+@pytest.fixture
+def server(site: Site, tmp_path: Path) -> Iterator[str]:
+    """`shopfloor api` on a free port over the seeded database; answers its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SHOPFLOOR_ENV": "test",
+        "DATABASE_URL": site.database_url,
+        "SECRET_KEY": "b" * 48,
+        "LOG_FORMAT": "console",
+        "ARGON2_TIME_COST": str(TEST_PASSWORDS.argon2_time_cost),
+        "ARGON2_MEMORY_KIB": str(TEST_PASSWORDS.argon2_memory_kib),
+    }
+    log_path = tmp_path / "api.log"
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 -- our own console script, fixed arguments
+            [SHOPFLOOR, "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,  # no developer's .env in the way
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"shopfloor api exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"shopfloor api did not answer /health within 30 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """The system Chromium (never a downloaded one)."""
+    require_prerequisites()
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def series_pixels(page: Page, tag: str) -> dict[str, int]:
+    """Pixels of the chart's canvas in its series colour (opaque, so the translucent fill is not counted)."""
+    result: dict[str, int] = await page.evaluate(
+        """([tag, rgb]) => {
+            const canvas = document.querySelector(`[data-chart-tag="${tag}"] canvas`);
+            const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+            let series = 0;
+            let painted = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                if (data[i + 3] === 0) continue;
+                painted += 1;
+                const near = [0, 1, 2].every((c) => Math.abs(data[i + c] - rgb[c]) <= 40);
+                if (near && data[i + 3] >= 200) series += 1;
+            }
+            return { series, painted, width: canvas.width, height: canvas.height };
+        }""",
+        [tag, list(SERIES_RGB[tag])],
+    )
+    return result
+
+
+def watch_console(page: Page) -> list[str]:
+    """Collect uncaught errors and console errors; a CSP violation would show up here."""
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        # The wrong-password attempt makes Chromium log the 401 it got; that one is expected.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+    return problems
+
+
+async def test_operator_logs_in_and_reads_the_machine(browser: Browser, server: str, site: Site) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+
+    response = await page.goto(f"{server}/ui")
+    assert response is not None
+    assert response.status == 200
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+    # Login: a wrong password is refused with a message, the right one opens the machine list.
+    await page.get_by_label("Username").fill("operator")
+    await page.get_by_label("Password").fill("not-the-password")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    await page.screenshot(path=ARTIFACTS / "operator-view-login.png")
+    await page.get_by_label("Password").fill(TEST_PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#app[data-view=machines][data-loaded=true]")).to_be_attached()
+    await expect(page.locator("#user-name")).to_have_text("operator (worker)")
+
+    cards = page.locator(".machine-card")
+    await expect(cards).to_have_count(2)
+    press = cards.filter(has_text="Press 7")
+    await expect(press.locator(".state-badge")).to_have_text("Running")
+    await expect(press.locator(".online-dot")).to_have_attribute("data-online", "online")
+    await expect(cards.filter(has_text="Assembly 2").locator(".online-dot")).to_have_attribute("data-online", "offline")
+    await expect(page.locator("[data-ref=summary]")).to_have_text("2 machines · 1 online")
+    await page.screenshot(path=ARTIFACTS / "operator-view-machines.png")
+
+    # The machine: header, current values, two charts by default, then a third tag added with its chip.
+    await press.click()
+    loaded = page.locator("#app[data-view=machine][data-loaded=true]")
+    await expect(loaded).to_be_attached()
+    await expect(page.locator("h1")).to_have_text(site.machine_name)
+    await expect(page.locator(".machine-head .state-badge")).to_have_attribute("data-state", "running")
+    await expect(page.locator("[data-ref=values] tr")).to_have_count(len(TAGS))
+    await expect(page.locator("[data-ref=values] tr[data-tag=cycle_count] td.num")).to_have_text(
+        f"{int(site.values['cycle_count'][-1]):,}"
+    )
+    charts = page.locator("[data-chart-tag]")
+    await expect(charts).to_have_count(len(DEFAULT_CHARTED))
+    await page.locator(f".tag-chip[data-tag={ADDED_TAG}]").click()
+    await expect(charts).to_have_count(len(DEFAULT_CHARTED) + 1)
+    await expect(loaded).to_be_attached()
+    assert f"tags={','.join((*DEFAULT_CHARTED, ADDED_TAG))}" in page.url
+
+    # The default range (8 h) holds all four hours: one reading a minute, so one 1-minute bucket each.
+    for tag in (*DEFAULT_CHARTED, ADDED_TAG):
+        chart = page.locator(f"[data-chart-tag={tag}]")
+        await expect(chart).to_have_attribute("data-points", str(HOURS * 60))
+        await expect(chart).to_have_attribute("data-bucket", "1m")
+        assert float(await chart.get_attribute("data-y-min") or "nan") == pytest.approx(min(site.values[tag]))
+        assert float(await chart.get_attribute("data-y-max") or "nan") == pytest.approx(max(site.values[tag]))
+        pixels = await series_pixels(page, tag)
+        # The line crosses half the plot (4 h of 8 h): far more line-coloured pixels than the plot is wide / 4.
+        assert pixels["series"] > pixels["width"] / 4, (tag, pixels)
+
+    # The state timeline over the same range: the six seeded intervals, in order, with their totals.
+    segments = page.locator("[data-ref=timeline] .segment")
+    await expect(segments).to_have_count(len(STATE_PLAN))
+    assert [await segment.get_attribute("data-state") for segment in await segments.all()] == [
+        state for _, state in STATE_PLAN
+    ]
+    totals = page.locator("[data-ref=totals]")
+    await expect(totals.locator("li[data-state=alarm]")).to_have_attribute("data-seconds", "900")
+    await expect(totals.locator("li[data-state=setup]")).to_have_attribute("data-seconds", "900")
+    await expect(totals.locator("li[data-state=idle]")).to_have_attribute("data-seconds", "600")
+    await expect(totals.locator("li[data-state=alarm]")).to_contain_text("Alarm 15 min")
+    first_segment = await segments.first.bounding_box()
+    assert first_segment is not None
+    assert first_segment["width"] > 100  # two and a half hours of running, on a bar over 1 000 px wide
+
+    # OEE of the running stage.
+    oee = page.locator("[data-ref=oee]")
+    await expect(oee).to_have_attribute("data-state", "shown")
+    await expect(page.locator("[data-ref=oee-context]")).to_contain_text("Stage Enjeksiyon")
+    await expect(page.locator("[data-ref=oee-context]")).to_contain_text("CAP-32, lot L-0042")
+    for field in ("oee", "availability", "performance", "quality"):
+        await expect(oee.locator(f".figure[data-field={field}] .figure-value")).to_have_text(PERCENT)
+
+    await page.screenshot(path=ARTIFACTS / "operator-view.png", full_page=True)
+    print(f"\nscreenshot: {ARTIFACTS / 'operator-view.png'}")
+
+    # Live: a reading and an alarm posted over HTTP show up without reloading the page.
+    await expect(page.locator("[data-ref=mode]")).to_have_attribute("data-mode", "live")
+    async with httpx.AsyncClient(base_url=server) as client:
+        login = await client.post("/auth/login", json={"username": "planner", "password": TEST_PASSWORD})
+        token = login.json()["access_token"]
+        posted = await client.post(
+            f"/machines/{site.machine_id}/readings",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"ts": datetime.now(UTC).isoformat(), "values": {"barrel_temp_c": 777.5, "state": "alarm"}},
+        )
+        assert posted.status_code == 200, posted.text
+    await expect(page.locator("[data-ref=values] tr[data-tag=barrel_temp_c] td.num")).to_have_text("777.5")
+    await expect(page.locator(".machine-head .state-badge")).to_have_attribute("data-state", "alarm")
+
+    # A tablet in portrait: nothing wider than the screen, the charts fit it.
+    await page.set_viewport_size({"width": 820, "height": 1180})
+    await expect(charts.first).to_have_attribute("data-points", str(HOURS * 60))
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
+    chart_box = await charts.first.bounding_box()
+    assert chart_box is not None
+    assert chart_box["width"] <= 820
+    await page.screenshot(path=ARTIFACTS / "operator-view-tablet.png", full_page=True)
+    print(f"screenshot: {ARTIFACTS / 'operator-view-tablet.png'}")
+
+    assert problems == []
+    await context.close()
+
+
+async def log_in(page: Page, username: str = "operator") -> None:
+    """Fill the login form and send it."""
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(TEST_PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+
+
+async def test_a_deep_link_without_the_stream_falls_back_to_polling(browser: Browser, server: str, site: Site) -> None:
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    # An API without the stream route (or a proxy that drops it): the page must poll instead.
+    await page.route("**/machines/*/stream*", lambda route: route.fulfill(status=404, body=""))
+
+    await page.goto(f"{server}/ui#/machines/{site.machine_id}?range=1h&tags=injection_pressure_bar")
+    await log_in(page)
+    await expect(page.locator("#app[data-view=machine][data-loaded=true]")).to_be_attached()
+    await expect(page.locator("[data-ref=mode]")).to_have_attribute("data-mode", "polling")
+    # The deep link's range and tag: one chart, 1 hour of one-minute buckets (the last reading is a minute old).
+    chart = page.locator("[data-chart-tag]")
+    await expect(chart).to_have_count(1)
+    await expect(chart).to_have_attribute("data-chart-tag", "injection_pressure_bar")
+    points = int(await chart.get_attribute("data-points") or "0")
+    assert 59 <= points <= 61
+    await expect(page.locator(".ranges [data-range='1h']")).to_have_attribute("aria-pressed", "true")
+
+    async with httpx.AsyncClient(base_url=server) as client:
+        login = await client.post("/auth/login", json={"username": "planner", "password": TEST_PASSWORD})
+        posted = await client.post(
+            f"/machines/{site.machine_id}/readings",
+            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+            json={"ts": datetime.now(UTC).isoformat(), "values": {"injection_pressure_bar": 55.25}},
+        )
+        assert posted.status_code == 200, posted.text
+    await expect(page.locator("[data-ref=values] tr[data-tag=injection_pressure_bar] td.num")).to_have_text("55.25")
+    assert problems == []
+    await context.close()
+
+
+@pytest.mark.parametrize(
+    ("chromium", "static", "says"),
+    [
+        ("missing/chromium", None, "run `make system-deps` (Debian package chromium)"),
+        (None, "missing-static", "run `make ui`"),
+    ],
+)
+def test_missing_browser_or_bundle_fails_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, chromium: str | None, static: str | None, says: str
+) -> None:
+    """Without Chromium or the bundle the browser test must fail, never skip, and say what to run."""
+    module = sys.modules[__name__]
+    if chromium:
+        monkeypatch.setattr(module, "CHROMIUM", tmp_path / chromium)
+    if static:
+        monkeypatch.setattr(module, "STATIC_DIR", tmp_path / static)
+    with pytest.raises(pytest.fail.Exception, match=re.escape(says)):
+        require_prerequisites()
