@@ -1,0 +1,327 @@
+"""The live machine stream: server-sent events of new readings, state changes and online status.
+
+A stream starts with a snapshot (latest value of each tag, current state, status) read in the request's session.
+Then it polls `machine_latest`, `machine_state` and `machine` every STREAM_POLL_INTERVAL_S, each poll in a
+session of its own that is closed before it waits, so it works the same on SQLite, PostgreSQL and TimescaleDB and
+never holds a connection between polls. What it sends:
+
+- `readings`: the tags whose newest value moved on since the last event (the latest value per tag at each poll,
+  not every sample in between: `/machines/{id}/readings` has those);
+- `state`: each change of state, in source-time order (a row arriving late, older than one already sent, is left
+  to `/machines/{id}/states`);
+- `status`: when `online` changes; a `last_seen_at` that only moved goes out with the next heartbeat;
+- `: ping` every STREAM_HEARTBEAT_S, so proxies keep the connection and clients notice a dead one.
+
+At every heartbeat the caller's token and user are checked again: a stream ends when its token expires or its
+user is deactivated (the browser's reconnect then gets a 401), as every other request would be refused.
+
+`StreamHub` bounds the open streams of one process and ends them all when the app stops. uvicorn waits for open
+responses before it runs the app's shutdown, so `StreamingServer` ends the streams first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import uvicorn
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from api.machines import history
+from api.machines.service import get_machine
+from core.contract import MachineState
+from core.errors import NotFound, Unavailable
+from core.logging import get_logger
+from core.models import Machine, MachineLatest, MachineStateChange, UserAccount
+from core.security import InvalidToken, TokenService
+
+log = get_logger("shopfloor.api.stream")
+
+EVENT_STREAM = "text/event-stream"
+PING = ": ping\n\n"
+# A poll that fails on these (the database restarting, a dropped connection) is skipped and tried again at the
+# next interval: a browser's EventSource gives up for good when a reconnect gets an error status.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+MAX_STATE_ROWS = 1000
+
+
+class ReadingEvent(BaseModel):
+    """One tag's newest value."""
+
+    tag: str
+    ts: datetime
+    value: float
+
+
+class ReadingsEvent(BaseModel):
+    """`event: readings`: tags whose newest value changed (sorted by tag)."""
+
+    machine_id: int
+    readings: list[ReadingEvent]
+
+
+class StateEvent(BaseModel):
+    """`event: state`: the machine entered `state` at `ts` (on connect: the current state and since when)."""
+
+    machine_id: int
+    state: MachineState
+    ts: datetime
+
+
+class StatusEvent(BaseModel):
+    """`event: status`: online / offline from the retained status topic, and the newest sample's time."""
+
+    machine_id: int
+    online: bool | None
+    last_seen_at: datetime | None
+
+
+Event = tuple[str, BaseModel]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How one stream polls, beats and advises reconnects."""
+
+    poll_interval_s: float
+    heartbeat_s: float
+    retry_ms: int
+
+
+@dataclass
+class Cursor:
+    """What a stream has seen, so each poll sends only what is new."""
+
+    machine_id: int
+    latest: dict[str, datetime] = field(default_factory=dict)
+    state: MachineState | None = None
+    state_ts: datetime | None = None
+    online: bool | None = None
+    last_seen_at: datetime | None = None
+    status_due: bool = False
+
+    def status(self) -> StatusEvent:
+        """The status as last observed."""
+        self.status_due = False
+        return StatusEvent(machine_id=self.machine_id, online=self.online, last_seen_at=self.last_seen_at)
+
+
+@dataclass(frozen=True)
+class StreamAccess:
+    """The credential a stream was opened with, checked again at every heartbeat."""
+
+    tokens: TokenService
+    token: str
+
+    async def allowed(self, session: AsyncSession) -> bool:
+        """Whether the token has not expired and its user still exists and is active."""
+        try:
+            user_id = self.tokens.user_id(self.token)
+        except InvalidToken:
+            return False
+        user = await session.get(UserAccount, user_id)
+        return user is not None and user.is_active
+
+
+class StreamLease:
+    """One open stream's place in the hub; releasing twice is harmless."""
+
+    def __init__(self, hub: StreamHub):
+        self._hub: StreamHub | None = hub
+
+    def release(self) -> None:
+        """Give the place back."""
+        if self._hub is not None:
+            self._hub.open -= 1
+            self._hub = None
+
+
+class StreamHub:
+    """The streams of one API process: how many are open (bounded), and one event that ends them all."""
+
+    def __init__(self, *, max_clients: int):
+        self.max_clients = max_clients
+        self.open = 0
+        self.stopping = asyncio.Event()
+
+    def acquire(self) -> StreamLease:
+        """A place for one more stream, or Unavailable when the process serves its maximum already."""
+        if self.open >= self.max_clients:
+            raise Unavailable(
+                f"This server streams to {self.max_clients} clients already; try again later",
+                code="too_many_streams",
+            )
+        self.open += 1
+        return StreamLease(self)
+
+    def close(self) -> None:
+        """End every stream (each sends what it has and finishes); a stream opened after this ends after its
+        snapshot."""
+        self.stopping.set()
+
+
+async def snapshot(session: AsyncSession, *, machine_id: int) -> tuple[list[Event], Cursor]:
+    """The events a stream starts with, and the cursor its polls go on from (NotFound for an unknown machine)."""
+    latest = await history.latest(session, machine_id=machine_id)
+    machine = await get_machine(session, machine_id=machine_id)
+    cursor = Cursor(machine_id=machine_id, online=machine.online, last_seen_at=machine.last_seen_at)
+    events: list[Event] = []
+    if latest.values:
+        cursor.latest = {value.tag: value.ts for value in latest.values}
+        readings = [ReadingEvent(tag=value.tag, ts=value.ts, value=value.value) for value in latest.values]
+        events.append(("readings", ReadingsEvent(machine_id=machine_id, readings=readings)))
+    if latest.state is not None:
+        cursor.state = latest.state.state
+        cursor.state_ts = await session.scalar(
+            select(func.max(MachineStateChange.ts)).where(MachineStateChange.machine_id == machine_id)
+        )
+        events.append(("state", StateEvent(machine_id=machine_id, state=latest.state.state, ts=latest.state.since)))
+    events.append(("status", cursor.status()))
+    return events, cursor
+
+
+async def poll(session: AsyncSession, *, cursor: Cursor) -> list[Event]:
+    """What changed since the cursor (which moves on); NotFound when the machine is gone."""
+    machine_id = cursor.machine_id
+    of_machine = select(Machine.online, Machine.last_seen_at).where(Machine.id == machine_id)
+    status = (await session.execute(of_machine)).first()
+    if status is None:
+        raise NotFound(f"Machine {machine_id} does not exist")
+    events: list[Event] = []
+    rows = await session.execute(
+        select(MachineLatest.tag, MachineLatest.ts, MachineLatest.value)
+        .where(MachineLatest.machine_id == machine_id)
+        .order_by(MachineLatest.tag)
+    )
+    fresh = [ReadingEvent(tag=tag, ts=ts, value=value) for tag, ts, value in rows if _newer(ts, cursor.latest.get(tag))]
+    if fresh:
+        cursor.latest.update((reading.tag, reading.ts) for reading in fresh)
+        events.append(("readings", ReadingsEvent(machine_id=machine_id, readings=fresh)))
+    states = select(MachineStateChange.ts, MachineStateChange.state).where(MachineStateChange.machine_id == machine_id)
+    if cursor.state_ts is not None:
+        states = states.where(MachineStateChange.ts > cursor.state_ts)
+    for ts, state in await session.execute(states.order_by(MachineStateChange.ts).limit(MAX_STATE_ROWS)):
+        cursor.state_ts = ts
+        if state != cursor.state:
+            cursor.state = state
+            events.append(("state", StateEvent(machine_id=machine_id, state=state, ts=ts)))
+    online, last_seen_at = status
+    if online != cursor.online:
+        cursor.online, cursor.last_seen_at = online, last_seen_at
+        events.append(("status", cursor.status()))
+    elif last_seen_at != cursor.last_seen_at:
+        cursor.last_seen_at = last_seen_at
+        cursor.status_due = True
+    return events
+
+
+def _newer(ts: datetime, seen: datetime | None) -> bool:
+    return seen is None or ts > seen
+
+
+def frame(name: str, payload: BaseModel, *, event_id: int) -> str:
+    """One server-sent event (JSON data holds no newline, so one `data:` line is enough)."""
+    return f"id: {event_id}\nevent: {name}\ndata: {payload.model_dump_json()}\n\n"
+
+
+async def machine_events(
+    factory: async_sessionmaker[AsyncSession],
+    *,
+    cursor: Cursor,
+    initial: Sequence[Event],
+    config: StreamConfig,
+    access: StreamAccess,
+    stopping: asyncio.Event,
+) -> AsyncGenerator[str, None]:
+    """The stream's text: reconnect advice and the snapshot, then new events and heartbeats until stopped."""
+    ids = itertools.count(1)
+    snapshot_text = "".join(frame(name, payload, event_id=next(ids)) for name, payload in initial)
+    yield f"retry: {config.retry_ms}\n\n" + snapshot_text
+    loop = asyncio.get_running_loop()
+    next_poll = loop.time() + config.poll_interval_s
+    next_beat = loop.time() + config.heartbeat_s
+    failing = False
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=max(0.0, min(next_poll, next_beat) - loop.time()))
+        if stopping.is_set():
+            break
+        events: list[Event] = []
+        chunk = ""
+        if loop.time() >= next_poll:
+            try:
+                async with factory() as session:
+                    events = await poll(session, cursor=cursor)
+                if failing:
+                    log.info("stream_poll_recovered", machine_id=cursor.machine_id)
+                failing = False
+            except TRANSIENT_DB_ERRORS as error:
+                if not failing:
+                    log.warning("stream_poll_failed", machine_id=cursor.machine_id, error=repr(error)[:300])
+                failing = True
+            except NotFound:
+                log.info("stream_machine_gone", machine_id=cursor.machine_id)
+                break
+            next_poll = loop.time() + config.poll_interval_s
+        if loop.time() >= next_beat:
+            try:
+                async with factory() as session:
+                    allowed = await access.allowed(session)
+            except TRANSIENT_DB_ERRORS:
+                allowed = True  # the poll logs the outage; the check runs again at the next heartbeat
+            if not allowed:
+                log.info("stream_access_ended", machine_id=cursor.machine_id)
+                break
+            if cursor.status_due:
+                events.append(("status", cursor.status()))
+            chunk = PING
+            next_beat += config.heartbeat_s
+            if next_beat <= loop.time():  # fell behind (a slow poll): beat again a whole interval from now
+                next_beat = loop.time() + config.heartbeat_s
+        text = "".join(frame(name, payload, event_id=next(ids)) for name, payload in events) + chunk
+        if text:
+            yield text
+
+
+class EventStreamResponse(StreamingResponse):
+    """A `text/event-stream` response holding a place in the hub until it is over, whatever ends it."""
+
+    media_type = EVENT_STREAM
+
+    def __init__(self, content: AsyncIterator[str], *, lease: StreamLease):
+        # no-cache: no proxy may store a live stream; X-Accel-Buffering: nginx must pass every event at once.
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.lease = lease
+        # Should the response never be sent (an error after the route returned), the place comes back anyway.
+        weakref.finalize(self, lease.release)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the stream until the generator ends, the client goes away, or the app stops."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.lease.release()
+
+
+class StreamingServer(uvicorn.Server):
+    """uvicorn's server, ending the app's live streams when it stops: it would otherwise wait for them forever."""
+
+    def __init__(self, config: uvicorn.Config, *, streams: StreamHub):
+        super().__init__(config)
+        self.streams = streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """End the streams, then shut down as uvicorn does (open requests finish, then the app's lifespan)."""
+        self.streams.close()
+        await super().shutdown(sockets)
