@@ -33,6 +33,9 @@ class BrokerConfig(_Strict):
     password: SecretStr | None = None
     tls: bool = False
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # "5" (Mosquitto) or "3.1.1" (brokers without MQTT 5, such as the embedded demo broker). On 3.1.1 a PUBACK
+    # carries no reason code, so "no matching subscribers" cannot hold a message back in the buffer.
+    protocol: Literal["5", "3.1.1"] = "5"
     # Client id of the publisher connection; also keys the retained gateway status.
     client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 

@@ -199,7 +199,7 @@ class Gateway:
             username=broker.username,
             password=broker.password.get_secret_value() if broker.password else None,
             identifier=broker.client_id or f"gateway-{self.config.site}-{self.config.gateway_id}",
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=aiomqtt.ProtocolVersion.V5 if broker.protocol == "5" else aiomqtt.ProtocolVersion.V311,
             keepalive=broker.keepalive_s,
             will=aiomqtt.Will(topic, offline, qos=1, retain=True),
             max_inflight_messages=PUBLISH_WINDOW,

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import start_http_server
@@ -88,19 +89,24 @@ class Ingestor:
 
     def _client_for_session(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
-        # Without a session expiry MQTT 5 discards the session at disconnect, and un-acked messages with it.
-        properties.SessionExpiryInterval = self.config.ingest_session_expiry_s
-        # The broker sends at most this many un-acknowledged messages: the queue can always take them.
-        properties.ReceiveMaximum = self.config.ingest_max_inflight
+        v5 = mqtt.mqtt_protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+            # Without a session expiry MQTT 5 discards the session at disconnect, and un-acked messages with it.
+            properties.SessionExpiryInterval = self.config.ingest_session_expiry_s
+            # The broker sends at most this many un-acknowledged messages: the queue can always take them.
+            properties.ReceiveMaximum = self.config.ingest_max_inflight
         client = aiomqtt.Client(
             mqtt.mqtt_host,
             mqtt.mqtt_port,
             username=mqtt.mqtt_username,
             password=mqtt.mqtt_password.get_secret_value() if mqtt.mqtt_password else None,
             identifier=self.config.ingest_client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            # MQTT 3.1.1 has no session expiry: a persistent session there is `clean_session=False`.
+            clean_session=None if v5 else False,
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=mqtt.mqtt_keepalive_s,
             properties=properties,
             timeout=10,
@@ -127,7 +133,8 @@ class Ingestor:
         async with self._client_for_session() as client:
             self._epoch += 1
             self._client = client
-            group = self.config.ingest_shared_group
+            # Shared subscriptions are an MQTT 5 feature (the embedded 3.1.1 broker has none): one ingestor then.
+            group = self.config.ingest_shared_group if self.settings.mqtt.mqtt_protocol == "5" else None
             await client.subscribe(shared(group, TELEMETRY_FILTER), qos=1)
             # Retained statuses are never sent to shared subscriptions, so every ingestor follows them directly.
             await client.subscribe(STATUS_FILTER, qos=1)

@@ -38,6 +38,7 @@ class MqttDevice:
     speed: float = 1.0
     interval_s: float = 1.0
     samples_per_message: int = 5
+    protocol: str = "5"
     params: InjectionParams = field(default_factory=InjectionParams)
     record: list[tuple[datetime, str, float | int | str]] = field(default_factory=list)
     published: int = 0
@@ -52,7 +53,7 @@ class MqttDevice:
             username=self.username,
             password=self.password,
             identifier=f"device-{self.site}-{self.machine}",
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5,
             will=aiomqtt.Will(status_topic(self.site, self.machine), offline, qos=1, retain=True),
         ) as client:
             online = orjson.dumps({"online": True, "ts": utcnow().isoformat()})
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--samples-per-message", type=int, default=5)
+    parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="MQTT version (3.1.1 for amqtt)")
     return parser
 
 
@@ -114,6 +116,7 @@ async def _serve(args: argparse.Namespace) -> int:
         speed=args.speed,
         interval_s=args.interval,
         samples_per_message=args.samples_per_message,
+        protocol=args.protocol,
     )
     stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
