@@ -19,7 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.support.mosquitto import MAKE_PASSWD, SEARCH_PATH, MosquittoBroker, running_mosquitto
+from core.settings import IngestorSettings
+from tests.support.mosquitto import CONFIG_FILE, MAKE_PASSWD, SEARCH_PATH, MosquittoBroker, running_mosquitto
 
 pytestmark = pytest.mark.mosquitto
 
@@ -106,6 +107,38 @@ def telemetry(value: float) -> bytes:
     """A contract v1 telemetry payload."""
     sample = {"ts": "2026-11-26T08:00:00.125Z", "values": {"barrel_temp_c": value}}
     return json.dumps({"seq": 1, "samples": [sample]}).encode()
+
+
+# --- the config itself ------------------------------------------------------------------------------------
+
+# The lines the tests replace to run on a free port in a temporary folder; everything else is the file as shipped.
+SUBSTITUTED = {"listener", "persistence_location", "log_dest", "password_file", "acl_file"}
+
+
+def options(text: str) -> dict[str, list[str]]:
+    """Each option of a mosquitto.conf with its values, comments and blank lines left out."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.strip().partition(" ")
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def test_the_broker_runs_our_config_with_only_the_paths_and_port_substituted(broker: MosquittoBroker) -> None:
+    ours, running = options(CONFIG_FILE.read_text()), options(broker.config_file.read_text())
+    assert running.keys() == ours.keys()
+    assert {name for name in ours if running[name] != ours[name]} == SUBSTITUTED
+    assert running["listener"] == [f"{broker.port} {broker.host}"]
+
+
+def test_config_keeps_messages_and_fits_the_ingestors_ack_window() -> None:
+    ours = options(CONFIG_FILE.read_text())
+    assert ours["persistence"] == ["true"]
+    assert ours["allow_anonymous"] == ["false"]
+    # The ingestor holds up to INGEST_MAX_INFLIGHT messages un-acked until its batch commits; the broker must let it.
+    assert int(ours["max_inflight_messages"][0]) >= IngestorSettings().ingest_max_inflight
+    assert int(ours["max_queued_messages"][0]) >= 100 * IngestorSettings().ingest_max_inflight
 
 
 # --- authentication ----------------------------------------------------------------------------------------

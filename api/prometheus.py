@@ -1,0 +1,173 @@
+"""Prometheus metrics of the API: requests by route template and status, latency, requests in flight, DB pool.
+
+Served at GET /metrics (outside the OpenAPI schema; the efficiency endpoints live under /metrics/… and are
+unaffected). Routes are labelled by their template (`/workorders/{work_order_id}`), never by the raw path, and
+requests that match no route share one label, so a scanner cannot blow up the number of series. Requests in
+flight are labelled by route too: for the live stream route that is the number of open SSE connections.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.errors import Unauthenticated
+
+UNMATCHED = "<unmatched>"
+
+
+@dataclass(frozen=True)
+class ApiMetrics:
+    """The API's metrics, in a registry of their own (one per app, so tests can build several apps)."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    in_progress: Gauge
+
+    @classmethod
+    def create(cls, engine: AsyncEngine | None = None) -> ApiMetrics:
+        """Fresh metrics; with an engine, its connection pool figures too."""
+        registry = CollectorRegistry()
+        if engine is not None:
+            registry.register(PoolCollector(engine))
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "shopfloor_api_requests",
+                "HTTP requests answered, by method, route template and status",
+                ["method", "route", "status"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "shopfloor_api_request_seconds",
+                "Time from request to the end of the response, by method and route template",
+                ["method", "route"],
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                registry=registry,
+            ),
+            in_progress=Gauge(
+                "shopfloor_api_requests_in_progress",
+                "Requests being answered now (for the stream route: open SSE connections)",
+                ["method", "route"],
+                registry=registry,
+            ),
+        )
+
+
+class PoolCollector(Collector):
+    """The SQLAlchemy pool's figures, read when Prometheus scrapes (nothing to keep up to date)."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Size, checked-out and overflow connections of a queue pool (other pools have none of these)."""
+        pool: Any = self.engine.sync_engine.pool
+        figures = {
+            "size": ("shopfloor_api_db_pool_size", "Connections the pool keeps open"),
+            "checkedout": ("shopfloor_api_db_pool_checked_out", "Connections in use by requests"),
+            "overflow": (
+                "shopfloor_api_db_pool_overflow",
+                "Connections opened beyond the pool size (negative: unused)",
+            ),
+        }
+        for method, (name, documentation) in figures.items():
+            if callable(getattr(pool, method, None)):
+                yield GaugeMetricFamily(name, documentation, value=float(getattr(pool, method)()))
+
+
+class RouteLabels:
+    """Maps a request path to its route template, from the app's OpenAPI paths (made once, on first use).
+
+    FastAPI keeps included routers unflattened, so the full template of a route is not on the route objects;
+    the OpenAPI document has every public template, and the few routes kept out of it are listed here.
+    """
+
+    def __init__(self, extra_templates: Sequence[str] = ()):
+        self.extra_templates = tuple(extra_templates)
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+
+    def label(self, scope: Scope) -> str:
+        """The template the request's path matches, or UNMATCHED."""
+        if self._patterns is None:
+            self._patterns = self._build(scope["app"])
+        path = scope["path"]
+        for pattern, template in self._patterns:
+            if pattern.match(path):
+                return template
+        return UNMATCHED
+
+    def _build(self, app: Any) -> list[tuple[re.Pattern[str], str]]:
+        templates = set(app.openapi().get("paths", {})) | set(self.extra_templates)
+        templates |= {path for route in app.routes if isinstance(path := getattr(route, "path", None), str)}
+        # Fixed segments win over parameters (`/machines/latest` before `/machines/{machine_id}`).
+        ordered = sorted(templates, key=lambda template: (template.count("{"), -len(template), template))
+        patterns = []
+        for template in ordered:
+            pattern, _, _ = compile_path(template)
+            patterns.append((pattern, template))
+            if template != "/" and template.endswith("/"):
+                patterns.append((compile_path(template.rstrip("/"))[0], template))
+        return patterns
+
+
+class MetricsMiddleware:
+    """Pure ASGI: counts every HTTP request, including those that end in an error response."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics):
+        self.app = app
+        self.metrics = metrics
+        # Routes kept out of the OpenAPI document: this one and the operator view (api/ui/router.py).
+        self.routes = RouteLabels(extra_templates=["/metrics", "/ui", "/ui/", "/ui/assets/{name}"])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Measure one HTTP request (other scopes pass straight through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, route = scope["method"], self.routes.label(scope)
+        status = {"code": 500}
+
+        async def send_and_record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        in_progress = self.metrics.in_progress.labels(method, route)
+        in_progress.inc()
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            in_progress.dec()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(method, route, str(status["code"])).inc()
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text exposition of the API's metrics."""
+    token = request.app.state.settings.api.api_metrics_token
+    if token is not None:
+        expected = f"Bearer {token.get_secret_value()}".encode()
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise Unauthenticated("GET /metrics needs the API_METRICS_TOKEN as a bearer token", code="metrics_token")
+    metrics: ApiMetrics = request.app.state.prometheus
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

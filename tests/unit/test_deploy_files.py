@@ -1,0 +1,246 @@
+"""docker-compose.yml, Dockerfile and .dockerignore, checked statically (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from core.settings import IngestorSettings
+from gateway.config import parse_config
+from tests.support.mosquitto import CONFIG_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+SECRET_NAMES = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
+# Empty means "off", not a default secret: pgAdmin refuses to start without a password (and runs only in its
+# profile); without a metrics token /metrics is simply not token-protected.
+OPTIONAL_SECRETS = {"PGADMIN_PASSWORD", "API_METRICS_TOKEN"}
+# ${NAME}, ${NAME:-default}, ${NAME:?message}, ${NAME:+alternative}
+VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def interpolate(text: str, values: dict[str, str]) -> str:
+    """Compose's variable substitution, enough for our file: defaults, required and alternative values."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3) or ""
+        value = values.get(name, "")
+        if operator in (":-", "-"):
+            return value or interpolate(argument, values)
+        if operator in (":+", "+"):
+            return interpolate(argument, values) if value else ""
+        if operator in (":?", "?") and not value:
+            raise KeyError(name)
+        return value
+
+    return VARIABLE.sub(replace, text)
+
+
+def test_the_expected_services_exist_with_profiles(services: dict[str, dict[str, Any]]) -> None:
+    always = {"timescaledb", "mosquitto", "migrate", "api", "ingestor", "gateway"}
+    assert always <= set(services)
+    for name in always:
+        assert "profiles" not in services[name], name
+    assert services["opcua-sim"]["profiles"] == ["simulators"]
+    assert services["modbus-sim"]["profiles"] == ["simulators"]
+    assert services["pgadmin"]["profiles"] == ["pgadmin"]
+
+
+def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        check = service.get("healthcheck")
+        assert check, name
+        assert check.get("test"), name
+        assert not check.get("disable"), name
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service["image"]
+        if "build" in service:
+            continue  # our own image, built from this checkout
+        repository, _, tag = image.rpartition(":")
+        assert repository, (name, image)
+        assert tag not in ("", "latest"), (name, image)
+        assert re.search(r"\d+\.\d+", tag), (name, image)
+    assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
+    assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", services["mosquitto"]["image"])
+
+
+def test_start_order_waits_for_health_and_for_migrations(services: dict[str, dict[str, Any]]) -> None:
+    def condition(service: str, dependency: str) -> str:
+        entry: str = services[service]["depends_on"][dependency]["condition"]
+        return entry
+
+    assert condition("migrate", "timescaledb") == "service_healthy"
+    for waiting in ("api", "ingestor"):
+        assert condition(waiting, "migrate") == "service_completed_successfully"
+    assert condition("ingestor", "mosquitto") == "service_healthy"
+    assert condition("gateway", "mosquitto") == "service_healthy"
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["migrate"]["restart"] == "no"
+    for simulator in ("opcua-sim", "modbus-sim"):
+        assert services["gateway"]["depends_on"][simulator] == {"condition": "service_healthy", "required": False}
+    for name, service in services.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in services, (name, dependency)
+            assert rule["condition"] in ("service_healthy", "service_completed_successfully"), (name, dependency)
+
+
+def test_named_volumes_hold_the_state(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    assert {"pgdata", "mosquitto-data", "gateway-buffer"} <= set(compose["volumes"])
+    assert "pgdata:/var/lib/postgresql/data" in services["timescaledb"]["volumes"]
+    assert "mosquitto-data:/mosquitto/data" in services["mosquitto"]["volumes"]
+    assert "gateway-buffer:/data/gateway" in services["gateway"]["volumes"]
+
+
+def test_mosquitto_runs_our_config_acl_and_password_script(services: dict[str, dict[str, Any]]) -> None:
+    mosquitto = services["mosquitto"]
+    assert "./mosquitto/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in mosquitto["volumes"]
+    assert "./mosquitto/acl:/mosquitto/config/acl:ro" in mosquitto["volumes"]
+    assert "./mosquitto/make-passwd.sh:/shopfloor/make-passwd.sh:ro" in mosquitto["volumes"]
+    [command] = mosquitto["command"]
+    assert command.startswith("/shopfloor/make-passwd.sh /mosquitto/config/passwd && ")
+    assert command.endswith("mosquitto -c /mosquitto/config/mosquitto.conf")
+    config = CONFIG_FILE.read_text()
+    # The paths in our config are where compose puts the files.
+    assert "\npassword_file /mosquitto/config/passwd\n" in config
+    assert "\nacl_file /mosquitto/config/acl\n" in config
+    assert "\npersistence_location /mosquitto/data/\n" in config
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [item for key, value in node.items() for item in (*_strings(key), *_strings(value))]
+    if isinstance(node, list):
+        return [item for value in node for item in _strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment", {})
+    assert isinstance(environment, dict), "environment as a mapping, so keys can be checked"
+    return {str(key): str(value) for key, value in environment.items()}
+
+
+def test_no_literal_secrets(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for key, value in _environment(service).items():
+            if SECRET_NAMES.search(key):
+                # Made of variables only, no literal text that could be a password.
+                assert VARIABLE.sub("", value).strip(":,") == "", (name, key, value)
+    # Every secret anywhere (URLs and the gateway's config too) comes from a required variable.
+    for text in _strings(compose):
+        for match in VARIABLE.finditer(text):
+            if SECRET_NAMES.search(match.group(1)) and match.group(1) not in OPTIONAL_SECRETS:
+                assert match.group(2) == ":?", match.group(0)
+    assert "change-me" not in COMPOSE.read_text()
+
+
+def test_interpolation_refuses_a_missing_secret(compose: dict[str, Any]) -> None:
+    url = compose["x-app"]["environment"]["DATABASE_URL"]
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(url, {})
+    assert interpolate(url, {"POSTGRES_PASSWORD": "pw"}) == "postgresql://shopfloor:pw@timescaledb:5432/shopfloor"
+
+
+def test_site_passwords_for_the_broker_match_the_gateway_login(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    values = {"MQTT_SITE_PASSWORD": "site-password-1", "MQTT_INGESTOR_PASSWORD": "ingestor-password"}
+    sites = services["mosquitto"]["environment"]["MQTT_SITE_PASSWORDS"]
+    assert interpolate(sites, values) == "plant1:site-password-1"
+    assert interpolate(sites, {**values, "MQTT_MORE_SITES": "plant2:other-password"}) == (
+        "plant1:site-password-1,plant2:other-password"
+    )
+    gateway = parse_config(interpolate(compose["configs"]["gateway"]["content"], values), source="compose")
+    assert gateway.site == "plant1"
+    assert gateway.broker.host == "mosquitto"
+    assert gateway.broker.username == "plant1"
+    assert gateway.broker.password is not None
+    assert gateway.broker.password.get_secret_value() == "site-password-1"
+    assert str(gateway.buffer.path) == "/data/gateway/buffer.db"
+    assert services["gateway"]["configs"] == [{"source": "gateway", "target": "/etc/shopfloor/gateway.yaml"}]
+    assert services["gateway"]["command"] == ["gateway", "--config", "/etc/shopfloor/gateway.yaml"]
+
+
+def test_the_gateway_config_polls_the_same_devices_as_the_example(compose: dict[str, Any]) -> None:
+    example = parse_config((ROOT / "gateway" / "example.yaml").read_text())
+    values = {"MQTT_SITE_PASSWORD": "site-password-1"}
+    composed = parse_config(interpolate(compose["configs"]["gateway"]["content"], values))
+    assert [(device.machine, device.protocol) for device in composed.devices] == [
+        (device.machine, device.protocol) for device in example.devices
+    ]
+    assert [[tag.name for tag in device.tags] for device in composed.devices] == [
+        [tag.name for tag in device.tags] for device in example.devices
+    ]
+
+
+def test_ingestor_drain_fits_in_the_stop_grace_period(services: dict[str, dict[str, Any]]) -> None:
+    grace_s = int(services["ingestor"]["stop_grace_period"].removesuffix("s"))
+    assert grace_s > IngestorSettings().ingest_drain_timeout_s
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[str]:
+    # Continuation lines joined, comments dropped: one instruction per item.
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_dockerfile_is_multi_stage_with_pinned_images(dockerfile: list[str]) -> None:
+    stages = [line.split() for line in dockerfile if line.startswith("FROM ")]
+    assert len(stages) >= 3
+    for stage in stages:
+        image = stage[1]
+        assert ":" in image, image
+        assert not image.endswith(":latest"), image
+        assert re.search(r":\d+\.\d+", image), image
+    names = [stage[3] for stage in stages if len(stage) == 4 and stage[2] == "AS"]
+    assert {"ui", "build", "runtime"} <= set(names)
+    assert any(re.match(r"COPY --from=ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ /uv ", line) for line in dockerfile)
+
+
+def test_dockerfile_builds_the_ui_and_syncs_from_the_lock_file(dockerfile: list[str]) -> None:
+    assert "RUN npm ci --no-audit --no-fund" in dockerfile
+    assert "RUN npm run build" in dockerfile
+    assert any(line.startswith("COPY --from=ui ") and "api/ui/static" in line for line in dockerfile)
+    syncs = [line for line in dockerfile if line.startswith("RUN uv sync")]
+    assert syncs
+    assert all("--frozen" in line and "--no-dev" in line for line in syncs)
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_a_healthcheck(dockerfile: list[str]) -> None:
+    users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    assert users
+    assert users[-1] not in ("root", "0")
+    assert any(line.startswith("HEALTHCHECK ") and "/health" in line for line in dockerfile)
+    assert 'ENTRYPOINT ["shopfloor"]' in dockerfile
+
+
+def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
+    patterns = set(DOCKERIGNORE.read_text().split())
+    assert {".git", ".venv", ".env", "data", "*.db", "api/ui/web/node_modules", "api/ui/static"} <= patterns
+    for needed in ("uv.lock", "pyproject.toml", "README.md", "migrations", "mosquitto"):
+        assert needed not in patterns
