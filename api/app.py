@@ -14,10 +14,16 @@ from api.errors import install_error_handlers
 from api.health.router import router as health_router
 from api.issues.router import router as issues_router
 from api.machines.router import router as machines_router
+from api.machines.stream import StreamHub
+from api.metrics.oee_router import router as oee_router
 from api.metrics.router import router as metrics_router
 from api.middleware import RequestContextMiddleware
+from api.prometheus import ApiMetrics, MetricsMiddleware
+from api.prometheus import router as prometheus_router
 from api.stages.router import me_router
 from api.stages.router import router as stages_router
+from api.ui.router import STATIC_DIR as UI_STATIC_DIR
+from api.ui.router import router as ui_router
 from api.users.router import router as users_router
 from api.workorders.router import router as workorders_router
 from core.clock import utcnow
@@ -31,7 +37,7 @@ TAGS = [
     {"name": "work orders", "description": "Plan, follow and cancel work orders"},
     {"name": "stages", "description": "Assign, start, pause, resume and finish stages"},
     {"name": "issues", "description": "Report and handle problems on stages"},
-    {"name": "metrics", "description": "Efficiency: planned against actual"},
+    {"name": "metrics", "description": "Efficiency: planned against actual; OEE of stages and machines"},
     {"name": "machines", "description": "Machine registry, machine API keys, HTTP ingestion"},
     {"name": "health", "description": "Liveness and readiness"},
 ]
@@ -42,9 +48,12 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     settings.check()
     engine = create_engine_from_settings(settings.database)
 
+    streams = StreamHub(max_clients=settings.api.stream_max_clients)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        streams.close()
         await engine.dispose()
 
     app = FastAPI(
@@ -63,6 +72,8 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.state.clock = utcnow
+    app.state.ui_static_dir = UI_STATIC_DIR  # the operator view's bundle (`make ui`)
+    app.state.streams = streams
     app.state.hasher = PasswordHasher(
         time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
     )
@@ -88,10 +99,17 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         me_router,
         issues_router,
         metrics_router,
+        oee_router,
         machines_router,
         health_router,
+        ui_router,
     ):
         app.include_router(router)
+    if settings.api.api_metrics_enabled:
+        app.state.prometheus = ApiMetrics.create(engine)
+        app.include_router(prometheus_router)
+        # Inside the request-context layer: its 500 for an unhandled error is counted here as a 500 too.
+        app.add_middleware(MetricsMiddleware, metrics=app.state.prometheus)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -219,6 +219,21 @@ class TelemetrySettings(BaseSettings):
         )
 
 
+_TAG_NAME = r"^[a-z0-9_.-]{1,64}$"
+
+
+class OeeSettings(BaseSettings):
+    """Which counter tags OEE counts parts from, and how long a machine may be silent before its state is unknown."""
+
+    model_config = _config()
+
+    oee_total_count_tag: str = Field(default="cycle_count", pattern=_TAG_NAME)
+    oee_good_count_tag: str = Field(default="good_count", pattern=_TAG_NAME)
+    oee_scrap_count_tag: str = Field(default="scrap_count", pattern=_TAG_NAME)
+    # A state row or counter reading vouches for the machine's state this long; 0: a state holds until the next.
+    oee_max_silence_s: int = Field(default=300, ge=0, le=7 * 24 * 3600)
+
+
 class ApiSettings(BaseSettings):
     """The HTTP layer."""
 
@@ -229,6 +244,14 @@ class ApiSettings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = True
     trust_forwarded_for: bool = False
+    # The live machine stream (GET /machines/{id}/stream, server-sent events).
+    stream_poll_interval_s: float = Field(default=0.5, ge=0.05, le=60)
+    stream_heartbeat_s: float = Field(default=15.0, ge=0.1, le=300)
+    stream_max_clients: int = Field(default=200, ge=1, le=100_000)
+    stream_retry_ms: int = Field(default=3000, ge=100, le=600_000)
+    # Prometheus text at GET /metrics; with a token, scrapers must send `Authorization: Bearer <token>`.
+    api_metrics_enabled: bool = True
+    api_metrics_token: SecretStr | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -290,6 +313,7 @@ class ApiProcessSettings(ProcessSettings):
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    oee: OeeSettings = Field(default_factory=OeeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     def check(self) -> Self:
@@ -309,6 +333,9 @@ class MqttSettings(BaseSettings):
     mqtt_password: SecretStr | None = None
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_tls: bool = False
+    # 5 for Mosquitto and other MQTT 5 brokers; 3.1.1 for brokers without MQTT 5 (the embedded demo broker, amqtt):
+    # then no shared subscription and no session-expiry or receive-maximum properties.
+    mqtt_protocol: str = Field(default="5", pattern=r"^(5|3\.1\.1)$")
 
 
 class IngestorSettings(BaseSettings):

@@ -35,7 +35,7 @@ from tests.support.db import empty_tables
 from tests.support.postgres import PostgresServer, running_postgres
 
 BACKENDS = ("sqlite", "postgres")
-TIERS = (*BACKENDS, "mosquitto", "timescale", "modbus", "opcua")
+TIERS = (*BACKENDS, "mosquitto", "timescale", "modbus", "opcua", "browser")
 TEST_PASSWORD = "correct-horse-battery"
 # Cheap hashing keeps the suite fast; production uses the settings' defaults.
 TEST_PASSWORDS = PasswordSettings(argon2_time_cost=1, argon2_memory_kib=1024)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import APIKeyHeader
 
-from api.deps import AdminUser, CurrentUser, Now, Session, Settings, current_principal, oauth2_scheme
-from api.machines import history, service
+from api.deps import AdminUser, CurrentUser, Now, Session, Settings, Tokens, current_principal, oauth2_scheme
+from api.machines import history, service, stream
 from api.machines.history import Agg, Bucket
 from api.machines.schemas import (
     AggList,
@@ -234,3 +234,75 @@ async def get_states(
     """The state timeline over a window (the state in force at `from` first) and the seconds spent in each state."""
     timeline = await history.state_timeline(session, machine_id=machine_id, start=start, end=end, now=now)
     return TimelineRead.model_validate(timeline)
+
+
+async def stream_caller(
+    request: Request,
+    session: Session,
+    tokens: Tokens,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    access_token: Annotated[
+        str | None,
+        Query(
+            description="The bearer token, for clients that cannot set headers (a browser's EventSource); "
+            "the Authorization header wins when both are given"
+        ),
+    ] = None,
+) -> stream.StreamAccess:
+    """Any logged-in user, by the Authorization header or, on the stream route only, the `access_token` query."""
+    credential = token or access_token
+    await current_principal(request, session, tokens, credential)
+    return stream.StreamAccess(tokens=tokens, token=credential or "")  # never empty: refused just above
+
+
+def get_streams(request: Request) -> stream.StreamHub:
+    """The live-stream hub of this app."""
+    hub: stream.StreamHub = request.app.state.streams
+    return hub
+
+
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events: `readings`, `state`, `status` (a snapshot of each first), "
+        "and a `: ping` comment every STREAM_HEARTBEAT_S seconds",
+        "content": {stream.EVENT_STREAM: {"schema": {"type": "string"}}},
+    },
+    503: {"description": "This API process streams to STREAM_MAX_CLIENTS clients already (`too_many_streams`)"},
+}
+
+
+@router.get(
+    "/{machine_id}/stream",
+    status_code=status.HTTP_200_OK,
+    response_class=stream.EventStreamResponse,
+    responses=_STREAM_RESPONSES,
+)
+async def stream_machine(
+    machine_id: Id,
+    session: Session,
+    settings: Settings,
+    request: Request,
+    access: Annotated[stream.StreamAccess, Depends(stream_caller)],
+    streams: Annotated[stream.StreamHub, Depends(get_streams)],
+) -> stream.EventStreamResponse:
+    """A machine's new readings, state changes and online status, live, as server-sent events (text/event-stream)."""
+    lease = streams.acquire()
+    try:
+        initial, cursor = await stream.snapshot(session, machine_id=machine_id)
+    except BaseException:
+        lease.release()
+        raise
+    config = stream.StreamConfig(
+        poll_interval_s=settings.api.stream_poll_interval_s,
+        heartbeat_s=settings.api.stream_heartbeat_s,
+        retry_ms=settings.api.stream_retry_ms,
+    )
+    events = stream.machine_events(
+        request.app.state.session_factory,
+        cursor=cursor,
+        initial=initial,
+        config=config,
+        access=access,
+        stopping=streams.stopping,
+    )
+    return stream.EventStreamResponse(events, lease=lease)

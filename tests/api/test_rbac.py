@@ -64,6 +64,8 @@ class Rule:
     allowed: frozenset[str]
     body: Callable[[Target], dict[str, Any]] | None = None
     query: dict[str, str] = field(default_factory=dict)
+    # A live stream never ends by itself: the app is told it is stopping, so the stream ends after its snapshot.
+    stream: bool = False
 
 
 def _unique(prefix: str) -> str:
@@ -114,6 +116,7 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
         machine = Machine(site="plant1", code=_unique("m"), name="Press")
         session.add_all([issue, machine])
         await session.flush()
+        running.stages[0].machine_id = machine.id  # the running stage's OEE needs a machine
         key = MachineApiKey(machine_id=machine.id, prefix="sfk_x", key_hash=os.urandom(16).hex())
         session.add(key)
         await session.flush()
@@ -132,7 +135,7 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
 
 def _paths(path: str, target: Target) -> str:
     stage = target.planned_stage_id
-    if path.endswith(("/pause", "/done")):
+    if path.endswith(("/pause", "/done", "/oee")):
         stage = target.running_stage_id
     elif path.endswith("/resume"):
         stage = target.paused_stage_id
@@ -185,6 +188,7 @@ ROUTES = [
     Rule("DELETE", "/stages/{stage_id}/assignments/{user_id}", PLANNERS),
     Rule("GET", "/stages/{stage_id}/events", ANY_USER),
     Rule("GET", "/stages/{stage_id}/metrics", ANY_USER),
+    Rule("GET", "/stages/{stage_id}/oee", ANY_USER),
     Rule("POST", "/stages/{stage_id}/issue", ANY_USER, lambda _: {"type": "quality", "description": "flash"}),
     Rule("GET", "/stages/{stage_id}/issues", ANY_USER),
     Rule("PATCH", "/stages/{stage_id}/issues/{issue_id}", PLANNERS, lambda _: {"status": "ack", "note": "seen"}),
@@ -222,6 +226,14 @@ ROUTES = [
         ANY_USER,
         query={"from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
     ),
+    Rule("GET", "/machines/{machine_id}/stream", ANY_USER, stream=True),
+    Rule(
+        "GET",
+        "/machines/{machine_id}/oee",
+        ANY_USER,
+        query={"from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
+    ),
+    Rule("GET", "/machines/{machine_id}/stages", ANY_USER, query={"status": "in_progress"}),
     Rule("GET", "/health", PUBLIC),
     Rule("GET", "/ready", PUBLIC),
 ]
@@ -246,6 +258,8 @@ async def test_route_allows_exactly_the_roles_of_the_table(api: Api, rule: Rule,
         headers = await api.login(name)
     target = await make_target(api, worker_id)
     body = rule.body(target) if rule.body else None
+    if rule.stream:
+        api.app.state.streams.close()
     response = await api.client.request(
         rule.method, _paths(rule.path, target), json=body, params=rule.query, headers=headers
     )
