@@ -220,7 +220,9 @@ def test_make_run_api_migrates_builds_the_view_and_serves(tmp_path: Path) -> Non
 
 
 def test_make_test_unit_runs_the_unit_tier() -> None:
-    output = run_make("test-unit", "PYTEST_ARGS=-q -p no:cacheprovider -k key_of_reads", timeout_s=600)
+    output = run_make(
+        "test-unit", "PYTEST_ARGS=-q -p no:cacheprovider -k test_env_example_documents_every_setting", timeout_s=600
+    )
     assert re.search(r"\b1 passed\b", output), output[-2000:]
 
 
@@ -249,7 +251,7 @@ def test_make_bench_gateway_runs() -> None:
 def test_make_bench_history_runs() -> None:
     output = run_make(
         "bench-history",
-        "BENCH_ARGS=--readings 3000 --machines 3 --requests 5 --warmup 1",
+        "BENCH_ARGS=--readings 3000 --machines 1 --tags 2 --interval 60 --requests 5 --warmup 1",
         timeout_s=600,
     )
     assert "p95" in output, output[-3000:]
