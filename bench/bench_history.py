@@ -19,8 +19,9 @@ requests) for all tags of one random machine over a random window:
 - raw:  6 h (the longest range raw answers), `bucket=raw`.
 
 Every window is also run, right before or after its request (alternating), through the very functions the
-endpoint calls (`core.timeseries.bucketed`, and for raw `api.machines.history._raw`) on one open connection of
-an engine made like the API's: the endpoint's statements without HTTP, authentication, validation and JSON.
+endpoint calls (`core.timeseries.bucketed_points` with the same aggregates, and for raw
+`api.machines.history._raw`) on one open connection of an engine made like the API's: the endpoint's statements
+without HTTP, authentication, validation and JSON.
 Prints p50 / p95 / p99 / max and the ratio API p95 ÷ direct p95 against the targets (p95 ≤ 100 ms and
 ≤ 1.5 x direct). Only 200 and non-empty answers are checked (exit status 1 otherwise; 2 when the run could not
 measure). `docs/performance.md` explains the figures.
@@ -62,7 +63,7 @@ from bench.procs import BenchFailure, start_py_spy, stop_py_spy
 from core.db import create_engine_from_settings
 from core.schema import upgrade
 from core.settings import DatabaseSettings
-from core.timeseries import bucketed
+from core.timeseries import bucketed_points
 from tests.support.postgres import PostgresServer, ServiceUnavailable, _as_postgres, _pg_bin, _run, free_port
 
 TARGET_P95_MS = 100.0
@@ -479,7 +480,7 @@ async def direct(
     """
     bucket = history.resolve_bucket(scenario.bucket, start=window.start, end=window.end)
     if bucket is history.Bucket.RAW:
-        # The raw path is in api/machines/history.py (count per tag, then the rows); called as the service does.
+        # The raw path is in api/machines/history.py (the rows, read once); called as the service does.
         async with AsyncSession(bind=conn) as session:
             started = time.perf_counter()
             result = await history._raw(
@@ -487,23 +488,25 @@ async def direct(
             )
             elapsed = time.perf_counter() - started
         return elapsed * 1000, {
-            series.tag: [(point.t.astimezone(UTC).isoformat(), float(point.value or 0.0)) for point in series.points]
+            series.tag: [(point["t"].astimezone(UTC).isoformat(), float(point["value"])) for point in series.points]
             for series in result.series
         }
     started = time.perf_counter()
-    rows = await bucketed(
+    points = await bucketed_points(
         conn,
         machine_id=window.machine_id,
         tags=tags,
         start=window.start,
         end=window.end,
         bucket=history.BUCKET_SIZES[bucket],
+        aggs=[agg.value for agg in scenario.aggs],
     )
     elapsed = time.perf_counter() - started
     column = scenario.aggs[0].value
-    found: Points = {tag: [] for tag in tags}
-    for row in rows:
-        found[row.tag].append((row.bucket.astimezone(UTC).isoformat(), float(getattr(row, column))))
+    found: Points = {
+        tag: [(point["t"].astimezone(UTC).isoformat(), float(point[column])) for point in series]
+        for tag, series in points.items()
+    }
     return elapsed * 1000, found
 
 

@@ -8,15 +8,33 @@ Every backend aligns buckets to midnight UTC, so they all agree.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.models import Machine, Reading
+
 ROLLUP_VIEWS = {timedelta(minutes=1): "reading_1m", timedelta(hours=1): "reading_1h"}
+# Every aggregate a bucket has, in the order the columns (and the JSON keys) come.
+AGGREGATES = ("avg", "min", "max", "last", "count")
+_AGGREGATE_SQL = {
+    "avg": "avg(value) AS avg",
+    "min": "min(value) AS min",
+    "max": "max(value) AS max",
+    "last": "max(CASE WHEN newest = 1 THEN value END) AS last",
+    "count": "count(*) AS count",
+}
+# Rows only of a registered machine (`reading` has no foreign key): an unknown id finds nothing, in the same
+# statement, so the caller need not look the machine up first.
+_REGISTERED = "EXISTS (SELECT 1 FROM machine WHERE machine.id = {machine_id})"
+
+Points = dict[str, list[dict[str, Any]]]
 
 
 class Backend(StrEnum):
@@ -27,38 +45,209 @@ class Backend(StrEnum):
     SQLITE = "sqlite"
 
 
+# Found once per engine: which backend answers changes only with a migration.
+_BACKENDS: weakref.WeakKeyDictionary[Engine, Backend] = weakref.WeakKeyDictionary()
+
+
 @dataclass(frozen=True)
 class BucketRow:
-    """The aggregates of one tag in one bucket."""
+    """The aggregates of one tag in one bucket (None where not asked for)."""
 
     bucket: datetime
     tag: str
-    avg: float
-    min: float
-    max: float
-    count: int
-    last: float
+    avg: float | None = None
+    min: float | None = None
+    max: float | None = None
+    count: int | None = None
+    last: float | None = None
 
 
 async def backend_of(conn: AsyncConnection) -> Backend:
-    """TimescaleDB when the rollup views exist, else the plain dialect."""
+    """TimescaleDB when the rollup views exist, else the plain dialect (asked once per engine)."""
     if conn.dialect.name == "sqlite":
         return Backend.SQLITE
+    known = _BACKENDS.get(conn.sync_engine)
+    if known is not None:
+        return known
     found = await conn.scalar(text("SELECT to_regclass('reading_1m') IS NOT NULL"))
-    return Backend.TIMESCALEDB if found else Backend.POSTGRESQL
+    kind = Backend.TIMESCALEDB if found else Backend.POSTGRESQL
+    _BACKENDS[conn.sync_engine] = kind
+    return kind
 
 
-def _ranked_sql(bucket_expression: str) -> str:
-    # The last value of a bucket is the one with the newest ts: rank rows inside each (tag, bucket).
-    # bucket_expression is one of this module's constants; every value is a bound parameter.
-    return (
-        "SELECT bucket, tag, avg(value) AS avg, min(value) AS min, max(value) AS max, count(*) AS count, "  # noqa: S608
-        "max(CASE WHEN newest = 1 THEN value END) AS last FROM ("
-        f"  SELECT {bucket_expression} AS bucket, tag, value, "
-        "   row_number() OVER (PARTITION BY tag, " + bucket_expression + " ORDER BY ts DESC) AS newest "
-        "  FROM reading WHERE machine_id = :machine_id AND tag IN :tags AND ts >= :start AND ts < :end"
-        ") ranked GROUP BY bucket, tag ORDER BY tag, bucket"
+def _grouped_sql(bucket_expression: str, aggs: Sequence[str]) -> str:
+    # A template (see _PLACEHOLDERS) of this module's constants: aggs come from AGGREGATES, every value is bound.
+    # The last value of a bucket is the one with the newest ts: rows are ranked inside each (tag, bucket), a
+    # window (and its sort) paid only when `last` is asked for.
+    newest = (
+        f", row_number() OVER (PARTITION BY tag, {bucket_expression} ORDER BY ts DESC) AS newest"
+        if "last" in aggs
+        else ""
     )
+    return (
+        "SELECT tag, bucket" + "".join(f", {_AGGREGATE_SQL[agg]}" for agg in aggs) + " FROM ("  # noqa: S608
+        f"  SELECT {bucket_expression} AS bucket, tag, value{newest} FROM reading "
+        "  WHERE machine_id = {machine_id} AND tag {in_tags} AND ts >= {start} AND ts < {end} AND "
+        + _REGISTERED
+        + ") ranked GROUP BY tag, bucket ORDER BY tag, bucket"
+    )
+
+
+# The statements are written once for both drivers: SQLAlchemy's named parameters (SQLite, with the tag list
+# expanded), psycopg's own (PostgreSQL, the tags as one array).
+_PLACEHOLDERS = {
+    Backend.SQLITE: {
+        "machine_id": ":machine_id",
+        "in_tags": "IN :tags",
+        "start": ":start",
+        "end": ":end",
+        "seconds": ":seconds",
+    },
+    Backend.POSTGRESQL: {
+        "machine_id": "%(machine_id)s",
+        "in_tags": "= ANY(%(tags)s)",
+        "start": "%(start)s",
+        "end": "%(end)s",
+        "seconds": "%(seconds)s",
+    },
+}
+
+
+async def bucketed_points(
+    conn: AsyncConnection,
+    *,
+    machine_id: int,
+    tags: Sequence[str],
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    aggs: Sequence[str] = AGGREGATES,
+) -> Points:
+    """The asked aggregates of each tag per bucket: `{tag: [{"t": bucket start, agg: value, ...}, ...]}`.
+
+    Every asked tag is a key (an empty list when it has no readings), points oldest first, the keys of a point
+    in `AGGREGATES` order. Whole buckets are answered: [start, end) is widened to bucket boundaries, as rollups
+    can only be cut there. A machine that is not registered has no points.
+    """
+    unknown = [agg for agg in aggs if agg not in _AGGREGATE_SQL]
+    if unknown:
+        raise ValueError(f"unknown aggregates {unknown}")
+    chosen = [agg for agg in AGGREGATES if agg in aggs]
+    points: Points = {tag: [] for tag in tags}
+    if not tags:
+        return points
+    seconds = int(bucket.total_seconds())
+    if seconds < 1 or seconds != bucket.total_seconds():
+        raise ValueError("bucket must be a whole number of seconds")
+    start, end = align(start, end, bucket)
+    params: dict[str, object] = {
+        "machine_id": machine_id,
+        "tags": list(tags),
+        "start": start,
+        "end": end,
+        "seconds": seconds,
+    }
+    kind = await backend_of(conn)
+    if kind is Backend.TIMESCALEDB and bucket in ROLLUP_VIEWS:
+        del params["seconds"]
+        template = (
+            "SELECT tag, bucket" + "".join(f", {agg}" for agg in chosen) + f" FROM {ROLLUP_VIEWS[bucket]} "  # noqa: S608 -- fixed names
+            "WHERE machine_id = {machine_id} AND tag {in_tags} AND bucket >= {start} AND bucket < {end} AND "
+            + _REGISTERED
+            + " ORDER BY tag, bucket"
+        )
+    elif kind is Backend.TIMESCALEDB:
+        template = _grouped_sql("time_bucket(make_interval(secs => {seconds}), ts)", chosen)
+    elif kind is Backend.POSTGRESQL:
+        template = _grouped_sql(
+            "date_bin(make_interval(secs => {seconds}), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')", chosen
+        )
+    else:
+        # SQLite keeps UTC text; whole seconds since the epoch, cut down to the bucket.
+        template = _grouped_sql("(CAST(strftime('%s', ts) AS INTEGER) / {seconds}) * {seconds}", chosen)
+        params["start"], params["end"] = _sqlite_time(start), _sqlite_time(end)
+    keys = ("t", *chosen)
+    if kind is Backend.SQLITE:
+        sql = template.format_map(_PLACEHOLDERS[Backend.SQLITE])
+        statement = text(sql).bindparams(bindparam("tags", expanding=True))
+        for tag, moment, *values in await conn.execute(statement, params):
+            points[tag].append(dict(zip(keys, (_as_datetime(moment), *values), strict=True)))
+        return points
+    sql = template.format_map(_PLACEHOLDERS[Backend.POSTGRESQL])
+    for row in await _fetch_binary(conn, sql, params):
+        # psycopg already gives aware datetimes, floats and ints: the row goes into the point as it is.
+        points[row[0]].append(dict(zip(keys, row[1:], strict=True)))
+    return points
+
+
+async def raw_points(
+    conn: AsyncConnection,
+    *,
+    machine_id: int,
+    tags: Sequence[str],
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> tuple[Points, int]:
+    """The readings of each tag in [start, end) as `{"t": ts (UTC), "value": v}` points, oldest first.
+
+    At most `limit` rows in all are read, and how many were read is returned with them, so a caller that allows
+    fewer than `limit` sees an overflow without counting first. A machine that is not registered has none.
+    """
+    points: Points = {tag: [] for tag in tags}
+    if not tags:
+        return points, 0
+    if await backend_of(conn) is Backend.SQLITE:
+        rows: Sequence[tuple[Any, ...]] = (
+            await conn.execute(
+                select(Reading.tag, Reading.ts, Reading.value)
+                .where(
+                    Reading.machine_id == machine_id,
+                    Reading.tag.in_(tags),
+                    Reading.ts >= start,
+                    Reading.ts < end,
+                    select(Machine.id).where(Machine.id == machine_id).exists(),
+                )
+                .order_by(Reading.tag, Reading.ts)
+                .limit(limit)
+            )
+        ).all()
+        utc = True  # UTCDateTime restores the zone
+    else:
+        placeholders = _PLACEHOLDERS[Backend.POSTGRESQL]
+        sql = (
+            "SELECT tag, ts, value FROM reading "  # noqa: S608 -- this module's constants, every value bound
+            "WHERE machine_id = {machine_id} AND tag {in_tags} AND ts >= {start} AND ts < {end} AND "
+            + _REGISTERED
+            + " ORDER BY tag, ts LIMIT %(limit)s"
+        ).format_map(placeholders)
+        params = {"machine_id": machine_id, "tags": list(tags), "start": start, "end": end, "limit": limit}
+        rows = await _fetch_binary(conn, sql, params)
+        # psycopg gives the session's time zone (one for all rows): UTC as UTCDateTime would, without a conversion
+        # per row when the session already is in UTC.
+        utc = not rows or _is_utc(rows[0][1].tzinfo)
+    for tag, ts, value in rows:
+        points[tag].append({"t": ts if utc else ts.astimezone(UTC), "value": value})
+    return points, len(rows)
+
+
+def _is_utc(zone: object) -> bool:
+    return zone is UTC or getattr(zone, "key", None) in {"UTC", "Etc/UTC"}
+
+
+async def _fetch_binary(conn: AsyncConnection, sql: str, params: dict[str, object]) -> list[tuple[Any, ...]]:
+    # A series is thousands of rows: psycopg's binary format and plain tuples (no SQLAlchemy row per row) take
+    # about half the client time of text rows through SQLAlchemy. Same connection, so the same transaction.
+    if not conn.in_transaction():
+        # As an execute would: psycopg opens a transaction on the first statement, and the caller's commit or
+        # rollback must be the one that ends it.
+        await conn.begin()
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    async with driver.cursor(binary=True) as cursor:
+        await cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = await cursor.fetchall()
+    return rows
 
 
 async def bucketed(
@@ -69,49 +258,16 @@ async def bucketed(
     start: datetime,
     end: datetime,
     bucket: timedelta,
+    aggs: Sequence[str] = AGGREGATES,
 ) -> list[BucketRow]:
-    """avg / min / max / count / last of each tag per bucket, ordered by tag then time.
-
-    Whole buckets are answered: [start, end) is widened to bucket boundaries, as rollups can only be cut there.
-    """
-    if not tags:
-        return []
-    seconds = int(bucket.total_seconds())
-    if seconds < 1 or seconds != bucket.total_seconds():
-        raise ValueError("bucket must be a whole number of seconds")
-    start, end = align(start, end, bucket)
-    params: dict[str, object] = {"machine_id": machine_id, "tags": list(tags), "start": start, "end": end}
-    kind = await backend_of(conn)
-    if kind is Backend.TIMESCALEDB and bucket in ROLLUP_VIEWS:
-        sql = (
-            f"SELECT bucket, tag, avg, min, max, count, last FROM {ROLLUP_VIEWS[bucket]} "  # noqa: S608 -- fixed names
-            "WHERE machine_id = :machine_id AND tag IN :tags AND bucket >= :start AND bucket < :end "
-            "ORDER BY tag, bucket"
-        )
-    elif kind is Backend.TIMESCALEDB:
-        sql = _ranked_sql("time_bucket(make_interval(secs => :seconds), ts)")
-        params["seconds"] = seconds
-    elif kind is Backend.POSTGRESQL:
-        sql = _ranked_sql("date_bin(make_interval(secs => :seconds), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')")
-        params["seconds"] = seconds
-    else:
-        # SQLite keeps UTC text; whole seconds since the epoch, cut down to the bucket.
-        sql = _ranked_sql("(CAST(strftime('%s', ts) AS INTEGER) / :seconds) * :seconds")
-        params["seconds"] = seconds
-        params["start"], params["end"] = _sqlite_time(start), _sqlite_time(end)
-    statement = text(sql).bindparams(bindparam("tags", expanding=True))
-    rows = await conn.execute(statement, params)
+    """The same as `bucketed_points`, as one `BucketRow` per tag and bucket, ordered by tag then time."""
+    points = await bucketed_points(
+        conn, machine_id=machine_id, tags=sorted(set(tags)), start=start, end=end, bucket=bucket, aggs=aggs
+    )
     return [
-        BucketRow(
-            bucket=_as_datetime(bucket_value),
-            tag=tag,
-            avg=float(avg),
-            min=float(low),
-            max=float(high),
-            count=int(count),
-            last=float(last),
-        )
-        for bucket_value, tag, avg, low, high, count, last in rows
+        BucketRow(bucket=point["t"], tag=tag, **{key: value for key, value in point.items() if key != "t"})
+        for tag, series in points.items()
+        for point in series
     ]
 
 

@@ -18,7 +18,7 @@ from api.machines.service import get_machine
 from core.contract import MachineState
 from core.errors import InvalidInput
 from core.models import MachineLatest, MachineStateChange, Reading
-from core.timeseries import BucketRow, align, bucketed
+from core.timeseries import Points, align, bucketed_points, raw_points
 
 
 class Bucket(StrEnum):
@@ -34,7 +34,7 @@ class Bucket(StrEnum):
 
 
 class Agg(StrEnum):
-    """The aggregates of a bucket (the fields of `core.timeseries.BucketRow`)."""
+    """The aggregates of a bucket (`core.timeseries.AGGREGATES`)."""
 
     AVG = "avg"
     MIN = "min"
@@ -101,24 +101,14 @@ class Latest:
 
 
 @dataclass(frozen=True)
-class Point:
-    """One bucket (only the asked aggregates are set) or one raw reading (`value`)."""
-
-    t: datetime
-    avg: float | None = None
-    min: float | None = None
-    max: float | None = None
-    last: float | None = None
-    count: int | None = None
-    value: float | None = None
-
-
-@dataclass(frozen=True)
 class Series:
-    """The points of one tag, oldest first."""
+    """The points of one tag, oldest first: `{"t": bucket start, <asked aggregates>}` or `{"t": ts, "value": v}`.
+
+    Plain dicts, built once from the rows and written as they are (orjson) by the API.
+    """
 
     tag: str
-    points: list[Point]
+    points: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -224,16 +214,19 @@ async def readings(
 ) -> Readings:
     """Each tag's series over [start, end): bucket aggregates, or the raw readings of a small range."""
     bucket = resolve_bucket(bucket, start=start, end=end)
-    await get_machine(session, machine_id=machine_id)
     if bucket is Bucket.RAW:
         return await _raw(session, machine_id=machine_id, tags=tags, start=start, end=end)
     size = BUCKET_SIZES[bucket]
-    rows = await bucketed(
-        await session.connection(), machine_id=machine_id, tags=tags, start=start, end=end, bucket=size
+    points = await bucketed_points(
+        await session.connection(),
+        machine_id=machine_id,
+        tags=tags,
+        start=start,
+        end=end,
+        bucket=size,
+        aggs=[agg.value for agg in aggs],
     )
-    by_tag: dict[str, list[Point]] = {tag: [] for tag in tags}
-    for row in rows:
-        by_tag[row.tag].append(_point(row, aggs))
+    await _found_or_registered(session, machine_id=machine_id, points=points)
     low, high = align(start, end, size)
     return Readings(
         machine_id=machine_id,
@@ -241,46 +234,47 @@ async def readings(
         start=low,
         end=high,
         columns=tuple(agg.value for agg in aggs),
-        series=[Series(tag=tag, points=points) for tag, points in by_tag.items()],
+        series=[Series(tag=tag, points=series) for tag, series in points.items()],
     )
 
 
-def _point(row: BucketRow, aggs: Sequence[Agg]) -> Point:
-    chosen: dict[str, Any] = {agg.value: getattr(row, agg.value) for agg in aggs}
-    return Point(t=row.bucket, **chosen)
+async def _found_or_registered(session: AsyncSession, *, machine_id: int, points: Points) -> None:
+    # The series statements find rows only for a registered machine: the lookup (NotFound) is needed only
+    # when they found nothing, which saves a round trip on every answer with data.
+    if not any(points.values()):
+        await get_machine(session, machine_id=machine_id)
 
 
 async def _raw(
     session: AsyncSession, *, machine_id: int, tags: Sequence[str], start: datetime, end: datetime
 ) -> Readings:
-    in_range = (
-        Reading.machine_id == machine_id,
-        Reading.tag.in_(tags),
-        Reading.ts >= start,
-        Reading.ts < end,
+    # One read: at most RAW_MAX_POINTS per tag can be answered, so more rows than that for all tags together
+    # (or for one tag) mean a refusal, whose figures the count below gives.
+    limit = RAW_MAX_POINTS * len(tags)
+    points, fetched = await raw_points(
+        await session.connection(), machine_id=machine_id, tags=tags, start=start, end=end, limit=limit + 1
     )
-    counts = await session.execute(select(Reading.tag, func.count()).where(*in_range).group_by(Reading.tag))
-    over = {tag: count for tag, count in counts if count > RAW_MAX_POINTS}
-    if over:
+    if fetched > limit or any(len(series) > RAW_MAX_POINTS for series in points.values()):
+        counts = await session.execute(
+            select(Reading.tag, func.count())
+            .where(Reading.machine_id == machine_id, Reading.tag.in_(tags), Reading.ts >= start, Reading.ts < end)
+            .group_by(Reading.tag)
+        )
+        over = {tag: count for tag, count in counts if count > RAW_MAX_POINTS}
         tag, count = max(over.items(), key=lambda item: item[1])
         raise InvalidInput(
             f"bucket=raw returns at most {RAW_MAX_POINTS} points per tag; {tag} has {count} in the range",
             fields={"bucket": f"raw allows at most {RAW_MAX_POINTS} points per tag; use a bucket or a shorter range"},
             code="range_too_large",
         )
-    by_tag: dict[str, list[Point]] = {tag: [] for tag in tags}
-    rows = await session.execute(
-        select(Reading.tag, Reading.ts, Reading.value).where(*in_range).order_by(Reading.tag, Reading.ts)
-    )
-    for tag, ts, value in rows:
-        by_tag[tag].append(Point(t=ts, value=value))
+    await _found_or_registered(session, machine_id=machine_id, points=points)
     return Readings(
         machine_id=machine_id,
         bucket=Bucket.RAW,
         start=start,
         end=end,
         columns=("value",),
-        series=[Series(tag=tag, points=points) for tag, points in by_tag.items()],
+        series=[Series(tag=tag, points=series) for tag, series in points.items()],
     )
 
 

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
+import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from api.machines.history import MAX_TAGS, Agg, Readings
@@ -204,17 +205,38 @@ class ReadingsRead(BaseModel):
     series: list[SeriesRead]
 
 
+def readings_json(readings: Readings) -> bytes:
+    """The body of `ReadingsRead` (the documented shape, byte for byte what pydantic writes), in one orjson pass.
+
+    The points are the service's plain dicts: validating a model per point cost more than the query itself.
+    """
+    return orjson.dumps(
+        {
+            "machine_id": readings.machine_id,
+            "bucket": readings.bucket.value,
+            "from": readings.start,
+            "to": readings.end,
+            "series": [{"tag": series.tag, "points": series.points} for series in readings.series],
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+
+
 def readings_csv(readings: Readings) -> str:
     """The series as CSV: a header `tag,t,<columns>`, one row per point, times as in the JSON."""
-    body = ReadingsRead.model_validate(readings)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["tag", "t", *readings.columns])
-    for series in body.series:
+    for series in readings.series:
         for point in series.points:
-            fields = point.model_dump(mode="json")
-            writer.writerow([series.tag, fields["t"], *(fields[column] for column in readings.columns)])
+            writer.writerow([series.tag, _json_time(point["t"]), *(point[column] for column in readings.columns)])
     return out.getvalue()
+
+
+def _json_time(moment: datetime) -> str:
+    # As orjson (and pydantic) write it: ISO 8601, microseconds only when there are some, UTC as `Z`.
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class IntervalRead(BaseModel):
