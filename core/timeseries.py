@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -47,19 +46,6 @@ class Backend(StrEnum):
 
 # Found once per engine: which backend answers changes only with a migration.
 _BACKENDS: weakref.WeakKeyDictionary[Engine, Backend] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class BucketRow:
-    """The aggregates of one tag in one bucket (None where not asked for)."""
-
-    bucket: datetime
-    tag: str
-    avg: float | None = None
-    min: float | None = None
-    max: float | None = None
-    count: int | None = None
-    last: float | None = None
 
 
 async def backend_of(conn: AsyncConnection) -> Backend:
@@ -248,27 +234,6 @@ async def _fetch_binary(conn: AsyncConnection, sql: str, params: dict[str, objec
         await cursor.execute(sql, params)
         rows: list[tuple[Any, ...]] = await cursor.fetchall()
     return rows
-
-
-async def bucketed(
-    conn: AsyncConnection,
-    *,
-    machine_id: int,
-    tags: Sequence[str],
-    start: datetime,
-    end: datetime,
-    bucket: timedelta,
-    aggs: Sequence[str] = AGGREGATES,
-) -> list[BucketRow]:
-    """The same as `bucketed_points`, as one `BucketRow` per tag and bucket, ordered by tag then time."""
-    points = await bucketed_points(
-        conn, machine_id=machine_id, tags=sorted(set(tags)), start=start, end=end, bucket=bucket, aggs=aggs
-    )
-    return [
-        BucketRow(bucket=point["t"], tag=tag, **{key: value for key, value in point.items() if key != "t"})
-        for tag, series in points.items()
-        for point in series
-    ]
 
 
 def align(start: datetime, end: datetime, bucket: timedelta) -> tuple[datetime, datetime]:

@@ -11,7 +11,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.models import Machine, Reading
-from core.timeseries import BucketRow, align, bucketed
+from core.timeseries import align
+from tests.support.timeseries import BucketRow, bucketed
 
 T0 = datetime(2026, 11, 26, 7, 58, 30, tzinfo=UTC)
 

@@ -18,9 +18,10 @@ from core.db import async_url, sync_url
 from core.ingest import IngestBatch, MachineRegistry, write_batch
 from core.models import Base
 from core.schema import downgrade, upgrade
-from core.timeseries import Backend, backend_of, bucketed
+from core.timeseries import Backend, backend_of
 from tests.api.test_timeseries import T0, assert_same, generated, naive
 from tests.support.timescale import running_timescale
+from tests.support.timeseries import bucketed
 
 pytestmark = pytest.mark.timescale
 
