@@ -291,38 +291,43 @@ async def state_timeline(
         )
     await get_machine(session, machine_id=machine_id)
     until = min(end, now)
-    of_machine = MachineStateChange.machine_id == machine_id
-    columns = select(MachineStateChange.ts, MachineStateChange.state)
     entries: list[tuple[datetime, MachineState]] = []
     if until > start:
-        before = (
-            await session.execute(
-                columns.where(of_machine, MachineStateChange.ts <= start)
-                .order_by(MachineStateChange.ts.desc())
-                .limit(1)
-            )
-        ).first()
-        if before is not None:
-            entries.append((start, before.state))
-        changes = list(
-            await session.execute(
-                columns.where(of_machine, MachineStateChange.ts > start, MachineStateChange.ts < until)
-                .order_by(MachineStateChange.ts)
-                .limit(STATES_MAX_CHANGES + 1)
-            )
-        )
-        if len(changes) > STATES_MAX_CHANGES:
-            raise InvalidInput(
-                f"More than {STATES_MAX_CHANGES} state changes in the window; ask for a shorter one",
-                fields={"from": f"the window holds more than {STATES_MAX_CHANGES} state changes"},
-                code="range_too_large",
-            )
-        entries.extend((ts, state) for ts, state in changes)
+        # The state in force at `start` is clipped there.
+        changes = await state_changes(session, machine_id=machine_id, start=start, end=until)
+        entries = [(max(ts, start), state) for ts, state in changes]
     intervals = timeline_of(entries, until=until)
     totals = dict.fromkeys((state.value for state in MachineState), 0.0)
     for interval in intervals:
         totals[interval.state.value] += interval.duration_s
     return Timeline(machine_id=machine_id, start=start, end=end, timeline=intervals, totals=totals)
+
+
+async def state_changes(
+    session: AsyncSession, *, machine_id: int, start: datetime, end: datetime
+) -> list[tuple[datetime, MachineState]]:
+    """The change in force at `start` (at its own time), then every change in (start, end), oldest first."""
+    of_machine = MachineStateChange.machine_id == machine_id
+    columns = select(MachineStateChange.ts, MachineStateChange.state)
+    before = (
+        await session.execute(
+            columns.where(of_machine, MachineStateChange.ts <= start).order_by(MachineStateChange.ts.desc()).limit(1)
+        )
+    ).first()
+    changes = list(
+        await session.execute(
+            columns.where(of_machine, MachineStateChange.ts > start, MachineStateChange.ts < end)
+            .order_by(MachineStateChange.ts)
+            .limit(STATES_MAX_CHANGES + 1)
+        )
+    )
+    if len(changes) > STATES_MAX_CHANGES:
+        raise InvalidInput(
+            f"More than {STATES_MAX_CHANGES} state changes in the window; ask for a shorter one",
+            fields={"from": f"the window holds more than {STATES_MAX_CHANGES} state changes"},
+            code="range_too_large",
+        )
+    return [(ts, state) for ts, state in ([before] if before is not None else []) + changes]
 
 
 def timeline_of(entries: Sequence[tuple[datetime, MachineState]], *, until: datetime) -> list[Interval]:

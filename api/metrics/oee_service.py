@@ -14,6 +14,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
+from api.machines.history import state_changes
 from api.machines.service import get_machine
 from api.metrics.calc import actual_window
 from api.metrics.oee import Counter, Oee, Sample, StateChange, compute_oee
@@ -23,7 +24,6 @@ from core.models import (
     Issue,
     IssueStatus,
     Machine,
-    MachineStateChange,
     Reading,
     Role,
     StageAssignment,
@@ -35,7 +35,6 @@ from core.security import Principal
 from core.settings import OeeSettings
 
 MAX_SPAN = timedelta(days=31)
-MAX_STATE_CHANGES = 20_000
 MAX_COUNTER_READINGS = 500_000
 
 
@@ -130,7 +129,10 @@ async def stage_oee(
 
 
 async def _oee(session: AsyncSession, *, machine: Machine, start: datetime, end: datetime, rules: OeeRules) -> Oee:
-    changes = await _state_changes(session, machine_id=machine.id, start=start, end=end)
+    changes = [
+        StateChange(ts=ts, state=state)
+        for ts, state in await state_changes(session, machine_id=machine.id, start=start, end=end)
+    ]
     tags = (rules.total_tag, rules.good_tag, rules.scrap_tag)
     readings = await _counter_readings(
         session, machine_id=machine.id, tags=tags, since=start - rules.max_silence, start=start, end=end
@@ -146,34 +148,6 @@ async def _oee(session: AsyncSession, *, machine: Machine, start: datetime, end:
         max_silence=rules.max_silence,
         subject=f"machine {machine.id}",
     )
-
-
-async def _state_changes(
-    session: AsyncSession, *, machine_id: int, start: datetime, end: datetime
-) -> list[StateChange]:
-    """The change in force at `start` and every change up to `end`."""
-    of_machine = MachineStateChange.machine_id == machine_id
-    columns = select(MachineStateChange.ts, MachineStateChange.state)
-    before = (
-        await session.execute(
-            columns.where(of_machine, MachineStateChange.ts <= start).order_by(MachineStateChange.ts.desc()).limit(1)
-        )
-    ).first()
-    rows = list(
-        await session.execute(
-            columns.where(of_machine, MachineStateChange.ts > start, MachineStateChange.ts < end)
-            .order_by(MachineStateChange.ts)
-            .limit(MAX_STATE_CHANGES + 1)
-        )
-    )
-    if len(rows) > MAX_STATE_CHANGES:
-        raise InvalidInput(
-            f"More than {MAX_STATE_CHANGES} state changes in the window; ask for a shorter one",
-            fields={"from": f"the window holds more than {MAX_STATE_CHANGES} state changes"},
-            code="range_too_large",
-        )
-    found = ([before] if before is not None else []) + rows
-    return [StateChange(ts=ts, state=state) for ts, state in found]
 
 
 async def _counter_readings(
