@@ -11,7 +11,10 @@ DEMO_APT_PACKAGES := mosquitto
 APT_PACKAGES := $(DEMO_APT_PACKAGES) postgresql mosquitto-clients mbpoll chromium chromium-driver
 TIMESCALE_DIR := tests/support/timescale
 UI_DIR := api/ui/web
+UI_BUNDLE := api/ui/static/index.html
 PYTEST_ARGS ?=
+# Two workers, one test file each at a time: most of the suite waits on real processes and services.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help uv install system-deps timescale-deps lint format test test-unit bench bench-ingest bench-gateway \
 	bench-history run-api migrate demo demo-deps clean ui
@@ -51,7 +54,11 @@ timescale-deps: ## install the PostgreSQL+TimescaleDB (WASM) test server from np
 		{ echo "Node.js >= 20 is needed for the TimescaleDB test tier (found $$(node --version))"; exit 1; }
 	cd $(TIMESCALE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
-ui: ## build the operator web view served at /ui (npm ci + esbuild in api/ui/web; needs Node.js >= 20)
+ui: $(UI_BUNDLE) ## build the operator web view served at /ui (npm ci + esbuild in api/ui/web; needs Node.js >= 20)
+
+# Rebuilt only when a source or the lock file changed, so nested `make` runs (tests, demo) do not reinstall.
+$(UI_BUNDLE): $(UI_DIR)/package.json $(UI_DIR)/package-lock.json $(UI_DIR)/build.mjs $(UI_DIR)/index.html \
+		$(shell find $(UI_DIR)/src -type f 2>/dev/null)
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
 		{ echo "Node.js >= 20 and npm are needed to build the operator view"; exit 1; }
 	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || \
@@ -68,7 +75,7 @@ format: install ## apply ruff's fixes and formatting
 	$(UV) run ruff format .
 
 test: system-deps install timescale-deps ui lint ## everything CI runs: lint, types, every test tier
-	$(UV) run pytest $(PYTEST_ARGS)
+	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install ## the fast tier only (no services)
 	$(UV) run pytest tests/unit $(PYTEST_ARGS)
