@@ -41,7 +41,6 @@ import http.client
 import json
 import logging
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -66,7 +65,15 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from bench.procs import BenchFailure, cpu_seconds, peak_rss_mb, start_py_spy, stop_py_spy
+from bench.procs import (
+    BenchFailure,
+    cpu_seconds,
+    machine_facts,
+    mosquitto_version,
+    peak_rss_mb,
+    start_py_spy,
+    stop_py_spy,
+)
 from core.clock import utcnow
 from core.contract import TELEMETRY_FILTER, TopicKind, parse_topic
 from gateway.config import BufferConfig
@@ -1214,21 +1221,9 @@ def mark(ok: bool) -> str:
 
 def versions(broker: MosquittoBroker) -> dict[str, str]:
     """The machine and the software measured."""
-    banner = subprocess.run(  # noqa: S603 -- the broker binary we started
-        [str(broker.executable), "-h"], capture_output=True, text=True, check=False
-    ).stdout.splitlines()
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.machine(),
-    )
     return {
-        "cores": f"{os.cpu_count()} ({cpu})",
-        "Python": platform.python_version(),
-        "Mosquitto": banner[0].removeprefix("mosquitto version ") if banner else "?",
+        **machine_facts(),
+        "Mosquitto": mosquitto_version(broker.executable),
         "libraries": ", ".join(f"{name} {version(name)}" for name in ("asyncua", "pymodbus", "aiomqtt", "paho-mqtt")),
     }
 

@@ -35,7 +35,6 @@ import contextlib
 import http.client
 import math
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -59,7 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from api.machines import history
 from bench.bench_ingest import CpuMeter, MachineSample, busy_share, others_cpu_s
-from bench.procs import BenchFailure, start_py_spy, stop_py_spy
+from bench.procs import BenchFailure, machine_facts, start_py_spy, stop_py_spy
 from core.db import create_engine_from_settings
 from core.schema import upgrade
 from core.settings import DatabaseSettings
@@ -716,17 +715,8 @@ def versions(conn: psycopg.Connection[Any]) -> dict[str, str]:
         name: str(conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0])  # type: ignore[index]
         for name in ("server_version", "shared_buffers", "work_mem", "fsync")
     }
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.machine(),
-    )
     return {
-        "cores": f"{os.cpu_count()} ({cpu})",
-        "Python": platform.python_version(),
+        **machine_facts(),
         "PostgreSQL": f"{settings['server_version']} (throwaway cluster; fsync={settings['fsync']}, "
         f"shared_buffers={settings['shared_buffers']}, work_mem={settings['work_mem']})",
         "psycopg": psycopg.__version__,

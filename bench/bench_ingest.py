@@ -25,7 +25,6 @@ import http.client
 import inspect
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -44,7 +43,16 @@ import psycopg
 from psycopg import sql
 
 import core.ingest
-from bench.procs import CLOCK_TICKS, BenchFailure, cpu_seconds, peak_rss_mb, start_py_spy, stop_py_spy
+from bench.procs import (
+    CLOCK_TICKS,
+    BenchFailure,
+    cpu_seconds,
+    machine_facts,
+    mosquitto_version,
+    peak_rss_mb,
+    start_py_spy,
+    stop_py_spy,
+)
 from core.schema import upgrade
 from simulators.loadgen import BrokerTarget, LoadPlan, LoadResult, LoadSpec, default_base_time, run_load, tag_names
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
@@ -684,23 +692,11 @@ def versions(url: str, broker: MosquittoBroker) -> dict[str, str]:
             str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
             for name in ("fsync", "shared_buffers", "max_wal_size")
         )
-    banner = subprocess.run(  # noqa: S603 -- the broker binary we started
-        [str(broker.executable), "-h"], capture_output=True, text=True, check=False
-    ).stdout.splitlines()
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.machine(),
-    )
     return {
-        "cores": f"{os.cpu_count()} ({cpu})",
-        "Python": platform.python_version(),
+        **machine_facts(),
         "PostgreSQL": f"{server} (throwaway cluster of tests/support/postgres.py; fsync={fsync}, "
         f"shared_buffers={shared_buffers}, max_wal_size={max_wal})",
-        "Mosquitto": banner[0].removeprefix("mosquitto version ") if banner else "?",
+        "Mosquitto": mosquitto_version(broker.executable),
         "psycopg": psycopg.__version__,
     }
 

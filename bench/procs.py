@@ -1,8 +1,9 @@
-"""What both benchmarks measure of a process: CPU time and peak memory from /proc, and py-spy profiles."""
+"""What the benchmarks share: CPU time and peak memory from /proc, py-spy profiles, the machine they ran on."""
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -52,3 +53,24 @@ def stop_py_spy(profiler: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         profiler.kill()
         profiler.wait()
+
+
+def machine_facts() -> dict[str, str]:
+    """The cores (with the CPU model) and the Python a run measured on."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.machine(),
+    )
+    return {"cores": f"{os.cpu_count()} ({cpu})", "Python": platform.python_version()}
+
+
+def mosquitto_version(executable: Path) -> str:
+    """What `mosquitto -h` says of its version."""
+    banner = subprocess.run(  # noqa: S603 -- the broker binary the benchmark started
+        [str(executable), "-h"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return banner[0].removeprefix("mosquitto version ") if banner else "?"
