@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -71,8 +70,10 @@ from bench.procs import (
     machine_facts,
     mosquitto_version,
     peak_rss_mb,
+    scrape_metrics,
     start_py_spy,
     stop_py_spy,
+    terminate,
 )
 from core.clock import utcnow
 from core.contract import TELEMETRY_FILTER, TopicKind, parse_topic
@@ -382,14 +383,7 @@ class DeviceProcess:
 
     def stop(self, timeout_s: float = 30) -> dict[str, Any]:
         """SIGTERM, wait, and return the summary it wrote."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise BenchFailure(f"devices did not stop within {timeout_s} s") from None
+        terminate(self.process, "devices", timeout_s)
         if self.process.stdout is not None:
             self.process.stdout.close()
         if not self.summary_path.exists():
@@ -597,18 +591,7 @@ class GatewayProcess:
 
     def metrics(self) -> dict[str, float]:
         """Its Prometheus metrics (what a scraper sees)."""
-        connection = http.client.HTTPConnection(HOST, self.metrics_port, timeout=5)
-        try:
-            connection.request("GET", "/metrics")
-            body = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        values = {}
-        for line in body.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return scrape_metrics(HOST, self.metrics_port)
 
     async def scrape(self) -> dict[str, float]:
         """`metrics()` off the event loop."""
@@ -617,14 +600,7 @@ class GatewayProcess:
 
     def stop(self, timeout_s: float = 30) -> int:
         """SIGTERM (it buffers what it read and tries for a few seconds to publish it), then its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise BenchFailure(f"gateway did not stop within {timeout_s} s of SIGTERM") from None
+        return terminate(self.process, "gateway", timeout_s)
 
     def kill(self) -> None:
         """For cleanup after a failure."""

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import http.client
 import inspect
 import json
 import os
@@ -50,8 +49,10 @@ from bench.procs import (
     machine_facts,
     mosquitto_version,
     peak_rss_mb,
+    scrape_metrics,
     start_py_spy,
     stop_py_spy,
+    terminate,
 )
 from core.schema import upgrade
 from simulators.loadgen import BrokerTarget, LoadPlan, LoadResult, LoadSpec, default_base_time, run_load, tag_names
@@ -269,29 +270,11 @@ class Ingestor:
 
     def metrics(self) -> dict[str, float]:
         """Its Prometheus counters (what a scraper sees)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=5)
-        try:
-            connection.request("GET", "/metrics")
-            body = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        values = {}
-        for line in body.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return scrape_metrics("127.0.0.1", self.metrics_port)
 
     def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM (it drains and commits), then wait for the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise BenchFailure(f"ingestor did not stop within {timeout_s} s of SIGTERM") from None
+        return terminate(self.process, "ingestor", timeout_s)
 
 
 # ---- end to end ------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import platform
 import shutil
@@ -74,3 +75,31 @@ def mosquitto_version(executable: Path) -> str:
         [str(executable), "-h"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
     return banner[0].removeprefix("mosquitto version ") if banner else "?"
+
+
+def scrape_metrics(host: str, port: int) -> dict[str, float]:
+    """A process's Prometheus metrics, as a scraper sees them: sample name (with labels) -> value."""
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        body = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    values = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def terminate(process: subprocess.Popen[bytes], name: str, timeout_s: float) -> int:
+    """SIGTERM, then its exit status; killed, and BenchFailure, when it does not stop within `timeout_s`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise BenchFailure(f"{name} did not stop within {timeout_s} s of SIGTERM") from None
