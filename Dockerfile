@@ -21,7 +21,8 @@ WORKDIR /app
 # Dependencies first, in a layer of their own that survives code changes.
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
-COPY README.md cli.py ./
+COPY README.md ./
+COPY cli cli
 COPY core core
 COPY api api
 COPY ingestor ingestor

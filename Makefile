@@ -15,6 +15,9 @@ UI_BUNDLE := api/ui/static/index.html
 PYTEST_ARGS ?=
 # Two workers, one test file each at a time: most of the suite waits on real processes and services.
 PYTEST_WORKERS ?= 2
+# Branch coverage of the whole run (workers and the processes tests start, see [tool.coverage] in pyproject.toml):
+# the table of files not fully covered and the total end the run; below `fail_under` the run fails.
+COVERAGE_ARGS ?= --cov --cov-report=term:skip-covered
 
 .PHONY: help uv install system-deps timescale-deps lint format test test-unit bench bench-ingest bench-gateway \
 	bench-history run-api migrate demo demo-deps clean ui
@@ -65,17 +68,18 @@ $(UI_BUNDLE): $(UI_DIR)/package.json $(UI_DIR)/package-lock.json $(UI_DIR)/build
 		{ echo "Node.js >= 20 is needed to build the operator view (found $$(node --version))"; exit 1; }
 	cd $(UI_DIR) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
-lint: install ## ruff (lint and format check) and mypy --strict
+lint: install ## ruff (lint and format check), mypy --strict and the import layers (import-linter)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports --no-logo
 
 format: install ## apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-test: system-deps install timescale-deps ui lint ## everything CI runs: lint, types, every test tier
-	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+test: system-deps install timescale-deps ui lint ## everything CI runs: lint, types, every test tier, coverage
+	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile $(COVERAGE_ARGS) $(PYTEST_ARGS)
 
 test-unit: install ## the fast tier only (no services)
 	$(UV) run pytest tests/unit $(PYTEST_ARGS)
@@ -102,5 +106,5 @@ demo: demo-deps install ui ## the whole stack in one command: broker, simulators
 	$(UV) run shopfloor up $(DEMO_ARGS)
 
 clean: ## remove caches and the local SQLite database
-	rm -rf .pytest_cache .mypy_cache .ruff_cache data $(TIMESCALE_DIR)/node_modules \
-		$(UI_DIR)/node_modules api/ui/static test-artifacts
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage .coverage.* data \
+		$(TIMESCALE_DIR)/node_modules $(UI_DIR)/node_modules api/ui/static test-artifacts

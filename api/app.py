@@ -10,14 +10,15 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.auth.router import router as auth_router
 from api.auth.throttle import LoginThrottle, ThrottleLimits
+from api.context import AppContext
+from api.efficiency.router import router as metrics_router
 from api.errors import install_error_handlers
 from api.health.router import router as health_router
 from api.issues.router import router as issues_router
 from api.machines.router import router as machines_router
 from api.machines.stream import StreamHub
-from api.metrics.oee_router import router as oee_router
-from api.metrics.router import router as metrics_router
 from api.middleware import RequestContextMiddleware
+from api.oee.router import router as oee_router
 from api.prometheus import ApiMetrics, MetricsMiddleware
 from api.prometheus import router as prometheus_router
 from api.stages.router import me_router
@@ -26,7 +27,6 @@ from api.ui.router import STATIC_DIR as UI_STATIC_DIR
 from api.ui.router import router as ui_router
 from api.users.router import router as users_router
 from api.workorders.router import router as workorders_router
-from core.clock import utcnow
 from core.db import create_engine_from_settings, session_factory
 from core.security import PasswordHasher, TokenService
 from core.settings import ApiProcessSettings
@@ -45,7 +45,6 @@ TAGS = [
 
 def create_app(settings: ApiProcessSettings) -> FastAPI:
     """Build the app; the engine connects lazily and is disposed when the app stops."""
-    settings.check()
     engine = create_engine_from_settings(settings.database)
 
     streams = StreamHub(max_clients=settings.api.stream_max_clients)
@@ -68,28 +67,31 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
     )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.session_factory = session_factory(engine)
-    app.state.clock = utcnow
-    app.state.ui_static_dir = UI_STATIC_DIR  # the operator view's bundle (`make ui`)
-    app.state.streams = streams
-    app.state.hasher = PasswordHasher(
-        time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
+    context = AppContext(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory(engine),
+        hasher=PasswordHasher(
+            time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
+        ),
+        tokens=TokenService(
+            key=settings.auth.signing_key,
+            issuer=settings.auth.jwt_issuer,
+            audience=settings.auth.jwt_audience,
+            ttl_s=settings.auth.access_token_ttl_s,
+        ),
+        login_throttle=LoginThrottle(
+            ThrottleLimits(
+                per_user=settings.auth.login_max_failures_per_user,
+                per_address=settings.auth.login_max_failures_per_address,
+                window_s=settings.auth.login_failure_window_s,
+            )
+        ),
+        streams=streams,
+        ui_static_dir=UI_STATIC_DIR,
+        prometheus=ApiMetrics.create(engine) if settings.api.api_metrics_enabled else None,
     )
-    app.state.tokens = TokenService(
-        key=settings.auth.signing_key,
-        issuer=settings.auth.jwt_issuer,
-        audience=settings.auth.jwt_audience,
-        ttl_s=settings.auth.access_token_ttl_s,
-    )
-    app.state.login_throttle = LoginThrottle(
-        ThrottleLimits(
-            per_user=settings.auth.login_max_failures_per_user,
-            per_address=settings.auth.login_max_failures_per_address,
-            window_s=settings.auth.login_failure_window_s,
-        )
-    )
+    app.state.context = context
     install_error_handlers(app)
     for router in (
         auth_router,
@@ -105,11 +107,10 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         ui_router,
     ):
         app.include_router(router)
-    if settings.api.api_metrics_enabled:
-        app.state.prometheus = ApiMetrics.create(engine)
+    if context.prometheus is not None:
         app.include_router(prometheus_router)
         # Inside the request-context layer: its 500 for an unhandled error is counted here as a 500 too.
-        app.add_middleware(MetricsMiddleware, metrics=app.state.prometheus)
+        app.add_middleware(MetricsMiddleware, metrics=context.prometheus)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.throttle import LoginThrottle
+from api.context import AppContext, context_of
 from core.errors import Forbidden, Unauthenticated
 from core.models import Role, UserAccount
 from core.security import InvalidToken, PasswordHasher, Principal, TokenService
@@ -20,41 +21,43 @@ from core.settings import ApiProcessSettings
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
 
 
-def get_settings(request: Request) -> ApiProcessSettings:
+def get_context(request: Request) -> AppContext:
+    """The resources of the app serving this request (built once in `create_app`)."""
+    return context_of(request.app)
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+def get_settings(context: Context) -> ApiProcessSettings:
     """The settings the app was built with."""
-    settings: ApiProcessSettings = request.app.state.settings
-    return settings
+    return context.settings
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
     """One session and one transaction per request: committed on success, rolled back on any error."""
-    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
-    async with factory() as session, session.begin():
+    async with context.session_factory() as session, session.begin():
         yield session
 
 
-def get_tokens(request: Request) -> TokenService:
+def get_tokens(context: Context) -> TokenService:
     """The token service of this app."""
-    tokens: TokenService = request.app.state.tokens
-    return tokens
+    return context.tokens
 
 
-def get_hasher(request: Request) -> PasswordHasher:
+def get_hasher(context: Context) -> PasswordHasher:
     """The password hasher of this app."""
-    hasher: PasswordHasher = request.app.state.hasher
-    return hasher
+    return context.hasher
 
 
-def current_time(request: Request) -> datetime:
+def current_time(context: Context) -> datetime:
     """Now, from the app's clock (tests replace it to follow a shift minute by minute)."""
-    clock: Callable[[], datetime] = request.app.state.clock
-    return clock()
+    return context.clock()
 
 
-def get_throttle(request: Request) -> LoginThrottle:
+def get_throttle(context: Context) -> LoginThrottle:
     """The login throttle of this app (per process)."""
-    throttle: LoginThrottle = request.app.state.login_throttle
-    return throttle
+    return context.login_throttle
 
 
 # scope="function" ends the transaction before the response is sent, so a failed commit is a 500,

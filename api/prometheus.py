@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import Unauthenticated
+from api.deps import Context
+from core.errors import NotFound, Unauthenticated
 
 UNMATCHED = "<unmatched>"
 
@@ -161,13 +162,14 @@ router = APIRouter()
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics(request: Request) -> Response:
+async def prometheus_metrics(request: Request, context: Context) -> Response:
     """Prometheus text exposition of the API's metrics."""
-    token = request.app.state.settings.api.api_metrics_token
+    token = context.settings.api.api_metrics_token
     if token is not None:
         expected = f"Bearer {token.get_secret_value()}".encode()
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             raise Unauthenticated("GET /metrics needs the API_METRICS_TOKEN as a bearer token", code="metrics_token")
-    metrics: ApiMetrics = request.app.state.prometheus
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if context.prometheus is None:  # pragma: no cover -- the route is mounted only with metrics enabled
+        raise NotFound("Metrics are disabled (API_METRICS_ENABLED=false)")
+    return Response(generate_latest(context.prometheus.registry), media_type=CONTENT_TYPE_LATEST)

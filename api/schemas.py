@@ -1,8 +1,8 @@
-"""The base of every request body: unknown fields refused, and no NUL characters in any text."""
+"""The bases of the API's bodies: requests refuse unknown fields and NUL characters; responses read objects."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -22,6 +22,17 @@ def reject_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("text must not contain NUL characters")
     return value
+
+
+class ReadModel(BaseModel):
+    """A response body built from an object's attributes (an ORM row), plus the fields the object does not carry."""
+
+    @classmethod
+    def from_object(cls, source: object, **extra: Any) -> Self:
+        """Each field from `extra` when given there, else from the attribute of `source` with the same name."""
+        return cls.model_validate(
+            {name: extra[name] if name in extra else getattr(source, name) for name in cls.model_fields}
+        )
 
 
 class InputModel(BaseModel):

@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -77,6 +76,7 @@ from bench.procs import (
 )
 from core.clock import utcnow
 from core.contract import TELEMETRY_FILTER, TopicKind, parse_topic
+from core.lifecycle import stop_on_signals
 from gateway.config import BufferConfig
 from gateway.report import format_ts
 from gateway.service import PUBLISH_WINDOW
@@ -302,19 +302,16 @@ class BenchDevices:
 
 async def serve_devices(options: DeviceOptions) -> None:
     """The device process: print `READY <namespace index>`, serve until SIGTERM, then write the summary file."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     devices = BenchDevices(options)
-    try:
-        await devices.start()
-        print(f"READY {devices.namespace_index}", flush=True)
-        await devices.run(stop)
-    finally:
-        await devices.stop()
-        summary = {"opcua_updates": devices.opcua_updates, "modbus_updates": devices.modbus_updates}
-        options.summary.write_bytes(orjson.dumps(summary))
+    with stop_on_signals() as stop:
+        try:
+            await devices.start()
+            print(f"READY {devices.namespace_index}", flush=True)
+            await devices.run(stop)
+        finally:
+            await devices.stop()
+            summary = {"opcua_updates": devices.opcua_updates, "modbus_updates": devices.modbus_updates}
+            options.summary.write_bytes(orjson.dumps(summary))
 
 
 def devices_main(argv: Sequence[str]) -> int:

@@ -63,7 +63,7 @@ from core.db import create_engine_from_settings
 from core.schema import upgrade
 from core.settings import DatabaseSettings
 from core.timeseries import bucketed_points
-from tests.support.postgres import PostgresServer, ServiceUnavailable, _as_postgres, _pg_bin, _run, free_port
+from tests.support.postgres import PostgresServer, ServiceUnavailable, free_port, running_postgres
 
 TARGET_P95_MS = 100.0
 TARGET_RATIO = 1.5
@@ -231,38 +231,12 @@ def machine_ids(conn: psycopg.Connection[Any]) -> list[int]:
 
 @contextlib.contextmanager
 def cluster(root: Path, *, keep: bool) -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster in `root/pg` (made there unless it exists), started on a free port; deleted unless kept.
-
-    tests/support/postgres.py's settings (fsync off, trust, no locale); its own folder so that `--keep` can keep it.
-    """
-    bin_dir = _pg_bin()
-    base, data, sockets, log = root / "pg", root / "pg" / "data", root / "pg" / "sock", root / "pg" / "server.log"
-    fresh = not data.exists()
-    sockets.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        for folder in (root, base, sockets):
-            shutil.chown(folder, "postgres", "postgres")
-    port = free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses={HOST} -c fsync=off -c max_connections=200"
-    server = PostgresServer(HOST, port, "postgres", bin_dir, data, log, options)
-    if fresh:
-        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
-        _run([*initdb, "--no-locale", "--no-sync"], "initdb")
+    """The benchmark's PostgreSQL cluster in `root/pg` (made there unless it exists); deleted unless kept."""
     try:
-        server.start()
+        with running_postgres(root / "pg", keep=keep) as server:
+            yield server
     except ServiceUnavailable as error:
-        detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise BenchFailure(f"{error}\n{detail}") from None
-    try:
-        yield server
-    finally:
-        subprocess.run(  # noqa: S603 -- fixed binaries, no shell
-            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-            capture_output=True,
-            check=False,
-        )
-        if not keep:
-            shutil.rmtree(base, ignore_errors=True)
+        raise BenchFailure(str(error)) from None
 
 
 def postmaster_pid(server: PostgresServer) -> int:

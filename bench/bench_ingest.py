@@ -54,6 +54,7 @@ from bench.procs import (
     stop_py_spy,
     terminate,
 )
+from core.lifecycle import read_ready_file
 from core.schema import upgrade
 from simulators.loadgen import BrokerTarget, LoadPlan, LoadResult, LoadSpec, default_base_time, run_load, tag_names
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
@@ -244,9 +245,14 @@ class Ingestor:
             "LOG_LEVEL": "INFO",
             **config.env(),
         }
+        self.ready_file = log_path.with_suffix(".ready")
+        self.ready_file.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 -- our own console script, no shell
-                [str(SHOPFLOOR), "ingest"], env=env, stdout=log, stderr=subprocess.STDOUT
+                [str(SHOPFLOOR), "ingest", "--ready-file", str(self.ready_file)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     @property
@@ -261,7 +267,7 @@ class Ingestor:
     def wait_subscribed(self, timeout_s: float = 30) -> None:
         """Until it has subscribed (publishing earlier would match no subscriber and be dropped)."""
         deadline = time.monotonic() + timeout_s
-        while "mqtt_subscribed" not in self.log():
+        while read_ready_file(self.ready_file) is None:
             if self.process.poll() is not None:
                 raise BenchFailure(f"ingestor exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             if time.monotonic() > deadline:

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from core.clock import utcnow
+
 PREFIX = "shopfloor/v1"
 CODE_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 TAG_PATTERN = r"[a-z0-9_.-]{1,64}"
@@ -103,7 +105,7 @@ def parse_topic(topic: str) -> TopicInfo:
     raise ContractError(f"unknown topic shape {topic[:200]!r}")
 
 
-class Sample(BaseModel):
+class SamplePayload(BaseModel):
     """One moment of one machine: source time and tag values."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -118,7 +120,7 @@ class TelemetryPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
-    samples: Annotated[list[Sample], Field(min_length=1, max_length=MAX_SAMPLES)]
+    samples: Annotated[list[SamplePayload], Field(min_length=1, max_length=MAX_SAMPLES)]
 
 
 class StatusPayload(BaseModel):
@@ -131,7 +133,7 @@ class StatusPayload(BaseModel):
 
 
 @dataclass(frozen=True)
-class Reading:
+class TagReading:
     """One numeric value of one tag at one time (booleans become 1.0 / 0.0)."""
 
     ts: datetime
@@ -140,7 +142,7 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class StateChange:
+class StateReport:
     """The machine reported this state at this time."""
 
     ts: datetime
@@ -154,8 +156,8 @@ class Telemetry:
     site: str
     machine: str
     seq: int | None
-    readings: list[Reading]
-    states: list[StateChange]
+    readings: list[TagReading]
+    states: list[StateReport]
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,8 @@ def decode_telemetry(topic: str, payload: bytes, *, received_at: datetime, windo
         raise ContractError(f"not a telemetry topic: {topic[:200]!r}")
     message: TelemetryPayload = _parse(payload, TelemetryPayload)
     earliest, latest = received_at - window.max_past, received_at + window.max_future
-    readings: list[Reading] = []
-    states: list[StateChange] = []
+    readings: list[TagReading] = []
+    states: list[StateReport] = []
     for index, sample in enumerate(message.samples):
         if not earliest <= sample.ts <= latest:
             raise ContractError(
@@ -211,15 +213,15 @@ def decode_telemetry(topic: str, payload: bytes, *, received_at: datetime, windo
                     raise ContractError(
                         f"samples.{index}.values.state must be one of {', '.join(s.value for s in MachineState)}"
                     )
-                states.append(StateChange(sample.ts, MachineState(value)))
+                states.append(StateReport(sample.ts, MachineState(value)))
             elif isinstance(value, bool):
-                readings.append(Reading(sample.ts, tag, 1.0 if value else 0.0))
+                readings.append(TagReading(sample.ts, tag, 1.0 if value else 0.0))
             elif isinstance(value, str):
                 raise ContractError(f"samples.{index}.values.{tag}: text is allowed only for 'state'")
             elif not math.isfinite(value):
                 raise ContractError(f"samples.{index}.values.{tag}: not a finite number")
             else:
-                readings.append(Reading(sample.ts, tag, float(value)))
+                readings.append(TagReading(sample.ts, tag, float(value)))
     return Telemetry(info.site, info.machine, message.seq, readings, states)
 
 
@@ -230,6 +232,14 @@ def decode_status(topic: str, payload: bytes) -> tuple[TopicInfo, StatusPayload]
         raise ContractError(f"not a status topic: {topic[:200]!r}")
     status: StatusPayload = _parse(payload, StatusPayload)
     return info, status
+
+
+def encode_status(online: bool, *, will: bool = False, ts: datetime | None = None) -> bytes:
+    """A status payload (retained): `{"online": …, "ts": …}`; a will message, written at connect, has no time."""
+    if will:
+        return orjson.dumps({"online": online})
+    when = ts if ts is not None else utcnow()
+    return orjson.dumps({"online": online, "ts": when.isoformat()})
 
 
 def encode_telemetry(samples: list[dict[str, Any]], *, seq: int | None = None) -> bytes:

@@ -55,5 +55,47 @@ async def retry(
             if stop is None:
                 await asyncio.sleep(delay)
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                await wait_or_stop(stop, delay)
+
+
+async def keep_connected(
+    session: Callable[[Callable[[], None]], Awaitable[None]],
+    *,
+    transient: tuple[type[BaseException], ...],
+    backoff: Backoff,
+    stop: asyncio.Event,
+    event: str,
+    on_error: Callable[[BaseException], Awaitable[None] | None] | None = None,
+    **context: object,
+) -> None:
+    """Run `session` again and again until `stop` is set: the reconnect loop of every long-lived connection.
+
+    `session` gets a `healthy()` callback to call once its connection works, which resets the backoff. A transient
+    error is logged as `event` (with `context`), handed to `on_error`, and waited out with capped, jittered
+    backoff (or until `stop`); any other exception propagates to the caller's task group. CancelledError is
+    never caught.
+    """
+    attempt = 0
+
+    def healthy() -> None:
+        nonlocal attempt
+        attempt = 0
+
+    while not stop.is_set():
+        try:
+            await session(healthy)
+        except transient as error:
+            if on_error is not None:
+                outcome = on_error(error)
+                if outcome is not None:
+                    await outcome
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.warning(event, error=repr(error)[:300], attempt=attempt, retry_in_s=round(delay, 2), **context)
+            await wait_or_stop(stop, delay)
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less when `stop` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.contract import TimeWindow
@@ -301,9 +301,19 @@ class ProcessSettings(BaseSettings):
         """Shorthand for the runtime environment."""
         return self.runtime.shopfloor_env
 
-    def check(self) -> Self:
-        """Raise ConfigurationError when a secret is unsafe for this environment (nothing to check here)."""
-        return self
+    @classmethod
+    def load(cls) -> Self:
+        """The settings of this process from the environment; ConfigurationError (one line) when one is wrong.
+
+        Building the settings validates them, secrets included: an unsafe production secret never gets as far
+        as a running process, whoever builds the settings.
+        """
+        try:
+            return cls()
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = ".".join(str(part) for part in first["loc"]).upper() or "settings"
+            raise ConfigurationError(f"{name}: {first['msg']}") from None
 
 
 class ApiProcessSettings(ProcessSettings):
@@ -316,8 +326,9 @@ class ApiProcessSettings(ProcessSettings):
     oee: OeeSettings = Field(default_factory=OeeSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
-    def check(self) -> Self:
-        """Raise ConfigurationError when a secret is unsafe for this environment."""
+    @model_validator(mode="after")
+    def _safe_secrets(self) -> Self:
+        # ConfigurationError is not a ValueError: pydantic lets it through as it is, with its one-line message.
         check_secret("SECRET_KEY", self.auth.secret_key, self.env)
         return self
 
@@ -363,8 +374,8 @@ class IngestorProcessSettings(ProcessSettings):
     ingest: IngestorSettings = Field(default_factory=IngestorSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
-    def check(self) -> Self:
-        """Raise ConfigurationError when a secret is unsafe for this environment."""
+    @model_validator(mode="after")
+    def _safe_secrets(self) -> Self:
         if self.env is Environment.PRODUCTION and self.mqtt.mqtt_username:
             check_secret("MQTT_PASSWORD", self.mqtt.mqtt_password, self.env)
         if self.env is Environment.PRODUCTION and not self.mqtt.mqtt_username:
@@ -378,3 +389,4 @@ class ToolSettings(ProcessSettings):
     """What the maintenance commands (`migrate`, `seed`, `user`, `gateway`) read."""
 
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+    timeseries: TimeseriesSettings = Field(default_factory=TimeseriesSettings)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
+from core.registers import REGISTER_COUNT, DataType, Order, RegisterType
 
 Code = Annotated[str, Field(pattern=f"^{CODE_PATTERN}$")]
 TagName = Annotated[str, Field(pattern=f"^{TAG_PATTERN}$")]
@@ -56,51 +57,6 @@ class PublishConfig(_Strict):
 
     max_samples_per_message: int = Field(default=200, ge=1, le=1000)
     flush_interval_s: float = Field(default=1.0, gt=0, le=60)
-
-
-class Order(StrEnum):
-    """Byte/word order of multi-register values: A is the most significant byte."""
-
-    ABCD = "ABCD"  # big-endian words, big-endian bytes (Modbus standard)
-    CDAB = "CDAB"  # word-swapped
-    BADC = "BADC"  # byte-swapped
-    DCBA = "DCBA"  # little-endian
-
-
-class DataType(StrEnum):
-    """Register data types."""
-
-    INT16 = "int16"
-    UINT16 = "uint16"
-    INT32 = "int32"
-    UINT32 = "uint32"
-    INT64 = "int64"
-    UINT64 = "uint64"
-    FLOAT32 = "float32"
-    FLOAT64 = "float64"
-    BOOL = "bool"
-
-
-REGISTER_COUNT = {
-    DataType.INT16: 1,
-    DataType.UINT16: 1,
-    DataType.INT32: 2,
-    DataType.UINT32: 2,
-    DataType.INT64: 4,
-    DataType.UINT64: 4,
-    DataType.FLOAT32: 2,
-    DataType.FLOAT64: 4,
-    DataType.BOOL: 1,
-}
-
-
-class RegisterType(StrEnum):
-    """The four Modbus tables."""
-
-    HOLDING = "holding"
-    INPUT = "input"
-    COIL = "coil"
-    DISCRETE = "discrete"
 
 
 class ModbusTag(_Strict):
@@ -255,6 +211,25 @@ class GatewayConfig(_Strict):
         if duplicates:
             raise ValueError(f"devices: machine {', '.join(duplicates)} is configured more than once")
         return self
+
+    def to_yaml(self) -> str:
+        """The config as the YAML `parse_config` reads back to an equal config (secrets written in clear)."""
+        return yaml.safe_dump(_plain(self.model_dump(by_alias=True, exclude_none=True)), sort_keys=False)
+
+
+def _plain(value: object) -> object:
+    """YAML-safe data: secrets revealed, enums by value, paths as text."""
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 _PROTOCOLS = {"modbus", "opcua"}

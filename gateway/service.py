@@ -10,25 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiomqtt
-import orjson
 from prometheus_client import start_http_server
 
-from core.clock import utcnow
-from core.contract import encode_telemetry, gateway_status_topic, status_topic, telemetry_topic
+from core.contract import encode_status, encode_telemetry, gateway_status_topic, status_topic, telemetry_topic
+from core.lifecycle import Readiness, readiness, stop_on_signals
 from core.logging import get_logger
-from core.retry import Backoff
+from core.retry import Backoff, keep_connected, wait_or_stop
 from gateway.buffer import AsyncDiskBuffer
 from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
-from gateway.metrics import GatewayMetrics
+from gateway.prometheus import GatewayMetrics
 from gateway.puback import NO_MATCHING_SUBSCRIBERS, SUCCESS, PubackTracker
 from gateway.report import ChangeFilter, group_samples
-from gateway.sources.base import Source, TagValue
+from gateway.sources.base import TRANSIENT_DEVICE_ERRORS, Source, TagValue
 
 log = get_logger("shopfloor.gateway")
 
@@ -62,6 +61,7 @@ class Gateway:
         metrics: GatewayMetrics | None = None,
         source_factory: Callable[[ModbusDevice | OpcUaDevice], Source] = make_source,
         observer: Callable[[str, list[TagValue]], None] | None = None,
+        ready: Readiness | None = None,
     ):
         self.config = config
         self.metrics = metrics or GatewayMetrics.create()
@@ -75,6 +75,7 @@ class Gateway:
             max_age_s=config.buffer.max_age_s,
         )
         self.connected = asyncio.Event()
+        self.ready = ready or Readiness()
         self._pending: dict[str, _Pending] = {device.machine: _Pending() for device in config.devices}
         self._new_data = asyncio.Event()
         self._online: dict[str, bool | None] = dict.fromkeys(self._pending)
@@ -114,46 +115,45 @@ class Gateway:
     # ---- devices -----------------------------------------------------------------------------------------------
 
     async def _supervise(self, device: ModbusDevice | OpcUaDevice, stop: asyncio.Event) -> None:
-        backoff, attempt = Backoff(base_s=0.5, cap_s=30.0), 0
+        """Poll one device for as long as the gateway runs, reconnecting after device and network errors only: any
+        other exception is a bug, and it fails the gateway rather than looping."""
+        machine = device.machine
         deadbands = {tag.name: tag.deadband for tag in device.tags}
         changes = ChangeFilter(self.config.full_refresh_s, deadbands)
-        while not stop.is_set():
-            try:
-                async with self.source_factory(device) as source:
-                    async for values in source.values():
-                        if attempt or self._online[device.machine] is not True:
-                            await self._set_online(device.machine, True)
-                            attempt = 0
-                        self.metrics.polls.labels(device.machine).inc()
-                        self.metrics.values_read.labels(device.machine).inc(len(values))
-                        accepted = changes.accept(values, time.monotonic())
-                        self.metrics.values_reported.labels(device.machine).inc(len(accepted))
-                        await self._add(device.machine, accepted)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self.metrics.poll_errors.labels(device.machine).inc()
-                if self._online[device.machine] is not False:
-                    await self._set_online(device.machine, False)
-                delay = backoff.delay(attempt)
-                attempt += 1
-                log.warning(
-                    "device_error",
-                    machine=device.machine,
-                    error=repr(error)[:300],
-                    attempt=attempt,
-                    retry_in_s=round(delay, 2),
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+
+        async def poll(healthy: Callable[[], None]) -> None:
+            async with self.source_factory(device) as source:
+                async for values in source.values():
+                    if self._online[machine] is not True:
+                        await self._set_online(machine, True)
+                        healthy()
+                    self.metrics.polls.labels(machine).inc()
+                    self.metrics.values_read.labels(machine).inc(len(values))
+                    accepted = changes.accept(values, time.monotonic())
+                    self.metrics.values_reported.labels(machine).inc(len(accepted))
+                    await self._add(machine, accepted)
+
+        async def failed(_: BaseException) -> None:
+            self.metrics.poll_errors.labels(machine).inc()
+            if self._online[machine] is not False:
+                await self._set_online(machine, False)
+
+        await keep_connected(
+            poll,
+            transient=TRANSIENT_DEVICE_ERRORS,
+            backoff=Backoff(base_s=0.5, cap_s=30.0),
+            stop=stop,
+            event="device_error",
+            on_error=failed,
+            machine=machine,
+        )
 
     async def _set_online(self, machine: str, online: bool) -> None:
         self._online[machine] = online
         self.metrics.device_online.labels(machine).set(1 if online else 0)
         log.info("device_status", machine=machine, online=online)
         await self._flush(machine)  # values read before the change stay in order before the status
-        payload = orjson.dumps({"online": online, "ts": utcnow().isoformat()})
-        await self._buffer(status_topic(self.config.site, machine), payload, retain=True)
+        await self._buffer(status_topic(self.config.site, machine), encode_status(online), retain=True)
 
     async def _add(self, machine: str, values: list[TagValue]) -> None:
         if self.observer is not None and values:
@@ -165,8 +165,7 @@ class Gateway:
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.config.publish.flush_interval_s)
+            await wait_or_stop(stop, self.config.publish.flush_interval_s)
             await self._flush_all()
 
     async def _flush_all(self) -> None:
@@ -191,7 +190,6 @@ class Gateway:
 
     def _client(self) -> aiomqtt.Client:
         broker = self.config.broker
-        offline = orjson.dumps({"online": False})
         topic = gateway_status_topic(self.config.site, self.config.gateway_id)
         return aiomqtt.Client(
             broker.host,
@@ -201,32 +199,37 @@ class Gateway:
             identifier=broker.client_id or f"gateway-{self.config.site}-{self.config.gateway_id}",
             protocol=aiomqtt.ProtocolVersion.V5 if broker.protocol == "5" else aiomqtt.ProtocolVersion.V311,
             keepalive=broker.keepalive_s,
-            will=aiomqtt.Will(topic, offline, qos=1, retain=True),
+            will=aiomqtt.Will(topic, encode_status(False, will=True), qos=1, retain=True),
             max_inflight_messages=PUBLISH_WINDOW,
             timeout=10,
         )
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
-        backoff, attempt = Backoff(base_s=0.5, cap_s=15.0), 0
-        while not stop.is_set():
-            try:
-                async with self._client() as client:
-                    tracker = PubackTracker(client)
-                    online = orjson.dumps({"online": True, "ts": utcnow().isoformat()})
-                    await tracker.publish(
-                        gateway_status_topic(self.config.site, self.config.gateway_id), online, retain=True
-                    )
-                    self.connected.set()
-                    attempt = 0
-                    log.info("broker_connected", host=self.config.broker.host, port=self.config.broker.port)
-                    await self._drain_buffer(tracker, stop)
-            except aiomqtt.MqttError as error:
-                self.connected.clear()
-                delay = backoff.delay(attempt)
-                attempt += 1
-                log.warning("broker_unreachable", error=str(error), retry_in_s=round(delay, 2))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+        broker = self.config.broker
+
+        async def session(healthy: Callable[[], None]) -> None:
+            async with self._client() as client:
+                tracker = PubackTracker(client)
+                topic = gateway_status_topic(self.config.site, self.config.gateway_id)
+                await tracker.publish(topic, encode_status(True), retain=True)
+                self.connected.set()
+                healthy()
+                self.ready.ready(broker=f"{broker.host}:{broker.port}")
+                log.info("broker_connected", host=broker.host, port=broker.port)
+                await self._drain_buffer(tracker, stop)
+
+        def lost(_: BaseException) -> None:
+            self.connected.clear()
+            self.ready.not_ready()
+
+        await keep_connected(
+            session,
+            transient=(aiomqtt.MqttError,),
+            backoff=Backoff(base_s=0.5, cap_s=15.0),
+            stop=stop,
+            event="broker_unreachable",
+            on_error=lost,
+        )
 
     async def _drain_buffer(self, tracker: PubackTracker, stop: asyncio.Event) -> None:
         """Publish the buffer oldest first, paced, deleting each window only once every message in it is acked."""
@@ -282,18 +285,16 @@ class _Pacer:
         self.next_at = max(self.next_at, now) + count / self.rate
 
 
-async def main(config: GatewayConfig) -> int:
+async def main(config: GatewayConfig, *, ready_file: Path | None = None) -> int:
     """`shopfloor gateway`: run until SIGTERM or SIGINT."""
     # asyncua logs every publish response at INFO (about 0.4 MB a line at 1,000 tags: gigabytes an hour).
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    gateway = Gateway(config)
-    if config.metrics_port:
-        start_http_server(config.metrics_port, addr="0.0.0.0", registry=gateway.metrics.registry)  # noqa: S104 -- scraped
-    log.info("gateway_starting", site=config.site, gateway=config.gateway_id, devices=len(config.devices))
-    await gateway.run(stop)
+    with stop_on_signals() as stop:
+        async with readiness(ready_file) as ready:
+            gateway = Gateway(config, ready=ready)
+            if config.metrics_port:
+                start_http_server(config.metrics_port, addr="0.0.0.0", registry=gateway.metrics.registry)  # noqa: S104 -- scraped
+            log.info("gateway_starting", site=config.site, gateway=config.gateway_id, devices=len(config.devices))
+            await gateway.run(stop)
     log.info("gateway_stopped")
     return 0

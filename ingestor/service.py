@@ -10,34 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import start_http_server
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clock import utcnow
 from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER, Telemetry, shared
-from core.db import create_engine_from_settings
+from core.db import TRANSIENT_DB_ERRORS, create_engine_from_settings
 from core.ingest import IngestBatch, MachineRegistry, RejectedMessage, StatusUpdate, WriteResult, write_batch
+from core.lifecycle import Readiness, readiness, stop_on_signals
 from core.logging import get_logger
-from core.retry import Backoff, retry
+from core.retry import Backoff, keep_connected, retry
 from core.settings import IngestorProcessSettings
 from ingestor.ack import ack, enable_manual_ack
 from ingestor.batching import next_batch
 from ingestor.decode import Decoded, GatewayStatus, SeqTracker, decode_message
-from ingestor.metrics import IngestMetrics
+from ingestor.prometheus import IngestMetrics
 
 log = get_logger("shopfloor.ingestor")
 
-# Connection trouble is worth waiting out; anything else in a batch is a poison message to isolate.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+# Connection trouble (core.db.TRANSIENT_DB_ERRORS) is worth waiting out; these in a batch are a poison message.
 POISON_DB_ERRORS: tuple[type[BaseException], ...] = (DataError, IntegrityError)
 
 
@@ -65,6 +66,7 @@ class Ingestor:
         *,
         engine: AsyncEngine | None = None,
         metrics: IngestMetrics | None = None,
+        ready: Readiness | None = None,
     ):
         self.settings = settings
         self.config = settings.ingest
@@ -75,6 +77,7 @@ class Ingestor:
         self.window = settings.telemetry.window()
         self.seq = SeqTracker()
         self.subscribed = asyncio.Event()
+        self.ready = ready or Readiness()
         self._client: aiomqtt.Client | None = None
         self._epoch = 0
 
@@ -115,21 +118,21 @@ class Ingestor:
         return client
 
     async def _mqtt_loop(self, stop: asyncio.Event) -> None:
-        backoff, attempt = Backoff(base_s=0.5, cap_s=15.0), 0
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-                attempt = 0
-            except aiomqtt.MqttError as error:
-                self.subscribed.clear()
-                delay = backoff.delay(attempt)
-                attempt += 1
-                log.warning("mqtt_disconnected", error=str(error), retry_in_s=round(delay, 2))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+        def disconnected(_: BaseException) -> None:
+            self.subscribed.clear()
+            self.ready.not_ready()
+
+        await keep_connected(
+            lambda healthy: self._session(stop, healthy),
+            transient=(aiomqtt.MqttError,),
+            backoff=Backoff(base_s=0.5, cap_s=15.0),
+            stop=stop,
+            event="mqtt_disconnected",
+            on_error=disconnected,
+        )
         await self._drain()
 
-    async def _session(self, stop: asyncio.Event) -> None:
+    async def _session(self, stop: asyncio.Event, healthy: Callable[[], None]) -> None:
         async with self._client_for_session() as client:
             self._epoch += 1
             self._client = client
@@ -140,6 +143,8 @@ class Ingestor:
             await client.subscribe(STATUS_FILTER, qos=1)
             await client.subscribe(GATEWAY_STATUS_FILTER, qos=1)
             self.subscribed.set()
+            healthy()
+            self.ready.ready(client_id=self.config.ingest_client_id, group=group)
             log.info("mqtt_subscribed", client_id=self.config.ingest_client_id, group=group, epoch=self._epoch)
             reader = asyncio.create_task(self._read(client, self._epoch), name="ingest:mqtt-reader")
             stopping = asyncio.create_task(stop.wait(), name="ingest:stop-watch")
@@ -272,20 +277,19 @@ def _batch_of(items: list[Pending]) -> IngestBatch:
     return batch
 
 
-async def main(settings: IngestorProcessSettings) -> int:
+async def main(settings: IngestorProcessSettings, *, ready_file: Path | None = None) -> int:
     """`shopfloor ingest`: run until SIGTERM or SIGINT, then drain and exit 0."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    ingestor = Ingestor(settings)
-    port = settings.ingest.ingest_metrics_port
-    if port:
-        start_http_server(port, addr="0.0.0.0", registry=ingestor.metrics.registry)  # noqa: S104 -- scraped from outside
-    log.info("ingestor_starting", broker=f"{settings.mqtt.mqtt_host}:{settings.mqtt.mqtt_port}", metrics_port=port)
-    try:
-        await ingestor.run(stop)
-    finally:
-        await ingestor.engine.dispose()
+    with stop_on_signals() as stop:
+        async with readiness(ready_file) as ready:
+            ingestor = Ingestor(settings, ready=ready)
+            port = settings.ingest.ingest_metrics_port
+            if port:
+                start_http_server(port, addr="0.0.0.0", registry=ingestor.metrics.registry)  # noqa: S104 -- scraped from outside
+            broker = f"{settings.mqtt.mqtt_host}:{settings.mqtt.mqtt_port}"
+            log.info("ingestor_starting", broker=broker, metrics_port=port)
+            try:
+                await ingestor.run(stop)
+            finally:
+                await ingestor.engine.dispose()
     log.info("ingestor_stopped")
     return 0

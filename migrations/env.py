@@ -7,13 +7,15 @@ from sqlalchemy import create_engine, pool
 
 from core.db import install_sqlite_pragmas, sync_url
 from core.models import Base
-from core.settings import DatabaseSettings
+from core.settings import DatabaseSettings, TimeseriesSettings
 
 config = context.config
-# `shopfloor migrate` passes the URL; plain `alembic` falls back to the settings.
+# `shopfloor migrate` (core.schema) passes the URL and the TimescaleDB settings; a plain `alembic` run reads them
+# from the environment here, once, so that the revisions themselves never do.
 url: str = config.attributes.get("database_url") or sync_url(DatabaseSettings().database_url).render_as_string(
     hide_password=False
 )
+config.attributes.setdefault("timeseries", TimeseriesSettings())
 
 target_metadata = Base.metadata
 

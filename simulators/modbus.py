@@ -26,7 +26,7 @@ Register map (protocol addresses, 0-based; unit id 1, any other unit id answers 
 
 The 32-bit values (counters and floats) use the station's `order` (ABCD, CDAB, BADC or DCBA); the 16-bit
 registers are plain big-endian words as the protocol defines them. Every register is written through
-`gateway.codec.encode`, the codec the gateway decodes with. mbpoll numbers references from 1: holding address
+`core.registers.encode`, the codec the gateway decodes with. mbpoll numbers references from 1: holding address
 10 is `mbpoll -t 4:float -r 11`, and only `-B` reads ABCD floats (mbpoll's default is CDAB).
 
 In-process (tests):
@@ -47,7 +47,6 @@ import heapq
 import itertools
 import math
 import random
-import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,8 +59,8 @@ from pymodbus.simulator import SimData, SimDevice
 
 from core.clock import utcnow
 from core.contract import MachineState
-from gateway.codec import Value, apply_scale, decode, encode, unapply_scale
-from gateway.config import DataType, Order, RegisterType
+from core.lifecycle import add_ready_file_option, readiness, stop_on_signals
+from core.registers import DataType, Order, RegisterType, Value, apply_scale, decode, encode, unapply_scale
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5020  # 502 needs root
@@ -424,15 +423,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--unit-id", type=int, default=DEFAULT_UNIT_ID)
     parser.add_argument("--cycle-time", type=float, default=StationParams.ideal_cycle_s, help="ideal cycle, s")
     parser.add_argument("--scrap-rate", type=float, default=StationParams.scrap_rate)
+    add_ready_file_option(parser)
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     params = StationParams(ideal_cycle_s=args.cycle_time, scrap_rate=args.scrap_rate)
     station = ModbusStation(
         args.host,
@@ -445,9 +441,11 @@ async def serve(args: argparse.Namespace) -> None:
         warmup_s=args.warmup,
         keep_record=False,
     )
-    async with station:
-        print(f"READY modbus {station.host}:{station.port}", flush=True)
-        await stop.wait()
+    with stop_on_signals() as stop:
+        async with station, readiness(args.ready_file) as ready:
+            ready.ready(host=station.host, port=station.port)
+            print(f"READY modbus {station.host}:{station.port}", flush=True)
+            await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import aiomqtt
-import orjson
 
 from core.clock import utcnow
-from core.contract import encode_telemetry, status_topic, telemetry_topic
+from core.contract import encode_status, encode_telemetry, status_topic, telemetry_topic
+from core.lifecycle import add_ready_file_option, readiness, stop_on_signals
+from core.retry import wait_or_stop
 from simulators.injection import InjectionMachine, InjectionParams
 
 
@@ -46,7 +45,6 @@ class MqttDevice:
     async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
         """Publish until `stop` is set; then mark the device offline and disconnect."""
         model = InjectionMachine(seed=self.seed, params=self.params)
-        offline = orjson.dumps({"online": False})
         async with aiomqtt.Client(
             self.host,
             self.port,
@@ -54,10 +52,11 @@ class MqttDevice:
             password=self.password,
             identifier=f"device-{self.site}-{self.machine}",
             protocol=aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5,
-            will=aiomqtt.Will(status_topic(self.site, self.machine), offline, qos=1, retain=True),
+            will=aiomqtt.Will(
+                status_topic(self.site, self.machine), encode_status(False, will=True), qos=1, retain=True
+            ),
         ) as client:
-            online = orjson.dumps({"online": True, "ts": utcnow().isoformat()})
-            await client.publish(status_topic(self.site, self.machine), online, qos=1, retain=True)
+            await client.publish(status_topic(self.site, self.machine), encode_status(True), qos=1, retain=True)
             if ready is not None:
                 ready.set()
             samples: list[dict[str, Any]] = []
@@ -77,15 +76,14 @@ class MqttDevice:
                     )
                     self.published += len(samples)
                     samples = []
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+                await wait_or_stop(stop, self.interval_s)
             if samples:
                 seq += 1
                 await client.publish(
                     telemetry_topic(self.site, self.machine), encode_telemetry(samples, seq=seq), qos=1
                 )
                 self.published += len(samples)
-            await client.publish(status_topic(self.site, self.machine), offline, qos=1, retain=True)
+            await client.publish(status_topic(self.site, self.machine), encode_status(False), qos=1, retain=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--samples-per-message", type=int, default=5)
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="MQTT version (3.1.1 for amqtt)")
+    add_ready_file_option(parser)
     return parser
 
 
@@ -118,17 +117,18 @@ async def _serve(args: argparse.Namespace) -> int:
         samples_per_message=args.samples_per_message,
         protocol=args.protocol,
     )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    task = asyncio.create_task(device.run(stop, ready=ready), name=f"simulate:mqtt:{args.machine}")
-    waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if ready.is_set():
-        print(f"READY mqtt {args.host}:{args.port} {telemetry_topic(args.site, args.machine)}", flush=True)
-    waiter.cancel()
-    await task
+    connected = asyncio.Event()
+    with stop_on_signals() as stop:
+        async with readiness(args.ready_file) as ready:
+            task = asyncio.create_task(device.run(stop, ready=connected), name=f"simulate:mqtt:{args.machine}")
+            waiter = asyncio.create_task(connected.wait(), name=f"simulate:mqtt:{args.machine}:connected")
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if connected.is_set():
+                topic = telemetry_topic(args.site, args.machine)
+                ready.ready(broker=f"{args.host}:{args.port}", topic=topic)
+                print(f"READY mqtt {args.host}:{args.port} {topic}", flush=True)
+            waiter.cancel()
+            await task
     return 0
 
 

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 
 from core.clock import utcnow
 from core.contract import MachineState
+from core.lifecycle import add_ready_file_option, readiness, stop_on_signals
 from core.logging import configure_logging, get_logger
 from core.settings import LogSettings, RuntimeSettings
 from simulators.injection import InjectionMachine, InjectionParams
@@ -324,15 +324,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
     parser.add_argument("--update-interval", type=float, default=1.0, help="seconds between updates (default 1)")
     parser.add_argument("--ideal-cycle-time", type=float, default=12.0, help="ideal cycle time in s (default 12)")
+    add_ready_file_option(parser)
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     simulator = InjectionMachineServer(
         host=args.host,
         port=args.port,
@@ -342,9 +339,11 @@ async def serve(args: argparse.Namespace) -> None:
         params=InjectionParams(ideal_cycle_time_s=args.ideal_cycle_time),
         keep_record=False,
     )
-    async with simulator:
-        print(f"READY opcua {simulator.endpoint}", flush=True)
-        await stop.wait()
+    with stop_on_signals() as stop:
+        async with simulator, readiness(args.ready_file) as ready:
+            ready.ready(endpoint=simulator.endpoint)
+            print(f"READY opcua {simulator.endpoint}", flush=True)
+            await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

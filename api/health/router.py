@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.deps import Context
 from core.errors import Unavailable
 from core.schema import current_revisions, head_revisions
 
@@ -37,9 +37,9 @@ async def health() -> HealthRead:
 
 
 @router.get("/ready", response_model=ReadyRead, responses={503: {"description": "Not ready"}})
-async def ready(request: Request) -> ReadyRead:
+async def ready(context: Context) -> ReadyRead:
     """Readiness: the database is reachable and migrated to head."""
-    engine: AsyncEngine = request.app.state.engine
+    engine = context.engine
     try:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))

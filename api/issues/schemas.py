@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import ConfigDict, StringConstraints
 
-from api.schemas import InputModel
+from api.schemas import InputModel, ReadModel
 from core.models import IssueStatus
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class IssueUpdate(InputModel):
     note: Note | None = None
 
 
-class IssueRead(BaseModel):
+class IssueRead(ReadModel):
     """An issue with who reported, acknowledged and resolved it, and when."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -53,9 +53,4 @@ class IssueRead(BaseModel):
     @classmethod
     def of(cls, issue: Issue, work_order_id: int) -> Self:
         """Serialise an issue with the work order of its stage."""
-        return cls.model_validate(
-            {
-                **{name: getattr(issue, name) for name in cls.model_fields if name != "work_order_id"},
-                "work_order_id": work_order_id,
-            }
-        )
+        return cls.from_object(issue, work_order_id=work_order_id)

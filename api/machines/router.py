@@ -7,7 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import APIKeyHeader
 
-from api.deps import AdminUser, CurrentUser, Now, Session, Settings, Tokens, current_principal, oauth2_scheme
+from api.deps import (
+    AdminUser,
+    Context,
+    CurrentUser,
+    Now,
+    Session,
+    Settings,
+    Tokens,
+    current_principal,
+    oauth2_scheme,
+)
 from api.machines import history, service, stream
 from api.machines.history import Agg, Bucket
 from api.machines.schemas import (
@@ -102,6 +112,7 @@ async def ingest_caller(
     request: Request,
     machine_id: Id,
     session: Session,
+    tokens: Tokens,
     api_key: Annotated[str | None, Depends(api_key_scheme)],
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> None:
@@ -111,7 +122,7 @@ async def ingest_caller(
             raise Unauthenticated("The API key is unknown, revoked, or belongs to another machine")
         request.state.user_id = None
         return
-    principal = await current_principal(request, session, request.app.state.tokens, token)
+    principal = await current_principal(request, session, tokens, token)
     if principal.role not in (Role.ADMIN, Role.PLANNER):
         raise Forbidden("Posting readings needs the machine's API key, or the role admin or planner")
 
@@ -255,10 +266,9 @@ async def stream_caller(
     return stream.StreamAccess(tokens=tokens, token=credential or "")  # never empty: refused just above
 
 
-def get_streams(request: Request) -> stream.StreamHub:
+def get_streams(context: Context) -> stream.StreamHub:
     """The live-stream hub of this app."""
-    hub: stream.StreamHub = request.app.state.streams
-    return hub
+    return context.streams
 
 
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -284,6 +294,7 @@ async def stream_machine(
     request: Request,
     access: Annotated[stream.StreamAccess, Depends(stream_caller)],
     streams: Annotated[stream.StreamHub, Depends(get_streams)],
+    context: Context,
 ) -> stream.EventStreamResponse:
     """A machine's new readings, state changes and online status, live, as server-sent events (text/event-stream)."""
     lease = streams.acquire()
@@ -298,7 +309,7 @@ async def stream_machine(
         retry_ms=settings.api.stream_retry_ms,
     )
     events = stream.machine_events(
-        request.app.state.session_factory,
+        context.session_factory,
         cursor=cursor,
         initial=initial,
         config=config,

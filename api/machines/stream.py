@@ -16,7 +16,7 @@ At every heartbeat the caller's token and user are checked again: a stream ends 
 user is deactivated (the browser's reconnect then gets a 401), as every other request would be refused.
 
 `StreamHub` bounds the open streams of one process and ends them all when the app stops. uvicorn waits for open
-responses before it runs the app's shutdown, so `StreamingServer` ends the streams first.
+responses before it runs the app's shutdown, so `api.server.ApiServer` ends the streams first.
 """
 
 from __future__ import annotations
@@ -24,16 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import uvicorn
 from pydantic import BaseModel
 from sqlalchemy import func, select
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -41,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 from api.machines import history
 from api.machines.service import get_machine
 from core.contract import MachineState
+from core.db import TRANSIENT_DB_ERRORS
 from core.errors import NotFound, Unavailable
 from core.logging import get_logger
 from core.models import Machine, MachineLatest, MachineStateChange, UserAccount
@@ -50,9 +48,6 @@ log = get_logger("shopfloor.api.stream")
 
 EVENT_STREAM = "text/event-stream"
 PING = ": ping\n\n"
-# A poll that fails on these (the database restarting, a dropped connection) is skipped and tried again at the
-# next interval: a browser's EventSource gives up for good when a reconnect gets an error status.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
 MAX_STATE_ROWS = 1000
 
 
@@ -260,6 +255,8 @@ async def machine_events(
         events: list[Event] = []
         chunk = ""
         if loop.time() >= next_poll:
+            # A poll that fails on a transient error (the database restarting, a dropped connection) is skipped
+            # and tried again at the next interval: a browser's EventSource gives up for good on an error status.
             try:
                 async with factory() as session:
                     events = await poll(session, cursor=cursor)
@@ -312,16 +309,3 @@ class EventStreamResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.lease.release()
-
-
-class StreamingServer(uvicorn.Server):
-    """uvicorn's server, ending the app's live streams when it stops: it would otherwise wait for them forever."""
-
-    def __init__(self, config: uvicorn.Config, *, streams: StreamHub):
-        super().__init__(config)
-        self.streams = streams
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End the streams, then shut down as uvicorn does (open requests finish, then the app's lifespan)."""
-        self.streams.close()
-        await super().shutdown(sockets)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentUser, Now, PlannerUser, Session, Settings
-from api.metrics import service as metrics
+from api.efficiency import service as metrics
 from api.pagination import Id, Page, Pagination
 from api.stages import service
 from api.stages.schemas import (

@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.metrics.calc import actual_window
-from api.metrics.schemas import DurationsRead, durations_of
+from api.efficiency.calc import actual_window
+from api.efficiency.schemas import DurationsRead, durations_of
 from api.pagination import MAX_ID
-from api.schemas import InputModel
+from api.schemas import InputModel, ReadModel
+from api.stages.service import StagePlan
 from api.stages.transitions import allowed_actions
 from core.models import StageEventKind, StageStatus
 
 if TYPE_CHECKING:
-    from api.metrics.calc import StageMetrics
+    from api.efficiency.calc import StageMetrics
     from api.stages.service import StageDetails
 
 StageName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -24,13 +25,17 @@ Quantity = Annotated[int, Field(ge=0, le=1_000_000_000)]
 MachineRef = Annotated[int, Field(ge=1, le=MAX_ID, description="Machine id (the machine registry)")]
 
 
-class StagePlan(InputModel):
+class StageCreate(InputModel):
     """A stage as planned: its name, its window and optionally its machine."""
 
     stage_name: StageName
     planned_start: AwareDatetime
     planned_end: AwareDatetime
     machine_id: MachineRef | None = None
+
+    def to_domain(self) -> StagePlan:
+        """The plan the services take."""
+        return StagePlan(self.stage_name, self.planned_start, self.planned_end, self.machine_id)
 
 
 class StageUpdate(InputModel):
@@ -69,7 +74,7 @@ class DoneRequest(InputModel):
     scrap_qty: Quantity
 
 
-class AssigneeRead(BaseModel):
+class AssigneeRead(ReadModel):
     """A user assigned to a stage."""
 
     user_id: int
@@ -78,7 +83,7 @@ class AssigneeRead(BaseModel):
     assigned_at: datetime
 
 
-class StageRead(BaseModel):
+class StageRead(ReadModel):
     """A stage with its state, who works on it, and its actual times derived from its events."""
 
     id: int
@@ -102,26 +107,17 @@ class StageRead(BaseModel):
         """Serialise a stage with the times its events give."""
         stage = details.stage
         actual_start, actual_end = actual_window(details.events)
-        return cls(
-            id=stage.id,
-            work_order_id=stage.work_order_id,
-            position=stage.position,
-            stage_name=stage.stage_name,
-            planned_start=stage.planned_start,
-            planned_end=stage.planned_end,
-            machine_id=stage.machine_id,
-            status=stage.status,
+        return cls.from_object(
+            stage,
             allowed_actions=allowed_actions(stage.status),
             actual_start=actual_start,
             actual_end=actual_end,
-            good_qty=stage.good_qty,
-            scrap_qty=stage.scrap_qty,
             open_issues=details.open_issues,
-            assignees=[AssigneeRead(**vars(assignee)) for assignee in details.assignees],
+            assignees=[AssigneeRead.from_object(assignee) for assignee in details.assignees],
         )
 
 
-class WorkOrderBrief(BaseModel):
+class WorkOrderBrief(ReadModel):
     """The work order a stage belongs to, in short."""
 
     id: int
@@ -141,16 +137,7 @@ class MyStageRead(BaseModel):
     @classmethod
     def of(cls, details: StageDetails) -> Self:
         """Serialise a stage of the caller with its work order."""
-        work_order = details.stage.work_order
-        brief = WorkOrderBrief(
-            id=work_order.id,
-            product_code=work_order.product_code,
-            lot_no=work_order.lot_no,
-            qty=work_order.qty,
-            planned_start=work_order.planned_start,
-            planned_end=work_order.planned_end,
-        )
-        return cls(stage=StageRead.of(details), work_order=brief)
+        return cls(stage=StageRead.of(details), work_order=WorkOrderBrief.from_object(details.stage.work_order))
 
 
 class StageEventRead(BaseModel):

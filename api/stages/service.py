@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from api.metrics.calc import EventPoint
+from api.efficiency.calc import EventPoint
 from api.stages.transitions import transition
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.models import (
@@ -27,6 +27,16 @@ from core.models import (
     WorkOrderStage,
 )
 from core.security import Principal
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage as planned: its name, its window and optionally its machine."""
+
+    stage_name: str
+    planned_start: datetime
+    planned_end: datetime
+    machine_id: int | None = None
 
 
 @dataclass(frozen=True)

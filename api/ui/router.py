@@ -12,6 +12,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
+from api.deps import Context
 from core.errors import NotFound, Unavailable
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -57,12 +58,6 @@ MEDIA_TYPES = {
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
-def static_dir(request: Request) -> Path:
-    """Where the built bundle is (the app's `ui_static_dir`, so tests can point it elsewhere)."""
-    folder: Path = getattr(request.app.state, "ui_static_dir", STATIC_DIR)
-    return folder
-
-
 def _file(request: Request, path: Path, *, cache_control: str) -> Response:
     headers = {**SECURITY_HEADERS, "Cache-Control": cache_control}
     media_type = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
@@ -76,18 +71,18 @@ def _file(request: Request, path: Path, *, cache_control: str) -> Response:
 # Plain `def` routes: FastAPI runs them in its thread pool, so the file-system checks never block the event loop.
 @router.api_route("", methods=["GET", "HEAD"])
 @router.api_route("/", methods=["GET", "HEAD"])
-def operator_view(request: Request) -> Response:
+def operator_view(request: Request, context: Context) -> Response:
     """The operator view's page (503 with a problem saying how to build it when the bundle is missing)."""
-    index = static_dir(request) / "index.html"
+    index = context.ui_static_dir / "index.html"
     if not index.is_file():
         raise Unavailable(NOT_BUILT, code="ui_not_built")
     return _file(request, index, cache_control=NO_CACHE)
 
 
 @router.api_route("/assets/{name}", methods=["GET", "HEAD"])
-def operator_view_asset(request: Request, name: str) -> Response:
+def operator_view_asset(request: Request, context: Context, name: str) -> Response:
     """A script, stylesheet or source map of the bundle; content-hashed names are cached for a year."""
-    folder = static_dir(request)
+    folder = context.ui_static_dir
     if not (folder / "index.html").is_file():
         raise Unavailable(NOT_BUILT, code="ui_not_built")
     path = folder / "assets" / name

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime
 
 from api.deps import CurrentUser, Now, PlannerUser, Session, Settings
-from api.metrics import service as metrics
+from api.efficiency import service as metrics
 from api.pagination import Id, Page, Pagination
 from api.stages.schemas import StageRead
 from api.workorders import service
@@ -17,10 +17,9 @@ from api.workorders.schemas import (
     WorkOrderCreate,
     WorkOrderMetricsRead,
     WorkOrderRead,
-    WorkOrderSort,
-    WorkOrderStatus,
     WorkOrderUpdate,
 )
+from api.workorders.service import WorkOrderSort, WorkOrderStatus
 
 router = APIRouter(prefix="/workorders", tags=["work orders"])
 
@@ -44,7 +43,7 @@ async def create_work_order(
             planned_end=body.planned_end,
             notes=body.notes,
         ),
-        stages=body.stages,
+        stages=None if body.stages is None else [plan.to_domain() for plan in body.stages],
         templates=settings.tracking.default_stages,
     )
     return WorkOrderRead.of(details)
@@ -99,7 +98,9 @@ async def update_work_order(
     work_order_id: Id, body: WorkOrderUpdate, session: Session, planner: PlannerUser
 ) -> WorkOrderRead:
     """Change the plan (only while no stage has started) or the notes."""
-    details = await service.update_work_order(session, actor=planner, work_order_id=work_order_id, changes=body)
+    details = await service.update_work_order(
+        session, actor=planner, work_order_id=work_order_id, changes=body.model_dump(exclude_unset=True)
+    )
     return WorkOrderRead.of(details)
 
 

@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
-from api.metrics.schemas import DurationsRead, durations_of
-from api.schemas import InputModel
-from api.stages.schemas import StageMetricsRead, StagePlan, StageRead
+from api.efficiency.schemas import DurationsRead, durations_of
+from api.schemas import InputModel, ReadModel
+from api.stages.schemas import StageCreate, StageMetricsRead, StageRead
+from api.workorders.service import WorkOrderStatus
 
 if TYPE_CHECKING:
-    from api.metrics.calc import StageMetrics, WorkOrderMetrics
+    from api.efficiency.calc import StageMetrics, WorkOrderMetrics
     from api.stages.service import StageDetails
     from api.workorders.service import WorkOrderDetails
 
 Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Notes = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Qty = Annotated[int, Field(gt=0, le=1_000_000_000)]
-
-
-class WorkOrderStatus(StrEnum):
-    """Derived from the stages: planned, in_progress, done, or cancelled."""
-
-    PLANNED = "planned"
-    IN_PROGRESS = "in_progress"
-    DONE = "done"
-    CANCELLED = "cancelled"
-
-
-class WorkOrderSort(StrEnum):
-    """Sort keys for the work-order list; a leading '-' sorts descending."""
-
-    ID = "id"
-    ID_DESC = "-id"
-    PLANNED_START = "planned_start"
-    PLANNED_START_DESC = "-planned_start"
-    PLANNED_END = "planned_end"
-    PLANNED_END_DESC = "-planned_end"
-    CREATED_AT = "created_at"
-    CREATED_AT_DESC = "-created_at"
 
 
 class WorkOrderCreate(InputModel):
@@ -53,7 +31,7 @@ class WorkOrderCreate(InputModel):
     planned_start: AwareDatetime
     planned_end: AwareDatetime
     notes: Notes | None = None
-    stages: Annotated[list[StagePlan], Field(min_length=1, max_length=50)] | None = None
+    stages: Annotated[list[StageCreate], Field(min_length=1, max_length=50)] | None = None
 
     @model_validator(mode="after")
     def _window(self) -> Self:
@@ -79,7 +57,7 @@ class CancelRequest(InputModel):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
 
 
-class WorkOrderRead(BaseModel):
+class WorkOrderRead(ReadModel):
     """A work order with its derived status and its stages."""
 
     id: int
@@ -102,22 +80,9 @@ class WorkOrderRead(BaseModel):
     @classmethod
     def of(cls, details: WorkOrderDetails) -> Self:
         """Serialise a work order with its stages."""
-        work_order = details.work_order
-        return cls(
-            id=work_order.id,
-            product_code=work_order.product_code,
-            lot_no=work_order.lot_no,
-            qty=work_order.qty,
-            planned_start=work_order.planned_start,
-            planned_end=work_order.planned_end,
-            notes=work_order.notes,
+        return cls.from_object(
+            details.work_order,
             status=details.status,
-            created_by_id=work_order.created_by_id,
-            created_at=work_order.created_at,
-            updated_at=work_order.updated_at,
-            cancelled_at=work_order.cancelled_at,
-            cancelled_by_id=work_order.cancelled_by_id,
-            cancel_reason=work_order.cancel_reason,
             open_issues=details.open_issues,
             stages=[StageRead.of(stage) for stage in details.stages],
         )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, UnaryExpression, and_, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
-from api.stages.schemas import StagePlan
-from api.stages.service import StageDetails, can_see_work_order, ensure_machines_exist, stage_details
-from api.workorders.schemas import WorkOrderSort, WorkOrderStatus, WorkOrderUpdate
+from api.stages.service import StageDetails, StagePlan, can_see_work_order, ensure_machines_exist, stage_details
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import (
     Issue,
@@ -26,6 +25,28 @@ from core.models import (
 )
 from core.security import Principal
 from core.settings import StageTemplate
+
+
+class WorkOrderStatus(StrEnum):
+    """Derived from the stages: planned, in_progress, done, or cancelled."""
+
+    PLANNED = "planned"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class WorkOrderSort(StrEnum):
+    """Sort keys for the work-order list; a leading '-' sorts descending."""
+
+    ID = "id"
+    ID_DESC = "-id"
+    PLANNED_START = "planned_start"
+    PLANNED_START_DESC = "-planned_start"
+    PLANNED_END = "planned_end"
+    PLANNED_END_DESC = "-planned_end"
+    CREATED_AT = "created_at"
+    CREATED_AT_DESC = "-created_at"
 
 
 @dataclass(frozen=True)
@@ -277,14 +298,16 @@ async def planned_between(
 
 
 async def update_work_order(
-    session: AsyncSession, *, actor: Principal, work_order_id: int, changes: WorkOrderUpdate
+    session: AsyncSession, *, actor: Principal, work_order_id: int, changes: Mapping[str, Any]
 ) -> WorkOrderDetails:
-    """Change the plan while no stage has started (notes at any time); stages must still fit the window."""
+    """Change the plan while no stage has started (notes at any time); stages must still fit the window.
+
+    `changes` holds only the fields the caller gave (a null clears, which only the notes allow)."""
     details = await get_work_order(session, actor=actor, work_order_id=work_order_id)
     work_order = details.work_order
     if details.status is WorkOrderStatus.CANCELLED:
         raise Conflict(f"Work order {work_order_id} is cancelled", code="work_order_cancelled")
-    given = changes.model_dump(exclude_unset=True)
+    given = dict(changes)
     plan = {key: value for key, value in given.items() if key != "notes"}
     if nulls := [key for key, value in plan.items() if value is None]:
         raise InvalidInput("Only notes can be cleared", fields=dict.fromkeys(nulls, "may not be null"))
@@ -293,8 +316,8 @@ async def update_work_order(
             f"Work order {work_order_id} is {details.status.value}: its plan is fixed once a stage started",
             code="plan_locked",
         )
-    start = changes.planned_start or work_order.planned_start
-    end = changes.planned_end or work_order.planned_end
+    start = given.get("planned_start") or work_order.planned_start
+    end = given.get("planned_end") or work_order.planned_end
     if start >= end:
         raise InvalidInput("planned_start must be before planned_end", fields={"planned_end": "not after start"})
     for stage in work_order.stages:

@@ -22,6 +22,11 @@ class SourceError(Exception):
     """A device could not be reached or answered with an error; the supervisor reconnects with backoff."""
 
 
+# A device that cannot be reached or answers badly (each source wraps its library's errors in SourceError), and the
+# network under it: the supervisor reconnects with backoff. Anything else is a bug and fails the gateway.
+TRANSIENT_DEVICE_ERRORS: tuple[type[BaseException], ...] = (SourceError, OSError, TimeoutError)
+
+
 class Source(Protocol):
     """A connection to one device.
 

@@ -1,4 +1,4 @@
-"""Modbus TCP source: polls one device with pymodbus's AsyncModbusTcpClient and decodes with `gateway.codec`.
+"""Modbus TCP source: polls one device with pymodbus's AsyncModbusTcpClient and decodes with `core.registers`.
 
 Each poll reads the device's tags in as few requests as `plan_reads` allows, stamps every value of the poll with
 one gateway time taken right after the last read, decodes (codec + scale/offset) and maps the state tag's code
@@ -25,8 +25,8 @@ from pymodbus.pdu import ModbusPDU
 from core.clock import utcnow
 from core.contract import STATE_TAG
 from core.logging import get_logger
-from gateway.codec import Value, apply_scale, decode
-from gateway.config import ModbusDevice, ModbusTag, RegisterType
+from core.registers import RegisterType, Value, apply_scale, decode
+from gateway.config import ModbusDevice, ModbusTag
 from gateway.sources.base import SourceError, TagValue
 
 log = get_logger("shopfloor.gateway.modbus")

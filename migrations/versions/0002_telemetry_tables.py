@@ -28,8 +28,17 @@ ROLLUPS = {
 }
 
 
+def _timeseries() -> TimeseriesSettings:
+    # Handed over by the caller (core.schema, or env.py for a plain `alembic` run): a revision reads no environment.
+    config = op.get_context().config
+    settings = config.attributes.get("timeseries") if config is not None else None
+    if not isinstance(settings, TimeseriesSettings):
+        raise RuntimeError("run the migrations through core.schema or migrations/env.py: no timeseries settings")
+    return settings
+
+
 def _timescaledb_wanted(bind: sa.Connection) -> bool:
-    if bind.dialect.name != "postgresql" or TimeseriesSettings().timescaledb == "off":
+    if bind.dialect.name != "postgresql" or _timeseries().timescaledb == "off":
         return False
     query = sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
     return bind.execute(query).first() is not None
@@ -135,7 +144,7 @@ def upgrade() -> None:
         )
     bind = op.get_bind()
     if _timescaledb_wanted(bind):
-        _upgrade_timescaledb(TimeseriesSettings())
+        _upgrade_timescaledb(_timeseries())
 
 
 def _upgrade_timescaledb(settings: TimeseriesSettings) -> None:

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db import session_factory
 from core.models import Role, UserAccount
-from tests.conftest import TEST_PASSWORD, Api, make_api, make_settings
+from tests.support.api import Api, bearer, make_settings, running_api
+from tests.support.db import Database
+from tests.support.factories import TEST_PASSWORD
 
 
 async def test_login_with_json_returns_a_bearer_token(api: Api) -> None:
@@ -22,7 +22,7 @@ async def test_login_with_json_returns_a_bearer_token(api: Api) -> None:
     assert body["token_type"] == "bearer"
     assert body["role"] == "planner"
     assert body["expires_in"] == api.settings.auth.access_token_ttl_s
-    me = await api.client.get("/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    me = await api.client.get("/auth/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
     assert me.json()["username"] == "planner1"
     assert "password_hash" not in me.json()
@@ -58,7 +58,7 @@ async def test_usernames_are_case_insensitive(api: Api) -> None:
 async def test_login_records_last_login(api: Api) -> None:
     await api.create_user("ayse", Role.WORKER)
     await api.login("ayse")
-    async with session_factory(api.engine)() as session:
+    async with api.session() as session:
         user = await session.scalar(select(UserAccount).where(UserAccount.username == "ayse"))
     assert user is not None
     assert user.last_login_at is not None
@@ -116,9 +116,9 @@ async def test_repeated_failures_for_one_username_are_throttled(api: Api) -> Non
     assert 0 < int(blocked.headers["Retry-After"]) <= api.settings.auth.login_failure_window_s
 
 
-async def test_repeated_failures_from_one_address_are_throttled(engine: AsyncEngine, database_url: str) -> None:
-    settings = make_settings(database_url, login_max_failures_per_address=3, login_max_failures_per_user=100)
-    async for api in make_api(engine, settings):
+async def test_repeated_failures_from_one_address_are_throttled(database: Database) -> None:
+    settings = make_settings(database.url, login_max_failures_per_address=3, login_max_failures_per_user=100)
+    async with running_api(database, settings) as api:
         await api.create_user("victim", Role.WORKER)
         for index in range(3):
             await api.client.post("/auth/login", json={"username": f"spray{index}", "password": "x-x-x-x"})
@@ -171,8 +171,8 @@ async def test_register_rejects_bad_input_with_field_errors(api: Api, payload: d
     assert field in {error["field"] for error in response.json()["errors"]}
 
 
-async def test_register_can_be_turned_off(engine: AsyncEngine, database_url: str) -> None:
-    async for api in make_api(engine, make_settings(database_url, allow_self_registration=False)):
+async def test_register_can_be_turned_off(database: Database) -> None:
+    async with running_api(database, make_settings(database.url, allow_self_registration=False)) as api:
         response = await api.client.post("/auth/register", json={"username": "someone", "password": "long-enough-1"})
         assert response.status_code == 403
         assert response.json()["code"] == "registration_disabled"
@@ -200,24 +200,22 @@ async def test_token_signed_with_another_key_is_401(api: Api) -> None:
         "another-key-" * 4,
         algorithm="HS256",
     )
-    response = await api.client.get("/auth/me", headers={"Authorization": f"Bearer {forged}"})
+    response = await api.client.get("/auth/me", headers=bearer(forged))
     assert response.status_code == 401
 
 
 async def test_deactivation_takes_effect_on_the_next_request(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    worker = await api.create_user("soon-gone", Role.WORKER)
-    worker_headers = await api.login("soon-gone")
+    worker_id, worker_headers = await api.signed_in(Role.WORKER, "soon-gone")
     assert (await api.client.get("/auth/me", headers=worker_headers)).status_code == 200
-    response = await api.client.patch(f"/auth/users/{worker.id}", json={"is_active": False}, headers=admin)
+    response = await api.client.patch(f"/auth/users/{worker_id}", json={"is_active": False}, headers=admin)
     assert response.status_code == 200
     assert (await api.client.get("/auth/me", headers=worker_headers)).status_code == 401
 
 
 async def test_role_change_takes_effect_on_the_next_request(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    planner = await api.create_user("demoted", Role.PLANNER)
-    headers = await api.login("demoted")
-    response = await api.client.patch(f"/auth/users/{planner.id}/role", json={"role": "admin"}, headers=admin)
+    planner_id, headers = await api.signed_in(Role.PLANNER, "demoted")
+    response = await api.client.patch(f"/auth/users/{planner_id}/role", json={"role": "admin"}, headers=admin)
     assert response.status_code == 200
     assert (await api.client.get("/auth/users", headers=headers)).status_code == 200

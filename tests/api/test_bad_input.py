@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.models import Role
-from tests.conftest import Api
+from tests.support.api import Api
 
 BAD_SCALARS: list[Any] = [
     None, "", "x" * 10_000, -1, 0, 2**63, 99999999999999999999, 1.5, True, [], {},

@@ -9,8 +9,10 @@ from fastapi import APIRouter
 from httpx import ASGITransport, AsyncClient
 
 from api.app import create_app
+from api.context import context_of
 from core.models import Role
-from tests.conftest import Api, logged_events, make_settings
+from tests.support.api import Api, make_settings
+from tests.support.logs import logged_events
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "request_id"}
 
@@ -70,7 +72,7 @@ async def test_unexpected_error_is_a_500_problem_without_internals_and_logged(
     with caplog.at_level(logging.INFO):
         async with AsyncClient(transport=transport, base_url="http://testserver") as client:
             response = await client.get("/boom", headers={"X-Request-ID": "trace-me"})
-    await app.state.engine.dispose()
+    await context_of(app).engine.dispose()
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()

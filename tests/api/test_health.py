@@ -5,8 +5,9 @@ from __future__ import annotations
 from httpx import ASGITransport, AsyncClient
 
 from api.app import create_app
+from api.context import context_of
 from core.schema import head_revisions, upgrade
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
 
 
 async def test_health_answers(api: Api) -> None:
@@ -27,7 +28,7 @@ async def test_not_ready_before_migrations(empty_database_url: str) -> None:
         before = await client.get("/ready")
         upgrade(empty_database_url)
         after = await client.get("/ready")
-    await app.state.engine.dispose()
+    await context_of(app).engine.dispose()
     assert before.status_code == 503
     assert before.json()["code"] == "schema_outdated"
     assert "shopfloor migrate" in before.json()["detail"]
@@ -38,7 +39,7 @@ async def test_not_ready_when_database_is_unreachable() -> None:
     app = create_app(make_settings("postgresql://nobody@127.0.0.1:1/none"))
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as client:
         response = await client.get("/ready")
-    await app.state.engine.dispose()
+    await context_of(app).engine.dispose()
     assert response.status_code == 503
     assert response.json()["code"] == "database_unreachable"
     assert "nobody" not in response.text
@@ -76,7 +77,7 @@ async def test_cors_allows_only_configured_origins(database_url: str) -> None:
         refused = await client.options(
             "/auth/login", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
         )
-    await app.state.engine.dispose()
+    await context_of(app).engine.dispose()
     assert allowed.headers["access-control-allow-origin"] == "https://mobile.example"
     assert allowed.headers["access-control-allow-credentials"] == "true"
     assert "access-control-allow-origin" not in refused.headers

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.contract import MachineState, Reading, StateChange, Telemetry
+from core.contract import MachineState, StateReport, TagReading, Telemetry
 from core.db import session_factory
 from core.ingest import IngestBatch, MachineRegistry, RejectedMessage, StatusUpdate, WriteResult, write_batch
 from core.models import DeadLetter, Machine, MachineLatest, MachineStateChange
@@ -21,8 +21,8 @@ def telemetry(machine: str, *readings: tuple[int, str, float], states: tuple[tup
         site="plant1",
         machine=machine,
         seq=None,
-        readings=[Reading(T0 + timedelta(seconds=s), tag, value) for s, tag, value in readings],
-        states=[StateChange(T0 + timedelta(seconds=s), MachineState(state)) for s, state in states],
+        readings=[TagReading(T0 + timedelta(seconds=s), tag, value) for s, tag, value in readings],
+        states=[StateReport(T0 + timedelta(seconds=s), MachineState(state)) for s, state in states],
     )
 
 

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import insert
 
 from core.contract import MachineState
-from core.models import Machine, MachineLatest, MachineStateChange, Reading, Role
-from tests.conftest import Api
+from core.models import MachineLatest, Role
+from tests.support.api import Api
+from tests.support.factories import add_readings, add_states, make_machine
 
 T0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -36,28 +37,14 @@ def generated(seed: int, *, start: datetime, hours: int, count: int, tags: tuple
     return [(tag, ts, value) for (tag, ts), value in rows.items()]
 
 
-async def make_machine(api: Api, code: str = "press-1") -> int:
-    async with api.engine.begin() as conn:
-        machine_id = (
-            await conn.execute(insert(Machine).values(site="plant1", code=code, name=code).returning(Machine.id))
-        ).scalar_one()
-    return int(machine_id)
-
-
-async def load(api: Api, machine_id: int, rows: list[Row]) -> None:
-    async with api.engine.begin() as conn:
-        await conn.execute(
-            insert(Reading), [{"machine_id": machine_id, "tag": t, "ts": ts, "value": v} for t, ts, v in rows]
-        )
-
-
 async def machine_with_data(api: Api, rows: list[Row]) -> int:
     """A machine holding `rows`, next to another machine whose readings must never leak in."""
-    machine_id = await make_machine(api)
-    await load(api, machine_id, rows)
-    other = await make_machine(api, "other")
-    await load(api, other, [(tag, ts + timedelta(microseconds=1), 1e9) for tag, ts, _ in rows[:50]])
-    return machine_id
+    async with api.session() as session:
+        machine = await make_machine(session)
+        await add_readings(session, machine.id, rows)
+        other = await make_machine(session, "other")
+        await add_readings(session, other.id, [(tag, ts + timedelta(microseconds=1), 1e9) for tag, ts, _ in rows[:50]])
+    return machine.id
 
 
 def floor_to(moment: datetime, size: timedelta) -> datetime:
@@ -228,8 +215,9 @@ async def test_raw_returns_the_readings_themselves(api: Api) -> None:
 
 
 async def test_raw_allows_at_most_10000_points_per_tag(api: Api) -> None:
-    machine_id = await make_machine(api)
-    await load(api, machine_id, [("fast", T0 + timedelta(seconds=i), float(i)) for i in range(10_001)])
+    async with api.session() as session:
+        machine_id = (await make_machine(session)).id
+        await add_readings(session, machine_id, [("fast", T0 + timedelta(seconds=i), float(i)) for i in range(10_001)])
     headers = await api.actor(Role.WORKER)
     params = {"tags": "fast,slow", "from": iso(T0), "bucket": "raw"}
     fits = await api.client.get(
@@ -342,14 +330,14 @@ def assert_problem(response: Any, fields: set[str]) -> None:
 async def test_bad_readings_queries_are_422_naming_the_field(
     api: Api, case: str, params: dict[str, str], fields: set[str]
 ) -> None:
-    machine_id = await make_machine(api)
+    machine_id = (await api.add(make_machine)).id
     headers = await api.actor(Role.WORKER)
     response = await api.client.get(f"/machines/{machine_id}/readings", params=params, headers=headers)
     assert_problem(response, fields)
 
 
 async def test_limits_are_inclusive(api: Api) -> None:
-    machine_id = await make_machine(api)
+    machine_id = (await api.add(make_machine)).id
     headers = await api.actor(Role.WORKER)
     url = f"/machines/{machine_id}/readings"
     for params in (
@@ -377,7 +365,7 @@ STATES_ERRORS = [
 async def test_bad_state_windows_are_422_naming_the_field(
     api: Api, case: str, params: dict[str, str], fields: set[str]
 ) -> None:
-    machine_id = await make_machine(api)
+    machine_id = (await api.add(make_machine)).id
     headers = await api.actor(Role.WORKER)
     assert_problem(await api.client.get(f"/machines/{machine_id}/states", params=params, headers=headers), fields)
 
@@ -394,19 +382,12 @@ async def test_unknown_machine_is_404(api: Api, path: str, params: dict[str, str
     assert response.json()["code"] == "not_found"
 
 
-async def add_states(api: Api, machine_id: int, changes: list[tuple[datetime, MachineState]]) -> None:
-    async with api.engine.begin() as conn:
-        await conn.execute(
-            insert(MachineStateChange), [{"machine_id": machine_id, "ts": ts, "state": state} for ts, state in changes]
-        )
-
-
 async def test_latest_values_and_the_current_state(api: Api) -> None:
-    machine_id = await make_machine(api)
-    other = await make_machine(api, "other")
-    quiet = await make_machine(api, "quiet")
-    async with api.engine.begin() as conn:
-        await conn.execute(
+    async with api.session() as session:
+        machine_id = (await make_machine(session)).id
+        other = (await make_machine(session, "other")).id
+        quiet = (await make_machine(session, "quiet")).id
+        await session.execute(
             insert(MachineLatest),
             [
                 {"machine_id": machine_id, "tag": "temp", "ts": T0 + timedelta(seconds=5), "value": 212.5},
@@ -415,17 +396,17 @@ async def test_latest_values_and_the_current_state(api: Api) -> None:
                 {"machine_id": other, "tag": "alpha", "ts": T0, "value": 5.0},
             ],
         )
-    # The 07:30 row repeats idle (a late sample): the machine has been idle since 07:00.
-    await add_states(
-        api,
-        machine_id,
-        [
-            (T0, MachineState.RUNNING),
-            (T0 + timedelta(hours=1), MachineState.IDLE),
-            (T0 + timedelta(hours=1, minutes=30), MachineState.IDLE),
-        ],
-    )
-    await add_states(api, other, [(T0 + timedelta(hours=5), MachineState.ALARM)])
+        # The 07:30 row repeats idle (a late sample): the machine has been idle since 07:00.
+        await add_states(
+            session,
+            machine_id,
+            [
+                (T0, MachineState.RUNNING),
+                (T0 + timedelta(hours=1), MachineState.IDLE),
+                (T0 + timedelta(hours=1, minutes=30), MachineState.IDLE),
+            ],
+        )
+        await add_states(session, other, [(T0 + timedelta(hours=5), MachineState.ALARM)])
     headers = await api.actor(Role.WORKER)
 
     body = (await api.client.get(f"/machines/{machine_id}/latest", headers=headers)).json()
@@ -438,7 +419,7 @@ async def test_latest_values_and_the_current_state(api: Api) -> None:
         ],
         "state": {"state": "idle", "since": "2026-11-26T07:00:00Z"},
     }
-    await add_states(api, machine_id, [(T0 + timedelta(hours=2), MachineState.RUNNING)])
+    await api.add(add_states, machine_id, [(T0 + timedelta(hours=2), MachineState.RUNNING)])
     state = (await api.client.get(f"/machines/{machine_id}/latest", headers=headers)).json()["state"]
     assert state == {"state": "running", "since": "2026-11-26T08:00:00Z"}
     empty = (await api.client.get(f"/machines/{quiet}/latest", headers=headers)).json()
@@ -471,21 +452,22 @@ def totals(**seconds: float) -> dict[str, float]:
 
 
 async def test_state_timeline_with_hand_computed_durations(api: Api) -> None:
-    machine_id = await make_machine(api)
-    other = await make_machine(api, "other")
-    await add_states(
-        api,
-        machine_id,
-        [
-            (at(5), MachineState.RUNNING),
-            (at(6, 30), MachineState.IDLE),
-            (at(6, 45), MachineState.ALARM),
-            (at(7), MachineState.ALARM),
-            (at(7, 20), MachineState.RUNNING),
-            (at(9), MachineState.OFF),
-        ],
-    )
-    await add_states(api, other, [(at(6, 10), MachineState.SETUP)])
+    async with api.session() as session:
+        machine_id = (await make_machine(session)).id
+        other = (await make_machine(session, "other")).id
+        await add_states(
+            session,
+            machine_id,
+            [
+                (at(5), MachineState.RUNNING),
+                (at(6, 30), MachineState.IDLE),
+                (at(6, 45), MachineState.ALARM),
+                (at(7), MachineState.ALARM),
+                (at(7, 20), MachineState.RUNNING),
+                (at(9), MachineState.OFF),
+            ],
+        )
+        await add_states(session, other, [(at(6, 10), MachineState.SETUP)])
     headers = await api.actor(Role.WORKER)  # before freezing the clock (see the next test)
     api.set_now(at(12))
 
@@ -518,12 +500,13 @@ async def test_state_timeline_with_hand_computed_durations(api: Api) -> None:
 
 
 async def test_the_open_interval_ends_at_the_app_clock(api: Api) -> None:
-    machine_id = await make_machine(api)
-    await add_states(
-        api,
-        machine_id,
-        [(at(5), MachineState.SETUP), (at(6, 40), MachineState.RUNNING), (at(7, 55), MachineState.IDLE)],
-    )
+    async with api.session() as session:
+        machine_id = (await make_machine(session)).id
+        await add_states(
+            session,
+            machine_id,
+            [(at(5), MachineState.SETUP), (at(6, 40), MachineState.RUNNING), (at(7, 55), MachineState.IDLE)],
+        )
     # Log in before freezing the clock: a token issued at a frozen past time would be expired by the wall clock.
     headers = await api.actor(Role.WORKER)
     api.set_now(at(7, 50))

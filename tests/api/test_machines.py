@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
-from core.db import session_factory
 from core.models import Reading, Role
-from tests.conftest import Api
+from tests.support.api import Api, Headers
 
 
-async def make_machine(api: Api, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:
+async def register_machine(api: Api, headers: Headers, **overrides: Any) -> dict[str, Any]:
+    """POST a machine (press-3 of plant1 unless `overrides` say otherwise), expecting success; the registered one."""
     body = {"site": "plant1", "code": "press-3", "name": "Enjeksiyon presi 3", "ideal_cycle_time_s": 12.5} | overrides
     response = await api.client.post("/machines", json=body, headers=headers)
     assert response.status_code == 201, response.text
@@ -35,21 +35,21 @@ def samples(count: int, start: datetime | None = None) -> bytes:
 
 
 async def stored(api: Api) -> int:
-    async with session_factory(api.engine)() as session:
+    async with api.session() as session:
         return int(await session.scalar(select(func.count()).select_from(Reading)) or 0)
 
 
 async def test_admin_registers_lists_and_edits_machines(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
     worker = await api.actor(Role.WORKER)
-    press = await make_machine(api, admin, machine_type="injection", location="Hall A")
+    press = await register_machine(api, admin, machine_type="injection", location="Hall A")
     assert (press["site"], press["code"], press["auto_registered"], press["online"]) == (
         "plant1",
         "press-3",
         False,
         None,
     )
-    await make_machine(api, admin, site="plant2", code="press-3", name="Other site, same code")
+    await register_machine(api, admin, site="plant2", code="press-3", name="Other site, same code")
     duplicate = await api.client.post(
         "/machines", json={"site": "plant1", "code": "press-3", "name": "x"}, headers=admin
     )
@@ -77,14 +77,14 @@ async def test_bad_machines_are_422(api: Api) -> None:
         response = await api.client.post("/machines", json=body, headers=admin)
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == field
-    press = await make_machine(api, admin)
+    press = await register_machine(api, admin)
     response = await api.client.patch(f"/machines/{press['id']}", json={"site": "elsewhere"}, headers=admin)
     assert response.status_code == 422
 
 
 async def test_a_machine_posts_readings_with_its_own_key(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    press = await make_machine(api, admin)
+    press = await register_machine(api, admin)
     created = await api.client.post(f"/machines/{press['id']}/api-keys", headers=admin)
     assert created.status_code == 201
     key = created.json()["key"]
@@ -110,8 +110,8 @@ async def test_a_machine_posts_readings_with_its_own_key(api: Api) -> None:
 
 async def test_keys_rotate_revoke_and_belong_to_one_machine(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    press = await make_machine(api, admin)
-    other = await make_machine(api, admin, code="press-4")
+    press = await register_machine(api, admin)
+    other = await register_machine(api, admin, code="press-4")
     old = (await api.client.post(f"/machines/{press['id']}/api-keys", headers=admin)).json()
     new = (await api.client.post(f"/machines/{press['id']}/api-keys", headers=admin)).json()
     url = f"/machines/{press['id']}/readings"
@@ -134,7 +134,7 @@ async def test_keys_rotate_revoke_and_belong_to_one_machine(api: Api) -> None:
 
 async def test_planners_may_post_readings_workers_may_not(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    press = await make_machine(api, admin)
+    press = await register_machine(api, admin)
     planner = await api.actor(Role.PLANNER)
     worker = await api.actor(Role.WORKER)
     url = f"/machines/{press['id']}/readings"
@@ -147,7 +147,7 @@ async def test_planners_may_post_readings_workers_may_not(api: Api) -> None:
 
 async def test_bad_readings_are_422_with_the_reason_and_store_nothing(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    press = await make_machine(api, admin)
+    press = await register_machine(api, admin)
     url = f"/machines/{press['id']}/readings"
     for payload, reason in (
         (b"{", "not JSON"),
@@ -165,7 +165,7 @@ async def test_bad_readings_are_422_with_the_reason_and_store_nothing(api: Api) 
 
 async def test_posted_states_and_latest_values(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    press = await make_machine(api, admin)
+    press = await register_machine(api, admin)
     now = datetime.now(UTC)
     body = {
         "samples": [

@@ -13,20 +13,11 @@ import pytest
 from sqlalchemy import insert
 
 from core.contract import MachineState
-from core.models import (
-    Issue,
-    IssueStatus,
-    Machine,
-    MachineStateChange,
-    Reading,
-    Role,
-    StageAssignment,
-    StageStatus,
-    WorkOrder,
-    WorkOrderStage,
-)
+from core.models import Issue, IssueStatus, Role, StageAssignment, StageStatus
 from core.settings import OeeSettings
-from tests.conftest import Api, make_api
+from tests.support.api import Api, running_api
+from tests.support.factories import add_readings, add_states, make_machine, make_work_order
+from tests.support.tracking import create_work_order
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
 RUNNING, IDLE, SETUP, ALARM, OFF = (
@@ -49,6 +40,7 @@ SHIFT = [
 ]
 SAMPLE_EVERY_S = 36
 CYCLE_S = 36
+IDEAL_CYCLE_S = 32.4
 
 
 def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
@@ -57,26 +49,6 @@ def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
 
 def z(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-async def make_machine(api: Api, code: str, ideal: float | None = 32.4) -> int:
-    async with api.engine.begin() as conn:
-        statement = insert(Machine).values(site="plant1", code=code, name=code, ideal_cycle_time_s=ideal)
-        return int((await conn.execute(statement.returning(Machine.id))).scalar_one())
-
-
-async def add_states(api: Api, machine_id: int, rows: list[tuple[datetime, MachineState]]) -> None:
-    async with api.engine.begin() as conn:
-        await conn.execute(
-            insert(MachineStateChange), [{"machine_id": machine_id, "ts": t, "state": s} for t, s in rows]
-        )
-
-
-async def add_readings(api: Api, machine_id: int, rows: list[tuple[str, datetime, float]]) -> None:
-    async with api.engine.begin() as conn:
-        await conn.execute(
-            insert(Reading), [{"machine_id": machine_id, "tag": g, "ts": t, "value": v} for g, t, v in rows]
-        )
 
 
 def running_seconds_until(moment: datetime) -> float:
@@ -105,13 +77,14 @@ def shift_readings() -> list[tuple[str, datetime, float]]:
 
 async def shift_machine(api: Api) -> int:
     """The worked example's machine, next to another machine whose rows must never leak in."""
-    machine_id = await make_machine(api, "press-1")
-    await add_states(api, machine_id, [(at(h, m), state) for h, m, state in SHIFT])
-    await add_readings(api, machine_id, shift_readings())
-    other = await make_machine(api, "press-2")
-    await add_states(api, other, [(at(7), OFF), (at(9), RUNNING)])
-    await add_readings(api, other, [("cycle_count", at(6, 30), 1), ("cycle_count", at(9, 30), 5000)])
-    return machine_id
+    async with api.session() as session:
+        machine = await make_machine(session, "press-1", ideal_cycle_time_s=IDEAL_CYCLE_S)
+        await add_states(session, machine.id, [(at(h, m), state) for h, m, state in SHIFT])
+        await add_readings(session, machine.id, shift_readings())
+        other = await make_machine(session, "press-2", ideal_cycle_time_s=IDEAL_CYCLE_S)
+        await add_states(session, other.id, [(at(7), OFF), (at(9), RUNNING)])
+        await add_readings(session, other.id, [("cycle_count", at(6, 30), 1), ("cycle_count", at(9, 30), 5000)])
+    return machine.id
 
 
 SHIFT_OEE = {
@@ -176,33 +149,19 @@ async def add_work_order(
     cancelled: bool = False,
 ) -> int:
     """A work order with one two-hour stage from `start`; returns the stage id."""
-    async with api.engine.begin() as conn:
-        order = await conn.execute(
-            insert(WorkOrder)
-            .values(
-                product_code="PX",
-                lot_no="L1",
-                qty=100,
-                planned_start=start,
-                planned_end=start + timedelta(hours=2),
-                cancelled_at=start if cancelled else None,
-            )
-            .returning(WorkOrder.id)
+    async with api.session() as session:
+        work_order = await make_work_order(
+            session,
+            start=start,
+            stages=[status],
+            stage_hours=2,
+            stage_names=["Enjeksiyon"],
+            machine_id=machine_id,
+            product_code="PX",
+            qty=100,
+            cancelled=cancelled,
         )
-        stage = await conn.execute(
-            insert(WorkOrderStage)
-            .values(
-                work_order_id=order.scalar_one(),
-                position=1,
-                stage_name="Enjeksiyon",
-                planned_start=start,
-                planned_end=start + timedelta(hours=2),
-                machine_id=machine_id,
-                status=status,
-            )
-            .returning(WorkOrderStage.id)
-        )
-        return int(stage.scalar_one())
+        return work_order.stages[0].id
 
 
 async def test_stage_oee_covers_the_stage_run_and_lists_its_issues(api: Api) -> None:
@@ -218,10 +177,8 @@ async def test_stage_oee_covers_the_stage_run_and_lists_its_issues(api: Api) -> 
             {"stage_name": "Enjeksiyon", "planned_start": z(at(6)), "planned_end": z(at(14)), "machine_id": machine_id}
         ],
     }
-    created = await api.client.post("/workorders/", json=order, headers=planner)
-    assert created.status_code == 201, created.text
-    stage_id = created.json()["stages"][0]["id"]
-    async with api.engine.begin() as conn:
+    stage_id = (await create_work_order(api, planner, **order))["stages"][0]["id"]
+    async with api.begin() as conn:
         await conn.execute(
             insert(Issue),
             [
@@ -272,12 +229,13 @@ async def test_stage_oee_covers_the_stage_run_and_lists_its_issues(api: Api) -> 
 
 
 async def test_counter_reset_and_silence_over_http(api: Api) -> None:
-    machine_id = await make_machine(api, "press-9", ideal=30.0)
-    await add_states(api, machine_id, [(at(6), RUNNING)])
     # Every minute 06:00-06:30 (100, 102, ... 160); silent until 06:50, when the PLC restarted at 0; then 2 a minute.
     rows = [("cycle_count", at(6, i), 100.0 + 2 * i) for i in range(31)]
     rows += [("cycle_count", at(6, 50 + j), 2.0 * j) for j in range(10)]
-    await add_readings(api, machine_id, rows)
+    async with api.session() as session:
+        machine_id = (await make_machine(session, "press-9", ideal_cycle_time_s=30.0)).id
+        await add_states(session, machine_id, [(at(6), RUNNING)])
+        await add_readings(session, machine_id, rows)
     worker = await api.actor(Role.WORKER)
     api.set_now(at(12))
     body = (
@@ -298,17 +256,18 @@ async def test_counter_reset_and_silence_over_http(api: Api) -> None:
 
 
 async def test_settings_choose_the_counter_tags_and_the_silence_rule(api: Api) -> None:
-    machine_id = await make_machine(api, "press-5", ideal=None)
-    await add_states(api, machine_id, [(at(6), RUNNING), (at(6, 30), IDLE)])
-    await add_readings(
-        api,
-        machine_id,
-        [("shots", at(6), 10.0), ("shots", at(6, 59), 50.0), ("ok", at(6), 0.0), ("ok", at(6, 59), 36.0)],
-    )
+    async with api.session() as session:
+        machine_id = (await make_machine(session, "press-5")).id
+        await add_states(session, machine_id, [(at(6), RUNNING), (at(6, 30), IDLE)])
+        await add_readings(
+            session,
+            machine_id,
+            [("shots", at(6), 10.0), ("shots", at(6, 59), 50.0), ("ok", at(6), 0.0), ("ok", at(6, 59), 36.0)],
+        )
     settings = api.settings.model_copy(
         update={"oee": OeeSettings(oee_total_count_tag="shots", oee_good_count_tag="ok", oee_max_silence_s=0)}
     )
-    async for custom in make_api(api.engine, settings):
+    async with running_api(api.database, settings) as custom:
         headers = await custom.actor(Role.WORKER)
         custom.set_now(at(12))
         response = await custom.client.get(
@@ -343,7 +302,7 @@ MACHINE_ERRORS = [
 
 @pytest.mark.parametrize(("case", "params", "code", "field"), MACHINE_ERRORS, ids=[c[0] for c in MACHINE_ERRORS])
 async def test_bad_machine_windows_are_422(api: Api, case: str, params: dict[str, str], code: str, field: str) -> None:
-    machine_id = await make_machine(api, "press-1")
+    machine_id = (await api.add(make_machine, "press-1")).id
     headers = await api.actor(Role.WORKER)
     api.set_now(at(12))
     response = await api.client.get(f"/machines/{machine_id}/oee", params=params, headers=headers)
@@ -351,7 +310,7 @@ async def test_bad_machine_windows_are_422(api: Api, case: str, params: dict[str
 
 
 async def test_31_days_is_allowed_and_unknown_machines_are_404(api: Api) -> None:
-    machine_id = await make_machine(api, "press-1")
+    machine_id = (await api.add(make_machine, "press-1")).id
     headers = await api.actor(Role.WORKER)
     api.set_now(at(12))
     window = {"from": z(at(6) - timedelta(days=31)), "to": z(at(6))}
@@ -362,7 +321,7 @@ async def test_31_days_is_allowed_and_unknown_machines_are_404(api: Api) -> None
 
 
 async def test_stage_oee_needs_a_machine_and_a_start(api: Api) -> None:
-    machine_id = await make_machine(api, "press-1")
+    machine_id = (await api.add(make_machine, "press-1")).id
     without_machine = await add_work_order(api, machine_id=None, status=StageStatus.IN_PROGRESS, start=at(6))
     not_started = await add_work_order(api, machine_id=machine_id, start=at(6))
     planner = await api.actor(Role.PLANNER)
@@ -377,8 +336,9 @@ async def test_stage_oee_needs_a_machine_and_a_start(api: Api) -> None:
 
 
 async def test_the_stages_of_a_machine_newest_first(api: Api) -> None:
-    machine_id = await make_machine(api, "press-1")
-    other = await make_machine(api, "press-2")
+    async with api.session() as session:
+        machine_id = (await make_machine(session, "press-1")).id
+        other = (await make_machine(session, "press-2")).id
     early = await add_work_order(api, machine_id=machine_id, status=StageStatus.DONE, start=at(6))
     running = await add_work_order(api, machine_id=machine_id, status=StageStatus.IN_PROGRESS, start=at(8))
     paused = await add_work_order(api, machine_id=machine_id, status=StageStatus.PAUSED, start=at(9))
@@ -399,7 +359,7 @@ async def test_the_stages_of_a_machine_newest_first(api: Api) -> None:
     assert await ids(planner, status=["in_progress", "paused"]) == ([paused, running], 2)
     assert await ids(planner, limit=2, offset=1) == ([paused, running], 4)
     worker_user = await api.create_user("op-1", Role.WORKER)
-    async with api.engine.begin() as conn:
+    async with api.begin() as conn:
         await conn.execute(insert(StageAssignment).values(stage_id=running, user_id=worker_user.id))
     assert await ids(await api.login("op-1")) == ([running], 1)
     bad = await api.client.get(f"/machines/{machine_id}/stages", params={"status": "busy"}, headers=planner)

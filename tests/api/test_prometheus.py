@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.models import Role
 from core.settings import ApiSettings
-from tests.conftest import Api, make_api, make_settings
+from tests.support.api import Api, make_settings, running_api
+from tests.support.db import Database
 
 TOKEN = "scrape-" + "t" * 40
 
@@ -33,10 +33,10 @@ def requests_total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return samples.get(key, 0.0)
 
 
-async def with_api_settings(engine: AsyncEngine, database_url: str, api_settings: ApiSettings) -> AsyncIterator[Api]:
-    settings = make_settings(database_url).model_copy(update={"api": api_settings})
-    async for value in make_api(engine, settings):
-        yield value
+async def with_api_settings(database: Database, api_settings: ApiSettings) -> AsyncIterator[Api]:
+    settings = make_settings(database.url).model_copy(update={"api": api_settings})
+    async with running_api(database, settings) as api:
+        yield api
 
 
 async def test_requests_are_counted_by_route_template_and_status(api: Api) -> None:
@@ -88,8 +88,8 @@ async def test_requests_in_progress_and_pool_figures_are_exposed(api: Api) -> No
 
 
 @pytest.fixture
-async def token_api(engine: AsyncEngine, database_url: str) -> AsyncIterator[Api]:
-    async for value in with_api_settings(engine, database_url, ApiSettings(api_metrics_token=SecretStr(TOKEN))):
+async def token_api(database: Database) -> AsyncIterator[Api]:
+    async for value in with_api_settings(database, ApiSettings(api_metrics_token=SecretStr(TOKEN))):
         yield value
 
 
@@ -105,8 +105,8 @@ async def test_a_metrics_token_is_required_when_set(token_api: Api) -> None:
 
 
 @pytest.fixture
-async def disabled_api(engine: AsyncEngine, database_url: str) -> AsyncIterator[Api]:
-    async for value in with_api_settings(engine, database_url, ApiSettings(api_metrics_enabled=False)):
+async def disabled_api(database: Database) -> AsyncIterator[Api]:
+    async for value in with_api_settings(database, ApiSettings(api_metrics_enabled=False)):
         yield value
 
 

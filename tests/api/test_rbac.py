@@ -2,7 +2,7 @@
 
 A route missing from ROUTES fails `test_every_route_is_in_the_table`: a new route must say who may call it.
 Workers are assigned to the stages the requests use, so "worker" rows test the assigned case; the unassigned case
-is tested in test_tracking.py.
+is tested in test_tracking_flow.py and test_assignments.py.
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ from typing import Any
 import pytest
 
 from api.app import create_app
-from core.db import session_factory, transaction
+from api.context import context_of
 from core.models import (
     Issue,
     IssueStatus,
-    Machine,
     MachineApiKey,
     Role,
     StageAssignment,
     StageEvent,
     StageEventKind,
     StageStatus,
-    WorkOrder,
-    WorkOrderStage,
 )
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
+from tests.support.factories import make_machine, make_work_order
 
 ANONYMOUS = "anonymous"
 ACTORS = (ANONYMOUS, Role.WORKER.value, Role.PLANNER.value, Role.ADMIN.value)
@@ -72,36 +70,16 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{os.urandom(3).hex()}"
 
 
-def _work_order(product: str, *statuses: StageStatus) -> WorkOrder:
-    return WorkOrder(
-        product_code=product,
-        lot_no="L1",
-        qty=10,
-        planned_start=T0,
-        planned_end=T0 + timedelta(hours=len(statuses)),
-        stages=[
-            WorkOrderStage(
-                position=index + 1,
-                stage_name=f"S{index + 1}",
-                planned_start=T0 + timedelta(hours=index),
-                planned_end=T0 + timedelta(hours=index + 1),
-                status=status,
-            )
-            for index, status in enumerate(statuses)
-        ],
-    )
-
-
 async def make_target(api: Api, worker_id: int | None) -> Target:
     """The rows, inserted directly; the worker actor (if any) is assigned to every stage used."""
     target_user = await api.create_user("rbac-target", Role.WORKER)
     other = await api.create_user(_unique("other"), Role.WORKER)
-    async with transaction(session_factory(api.engine)) as session:
-        planned = _work_order("P-PLANNED", StageStatus.PLANNED, StageStatus.PLANNED)
-        running = _work_order("P-RUNNING", StageStatus.IN_PROGRESS)
-        paused = _work_order("P-PAUSED", StageStatus.PAUSED)
-        session.add_all([planned, running, paused])
-        await session.flush()
+    async with api.session() as session:
+        planned = await make_work_order(
+            session, start=T0, stages=[StageStatus.PLANNED, StageStatus.PLANNED], product_code="P-PLANNED"
+        )
+        running = await make_work_order(session, start=T0, stages=[StageStatus.IN_PROGRESS], product_code="P-RUNNING")
+        paused = await make_work_order(session, start=T0, stages=[StageStatus.PAUSED], product_code="P-PAUSED")
         stages = [planned.stages[0], running.stages[0], paused.stages[0]]
         session.add_all(
             [
@@ -113,9 +91,8 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
             ]
         )
         issue = Issue(stage_id=planned.stages[0].id, type="quality", description="burrs", status=IssueStatus.OPEN)
-        machine = Machine(site="plant1", code=_unique("m"), name="Press")
-        session.add_all([issue, machine])
-        await session.flush()
+        session.add(issue)
+        machine = await make_machine(session, _unique("m"), name="Press")
         running.stages[0].machine_id = machine.id  # the running stage's OEE needs a machine
         key = MachineApiKey(machine_id=machine.id, prefix="sfk_x", key_hash=os.urandom(16).hex())
         session.add(key)
@@ -252,14 +229,12 @@ async def test_route_allows_exactly_the_roles_of_the_table(api: Api, rule: Rule,
     headers: dict[str, str] = {}
     worker_id = None
     if actor != ANONYMOUS:
-        name = _unique(actor)
-        user = await api.create_user(name, Role(actor))
-        worker_id = user.id if actor == Role.WORKER.value else None
-        headers = await api.login(name)
+        user_id, headers = await api.signed_in(Role(actor))
+        worker_id = user_id if actor == Role.WORKER.value else None
     target = await make_target(api, worker_id)
     body = rule.body(target) if rule.body else None
     if rule.stream:
-        api.app.state.streams.close()
+        context_of(api.app).streams.close()
     response = await api.client.request(
         rule.method, _paths(rule.path, target), json=body, params=rule.query, headers=headers
     )

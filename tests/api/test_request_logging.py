@@ -7,12 +7,13 @@ import logging
 import pytest
 
 from core.models import Role
-from tests.conftest import TEST_PASSWORD, Api, logged_events
+from tests.support.api import Api
+from tests.support.factories import TEST_PASSWORD
+from tests.support.logs import logged_events
 
 
 async def test_each_request_logs_one_line_with_its_context(api: Api, caplog: pytest.LogCaptureFixture) -> None:
-    user = await api.create_user("logger", Role.PLANNER)
-    headers = await api.login("logger")
+    user_id, headers = await api.signed_in(Role.PLANNER, "logger")
     with caplog.at_level(logging.INFO):
         response = await api.client.get("/auth/me", headers={**headers, "X-Request-ID": "req-42"})
     assert response.status_code == 200
@@ -20,7 +21,7 @@ async def test_each_request_logs_one_line_with_its_context(api: Api, caplog: pyt
     assert line["method"] == "GET"
     assert line["status"] == 200
     assert line["duration_ms"] >= 0
-    assert line["user_id"] == user.id
+    assert line["user_id"] == user_id
     assert line["request_id"] == "req-42"
 
 

@@ -17,12 +17,14 @@ from fastapi import FastAPI
 from sqlalchemy import insert, update
 
 from api.app import create_app
+from api.context import context_of
 from api.machines.stream import StreamHub
 from core.contract import MachineState
 from core.models import Machine, MachineLatest, MachineStateChange, Reading, Role, UserAccount
 from core.settings import ApiSettings
-from tests.api.test_machine_history import make_machine
-from tests.conftest import Api, logged_events, make_settings
+from tests.support.api import Api, make_settings, token_of
+from tests.support.factories import make_machine
+from tests.support.logs import logged_events
 from tests.support.sse import Block, EventReader, Served, named, serving
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -32,10 +34,6 @@ HEARTBEAT_S = 0.5
 
 def zulu(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def token_of(headers: dict[str, str]) -> str:
-    return headers["Authorization"].removeprefix("Bearer ")
 
 
 def logs_showing(caplog: pytest.LogCaptureFixture, secret: str) -> list[str]:
@@ -51,7 +49,7 @@ def logs_showing(caplog: pytest.LogCaptureFixture, secret: str) -> list[str]:
 
 @dataclass
 class Live:
-    """The app on a real server with short stream intervals, next to the `api` fixture's database and users."""
+    """The app on a real server with short stream intervals, next to `api` (its database and users, committed)."""
 
     api: Api
     app: FastAPI
@@ -60,27 +58,31 @@ class Live:
 
     @property
     def streams(self) -> StreamHub:
-        hub: StreamHub = self.app.state.streams
+        hub: StreamHub = context_of(self.app).streams
         return hub
 
 
 @pytest.fixture
-async def live(api: Api, database_url: str) -> AsyncIterator[Live]:
-    """A second app on the same database, with a 0.1 s poll, a 0.5 s heartbeat and at most 2 streams."""
-    settings = make_settings(database_url)
+async def live(committed_api: Api) -> AsyncIterator[Live]:
+    """A second app on the same database, with a 0.1 s poll, a 0.5 s heartbeat and at most 2 streams.
+
+    The served app has its own engine and polls from its own connections, so the test's rows are committed.
+    """
+    api = committed_api
+    settings = make_settings(api.database.url)
     settings.api = ApiSettings(
         stream_poll_interval_s=POLL_S, stream_heartbeat_s=HEARTBEAT_S, stream_max_clients=2, stream_retry_ms=1500
     )
     app = create_app(settings)
     async with serving(app) as served, httpx.AsyncClient(base_url=served.base_url, timeout=10) as client:
         yield Live(api=api, app=app, served=served, client=client)
-    await app.state.engine.dispose()
+    await context_of(app).engine.dispose()
 
 
 async def seed_machine(api: Api) -> int:
     """A machine with two latest values, a state history (idle since 07:00, repeated at 07:30) and a status."""
-    machine_id = await make_machine(api)
-    async with api.engine.begin() as conn:
+    machine_id = (await api.add(make_machine)).id
+    async with api.begin() as conn:
         await conn.execute(
             insert(MachineLatest),
             [
@@ -105,7 +107,7 @@ async def seed_machine(api: Api) -> int:
 
 
 async def test_refused_without_a_valid_token(api: Api) -> None:
-    machine_id = await make_machine(api)
+    machine_id = (await api.add(make_machine)).id
     anonymous = await api.client.get(f"/machines/{machine_id}/stream")
     assert anonymous.status_code == 401
     assert anonymous.headers["content-type"] == "application/problem+json"
@@ -120,7 +122,7 @@ async def test_refused_without_a_valid_token(api: Api) -> None:
     headers = await api.actor(Role.WORKER)
     latest = await api.client.get(f"/machines/{machine_id}/latest", params={"access_token": token_of(headers)})
     assert latest.status_code == 401
-    assert api.app.state.streams.open == 0
+    assert context_of(api.app).streams.open == 0
 
 
 async def test_unknown_machine_is_404_and_the_token_is_never_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
@@ -129,7 +131,7 @@ async def test_unknown_machine_is_404_and_the_token_is_never_logged(api: Api, ca
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "not_found"
-    assert api.app.state.streams.open == 0
+    assert context_of(api.app).streams.open == 0
     [line] = [event for event in logged_events(caplog, "request") if event["path"] == "/machines/999999/stream"]
     assert line["status"] == 404
     assert line["user_id"] is not None
@@ -168,7 +170,7 @@ async def test_snapshot_on_connect_then_new_rows_as_events(live: Live, caplog: p
         assert live.streams.open == 1
 
         # New rows as the ingestor writes them: a reading, the newer latest value of one tag, a state change.
-        async with api.engine.begin() as conn:
+        async with api.begin() as conn:
             await conn.execute(insert(Reading).values(machine_id=machine_id, tag="temp", ts=NOW, value=215.25))
             await conn.execute(
                 update(MachineLatest)
@@ -180,7 +182,7 @@ async def test_snapshot_on_connect_then_new_rows_as_events(live: Live, caplog: p
         assert fresh.data == {"machine_id": machine_id, "readings": [{"tag": "temp", "ts": zulu(NOW), "value": 215.25}]}
         assert fresh.received_at - written < 1.0
 
-        async with api.engine.begin() as conn:
+        async with api.begin() as conn:
             await conn.execute(
                 insert(MachineStateChange).values(
                     machine_id=machine_id, ts=NOW + timedelta(seconds=1), state=MachineState.ALARM
@@ -222,7 +224,7 @@ async def test_heartbeat_and_last_seen_with_it(live: Live) -> None:
         assert second.received_at - ping.received_at == pytest.approx(HEARTBEAT_S, abs=0.35)
 
         # Only last_seen_at moved (no status message): it goes out with the next heartbeat, not at once.
-        async with api.engine.begin() as conn:
+        async with api.begin() as conn:
             await conn.execute(update(Machine).where(Machine.id == machine_id).values(last_seen_at=NOW))
         status = await reader.until(named("status"), within_s=3)
         assert status.data == {"machine_id": machine_id, "online": True, "last_seen_at": zulu(NOW)}
@@ -233,14 +235,13 @@ async def test_heartbeat_and_last_seen_with_it(live: Live) -> None:
 
 async def test_a_deactivated_user_loses_the_stream_at_the_next_heartbeat(live: Live) -> None:
     api = live.api
-    machine_id = await make_machine(api)
-    user = await api.create_user("leaving-worker", Role.WORKER)
-    headers = await api.login("leaving-worker")
+    machine_id = (await api.add(make_machine)).id
+    user_id, headers = await api.signed_in(Role.WORKER, "leaving-worker")
     async with live.client.stream("GET", f"/machines/{machine_id}/stream", headers=headers) as response:
         reader = EventReader(response)
         await reader.until(named("status"), within_s=3)
-        async with api.engine.begin() as conn:
-            await conn.execute(update(UserAccount).where(UserAccount.id == user.id).values(is_active=False))
+        async with api.begin() as conn:
+            await conn.execute(update(UserAccount).where(UserAccount.id == user_id).values(is_active=False))
         deactivated = asyncio.get_running_loop().time()
         await reader.ended(within_s=HEARTBEAT_S + 2)
         assert asyncio.get_running_loop().time() - deactivated < HEARTBEAT_S + 0.5
@@ -251,7 +252,7 @@ async def test_a_deactivated_user_loses_the_stream_at_the_next_heartbeat(live: L
 
 async def test_at_most_max_clients_streams_then_503(live: Live) -> None:
     api = live.api
-    machine_id = await make_machine(api)
+    machine_id = (await api.add(make_machine)).id
     headers = await api.actor(Role.ADMIN)
     url = f"/machines/{machine_id}/stream"
     async with live.client.stream("GET", url, headers=headers) as first:

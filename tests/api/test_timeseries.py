@@ -7,11 +7,11 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.models import Machine, Reading
+from core.db import session_factory, transaction
 from core.timeseries import align
+from tests.support.factories import add_readings, make_machine
 from tests.support.timeseries import BucketRow, bucketed
 
 T0 = datetime(2026, 11, 26, 7, 58, 30, tzinfo=UTC)
@@ -54,21 +54,13 @@ def naive(
 
 
 async def load(engine: AsyncEngine, rows: list[tuple[str, datetime, float]]) -> int:
-    async with engine.begin() as conn:
-        machine_id = (
-            await conn.execute(insert(Machine).values(site="p", code="m", name="m").returning(Machine.id))
-        ).scalar_one()
-        await conn.execute(
-            insert(Reading), [{"machine_id": machine_id, "tag": t, "ts": ts, "value": v} for t, ts, v in rows]
-        )
+    async with transaction(session_factory(engine)) as session:
+        machine = await make_machine(session, "m", site="p")
+        await add_readings(session, machine.id, rows)
         # Another machine's readings must never leak into the series.
-        other = (
-            await conn.execute(insert(Machine).values(site="p", code="o", name="o").returning(Machine.id))
-        ).scalar_one()
-        await conn.execute(
-            insert(Reading), [{"machine_id": other, "tag": "temp", "ts": T0 + timedelta(minutes=5), "value": 1e9}]
-        )
-    return int(machine_id)
+        other = await make_machine(session, "o", site="p")
+        await add_readings(session, other.id, [("temp", T0 + timedelta(minutes=5), 1e9)])
+    return machine.id
 
 
 def assert_same(actual: list[BucketRow], expected: list[BucketRow]) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from core.db import session_factory, transaction
-from core.models import Machine, Role, StageEvent, StageEventKind
-from tests.conftest import Api, make_api, make_settings
+from core.models import Role, StageEvent, StageEventKind
+from tests.support.api import Api, make_settings, running_api
+from tests.support.factories import make_machine
+from tests.support.tracking import assign, create_work_order
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -33,8 +34,7 @@ def plan(start: datetime = T0, hours: float = 4, **extra: Any) -> dict[str, Any]
 
 async def test_a_whole_shift_with_hand_computed_metrics(api: Api) -> None:
     planner = await api.actor(Role.PLANNER)
-    worker_user = await api.create_user("ahmet", Role.WORKER)
-    worker = await api.login("ahmet")
+    worker_id, worker = await api.signed_in(Role.WORKER, "ahmet")
 
     api.set_now(T0 - timedelta(hours=1))
     created = await api.client.post("/workorders/", json=plan(notes="Mavi kapak"), headers=planner)
@@ -56,11 +56,8 @@ async def test_a_whole_shift_with_hand_computed_metrics(api: Api) -> None:
     assert enjeksiyon["allowed_actions"] == ["start"]
 
     for stage in (enjeksiyon, montaj):
-        assigned = await api.client.post(
-            f"/stages/{stage['id']}/assignments", json={"user_id": worker_user.id}, headers=planner
-        )
-        assert assigned.status_code == 201, assigned.text
-        assert [a["username"] for a in assigned.json()["assignees"]] == ["ahmet"]
+        assigned = await assign(api, planner, stage["id"], worker_id)
+        assert [a["username"] for a in assigned["assignees"]] == ["ahmet"]
 
     mine = await api.client.get("/me/stages", headers=worker)
     assert [item["stage"]["stage_name"] for item in mine.json()["items"]] == ["Enjeksiyon", "Montaj"]
@@ -137,10 +134,10 @@ async def test_a_whole_shift_with_hand_computed_metrics(api: Api) -> None:
 
     events = (await api.client.get(f"/stages/{enjeksiyon['id']}/events", headers=worker)).json()
     assert [(e["kind"], e["at"], e["user_id"], e["reason"]) for e in events] == [
-        ("start", "2026-11-26T08:02:00Z", worker_user.id, None),
-        ("pause", "2026-11-26T08:12:00Z", worker_user.id, "Kalıp temizliği"),
-        ("resume", "2026-11-26T08:20:00Z", worker_user.id, None),
-        ("done", "2026-11-26T08:42:00Z", worker_user.id, None),
+        ("start", "2026-11-26T08:02:00Z", worker_id, None),
+        ("pause", "2026-11-26T08:12:00Z", worker_id, "Kalıp temizliği"),
+        ("resume", "2026-11-26T08:20:00Z", worker_id, None),
+        ("done", "2026-11-26T08:42:00Z", worker_id, None),
     ]
     final = (await api.client.get(f"/workorders/{order['id']}", headers=worker)).json()
     assert final["status"] == "done"
@@ -148,13 +145,10 @@ async def test_a_whole_shift_with_hand_computed_metrics(api: Api) -> None:
 
 async def test_workers_act_only_on_their_stages_and_see_only_their_work_orders(api: Api) -> None:
     planner = await api.actor(Role.PLANNER)
-    worker_user = await api.create_user("ayse", Role.WORKER)
-    worker = await api.login("ayse")
-    mine = (await api.client.post("/workorders/", json=plan(), headers=planner)).json()
-    other = (await api.client.post("/workorders/", json=plan(lot_no="OTHER"), headers=planner)).json()
-    await api.client.post(
-        f"/stages/{mine['stages'][0]['id']}/assignments", json={"user_id": worker_user.id}, headers=planner
-    )
+    worker_id, worker = await api.signed_in(Role.WORKER, "ayse")
+    mine = await create_work_order(api, planner, **plan())
+    other = await create_work_order(api, planner, **plan(lot_no="OTHER"))
+    await assign(api, planner, mine["stages"][0]["id"], worker_id)
 
     unassigned_stage = mine["stages"][1]["id"]
     await api.client.post(f"/stages/{mine['stages'][0]['id']}/start", headers=worker)
@@ -188,7 +182,7 @@ async def test_invalid_transitions_are_409_naming_state_and_allowed_actions(
     api: Api, setup: list[str], action: str, body: dict[str, Any] | None
 ) -> None:
     admin = await api.actor(Role.ADMIN)
-    stage_id = (await api.client.post("/workorders/", json=plan(), headers=admin)).json()["stages"][0]["id"]
+    stage_id = (await create_work_order(api, admin, **plan()))["stages"][0]["id"]
     bodies = {"pause": {"reason": "break"}, "done": {"good_qty": 1, "scrap_qty": 0}}
     for step in setup:
         assert (await api.client.post(f"/stages/{stage_id}/{step}", json=bodies.get(step), headers=admin)).is_success
@@ -206,7 +200,7 @@ async def test_invalid_transitions_are_409_naming_state_and_allowed_actions(
 
 async def test_a_stage_cannot_start_before_the_previous_one(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    order = (await api.client.post("/workorders/", json=plan(), headers=admin)).json()
+    order = await create_work_order(api, admin, **plan())
     montaj = order["stages"][1]["id"]
     refused = await api.client.post(f"/stages/{montaj}/start", headers=admin)
     assert refused.status_code == 409
@@ -216,20 +210,18 @@ async def test_a_stage_cannot_start_before_the_previous_one(api: Api) -> None:
 
 
 async def test_the_previous_stage_rule_can_be_turned_off(api: Api) -> None:
-    settings = make_settings(api.settings.database.database_url)
+    settings = make_settings(api.database.url)
     settings.tracking.require_previous_stage_started = False
-    async for relaxed in make_api(api.engine, settings):
+    async with running_api(api.database, settings) as relaxed:
         admin = await relaxed.actor(Role.ADMIN)
-        order = (await relaxed.client.post("/workorders/", json=plan(), headers=admin)).json()
+        order = await create_work_order(relaxed, admin, **plan())
         response = await relaxed.client.post(f"/stages/{order['stages'][1]['id']}/start", headers=admin)
         assert response.status_code == 200
 
 
 async def test_custom_stages_are_kept_in_order(api: Api) -> None:
     planner = await api.actor(Role.PLANNER)
-    async with transaction(session_factory(api.engine)) as session:
-        press = Machine(site="plant1", code="press-7", name="Press 7")
-        session.add(press)
+    press = await api.add(make_machine, "press-7", name="Press 7")
     stages = [
         {"stage_name": "Kalıp hazırlık", "planned_start": iso(T0), "planned_end": iso(T0 + timedelta(minutes=20))},
         {
@@ -312,7 +304,7 @@ async def test_bad_work_orders_are_422_with_field_detail(api: Api, overrides: di
 
 async def test_unknown_issue_type_is_422(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    stage_id = (await api.client.post("/workorders/", json=plan(), headers=admin)).json()["stages"][0]["id"]
+    stage_id = (await create_work_order(api, admin, **plan()))["stages"][0]["id"]
     response = await api.client.post(
         f"/stages/{stage_id}/issue", json={"type": "aliens", "description": "strange lights"}, headers=admin
     )
@@ -327,7 +319,7 @@ async def test_concurrent_starts_give_exactly_one_start(postgres_api: Api) -> No
     admin = await api.actor(Role.ADMIN)
     stage_ids = []
     for index in range(8):
-        order = (await api.client.post("/workorders/", json=plan(lot_no=f"RACE-{index}"), headers=admin)).json()
+        order = await create_work_order(api, admin, **plan(lot_no=f"RACE-{index}"))
         stage_ids.append(order["stages"][0]["id"])
 
     async def start(stage_id: int) -> int:
@@ -336,7 +328,7 @@ async def test_concurrent_starts_give_exactly_one_start(postgres_api: Api) -> No
     for stage_id in stage_ids:
         statuses = await asyncio.gather(*(start(stage_id) for _ in range(4)))
         assert sorted(statuses) == [200, 409, 409, 409]
-    async with session_factory(api.engine)() as session:
+    async with api.session() as session:
         starts = await session.execute(
             select(StageEvent.stage_id, func.count())
             .where(StageEvent.kind == StageEventKind.START)
@@ -347,7 +339,7 @@ async def test_concurrent_starts_give_exactly_one_start(postgres_api: Api) -> No
 
 async def test_edge_rules_a_user_would_hit(api: Api) -> None:
     planner = await api.actor(Role.PLANNER)
-    order = (await api.client.post("/workorders/", json=plan(), headers=planner)).json()
+    order = await create_work_order(api, planner, **plan())
     stage_id = order["stages"][0]["id"]
     # Only machine_id may be cleared with an explicit null; nulls elsewhere are refused, not ignored.
     nulls = await api.client.patch(

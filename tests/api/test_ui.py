@@ -10,8 +10,9 @@ import pytest
 from httpx import ASGITransport, AsyncClient, Headers
 
 from api.app import create_app
+from api.context import context_of
 from api.ui.router import CONTENT_SECURITY_POLICY
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 WEB = Path(__file__).resolve().parents[2] / "api" / "ui" / "web"
 INDEX = '<!doctype html><html><head><script type="module" src="/ui/assets/main-ABCD1234.js"></script></head></html>'
@@ -34,10 +35,10 @@ def bundle(tmp_path: Path) -> Path:
 
 async def client_for(static: Path, tmp_path: Path) -> AsyncIterator[AsyncClient]:
     app = create_app(make_settings(f"sqlite:///{tmp_path / 'unused.db'}"))
-    app.state.ui_static_dir = static
+    context_of(app).ui_static_dir = static
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as client:
         yield client
-    await app.state.engine.dispose()
+    await context_of(app).engine.dispose()
 
 
 @pytest.fixture

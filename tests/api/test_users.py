@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.models import Role
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 async def test_admin_creates_users_of_any_role(api: Api) -> None:
@@ -82,12 +82,11 @@ async def test_non_numeric_user_id_is_422(api: Api) -> None:
 
 
 async def test_last_active_admin_cannot_be_demoted_or_deactivated(api: Api) -> None:
-    only = await api.create_user("only-admin", Role.ADMIN)
-    headers = await api.login("only-admin")
-    demote = await api.client.patch(f"/auth/users/{only.id}/role", json={"role": "planner"}, headers=headers)
+    only_id, headers = await api.signed_in(Role.ADMIN, "only-admin")
+    demote = await api.client.patch(f"/auth/users/{only_id}/role", json={"role": "planner"}, headers=headers)
     assert demote.status_code == 409
     assert demote.json()["code"] == "last_admin"
-    deactivate = await api.client.patch(f"/auth/users/{only.id}", json={"is_active": False}, headers=headers)
+    deactivate = await api.client.patch(f"/auth/users/{only_id}", json={"is_active": False}, headers=headers)
     assert deactivate.status_code == 409
     me = await api.client.get("/auth/me", headers=headers)
     assert me.json()["role"] == "admin"

@@ -42,9 +42,9 @@ from core.models import (
     WorkOrderStage,
 )
 from core.schema import upgrade
-from core.security import PasswordHasher
 from core.settings import DatabaseSettings
-from tests.conftest import TEST_PASSWORD, TEST_PASSWORDS
+from tests.support.api import bearer
+from tests.support.factories import TEST_PASSWORD, TEST_PASSWORDS, password_hash
 from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.browser
@@ -115,7 +115,6 @@ async def site(tmp_path: Path) -> Site:
     start = now - timedelta(hours=HOURS)
     minutes = HOURS * 60
     values = {tag: [_series(tag, minute) for minute in range(minutes)] for tag in TAGS}
-    hasher = PasswordHasher(time_cost=TEST_PASSWORDS.argon2_time_cost, memory_kib=TEST_PASSWORDS.argon2_memory_kib)
     engine = create_engine_from_settings(DatabaseSettings(database_url=url))
     async with engine.begin() as conn:
         user_ids = {}
@@ -123,7 +122,7 @@ async def site(tmp_path: Path) -> Site:
             user_ids[name] = (
                 await conn.execute(
                     insert(UserAccount)
-                    .values(username=name, role=role, is_active=True, password_hash=hasher.hash(TEST_PASSWORD))
+                    .values(username=name, role=role, is_active=True, password_hash=password_hash())
                     .returning(UserAccount.id)
                 )
             ).scalar_one()
@@ -396,7 +395,7 @@ async def test_operator_logs_in_and_reads_the_machine(browser: Browser, server: 
         token = login.json()["access_token"]
         posted = await client.post(
             f"/machines/{site.machine_id}/readings",
-            headers={"Authorization": f"Bearer {token}"},
+            headers=bearer(token),
             json={"ts": datetime.now(UTC).isoformat(), "values": {"barrel_temp_c": 777.5, "state": "alarm"}},
         )
         assert posted.status_code == 200, posted.text
@@ -448,7 +447,7 @@ async def test_a_deep_link_without_the_stream_falls_back_to_polling(browser: Bro
         login = await client.post("/auth/login", json={"username": "planner", "password": TEST_PASSWORD})
         posted = await client.post(
             f"/machines/{site.machine_id}/readings",
-            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+            headers=bearer(login.json()["access_token"]),
             json={"ts": datetime.now(UTC).isoformat(), "values": {"injection_pressure_bar": 55.25}},
         )
         assert posted.status_code == 200, posted.text

@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.stack import HOST, Ports, taken_ports
+from cli.supervisor import HOST
+from cli.up import Ports, taken_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli import build_parser
+from cli.main import build_parser
 from tests.support.postgres import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db import create_engine_from_settings
+from core.schema import upgrade
 from core.settings import DatabaseSettings
 from tests.support.db import empty_tables
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
@@ -26,10 +27,7 @@ def broker() -> Iterator[MosquittoBroker]:
 @pytest.fixture(scope="session")
 def ingest_database(postgres_server: PostgresServer) -> str:
     """A migrated PostgreSQL database for the pipeline tests."""
-    from core.schema import upgrade
-    from tests.conftest import _fresh_postgres_database
-
-    url = _fresh_postgres_database(postgres_server, "shopfloor_pipeline")
+    url = postgres_server.fresh_database("shopfloor_pipeline")
     upgrade(url)
     return url
 

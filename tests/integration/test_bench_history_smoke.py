@@ -38,7 +38,6 @@ from bench.bench_history import (
 from core.db import create_engine_from_settings
 from core.schema import upgrade
 from core.settings import DatabaseSettings
-from tests.conftest import _fresh_postgres_database
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -51,7 +50,7 @@ PLAN = DataPlan(machines=3, tags=4, samples=500, interval_s=300, end=END)
 @pytest.fixture(scope="module")
 def generated(postgres_server: PostgresServer) -> tuple[str, Generated]:
     """A migrated database holding the benchmark's data at the tiny size."""
-    url = _fresh_postgres_database(postgres_server, "bench_history_smoke")
+    url = postgres_server.fresh_database("bench_history_smoke")
     upgrade(url)
     with psycopg.connect(url, autocommit=True) as conn:
         data = generate(conn, PLAN, seed=0.25)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from cli.transfer import TransferFailed, TransferInputError, import_sqlite, shopfloor_tables
 from core.contract import MachineState
 from core.db import install_sqlite_pragmas, sync_url
 from core.models import (
@@ -37,8 +38,6 @@ from core.models import (
     WorkOrderStage,
 )
 from core.schema import upgrade
-from core.transfer import TransferFailed, TransferInputError, import_sqlite, shopfloor_tables
-from tests.conftest import _fresh_postgres_database
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -201,7 +200,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def target(postgres_server: PostgresServer) -> str:
-    url = _fresh_postgres_database(postgres_server, f"import_{os.urandom(4).hex()}")
+    url = postgres_server.fresh_database(f"import_{os.urandom(4).hex()}")
     upgrade(url)
     return url
 
@@ -306,7 +305,7 @@ def test_a_failed_forced_import_keeps_the_previous_data(source: Path, corrupt_so
 
 
 def test_unmigrated_target_is_refused(source: Path, postgres_server: PostgresServer) -> None:
-    empty = _fresh_postgres_database(postgres_server, f"import_empty_{os.urandom(4).hex()}")
+    empty = postgres_server.fresh_database(f"import_empty_{os.urandom(4).hex()}")
     with pytest.raises(TransferInputError, match=r"no revision.*shopfloor migrate"):
         import_sqlite(source, empty)
 

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from cli.transfer import TransferFailed, import_sqlite
 from core.db import sync_url
 from core.schema import upgrade
-from core.transfer import TransferFailed, import_sqlite
 from tests.integration.test_import_sqlite import READINGS_PER_TAG, all_rows, fill
 from tests.support.timescale import running_timescale
 

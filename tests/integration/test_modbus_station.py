@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ModbusDevice, Order, RegisterType
+from core.registers import Order, RegisterType
+from gateway.config import ModbusDevice
 from gateway.sources.base import SourceError, TagValue
 from gateway.sources.modbus import ModbusSource
 from simulators.modbus import STATE_MAP, ModbusStation, station_device, station_tags
-from tests.conftest import logged_events
+from tests.support.logs import logged_events
 
 pytestmark = pytest.mark.modbus
 

@@ -25,7 +25,7 @@ from gateway.sources.base import SourceError, TagValue
 from gateway.sources.opcua import OpcUaSource
 from simulators.injection import InjectionParams
 from simulators.opcua import STATE_CODES, InjectionMachineServer, machine_tags, node_id
-from tests.conftest import logged_events
+from tests.support.logs import logged_events
 from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.opcua

@@ -22,8 +22,9 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
+from api.context import context_of
 from core.contract import MachineState
-from core.models import Machine, MachineStateChange, Reading, Role
+from core.models import MachineStateChange, Reading, Role
 from core.schema import upgrade
 from core.settings import DatabaseSettings
 from tests.api.test_machine_history import (
@@ -38,7 +39,9 @@ from tests.api.test_machine_history import (
     iso,
     naive_points,
 )
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
+from tests.support.db import committed
+from tests.support.factories import make_machine
 from tests.support.timescale import running_timescale
 
 pytestmark = pytest.mark.timescale
@@ -76,12 +79,6 @@ async def insert_rows(engine: AsyncEngine, machine_id: int, rows: Sequence[Row])
             )
 
 
-async def add_machine(engine: AsyncEngine, code: str) -> int:
-    async with engine.begin() as conn:
-        row = await conn.execute(insert(Machine).values(site="plant1", code=code, name=code).returning(Machine.id))
-        return int(row.scalar_one())
-
-
 def generated_states(seed: int, *, start: datetime, hours: int, count: int) -> list[State]:
     """Changes at irregular whole seconds; repeats of a state happen (late samples), as in real data."""
     rng = random.Random(seed)
@@ -97,15 +94,16 @@ async def tier() -> AsyncIterator[Tier]:
         settings = make_settings(url)
         settings.database = DatabaseSettings(database_url=url, db_pool_size=1, db_max_overflow=0)
         app = create_app(settings)
-        engine: AsyncEngine = app.state.engine
+        engine: AsyncEngine = context_of(app).engine
         try:
             async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as client:
-                api = Api(client=client, engine=engine, settings=settings, app=app)
+                # Rows go through the app's own engine: the server takes one connection at a time.
+                api = Api(client=client, database=committed(engine, url), settings=settings, app=app)
                 rows = generated(7, start=T0 - timedelta(hours=1), hours=53, count=1500, tags=TAGS)
-                machine_id = await add_machine(engine, "press-1")
+                machine_id = (await api.add(make_machine, "press-1")).id
                 await insert_rows(engine, machine_id, rows)
                 # Another machine's readings a microsecond apart must never leak into the answers.
-                other = await add_machine(engine, "other")
+                other = (await api.add(make_machine, "other")).id
                 await insert_rows(
                     engine, other, [(tag, ts + timedelta(microseconds=1), 1e9) for tag, ts, _ in rows[:300]]
                 )
@@ -168,7 +166,7 @@ async def assert_buckets_match(tier: Tier, bucket: str, size: timedelta, start: 
 
 
 async def test_every_bucket_and_aggregate_matches_python_as_the_rollups_fill(tier: Tier) -> None:
-    engine = tier.api.engine
+    engine: AsyncEngine = context_of(tier.api.app).engine
     # Nothing materialised: real-time aggregation answers 1m and 1h from `reading`.
     assert await materialised(engine, "reading_1m") == 0
     for bucket, size, start, end in BUCKET_CASES:

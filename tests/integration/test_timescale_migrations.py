@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from core.contract import Reading as ReadingValue
+from core.contract import TagReading as ReadingValue
 from core.contract import Telemetry
 from core.db import async_url, sync_url
 from core.ingest import IngestBatch, MachineRegistry, write_batch

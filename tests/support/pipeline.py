@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.contract import encode_telemetry
 from core.db import session_factory
+from core.lifecycle import read_ready_file
 from core.models import Reading
 from core.settings import (
     DatabaseSettings,
@@ -95,18 +96,24 @@ class IngestorProcess:
     def __init__(self, env: dict[str, str], log_path: Path):
         self.env = env
         self.log_path = log_path
+        self.ready_file = log_path.with_suffix(".ready")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 -- our own console script
-                [SHOPFLOOR, "ingest"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [SHOPFLOOR, "ingest", "--ready-file", str(self.ready_file)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def wait_subscribed(self, timeout: float = 30) -> None:
+        """Until the ingestor says it is ready: subscribed to the broker (its readiness file)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "mqtt_subscribed" in self.log_path.read_text(errors="replace"):
+            if read_ready_file(self.ready_file) is not None:
                 return
             assert self.process is not None
             if self.process.poll() is not None:

@@ -14,7 +14,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from api.machines.stream import StreamingServer
+from api.context import context_of
+from api.server import ApiServer
 from tests.support.postgres import free_port
 
 START_TIMEOUT_S = 10.0
@@ -26,7 +27,7 @@ class Served:
     """A running server: its base URL and the server object (set `should_exit` to stop it)."""
 
     base_url: str
-    server: StreamingServer
+    server: ApiServer
     task: asyncio.Task[None]
 
     async def stop(self) -> None:
@@ -40,7 +41,7 @@ async def serving(app: FastAPI) -> AsyncIterator[Served]:
     """Serve `app` with uvicorn on a free local port, in this event loop, the way `shopfloor api` does."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    server = StreamingServer(config, streams=app.state.streams)
+    server = ApiServer(config, streams=context_of(app).streams)
     task = asyncio.create_task(server.serve(), name=f"test:uvicorn:{port}")
     deadline = time.monotonic() + START_TIMEOUT_S
     while not server.started:

@@ -11,18 +11,12 @@ None of these lists is computed by the code under test.
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-with warnings.catch_warnings():
-    # gateway/config.py: pydantic warns that the field `register` shadows ABCMeta.register (harmless at run time;
-    # reported to the config module's owner). Remove this block once importing it is silent.
-    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
-    from gateway.codec import apply_scale, decode, encode, unapply_scale
-    from gateway.config import REGISTER_COUNT, DataType, Order
+from core.registers import REGISTER_COUNT, DataType, Order, apply_scale, decode, encode, unapply_scale
 
 A, C, B, D = Order.ABCD, Order.CDAB, Order.BADC, Order.DCBA
 

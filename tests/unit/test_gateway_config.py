@@ -15,14 +15,12 @@ import yaml
 from pydantic import SecretStr
 
 from core.contract import MachineState
+from core.registers import DataType, Order, RegisterType
 from gateway.config import (
     ConfigError,
-    DataType,
     GatewayConfig,
     ModbusDevice,
     OpcUaDevice,
-    Order,
-    RegisterType,
     load_config,
     parse_config,
 )

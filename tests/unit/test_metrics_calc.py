@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.metrics.calc import (
+from api.efficiency.calc import (
     EventPoint,
     StageMetrics,
     StageOutcome,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import DataType, ModbusTag, RegisterType
+from core.registers import DataType, RegisterType
+from gateway.config import ModbusTag
 from gateway.sources.modbus import ReadRequest, plan_reads
 
 HR, IR, CO, DI = RegisterType.HOLDING, RegisterType.INPUT, RegisterType.COIL, RegisterType.DISCRETE

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.metrics.oee import (
+from api.oee.calc import (
     UNKNOWN,
     Counter,
+    CounterPoint,
     Increase,
     Oee,
-    Sample,
-    StateChange,
+    StatePoint,
     compute_oee,
     counter_increase,
     state_durations,
@@ -36,21 +36,21 @@ def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
     return DAY + timedelta(hours=hour, minutes=minute, seconds=second)
 
 
-def changes(*items: tuple[datetime, MachineState]) -> list[StateChange]:
-    return [StateChange(ts, state) for ts, state in items]
+def changes(*items: tuple[datetime, MachineState]) -> list[StatePoint]:
+    return [StatePoint(ts, state) for ts, state in items]
 
 
 def linear(tag: str, start: datetime, end: datetime, first: float, last: float, steps: int) -> Counter:
     """A counter rising evenly from `first` at `start` to `last` at `end` in `steps` readings after the first."""
     step = (end - start) / steps
-    return Counter(tag, [Sample(start + step * i, first + (last - first) * i / steps) for i in range(steps + 1)])
+    return Counter(tag, [CounterPoint(start + step * i, first + (last - first) * i / steps) for i in range(steps + 1)])
 
 
 def oee(
     *,
     start: datetime,
     end: datetime,
-    states: list[StateChange],
+    states: list[StatePoint],
     total: Counter | None = None,
     good: Counter | None = None,
     scrap: Counter | None = None,
@@ -149,12 +149,12 @@ def test_shift_with_alarm_setup_idle_and_off() -> None:
 
 def test_counter_reset_in_the_middle_counts_on_from_the_new_value() -> None:
     readings = [
-        Sample(at(5, 59), 100),  # the value at 06:00
-        Sample(at(6, 10), 150),
-        Sample(at(6, 20), 200),
-        Sample(at(6, 30), 3),  # the PLC restarted: 3 cycles since
-        Sample(at(6, 40), 40),
-        Sample(at(6, 50), 90),
+        CounterPoint(at(5, 59), 100),  # the value at 06:00
+        CounterPoint(at(6, 10), 150),
+        CounterPoint(at(6, 20), 200),
+        CounterPoint(at(6, 30), 3),  # the PLC restarted: 3 cycles since
+        CounterPoint(at(6, 40), 40),
+        CounterPoint(at(6, 50), 90),
     ]
     assert counter_increase(readings, start=at(6), end=at(7)) == Increase(count=50 + 50 + 3 + 37 + 50, resets=1)
     result = oee(
@@ -162,7 +162,7 @@ def test_counter_reset_in_the_middle_counts_on_from_the_new_value() -> None:
         end=at(7),
         states=changes((at(6), RUNNING)),
         total=Counter("cycle_count", readings),
-        good=Counter("good_count", [Sample(s.ts, s.value * 0.5) for s in readings]),
+        good=Counter("good_count", [CounterPoint(s.ts, s.value * 0.5) for s in readings]),
         ideal=None,
     )
     assert result.total_count == 190
@@ -173,12 +173,19 @@ def test_counter_reset_in_the_middle_counts_on_from_the_new_value() -> None:
 
 
 def test_the_window_takes_the_last_reading_before_it_and_none_after_it() -> None:
-    readings = [Sample(at(5), 10), Sample(at(5, 50), 20), Sample(at(6, 30), 25), Sample(at(7), 99)]
+    readings = [
+        CounterPoint(at(5), 10),
+        CounterPoint(at(5, 50), 20),
+        CounterPoint(at(6, 30), 25),
+        CounterPoint(at(7), 99),
+    ]
     assert counter_increase(readings, start=at(6), end=at(7)) == Increase(count=5, resets=0)
     assert counter_increase(readings, start=at(7), end=at(8)) == Increase(count=74, resets=0)
-    assert counter_increase([Sample(at(6, 30), 7)], start=at(6), end=at(7)) == Increase(count=0, resets=0)
+    assert counter_increase([CounterPoint(at(6, 30), 7)], start=at(6), end=at(7)) == Increase(count=0, resets=0)
     assert counter_increase(readings, start=at(3), end=at(4)) is None
-    assert counter_increase([Sample(at(6), 5), Sample(at(6, 1), -3)], start=at(6), end=at(7)) == Increase(0, 1)
+    assert counter_increase([CounterPoint(at(6), 5), CounterPoint(at(6, 1), -3)], start=at(6), end=at(7)) == Increase(
+        0, 1
+    )
 
 
 def test_scrap_counts_and_a_total_made_of_good_plus_scrap() -> None:
@@ -270,9 +277,9 @@ def test_zero_running_time() -> None:
         start=at(6),
         end=at(7),
         states=changes((at(5), IDLE), (at(6, 30), SETUP)),
-        total=Counter("cycle_count", [Sample(at(5), 40), Sample(at(6, 30), 40)]),
-        good=Counter("good_count", [Sample(at(5), 40), Sample(at(6, 30), 40)]),
-        scrap=Counter("scrap_count", [Sample(at(5), 0)]),
+        total=Counter("cycle_count", [CounterPoint(at(5), 40), CounterPoint(at(6, 30), 40)]),
+        good=Counter("good_count", [CounterPoint(at(5), 40), CounterPoint(at(6, 30), 40)]),
+        scrap=Counter("scrap_count", [CounterPoint(at(5), 0)]),
     )
     assert result.availability == 0.0
     assert result.performance is None
@@ -319,10 +326,10 @@ STATES = st.sampled_from(list(MachineState))
 
 
 @st.composite
-def machine_history(draw: st.DrawFn) -> tuple[list[StateChange], Counter, Counter, Counter]:
+def machine_history(draw: st.DrawFn) -> tuple[list[StatePoint], Counter, Counter, Counter]:
     """State changes and three counters from one simulated process (cycles are good or scrap; resets hit all)."""
     offsets = sorted(draw(st.sets(st.integers(-600, 7200), max_size=12)))
-    states = [StateChange(at(6) + timedelta(seconds=offset), draw(STATES)) for offset in offsets]
+    states = [StatePoint(at(6) + timedelta(seconds=offset), draw(STATES)) for offset in offsets]
     total, good, scrap = [], [], []
     made = fine = 0
     for offset in sorted(draw(st.sets(st.integers(-600, 7200), max_size=40))):
@@ -333,9 +340,9 @@ def machine_history(draw: st.DrawFn) -> tuple[list[StateChange], Counter, Counte
         else:
             cycles = draw(st.integers(0, 5))
             made, fine = made + cycles, fine + draw(st.integers(0, cycles))
-        total.append(Sample(ts, made))
-        good.append(Sample(ts, fine))
-        scrap.append(Sample(ts, made - fine))
+        total.append(CounterPoint(ts, made))
+        good.append(CounterPoint(ts, fine))
+        scrap.append(CounterPoint(ts, made - fine))
     return states, Counter("cycle_count", total), Counter("good_count", good), Counter("scrap_count", scrap)
 
 
@@ -347,7 +354,7 @@ def machine_history(draw: st.DrawFn) -> tuple[list[StateChange], Counter, Counte
     length=st.integers(1, 7200),
 )
 def test_factors_stay_in_bounds_and_oee_is_their_product(
-    history: tuple[list[StateChange], Counter, Counter, Counter], ideal: float | None, silence: int, length: int
+    history: tuple[list[StatePoint], Counter, Counter, Counter], ideal: float | None, silence: int, length: int
 ) -> None:
     states, total, good, scrap = history
     start, end = at(6), at(6) + timedelta(seconds=length)
@@ -386,7 +393,7 @@ def test_factors_stay_in_bounds_and_oee_is_their_product(
 @settings(max_examples=200, deadline=None)
 @given(history=machine_history(), cut=st.integers(1, 7199), silence=st.sampled_from([0, 300]))
 def test_adjacent_windows_add_up(
-    history: tuple[list[StateChange], Counter, Counter, Counter], cut: int, silence: int
+    history: tuple[list[StatePoint], Counter, Counter, Counter], cut: int, silence: int
 ) -> None:
     states, total, good, scrap = history
     start, middle, end = at(6), at(6) + timedelta(seconds=cut), at(8)
@@ -416,16 +423,16 @@ def test_a_simulated_shift_of_the_injection_machine_adds_up() -> None:
     """The injection simulator's own tallies against OEE from what it reports, sampled every 5 s as a gateway would."""
     machine = InjectionMachine(seed=11)
     start, period, samples = at(6), 5, 8 * 3600 // 5
-    states: list[StateChange] = []
-    readings: dict[str, list[Sample]] = {"cycle_count": [], "good_count": [], "scrap_count": []}
+    states: list[StatePoint] = []
+    readings: dict[str, list[CounterPoint]] = {"cycle_count": [], "good_count": [], "scrap_count": []}
     for k in range(samples):
         machine.step(k * period)
         ts = start + timedelta(seconds=k * period)
         if not states or states[-1].state is not machine.state:
-            states.append(StateChange(ts, machine.state))
+            states.append(StatePoint(ts, machine.state))
         values = machine.values()
         for tag, series in readings.items():
-            series.append(Sample(ts, float(values[tag])))
+            series.append(CounterPoint(ts, float(values[tag])))
     end = start + timedelta(seconds=samples * period)
     machine.step(samples * period)
     result = compute_oee(

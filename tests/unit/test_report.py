@@ -12,8 +12,8 @@ from core.contract import (
     MAX_PAYLOAD_BYTES,
     MAX_VALUES_PER_SAMPLE,
     MachineState,
-    Reading,
-    StateChange,
+    StateReport,
+    TagReading,
     TimeWindow,
     decode_telemetry,
     encode_telemetry,
@@ -217,8 +217,8 @@ def test_accepted_values_survive_encoding_and_decoding_exactly() -> None:
     assert len(chunks) == 2
 
     topic = telemetry_topic("plant1", "press-3")
-    readings: list[Reading] = []
-    states: list[StateChange] = []
+    readings: list[TagReading] = []
+    states: list[StateReport] = []
     for seq, chunk in enumerate(chunks):
         decoded = decode_telemetry(
             topic, encode_telemetry(chunk, seq=seq), received_at=T0 + timedelta(seconds=5), window=WINDOW
@@ -228,10 +228,14 @@ def test_accepted_values_survive_encoding_and_decoding_exactly() -> None:
         states += decoded.states
 
     assert sorted(readings, key=lambda r: (r.ts, r.tag)) == sorted(
-        (Reading(v.ts, v.tag, float(v.value)) for v in accepted if v.tag != "state" and not isinstance(v.value, str)),
+        (
+            TagReading(v.ts, v.tag, float(v.value))
+            for v in accepted
+            if v.tag != "state" and not isinstance(v.value, str)
+        ),
         key=lambda r: (r.ts, r.tag),
     )
-    assert states == [StateChange(v.ts, MachineState(v.value)) for v in accepted if isinstance(v.value, str)]
+    assert states == [StateReport(v.ts, MachineState(v.value)) for v in accepted if isinstance(v.value, str)]
     # What was filtered out is exactly the repeats and the NaN.
     assert {(r.tag, r.value) for r in readings} == {
         ("barrel_temp_c", 212.5),

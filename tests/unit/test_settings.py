@@ -62,7 +62,7 @@ def production(secret: str | None) -> ApiProcessSettings:
 
 def test_production_without_secret_key_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match=r"^SECRET_KEY is required"):
-        production(None).check()
+        production(None)
 
 
 @pytest.mark.parametrize(
@@ -76,11 +76,11 @@ def test_production_without_secret_key_names_the_variable() -> None:
 )
 def test_production_refuses_unsafe_secret_keys(secret: str) -> None:
     with pytest.raises(ConfigurationError, match="SECRET_KEY"):
-        production(secret).check()
+        production(secret)
 
 
 def test_production_accepts_a_long_random_key() -> None:
-    settings = production("q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM").check()
+    settings = production("q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM")
     assert settings.auth.signing_key == "q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM"
 
 
@@ -97,6 +97,7 @@ def test_secret_checks_do_not_apply_in_development() -> None:
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPFLOOR_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM")  # production settings need one
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/shopfloor")
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
     settings = ApiProcessSettings()
@@ -154,7 +155,7 @@ def test_env_example_documents_every_setting() -> None:
 
 def test_env_example_as_is_gives_a_working_development_setup(tmp_cwd: Path) -> None:
     (tmp_cwd / ".env").write_text(ENV_EXAMPLE.read_text())
-    settings = ApiProcessSettings().check()
+    settings = ApiProcessSettings()
     assert settings.env is Environment.DEVELOPMENT
     assert len(settings.auth.signing_key) >= 32
     assert settings.api.cors_origins == []
@@ -166,7 +167,7 @@ def test_env_example_in_production_fails_on_the_empty_secret(tmp_cwd: Path) -> N
         ENV_EXAMPLE.read_text().replace("SHOPFLOOR_ENV=development", "SHOPFLOOR_ENV=production")
     )
     with pytest.raises(ConfigurationError, match="SECRET_KEY"):
-        ApiProcessSettings().check()
+        ApiProcessSettings()
 
 
 def test_default_stages_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,13 +190,13 @@ def test_bad_default_stages_name_the_variable(monkeypatch: pytest.MonkeyPatch, v
 def test_ingestor_in_production_needs_broker_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPFLOOR_ENV", "production")
     with pytest.raises(ConfigurationError, match="MQTT_USERNAME"):
-        IngestorProcessSettings().check()
+        IngestorProcessSettings()
     monkeypatch.setenv("MQTT_USERNAME", "ingestor")
     monkeypatch.setenv("MQTT_PASSWORD", "short")
     with pytest.raises(ConfigurationError, match="MQTT_PASSWORD"):
-        IngestorProcessSettings().check()
+        IngestorProcessSettings()
     monkeypatch.setenv("MQTT_PASSWORD", "a-long-random-broker-password-5f2c9e1d7a")
-    assert IngestorProcessSettings().check().mqtt.mqtt_username == "ingestor"
+    assert IngestorProcessSettings().mqtt.mqtt_username == "ingestor"
 
 
 def test_timeseries_intervals_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from api.machines import stream
 from core.errors import NotFound
 from core.models import Role
 from core.security import TokenService
-from tests.conftest import logged_events
+from tests.support.logs import logged_events
 
 TS = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 CONFIG = stream.StreamConfig(poll_interval_s=0.01, heartbeat_s=0.05, retry_ms=100)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from cli.transfer import normalise_row, normalise_value, table_checksum
 from core.contract import MachineState
 from core.models import Role
-from core.transfer import normalise_row, normalise_value, table_checksum
 
 ISTANBUL = timezone(timedelta(hours=3))
 ROWS: list[tuple[Any, ...]] = [

@@ -1,7 +1,7 @@
-"""The one Modbus register codec: values to 16-bit register words and back, for reading and for writing.
+"""The Modbus register model and the one codec: values to 16-bit register words and back, read and write.
 
-Pure functions on plain lists of ints; no pymodbus here. The gateway decodes with it and the Modbus simulator
-encodes with it, so both sides of every test share one convention.
+Pure: enums and functions on plain lists of ints; no pymodbus, no configuration. The gateway decodes with it
+and the Modbus simulator encodes with it, so both sides of every test share one convention.
 
 Byte and word order
 -------------------
@@ -39,8 +39,53 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from enum import StrEnum
 
-from gateway.config import REGISTER_COUNT, DataType, Order
+
+class Order(StrEnum):
+    """Byte/word order of multi-register values: A is the most significant byte."""
+
+    ABCD = "ABCD"  # big-endian words, big-endian bytes (Modbus standard)
+    CDAB = "CDAB"  # word-swapped
+    BADC = "BADC"  # byte-swapped
+    DCBA = "DCBA"  # little-endian
+
+
+class DataType(StrEnum):
+    """Register data types."""
+
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    BOOL = "bool"
+
+
+REGISTER_COUNT = {
+    DataType.INT16: 1,
+    DataType.UINT16: 1,
+    DataType.INT32: 2,
+    DataType.UINT32: 2,
+    DataType.INT64: 4,
+    DataType.UINT64: 4,
+    DataType.FLOAT32: 2,
+    DataType.FLOAT64: 4,
+    DataType.BOOL: 1,
+}
+
+
+class RegisterType(StrEnum):
+    """The four Modbus tables."""
+
+    HOLDING = "holding"
+    INPUT = "input"
+    COIL = "coil"
+    DISCRETE = "discrete"
+
 
 Value = int | float | bool
 

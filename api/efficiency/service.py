@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.metrics.calc import (
+from api.efficiency.calc import (
     StageMetrics,
     StageOutcome,
     WorkOrderMetrics,
@@ -18,8 +18,7 @@ from api.metrics.calc import (
     work_order_metrics,
 )
 from api.stages.service import StageDetails, get_visible_stage, one_stage_details
-from api.workorders.schemas import WorkOrderStatus
-from api.workorders.service import WorkOrderDetails, get_work_order, planned_between
+from api.workorders.service import WorkOrderDetails, WorkOrderStatus, get_work_order, planned_between
 from core.errors import InvalidInput
 from core.security import Principal
 

@@ -1,7 +1,7 @@
 """OEE of a machine over a window or over a stage's run, and the stages that run on a machine.
 
 Plain async functions over a session (no FastAPI, no commit, no wall clock: `now` is an argument); the arithmetic
-is in `api/metrics/oee.py`.
+is in `api/oee/calc.py`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
+from api.efficiency.calc import actual_window
 from api.machines.history import state_changes
 from api.machines.service import get_machine
-from api.metrics.calc import actual_window
-from api.metrics.oee import Counter, Oee, Sample, StateChange, compute_oee
+from api.oee.calc import Counter, CounterPoint, Oee, StatePoint, compute_oee
 from api.stages.service import StageDetails, get_visible_stage, one_stage_details, stage_details
 from core.errors import Conflict, InvalidInput
 from core.models import (
@@ -130,7 +130,7 @@ async def stage_oee(
 
 async def _oee(session: AsyncSession, *, machine: Machine, start: datetime, end: datetime, rules: OeeRules) -> Oee:
     changes = [
-        StateChange(ts=ts, state=state)
+        StatePoint(ts=ts, state=state)
         for ts, state in await state_changes(session, machine_id=machine.id, start=start, end=end)
     ]
     tags = (rules.total_tag, rules.good_tag, rules.scrap_tag)
@@ -152,7 +152,7 @@ async def _oee(session: AsyncSession, *, machine: Machine, start: datetime, end:
 
 async def _counter_readings(
     session: AsyncSession, *, machine_id: int, tags: Sequence[str], since: datetime, start: datetime, end: datetime
-) -> dict[str, list[Sample]]:
+) -> dict[str, list[CounterPoint]]:
     """Each counter tag's readings in [since, end), plus its last reading before `start` (its value then)."""
     in_range = (Reading.machine_id == machine_id, Reading.tag.in_(tags), Reading.ts >= since, Reading.ts < end)
     count = await session.scalar(select(func.count()).select_from(Reading).where(*in_range))
@@ -176,7 +176,7 @@ async def _counter_readings(
             found[tag][baseline.ts] = baseline.value
     for tag, ts, value in await session.execute(select(Reading.tag, Reading.ts, Reading.value).where(*in_range)):
         found[tag][ts] = value
-    return {tag: [Sample(ts, value) for ts, value in sorted(values.items())] for tag, values in found.items()}
+    return {tag: [CounterPoint(ts, value) for ts, value in sorted(values.items())] for tag, values in found.items()}
 
 
 async def machine_stages(

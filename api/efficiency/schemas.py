@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from api.metrics.calc import Durations, minutes
+from api.efficiency.calc import Durations, minutes
 
 
 class DurationsRead(BaseModel):

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, Now, Session, Settings
 from api.machines.schemas import Moment
-from api.metrics import oee_service
-from api.metrics.oee_schemas import MachineStageRead, OeeRead
-from api.metrics.oee_service import OeeRules
+from api.oee import service as oee_service
+from api.oee.schemas import MachineStageRead, OeeRead
+from api.oee.service import OeeRules
 from api.pagination import Id, Page, Pagination
 from core.models import StageStatus
 

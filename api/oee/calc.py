@@ -19,7 +19,7 @@ _ZERO = timedelta(0)
 
 
 @dataclass(frozen=True)
-class StateChange:
+class StatePoint:
     """The machine entered `state` at `ts`; it holds until the next change."""
 
     ts: datetime
@@ -27,7 +27,7 @@ class StateChange:
 
 
 @dataclass(frozen=True)
-class Sample:
+class CounterPoint:
     """One reading of a counter tag."""
 
     ts: datetime
@@ -39,7 +39,7 @@ class Counter:
     """A counter tag and its readings (any order; readings outside the window are ignored as the rules say)."""
 
     tag: str
-    readings: Sequence[Sample] = ()
+    readings: Sequence[CounterPoint] = ()
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Oee:
         return self.end - self.start
 
 
-def counter_increase(readings: Sequence[Sample], *, start: datetime, end: datetime) -> Increase | None:
+def counter_increase(readings: Sequence[CounterPoint], *, start: datetime, end: datetime) -> Increase | None:
     """The rise of a counter over [start, end), summed over its monotonic runs; None without any usable reading.
 
     The last reading before `start` is the value at `start`; the readings in [start, end) follow. So every rise is
@@ -111,7 +111,7 @@ def _merge(intervals: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetim
 
 
 def state_durations(
-    changes: Sequence[StateChange],
+    changes: Sequence[StatePoint],
     *,
     start: datetime,
     end: datetime,
@@ -187,7 +187,7 @@ def compute_oee(
     *,
     start: datetime,
     end: datetime,
-    changes: Sequence[StateChange],
+    changes: Sequence[StatePoint],
     total: Counter,
     good: Counter,
     scrap: Counter,

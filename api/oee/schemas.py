@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Self
 
 from pydantic import BaseModel, Field
 
-from api.metrics.oee import UNKNOWN
+from api.oee.calc import UNKNOWN
 from api.stages.schemas import MyStageRead
 from core.contract import MachineState
 from core.models import IssueStatus
 
 if TYPE_CHECKING:
-    from api.metrics.oee_service import OeeReport
+    from api.oee.service import OeeReport
 
 
 def _seconds(value: float) -> float:

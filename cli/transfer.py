@@ -15,10 +15,12 @@ or a boolean compares by what it means, not by how each database stores it.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +33,11 @@ from sqlalchemy import Connection, Engine, Table, create_engine, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from cli.errors import EXIT_USAGE, CommandError
 from core.db import is_sqlite, sync_url
 from core.models import Base
 from core.schema import VERSION_TABLE, current_revisions, head_revisions
+from core.settings import ToolSettings
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CHECKSUM_MODULUS = 2**128
@@ -387,3 +391,27 @@ def _refresh_continuous_aggregates(engine: Engine) -> list[str]:
             f"run CALL refresh_continuous_aggregate('{view}', NULL, NULL) in psql"
         ) from error
     return refreshed
+
+
+def cmd_import_sqlite(args: argparse.Namespace) -> int:
+    """Copy a SQLite database into a migrated PostgreSQL / TimescaleDB, verified, in one transaction."""
+    settings = ToolSettings.load()
+    target = args.to or settings.database.database_url
+    try:
+        report = import_sqlite(args.source, target, force=args.force)
+    except TransferInputError as error:
+        print(f"shopfloor: import-sqlite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except TransferFailed as error:
+        raise CommandError(f"import-sqlite: {error}") from None
+    if report.emptied_first:
+        print("emptied the target first (--force)")
+    for table in report.tables:
+        verdict = "checksum ok" if table.checksum_ok else "CHECKSUM MISMATCH"
+        print(f"{table.table:<20} {table.rows:>12,} rows  {verdict}  {table.seconds:8.2f} s")
+    print(f"imported {report.total_rows:,} rows at revision {', '.join(report.revision)}")
+    if report.refreshed_views:
+        print(f"refreshed continuous aggregates: {', '.join(report.refreshed_views)}")
+    if report.skipped_source_tables:
+        print(f"not copied (not shopfloor tables): {', '.join(report.skipped_source_tables)}")
+    return 0

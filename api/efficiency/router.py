@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from api.deps import Now, PlannerUser, Session
-from api.metrics import service
+from api.efficiency import service
 from api.workorders.schemas import SummaryRead
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])

@@ -1,0 +1,127 @@
+"""The demo plant (`shopfloor seed`, and `shopfloor up` at every start): users, machines, work orders."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cli.errors import CommandError
+from core.logging import configure_logging
+from core.settings import Environment, ToolSettings
+
+# The demo plant of `shopfloor seed` / `shopfloor up`: what the simulators and the gateway example publish as.
+DEMO_SITE = "plant1"
+DEMO_MACHINES = (
+    # code, name, type, ideal cycle time (s): the simulators' defaults
+    ("press-1", "Injection press 1 (OPC-UA)", "injection_moulding", 12.0),
+    ("assembly-1", "Assembly station 1 (Modbus TCP)", "assembly", 8.0),
+    ("press-2", "Injection press 2 (MQTT-native)", "injection_moulding", 12.0),
+)
+DEMO_WORK_ORDERS = (
+    # product, lot, qty, stages as (name, machine code, minutes) from the hour after seeding
+    ("HOUSING-A", "DEMO-001", 500, (("Enjeksiyon", "press-1", 120), ("Montaj", "assembly-1", 120))),
+    ("HOUSING-B", "DEMO-002", 250, (("Enjeksiyon", "press-2", 90), ("Montaj", "assembly-1", 90))),
+    ("COVER-C", "DEMO-003", 1000, (("Enjeksiyon", "press-1", 240),)),
+)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """What `seed` created: users with their one-time passwords, machine codes, work-order lots."""
+
+    users: list[tuple[str, str, str]]
+    machines: list[str]
+    work_orders: list[str]
+
+
+async def seed_demo(settings: ToolSettings) -> SeedResult:
+    """Create what is missing of the demo plant (idempotent); passwords are returned, never stored in clear."""
+    from sqlalchemy import select
+
+    from api.machines.service import NewMachine, create_machine
+    from api.stages.service import StagePlan, assign
+    from api.users.service import create_user
+    from api.workorders.service import WorkOrderPlan, create_work_order
+    from core.clock import utcnow
+    from core.db import create_engine_from_settings, session_factory, transaction
+    from core.models import Machine, Role, UserAccount, WorkOrder
+    from core.security import PasswordHasher, Principal
+
+    engine = create_engine_from_settings(settings.database)
+    hasher = PasswordHasher(
+        time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
+    )
+    result = SeedResult([], [], [])
+    try:
+        async with transaction(session_factory(engine)) as session:
+            for role in (Role.ADMIN, Role.PLANNER, Role.WORKER):
+                username = role.value
+                if await session.scalar(select(UserAccount.id).where(UserAccount.username == username)):
+                    continue
+                password = secrets.token_urlsafe(12)
+                await create_user(
+                    session,
+                    hasher=hasher,
+                    username=username,
+                    password=password,
+                    role=role,
+                    full_name=f"Demo {role.value}",
+                    min_password_length=settings.passwords.password_min_length,
+                )
+                result.users.append((username, role.value, password))
+            admin = await session.scalar(select(UserAccount).where(UserAccount.username == Role.ADMIN.value))
+            worker = await session.scalar(select(UserAccount).where(UserAccount.username == Role.WORKER.value))
+            if admin is None or worker is None:
+                return result
+            actor = Principal(user_id=admin.id, username=admin.username, role=admin.role)
+            machine_ids: dict[str, int] = {}
+            for code, name, machine_type, ideal in DEMO_MACHINES:
+                existing = await session.scalar(select(Machine).where(Machine.site == DEMO_SITE, Machine.code == code))
+                if existing is None:
+                    new = NewMachine(DEMO_SITE, code, name, machine_type, "Hall A", ideal)
+                    existing = await create_machine(session, actor=actor, machine=new)
+                    result.machines.append(code)
+                elif existing.ideal_cycle_time_s is None:  # registered by its first telemetry: complete it
+                    existing.ideal_cycle_time_s, existing.name, existing.machine_type = ideal, name, machine_type
+                machine_ids[code] = existing.id
+            start = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+            for product, lot, qty, stages in DEMO_WORK_ORDERS:
+                if await session.scalar(select(WorkOrder.id).where(WorkOrder.lot_no == lot)):
+                    continue
+                plans, cursor = [], start
+                for stage_name, machine, minutes in stages:
+                    end = cursor + timedelta(minutes=minutes)
+                    machine_id = machine_ids[machine]
+                    plans.append(
+                        StagePlan(stage_name=stage_name, planned_start=cursor, planned_end=end, machine_id=machine_id)
+                    )
+                    cursor = end
+                plan = WorkOrderPlan(product, lot, qty, start, cursor, "demo work order")
+                details = await create_work_order(session, actor=actor, plan=plan, stages=plans, templates=[])
+                for stage in details.stages:
+                    await assign(session, actor=actor, stage_id=stage.stage.id, user_id=worker.id, now=utcnow())
+                result.work_orders.append(lot)
+    finally:
+        await engine.dispose()
+    return result
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Create the demo plant: users (admin, planner, worker; passwords printed once), machines, work orders."""
+    settings = ToolSettings.load()
+    configure_logging(settings.log, settings.env)
+    if settings.env is Environment.PRODUCTION and not args.force:
+        raise CommandError("seed makes demo accounts; refusing in production without --force")
+    result = asyncio.run(seed_demo(settings))
+    if not result.users:
+        print("demo users exist already; nothing created")
+    for username, role, password in result.users:
+        print(f"created {role:<8} username={username} password={password}")
+    if result.machines:
+        print(f"demo machines registered: {', '.join(result.machines)} (site {DEMO_SITE})")
+    if result.work_orders:
+        print(f"demo work orders planned: {', '.join(result.work_orders)} (stages assigned to 'worker')")
+    return 0
