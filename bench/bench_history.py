@@ -232,6 +232,7 @@ def machine_ids(conn: psycopg.Connection[Any]) -> list[int]:
 @contextlib.contextmanager
 def cluster(root: Path, *, keep: bool) -> Iterator[PostgresServer]:
     """The benchmark's PostgreSQL cluster in `root/pg` (made there unless it exists); deleted unless kept."""
+    root.chmod(0o755)  # the server runs as `postgres` and must reach its folder inside ours
     try:
         with running_postgres(root / "pg", keep=keep) as server:
             yield server

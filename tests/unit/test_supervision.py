@@ -29,7 +29,8 @@ class Flaky(Exception):
 
 
 async def test_transient_errors_are_retried_until_stop() -> None:
-    stop, attempts, errors = asyncio.Event(), [], []
+    stop, attempts = asyncio.Event(), []
+    errors: list[BaseException] = []
 
     async def session(healthy: Callable[[], None]) -> None:
         attempts.append(1)
@@ -56,7 +57,12 @@ async def test_an_error_that_is_not_transient_propagates_at_once() -> None:
 
 async def test_healthy_resets_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     stop, asked = asyncio.Event(), []
-    monkeypatch.setattr(Backoff, "delay", lambda self, attempt: asked.append(attempt) or 0.0)
+
+    def delay(self: Backoff, attempt: int) -> float:
+        asked.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(Backoff, "delay", delay)
 
     async def session(healthy: Callable[[], None]) -> None:
         if len(asked) == 2:
