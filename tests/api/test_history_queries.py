@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.models import Reading
 from core.timeseries import AGGREGATES, Backend, backend_of, bucketed_points, raw_points
-from tests.api.test_timeseries import T0, generated, load, naive
+from tests.support.timeseries import T0, generated, load, naive
 
 START, END = T0 + timedelta(minutes=1, seconds=30), T0 + timedelta(minutes=37)
 SUBSETS = [*((agg,) for agg in AGGREGATES), ("avg", "last"), ("min", "max", "count"), AGGREGATES]

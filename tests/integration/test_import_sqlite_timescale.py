@@ -13,7 +13,7 @@ from sqlalchemy.pool import NullPool
 from cli.transfer import TransferFailed, import_sqlite
 from core.db import sync_url
 from core.schema import upgrade
-from tests.integration.test_import_sqlite import READINGS_PER_TAG, all_rows, fill
+from tests.support.sqlite_source import READINGS_PER_TAG, all_rows, fill
 from tests.support.timescale import running_timescale
 
 pytestmark = pytest.mark.timescale

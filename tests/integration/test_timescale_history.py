@@ -27,7 +27,10 @@ from core.contract import MachineState
 from core.models import MachineStateChange, Reading, Role
 from core.schema import upgrade
 from core.settings import DatabaseSettings
-from tests.api.test_machine_history import (
+from tests.support.api import Api, make_settings
+from tests.support.db import committed
+from tests.support.factories import make_machine
+from tests.support.history import (
     AGGS,
     BUCKET_CASES,
     T0,
@@ -39,9 +42,6 @@ from tests.api.test_machine_history import (
     iso,
     naive_points,
 )
-from tests.support.api import Api, make_settings
-from tests.support.db import committed
-from tests.support.factories import make_machine
 from tests.support.timescale import running_timescale
 
 pytestmark = pytest.mark.timescale

@@ -19,9 +19,8 @@ from core.ingest import IngestBatch, MachineRegistry, write_batch
 from core.models import Base
 from core.schema import downgrade, upgrade
 from core.timeseries import Backend, backend_of
-from tests.api.test_timeseries import T0, assert_same, generated, naive
 from tests.support.timescale import running_timescale
-from tests.support.timeseries import bucketed
+from tests.support.timeseries import T0, assert_same, bucketed, generated, naive
 
 pytestmark = pytest.mark.timescale
 

@@ -1,0 +1,181 @@
+"""For the import tests: a migrated SQLite database with rows in every table, and every row of a database read back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from cli.transfer import shopfloor_tables
+from core.contract import MachineState
+from core.db import install_sqlite_pragmas, sync_url
+from core.models import (
+    DeadLetter,
+    Issue,
+    IssueStatus,
+    Machine,
+    MachineApiKey,
+    MachineLatest,
+    MachineStateChange,
+    Reading,
+    Role,
+    StageAssignment,
+    StageEvent,
+    StageEventKind,
+    StageStatus,
+    UserAccount,
+    WorkOrder,
+    WorkOrderStage,
+)
+from core.schema import upgrade
+
+T0 = datetime(2026, 11, 26, 8, 0, 0, 123456, tzinfo=UTC)
+TURKISH = "Şükrü Çağlayan — İşçi ığüşöç ĞÜŞİÖÇ"
+READINGS_PER_TAG = 300
+BINARY_PAYLOADS = [b"\x00\xff\xfe\x80binary", b"", '{"ts": "yarın"}'.encode(), bytes(range(256))]
+
+
+def sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(sync_url(f"sqlite:///{path}"), poolclass=NullPool)
+    install_sqlite_pragmas(engine)
+    return engine
+
+
+def fill(path: Path) -> None:
+    """A migrated SQLite database with rows in every table: gaps in ids, Turkish text, microseconds, binary."""
+    upgrade(f"sqlite:///{path}")
+    engine = sqlite_engine(path)
+    with Session(engine) as session, session.begin():
+        admin = UserAccount(id=3, username="admin", full_name=TURKISH, password_hash="$argon2id$x", role=Role.ADMIN)
+        planner = UserAccount(
+            id=7, username="planlamacı", full_name="Gülşen Öztürk", password_hash="$argon2id$y", role=Role.PLANNER
+        )
+        worker = UserAccount(
+            id=12,
+            username="işçi",
+            full_name=None,
+            password_hash="$argon2id$z",
+            role=Role.WORKER,
+            is_active=False,
+            last_login_at=T0 + timedelta(microseconds=1),
+        )
+        session.add_all([admin, planner, worker])
+        press = Machine(
+            id=4, site="plant1", code="press-1", name="Enjeksiyon Presi 1", machine_type="injection",
+            location="Hol A", ideal_cycle_time_s=12.5, online=True, status_changed_at=T0, last_seen_at=T0,
+        )  # fmt: skip
+        station = Machine(id=9, site="plant1", code="assembly-1", name="Montaj İstasyonu", auto_registered=True)
+        session.add_all([press, station])
+        session.flush()
+        order = WorkOrder(
+            id=21, product_code="KALIP-ÇŞ-01", lot_no="LOT-2026-0001", qty=500, planned_start=T0,
+            planned_end=T0 + timedelta(hours=8), notes="Acil sipariş: müşteri İzmir", created_by_id=planner.id,
+        )  # fmt: skip
+        cancelled = WorkOrder(
+            id=22, product_code="P-2", lot_no="LOT-2", qty=1, planned_start=T0, planned_end=T0 + timedelta(hours=1),
+            cancelled_at=T0 + timedelta(minutes=5), cancelled_by_id=admin.id, cancel_reason="iptal",
+        )  # fmt: skip
+        session.add_all([order, cancelled])
+        session.flush()
+        injection = WorkOrderStage(
+            id=31, work_order_id=order.id, position=1, stage_name="Enjeksiyon", planned_start=T0,
+            planned_end=T0 + timedelta(minutes=30), machine_id=press.id, status=StageStatus.DONE,
+            good_qty=480, scrap_qty=20,
+        )  # fmt: skip
+        assembly = WorkOrderStage(
+            id=32, work_order_id=order.id, position=2, stage_name="Montaj", planned_start=T0 + timedelta(minutes=30),
+            planned_end=T0 + timedelta(hours=8), status=StageStatus.PAUSED,
+        )  # fmt: skip
+        session.add_all([injection, assembly])
+        session.flush()
+        for number, (kind, minutes) in enumerate(
+            [
+                (StageEventKind.START, 0),
+                (StageEventKind.PAUSE, 10),
+                (StageEventKind.RESUME, 12),
+                (StageEventKind.DONE, 29),
+            ]
+        ):
+            session.add(
+                StageEvent(
+                    id=40 + number, stage_id=injection.id, kind=kind, user_id=worker.id,
+                    at=T0 + timedelta(minutes=minutes, microseconds=number),
+                    reason="kalıp değişimi" if number else None,
+                )
+            )  # fmt: skip
+        session.add(StageEvent(id=50, stage_id=assembly.id, kind=StageEventKind.START, at=T0, user_id=None))
+        session.add_all(
+            [
+                StageAssignment(stage_id=injection.id, user_id=worker.id, assigned_at=T0, assigned_by_id=planner.id),
+                StageAssignment(stage_id=assembly.id, user_id=worker.id, assigned_at=T0, assigned_by_id=None),
+            ]
+        )
+        session.add_all(
+            [
+                Issue(
+                    id=61, stage_id=injection.id, type="machine_breakdown", description="Hidrolik kaçak — ısı yüksek",
+                    status=IssueStatus.RESOLVED, reported_by_id=worker.id, acked_at=T0 + timedelta(seconds=1),
+                    acked_by_id=planner.id, ack_note="bakıldı", resolved_at=T0 + timedelta(seconds=2),
+                    resolved_by_id=admin.id, resolution_note="conta değişti", created_at=T0,
+                ),
+                Issue(id=62, stage_id=assembly.id, type="quality", description="çizik", created_at=T0),
+            ]
+        )  # fmt: skip
+        for tag, base in (("barrel_temp_c", 212.5), ("cycle_count", 10234.0), ("estop", 0.0)):
+            for step in range(READINGS_PER_TAG):
+                session.add(
+                    Reading(
+                        machine_id=press.id, tag=tag, value=base + step / 3,
+                        ts=T0 + timedelta(seconds=step, microseconds=step * 7),
+                    )
+                )  # fmt: skip
+        # A reading of a machine the registry no longer knows: `reading` has no foreign key by design.
+        session.add(Reading(machine_id=999, tag="orphan", ts=T0, value=-0.0))
+        session.add(Reading(machine_id=station.id, tag="big", ts=T0, value=1.7976931348623157e308))
+        session.add_all(
+            [
+                MachineLatest(machine_id=press.id, tag="barrel_temp_c", ts=T0 + timedelta(seconds=299), value=312.1),
+                MachineLatest(machine_id=station.id, tag="torque_nm", ts=T0, value=-1.25),
+            ]
+        )
+        session.add_all(
+            [
+                MachineStateChange(machine_id=press.id, ts=T0, state=MachineState.RUNNING),
+                MachineStateChange(
+                    machine_id=press.id, ts=T0 + timedelta(microseconds=999999), state=MachineState.ALARM
+                ),
+                MachineStateChange(machine_id=station.id, ts=T0, state=MachineState.OFF),
+            ]
+        )
+        for number, payload in enumerate(BINARY_PAYLOADS):
+            session.add(
+                DeadLetter(
+                    id=100 + number * 10, received_at=T0 + timedelta(microseconds=number), source="mqtt",
+                    topic=f"shopfloor/v1/plant1/press-{number}/telemetry", payload=payload,
+                    reason=f"bozuk yük {number}",
+                )
+            )  # fmt: skip
+        session.add(
+            MachineApiKey(
+                id=5, machine_id=station.id, prefix="sfk_ab12", key_hash="a" * 64, created_at=T0,
+                created_by_id=admin.id, revoked_at=T0 + timedelta(days=1),
+            )
+        )  # fmt: skip
+    engine.dispose()
+
+
+def all_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every shopfloor table, in primary-key order, as the ORM types read them."""
+    engine = create_engine(sync_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return {
+                table.name: [tuple(row) for row in connection.execute(select(table).order_by(*table.primary_key))]
+                for table in shopfloor_tables()
+            }
+    finally:
+        engine.dispose()
