@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from api.auth.router import router as auth_router
 from api.auth.throttle import LoginThrottle, ThrottleLimits
@@ -19,7 +20,7 @@ from api.machines.router import router as machines_router
 from api.machines.stream import StreamHub
 from api.middleware import RequestContextMiddleware
 from api.oee.router import router as oee_router
-from api.prometheus import ApiMetrics, MetricsMiddleware
+from api.prometheus import ApiMetrics, MetricsMiddleware, route_templates
 from api.prometheus import router as prometheus_router
 from api.stages.router import me_router
 from api.stages.router import router as stages_router
@@ -93,7 +94,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
-    for router in (
+    routers = [
         auth_router,
         users_router,
         workorders_router,
@@ -105,12 +106,18 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         machines_router,
         health_router,
         ui_router,
-    ):
+    ]
+    if context.prometheus is not None:
+        routers.append(prometheus_router)
+    for router in routers:
         app.include_router(router)
     if context.prometheus is not None:
-        app.include_router(prometheus_router)
         # Inside the request-context layer: its 500 for an unhandled error is counted here as a 500 too.
-        app.add_middleware(MetricsMiddleware, metrics=context.prometheus)
+        templates = [
+            *route_templates(routers),
+            *(route.path for route in app.router.routes if isinstance(route, Route)),
+        ]
+        app.add_middleware(MetricsMiddleware, metrics=context.prometheus, templates=templates)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

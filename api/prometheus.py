@@ -8,10 +8,11 @@ flight are labelled by route too: for the live stream route that is the number o
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,48 +92,50 @@ class PoolCollector(Collector):
 
 
 class RouteLabels:
-    """Maps a request path to its route template, from the app's OpenAPI paths (made once, on first use).
+    """Maps a request path to its route template, among the templates of the app's routers.
 
-    FastAPI keeps included routers unflattened, so the full template of a route is not on the route objects;
-    the OpenAPI document has every public template, and the few routes kept out of it are listed here.
+    The patterns are compiled once per set of templates (every app of a test run shares them).
     """
 
-    def __init__(self, extra_templates: Sequence[str] = ()):
-        self.extra_templates = tuple(extra_templates)
-        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+    def __init__(self, templates: Iterable[str]):
+        self._patterns = _compiled(frozenset(templates))
 
     def label(self, scope: Scope) -> str:
         """The template the request's path matches, or UNMATCHED."""
-        if self._patterns is None:
-            self._patterns = self._build(scope["app"])
         path = scope["path"]
         for pattern, template in self._patterns:
             if pattern.match(path):
                 return template
         return UNMATCHED
 
-    def _build(self, app: Any) -> list[tuple[re.Pattern[str], str]]:
-        templates = set(app.openapi().get("paths", {})) | set(self.extra_templates)
-        templates |= {path for route in app.routes if isinstance(path := getattr(route, "path", None), str)}
-        # Fixed segments win over parameters (`/machines/latest` before `/machines/{machine_id}`).
-        ordered = sorted(templates, key=lambda template: (template.count("{"), -len(template), template))
-        patterns = []
-        for template in ordered:
-            pattern, _, _ = compile_path(template)
-            patterns.append((pattern, template))
-            if template != "/" and template.endswith("/"):
-                patterns.append((compile_path(template.rstrip("/"))[0], template))
-        return patterns
+
+@functools.cache
+def _compiled(templates: frozenset[str]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    # Fixed segments win over parameters (`/machines/latest` before `/machines/{machine_id}`).
+    ordered = sorted(templates, key=lambda template: (template.count("{"), -len(template), template))
+    patterns = []
+    for template in ordered:
+        pattern, _, _ = compile_path(template)
+        patterns.append((pattern, template))
+        if template != "/" and template.endswith("/"):
+            patterns.append((compile_path(template.rstrip("/"))[0], template))
+    return tuple(patterns)
+
+
+def route_templates(routers: Iterable[APIRouter]) -> list[str]:
+    """The path template of every route of these routers (their prefixes included)."""
+    return [
+        path for router in routers for route in router.routes if isinstance(path := getattr(route, "path", None), str)
+    ]
 
 
 class MetricsMiddleware:
     """Pure ASGI: counts every HTTP request, including those that end in an error response."""
 
-    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics):
+    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, templates: Iterable[str]):
         self.app = app
         self.metrics = metrics
-        # Routes kept out of the OpenAPI document: this one and the operator view (api/ui/router.py).
-        self.routes = RouteLabels(extra_templates=["/metrics", "/ui", "/ui/", "/ui/assets/{name}"])
+        self.routes = RouteLabels(templates)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Measure one HTTP request (other scopes pass straight through)."""
