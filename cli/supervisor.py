@@ -163,7 +163,8 @@ class Supervisor:
             return False
         if spec.ready_port is not None:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, spec.ready_port), timeout=0.5)
+                async with asyncio.timeout(0.5):
+                    _, writer = await asyncio.open_connection(HOST, spec.ready_port)
             except (OSError, TimeoutError):
                 return False
             writer.close()
@@ -188,7 +189,8 @@ class Supervisor:
     async def _drain_reader(self, child: _Child) -> None:
         if child.reader is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(child.reader), timeout=2)
+                async with asyncio.timeout(2):
+                    await asyncio.shield(child.reader)
 
     def _show_tail(self, child: _Child) -> None:
         if self.quiet:  # its lines were not shown as they came: show the last ones now
@@ -240,7 +242,8 @@ class Supervisor:
             f"in {delay:g} s"
         )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
         if stop.is_set():
             return True
         return await self._start(child, stop)
@@ -260,7 +263,8 @@ class Supervisor:
         if process.returncode is None:
             _signal_group(process.pid, spec.stop_signal)
             try:
-                await asyncio.wait_for(process.wait(), timeout=spec.stop_timeout_s)
+                async with asyncio.timeout(spec.stop_timeout_s):
+                    await process.wait()
             except TimeoutError:
                 self.say(f"{spec.name} did not stop within {spec.stop_timeout_s:g} s: killing it")
                 _signal_group(process.pid, signal.SIGKILL)

@@ -96,6 +96,12 @@ async def keep_connected(
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less when `stop` is set meanwhile."""
+    """Sleep `seconds`, or less when `stop` is set meanwhile.
+
+    `asyncio.timeout`, never `asyncio.wait_for`, around waits that a cancellation may race: on Python 3.11,
+    wait_for returns the inner result and drops the cancellation when both happen at once, and the task then
+    never stops (a gateway that hung on shutdown under load). Everything long-running here follows that rule.
+    """
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()

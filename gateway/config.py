@@ -202,6 +202,8 @@ class GatewayConfig(_Strict):
     # Report by exception: unchanged values (within their deadband) are sent again only this often.
     full_refresh_s: float = Field(default=60.0, gt=0, le=86_400)
     metrics_port: int | None = Field(default=9102, ge=0, le=65535)
+    # Loopback unless a scraper elsewhere needs it (0.0.0.0 in the containers, where the network is private).
+    metrics_host: str = "127.0.0.1"
     devices: list[Device] = Field(min_length=1)
 
     @model_validator(mode="after")

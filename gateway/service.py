@@ -240,7 +240,8 @@ class Gateway:
             if not batch:
                 self._new_data.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._new_data.wait(), timeout=0.5)
+                    async with asyncio.timeout(0.5):
+                        await self._new_data.wait()
                 continue
             await pace.wait(len(batch))
             codes = await asyncio.gather(
@@ -293,7 +294,7 @@ async def main(config: GatewayConfig, *, ready_file: Path | None = None) -> int:
         async with readiness(ready_file) as ready:
             gateway = Gateway(config, ready=ready)
             if config.metrics_port:
-                start_http_server(config.metrics_port, addr="0.0.0.0", registry=gateway.metrics.registry)  # noqa: S104 -- scraped
+                start_http_server(config.metrics_port, addr=config.metrics_host, registry=gateway.metrics.registry)
             log.info("gateway_starting", site=config.site, gateway=config.gateway_id, devices=len(config.devices))
             await gateway.run(stop)
     log.info("gateway_stopped")

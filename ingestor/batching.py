@@ -25,7 +25,8 @@ async def next_batch(
             if remaining <= 0:
                 break
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see core.retry.wait_or_stop
+                    item = await queue.get()
             except TimeoutError:
                 break
         items.append(item)

@@ -153,7 +153,8 @@ class OpcUaSource:
         self.mode = self.device.mode
         connected = False
         try:
-            await asyncio.wait_for(client.connect(), timeout=self.device.timeout_s)
+            async with asyncio.timeout(self.device.timeout_s):
+                await client.connect()
             connected = True
             await self._prepare(client)
         except BaseException as error:
@@ -205,7 +206,8 @@ class OpcUaSource:
 
     async def _close(self, client: Client) -> None:
         try:
-            await asyncio.wait_for(client.disconnect(), timeout=self.device.timeout_s)
+            async with asyncio.timeout(self.device.timeout_s):
+                await client.disconnect()
         except _FAILURES as error:
             self._log.debug("opcua_disconnect_failed", error=_describe(error))
         finally:
@@ -278,7 +280,8 @@ class OpcUaSource:
             try:
                 # What already waits is taken first: wait_for with no time left would time out even on a full queue.
                 if self._queue.empty():
-                    first = await asyncio.wait_for(self._queue.get(), timeout=remaining)
+                    async with asyncio.timeout(remaining):  # not wait_for: see core.retry.wait_or_stop
+                        first = await self._queue.get()
                 else:
                     first = self._queue.get_nowait()
             except TimeoutError:

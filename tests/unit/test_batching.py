@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from ingestor.batching import next_batch
 
 
@@ -48,3 +50,17 @@ async def test_messages_without_readings_still_close_by_age() -> None:
     for _ in range(3):
         queue.put_nowait(0)  # statuses and dead letters carry no readings
     assert await next_batch(queue, max_readings=1, max_age_s=0.05, readings=lambda n: n) == [0, 0, 0]
+
+
+async def test_a_cancellation_racing_an_arriving_message_is_never_lost() -> None:
+    # On Python 3.11, asyncio.wait_for returned the message and dropped the cancellation when both came in the
+    # same loop iteration: the ingestor (and the gateway's OPC-UA source, built the same way) then never stopped.
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    queue.put_nowait(1)
+    task = asyncio.create_task(next_batch(queue, max_readings=10, max_age_s=60, readings=lambda _: 1))
+    await asyncio.sleep(0)  # the task took the first message and now waits for more
+    queue.put_nowait(2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=5)
+    assert task.cancelled()
