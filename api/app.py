@@ -10,12 +10,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from api.auth.router import router as auth_router
-from api.auth.throttle import LoginThrottle, ThrottleLimits
+from api.auth.throttle import AttemptLedger, LoginLimits, LoginThrottle
 from api.context import AppContext
 from api.efficiency.router import router as metrics_router
 from api.errors import install_error_handlers
+from api.headers import SecurityHeadersMiddleware
 from api.health.router import router as health_router
 from api.issues.router import router as issues_router
+from api.limits import BodyLimitMiddleware
 from api.machines.router import router as machines_router
 from api.machines.stream import StreamHub
 from api.middleware import RequestContextMiddleware
@@ -24,10 +26,12 @@ from api.prometheus import ApiMetrics, MetricsMiddleware, route_templates
 from api.prometheus import router as prometheus_router
 from api.stages.router import me_router
 from api.stages.router import router as stages_router
+from api.ui.docs import router as docs_router
 from api.ui.router import STATIC_DIR as UI_STATIC_DIR
 from api.ui.router import router as ui_router
 from api.users.router import router as users_router
 from api.workorders.router import router as workorders_router
+from core.contract import MAX_PAYLOAD_BYTES
 from core.db import create_engine_from_settings, session_factory
 from core.security import PasswordHasher, TokenService
 from core.settings import ApiProcessSettings
@@ -48,7 +52,16 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     """Build the app; the engine connects lazily and is disposed when the app stops."""
     engine = create_engine_from_settings(settings.database)
 
-    streams = StreamHub(max_clients=settings.api.stream_max_clients)
+    hasher = PasswordHasher(
+        time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
+    )
+    prometheus = ApiMetrics.create(engine, hasher) if settings.api.api_metrics_enabled else None
+    streams = StreamHub(
+        max_clients=settings.api.stream_max_clients,
+        max_per_user=settings.api.stream_max_clients_per_user,
+        retry_after_s=settings.api.stream_retry_ms / 1000,
+        on_drop=prometheus.stream_dropped if prometheus is not None else None,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -60,21 +73,17 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         title="Shopfloor API",
         summary="Production tracking and machine telemetry for the factory floor",
         version="0.1.0",
-        docs_url="/api-docs",
-        swagger_ui_oauth2_redirect_url="/api-docs/oauth2-redirect",
+        docs_url=None,  # api/ui/docs.py serves /api-docs from local files, under a CSP
         redoc_url=None,
         openapi_url="/openapi.json",
         openapi_tags=TAGS,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
     )
     context = AppContext(
         settings=settings,
         engine=engine,
         session_factory=session_factory(engine),
-        hasher=PasswordHasher(
-            time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
-        ),
+        hasher=hasher,
         tokens=TokenService(
             key=settings.auth.signing_key,
             issuer=settings.auth.jwt_issuer,
@@ -82,15 +91,23 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
             ttl_s=settings.auth.access_token_ttl_s,
         ),
         login_throttle=LoginThrottle(
-            ThrottleLimits(
-                per_user=settings.auth.login_max_failures_per_user,
+            AttemptLedger(
+                lambda: context.session_factory,
+                longest_window_s=max(settings.auth.login_failure_window_s, settings.auth.registration_window_s),
+            ),
+            LoginLimits(
+                per_user_and_address=settings.auth.login_max_failures_per_user,
                 per_address=settings.auth.login_max_failures_per_address,
                 window_s=settings.auth.login_failure_window_s,
-            )
+                slowdown_after=settings.auth.login_slowdown_after,
+                slowdown_s=settings.auth.login_slowdown_s,
+                registrations_per_address=settings.auth.registration_max_per_address,
+                registration_window_s=settings.auth.registration_window_s,
+            ),
         ),
         streams=streams,
         ui_static_dir=UI_STATIC_DIR,
-        prometheus=ApiMetrics.create(engine) if settings.api.api_metrics_enabled else None,
+        prometheus=prometheus,
     )
     app.state.context = context
     install_error_handlers(app)
@@ -106,6 +123,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         machines_router,
         health_router,
         ui_router,
+        docs_router,
     ]
     if context.prometheus is not None:
         routers.append(prometheus_router)
@@ -129,5 +147,12 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         )
     # Added last, so it is the outermost layer: every request, CORS preflight included,
     # gets an id and a log line.
-    app.add_middleware(RequestContextMiddleware, trust_forwarded_for=settings.api.trust_forwarded_for)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.api.max_body_bytes,
+        routes=[("POST", r"/machines/[^/]+/readings", MAX_PAYLOAD_BYTES)],
+    )
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.api.trusted_proxies)
+    # Outside even that layer, so its own 500 carries the security headers too.
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

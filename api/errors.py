@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.db import DATABASE_UNAVAILABLE_ERRORS, is_statement_timeout, unique_violation
 from core.errors import (
     Conflict,
     DomainError,
@@ -21,8 +23,13 @@ from core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from core.logging import get_logger
+
+log = get_logger("shopfloor.api")
 
 PROBLEM_JSON = "application/problem+json"
+# What a client waits before it retries a request the database could not answer (Retry-After, seconds).
+DATABASE_RETRY_AFTER_S = 5
 
 _STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
@@ -43,6 +50,14 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+}
+
+# Unique keys a service checks before it writes, with the code and message of that check: a request that races past
+# the check gets the same answer from the database's constraint. Other keys answer `conflict`.
+_UNIQUE_KEYS = {
+    "uq_user_account_username": ("username_taken", "This username is not available"),
+    "uq_machine_site_code": ("machine_exists", "A machine with this site and code exists already"),
+    "pk_stage_assignment": ("already_assigned", "The user is already assigned to this stage"),
 }
 
 
@@ -111,9 +126,9 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     extra: dict[str, Any] = dict(error.extra)
     if isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | Unavailable) and error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
-    if isinstance(error, InvalidInput):
+    if isinstance(error, InvalidInput) or (isinstance(error, Conflict) and error.fields):
         extra["errors"] = [
             {"field": field, "message": message, "type": error.code} for field, message in error.fields.items()
         ]
@@ -158,8 +173,43 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return problem_response(request, status=status, code=code, detail=detail, headers=headers)
 
 
+async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    # One warning names the cause (the driver's error, never SQLAlchemy's text, which carries the statement and
+    # its parameters); a traceback per request would bury it while the database is down.
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    if is_statement_timeout(error):
+        code, message = "database_timeout", "The database did not answer in time; try again shortly"
+    else:
+        code, message = "database_unavailable", "The database cannot be reached; try again shortly"
+    log.warning(code, error=type(cause).__name__, message=" ".join(str(cause).split()))
+    return await _domain_error(request, Unavailable(message, code=code, retry_after_s=DATABASE_RETRY_AFTER_S))
+
+
+async def _integrity_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, IntegrityError)  # noqa: S101 -- registered for this class only
+    violation = unique_violation(error)
+    if violation is None:  # a foreign key, check or not-null violation is a bug here: the middleware's 500
+        raise error
+    log.info("unique_violation", constraint=violation.constraint, table=violation.table)
+    code, message = _UNIQUE_KEYS.get(violation.constraint or "", ("conflict", ""))
+    fields = " and ".join(violation.columns) or "key"
+    conflict = Conflict(
+        message or f"The {fields} {'are' if len(violation.columns) > 1 else 'is'} already in use",
+        code=code,
+        fields=dict.fromkeys(violation.columns, "already in use"),
+    )
+    return await _domain_error(request, conflict)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers; unexpected exceptions are turned into a 500 by the request middleware."""
+    """Register the handlers; unexpected exceptions are turned into a 500 by the request middleware.
+
+    A unique violation (a race past a service's check) is a 409 naming the key's fields; a database that cannot
+    be reached, has no free connection or ran past the statement timeout is a 503 with Retry-After.
+    """
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    for error_class in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_class, _database_unavailable)

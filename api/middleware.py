@@ -6,11 +6,13 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.client import Network, client_address
 from api.errors import PROBLEM_JSON, problem_body
 from core.logging import get_logger
 
@@ -19,24 +21,12 @@ log = get_logger("shopfloor.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def client_address(scope: Scope, *, trust_forwarded_for: bool) -> str | None:
-    """The client's address; `X-Forwarded-For` is believed only behind a trusted proxy."""
-    if trust_forwarded_for:
-        for name, value in scope.get("headers", []):
-            if name == b"x-forwarded-for":
-                first: str = value.decode("latin-1").split(",")[0].strip()
-                if first:
-                    return first
-    client = scope.get("client")
-    return str(client[0]) if client else None  # ASGI gives (host, port)
-
-
 class RequestContextMiddleware:
     """Pure ASGI middleware, so context variables and errors are seen by everything inside it."""
 
-    def __init__(self, app: ASGIApp, *, trust_forwarded_for: bool = False):
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network] = ()):
         self.app = app
-        self.trust_forwarded_for = trust_forwarded_for
+        self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one HTTP request (other scopes pass straight through)."""
@@ -46,7 +36,7 @@ class RequestContextMiddleware:
         request_id = self._incoming_id(scope) or uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
-        state["client_address"] = client_address(scope, trust_forwarded_for=self.trust_forwarded_for)
+        state["client_address"] = client_address(scope, trusted_proxies=self.trusted_proxies)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()

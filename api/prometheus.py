@@ -18,14 +18,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import Context
+from api.machines.stream import DROP_REASONS
 from core.errors import NotFound, Unauthenticated
+from core.security import PasswordHasher
 
 UNMATCHED = "<unmatched>"
 
@@ -38,14 +40,17 @@ class ApiMetrics:
     requests: Counter
     latency: Histogram
     in_progress: Gauge
+    streams_dropped: Counter
 
     @classmethod
-    def create(cls, engine: AsyncEngine | None = None) -> ApiMetrics:
+    def create(cls, engine: AsyncEngine | None = None, hasher: PasswordHasher | None = None) -> ApiMetrics:
         """Fresh metrics; with an engine, its connection pool figures too."""
         registry = CollectorRegistry()
         if engine is not None:
             registry.register(PoolCollector(engine))
-        return cls(
+        if hasher is not None:
+            registry.register(HasherCollector(hasher))
+        metrics = cls(
             registry=registry,
             requests=Counter(
                 "shopfloor_api_requests",
@@ -66,6 +71,35 @@ class ApiMetrics:
                 ["method", "route"],
                 registry=registry,
             ),
+            streams_dropped=Counter(
+                "shopfloor_api_stream_dropped",
+                "Live streams the server ended before the client did: send_timeout (the client stopped reading), "
+                "access_ended (token expired, user deactivated or signed out)",
+                ["reason"],
+                registry=registry,
+            ),
+        )
+        for reason in DROP_REASONS:  # exported as 0 from the start, so rate() and alerts see the series
+            metrics.streams_dropped.labels(reason)
+        return metrics
+
+    def stream_dropped(self, reason: str) -> None:
+        """Count one stream the server dropped (`StreamHub`'s `on_drop`)."""
+        self.streams_dropped.labels(reason).inc()
+
+
+class HasherCollector(Collector):
+    """How many password verifications ran: what login throttling bounds (read when Prometheus scrapes)."""
+
+    def __init__(self, hasher: PasswordHasher):
+        self.hasher = hasher
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """One counter."""
+        yield CounterMetricFamily(
+            "shopfloor_api_password_verifications",
+            "Password hashes verified (logins and password changes), throttled attempts excluded",
+            value=float(self.hasher.verifications),
         )
 
 

@@ -256,6 +256,7 @@ def api_env(database_url: str, port: int) -> dict[str, str]:
     return env | {
         "SHOPFLOOR_ENV": "production",
         "SECRET_KEY": secrets.token_hex(32),
+        "API_METRICS_TOKEN": secrets.token_hex(32),  # production refuses metrics without one
         "DATABASE_URL": database_url,
         "API_HOST": HOST,
         "API_PORT": str(port),

@@ -28,7 +28,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         port=args.port or settings.api.api_port,
         log_config=None,
         access_log=False,
-        proxy_headers=settings.api.trust_forwarded_for,
+        # The client address is worked out by the app from TRUSTED_PROXIES (api.client), never by uvicorn.
+        proxy_headers=False,
     )
     # uvicorn.run with a server that ends the live streams on SIGTERM instead of waiting for them.
     server = ApiServer(config, streams=context_of(app).streams, ready=Readiness(args.ready_file))

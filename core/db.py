@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from core.models import Base
 from core.settings import DatabaseSettings
 
-# The database is unreachable or the connection broke: worth waiting out (core.retry), never a bad row.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError)
+# The database is unreachable, the connection broke, the pool had no connection free within DB_POOL_TIMEOUT_S, or
+# a statement ran past DB_STATEMENT_TIMEOUT_MS (all as SQLAlchemy raises them): the database cannot answer now.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeoutError)
+# Worth waiting out (core.retry), never a bad row.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE_ERRORS, OSError)
+
+# SQLSTATEs (PostgreSQL appendix A): query_canceled, what statement_timeout raises; unique_violation.
+_QUERY_CANCELED = "57014"
+_UNIQUE_VIOLATION = "23505"
+# sqlite3's message for a unique or primary key violation: "UNIQUE constraint failed: machine.site, machine.code",
+# or "UNIQUE constraint failed: index 'name'" for a unique index on expressions.
+_SQLITE_UNIQUE = re.compile(
+    r"UNIQUE constraint failed: (?:(?P<columns>\w+\.\w+(?:, \w+\.\w+)*)|index '(?P<index>\w+)')"
+)
 
 
 def _parse(url: str | URL) -> URL:
@@ -68,8 +84,18 @@ def install_sqlite_pragmas(engine: Engine) -> None:
         event.listen(engine, "connect", _sqlite_pragmas)
 
 
+def _postgres_connect_args(url: URL, settings: DatabaseSettings) -> dict[str, Any]:
+    # Startup options, set by the server before the first statement: no transaction to roll them back, and they
+    # hold on every connection the pool makes. Options already in the URL are kept.
+    if not settings.db_statement_timeout_ms:
+        return {}
+    given = url.query.get("options")
+    options = [given] if isinstance(given, str) else list(given or ())
+    return {"options": " ".join([*options, f"-c statement_timeout={settings.db_statement_timeout_ms}"])}
+
+
 def create_engine_from_settings(settings: DatabaseSettings) -> AsyncEngine:
-    """One async engine per process, with pool settings for PostgreSQL."""
+    """One async engine per process, with pool settings and the statement timeout for PostgreSQL."""
     url = async_url(settings.database_url)
     ensure_sqlite_folder(url)
     if url.get_backend_name() == "sqlite":
@@ -83,6 +109,7 @@ def create_engine_from_settings(settings: DatabaseSettings) -> AsyncEngine:
             pool_timeout=settings.db_pool_timeout_s,
             pool_recycle=settings.db_pool_recycle_s,
             pool_pre_ping=True,
+            connect_args=_postgres_connect_args(url, settings),
         )
     install_sqlite_pragmas(engine.sync_engine)
     return engine
@@ -98,3 +125,51 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
     """One session and one transaction: committed when the block succeeds, rolled back otherwise."""
     async with factory() as session, session.begin():
         yield session
+
+
+def is_statement_timeout(error: BaseException) -> bool:
+    """True when PostgreSQL cancelled the statement (DB_STATEMENT_TIMEOUT_MS ran out)."""
+    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) == _QUERY_CANCELED
+
+
+@dataclass(frozen=True)
+class UniqueViolation:
+    """What a unique or primary key constraint refused: the constraint's name and its table and columns."""
+
+    constraint: str | None
+    table: str | None
+    columns: tuple[str, ...]
+
+
+def _unique_keys() -> dict[str, tuple[str, tuple[str, ...]]]:
+    # The models name every constraint and index (core.models.base.NAMING_CONVENTION); the migrations use those names.
+    keys: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for table in Base.metadata.tables.values():
+        unique = [c for c in table.constraints if isinstance(c, UniqueConstraint | PrimaryKeyConstraint)]
+        for key in [*unique, *(index for index in table.indexes if index.unique)]:
+            if key.name:
+                keys[str(key.name)] = (table.name, tuple(column.name for column in key.columns))
+    return keys
+
+
+def unique_violation(error: IntegrityError) -> UniqueViolation | None:
+    """The unique key a statement broke, read from the driver's error; None for other integrity errors."""
+    keys = _unique_keys()
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) == _UNIQUE_VIOLATION:
+        # psycopg: PostgreSQL names the constraint (and no column) in the error's diagnostics.
+        diag = getattr(orig, "diag", None)
+        name = getattr(diag, "constraint_name", None)
+        table, columns = keys.get(name or "", (getattr(diag, "table_name", None), ()))
+        return UniqueViolation(constraint=name, table=table, columns=columns)
+    match = _SQLITE_UNIQUE.search(str(orig))
+    if match is None:
+        return None
+    if match["index"]:
+        table, columns = keys.get(match["index"], (None, ()))
+        return UniqueViolation(constraint=match["index"], table=table, columns=columns)
+    qualified = [item.partition(".") for item in match["columns"].split(", ")]
+    table = qualified[0][0]
+    columns = tuple(column for _, _, column in qualified)
+    name = next((key for key, found in keys.items() if found == (table, columns)), None)
+    return UniqueViolation(constraint=name, table=table, columns=columns)

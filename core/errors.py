@@ -42,10 +42,21 @@ class Forbidden(DomainError):
 
 
 class Conflict(DomainError):
-    """The request clashes with the current state (a duplicate, the last admin, …)."""
+    """The request clashes with the current state (a duplicate, the last admin, …); `fields` names a duplicate key."""
 
     code = "conflict"
     title = "Conflict"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        fields: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message, code=code, extra=extra)
+        self.fields = dict(fields or {})
 
 
 class InvalidTransition(Conflict):
@@ -72,13 +83,24 @@ class RateLimited(DomainError):
     code = "rate_limited"
     title = "Too many requests"
 
-    def __init__(self, message: str, *, retry_after_s: int):
-        super().__init__(message)
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None):
+        super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
 
 
 class Unavailable(DomainError):
-    """A dependency (the database, the schema) is not ready."""
+    """A dependency (the database, the schema) is not ready; retry after `retry_after_s` seconds when given."""
 
     code = "unavailable"
     title = "Service unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        retry_after_s: int | None = None,
+    ):
+        super().__init__(message, code=code, extra=extra)
+        self.retry_after_s = retry_after_s

@@ -1,7 +1,11 @@
-"""Password hashing (argon2id) and access tokens (JWT HS256 with expiry, issuer and audience)."""
+"""Password hashing (argon2id), access tokens (JWT HS256 with expiry, issuer, audience and the user's token
+version) and the opaque secrets of refresh tokens and stream tickets (random, stored as SHA-256)."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +32,9 @@ class PasswordHasher:
 
     def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int = 2):
         self._hasher = Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+        # Verifications run so far (in worker threads): what throttling is meant to bound, exported as a metric.
+        self.verifications = 0
+        self._count_lock = threading.Lock()
         # Verifying against this keeps the time of a login for an unknown user close to a real one.
         self._dummy = self._hasher.hash("unknown-user-timing-equaliser")
 
@@ -37,6 +44,8 @@ class PasswordHasher:
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when the password matches; an absent hash still costs one verification."""
+        with self._count_lock:
+            self.verifications += 1
         try:
             return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
         except (VerificationError, InvalidHashError):
@@ -49,6 +58,14 @@ class PasswordHasher:
 
 class InvalidToken(Exception):
     """The token is missing a claim, expired, tampered with, or not ours."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid access token says: whose it is, and the user's token version when it was issued."""
+
+    user_id: int
+    version: int
 
 
 @dataclass(frozen=True)
@@ -68,10 +85,17 @@ class TokenService:
         self._audience = audience
         self._ttl_s = ttl_s
 
-    def issue(self, *, user_id: int, role: Role, now: datetime) -> IssuedToken:
-        """A token for this user; the role is informative, the API reloads the user on every request."""
+    @property
+    def ttl_s(self) -> int:
+        """How long an access token lives."""
+        return self._ttl_s
+
+    def issue(self, *, user_id: int, role: Role, now: datetime, version: int = 0) -> IssuedToken:
+        """A token for this user; the role is informative, the API reloads the user on every request and refuses
+        the token once the user's token version has moved past `version`."""
         claims = {
             "sub": str(user_id),
+            "ver": version,
             "role": role.value,
             "iss": self._issuer,
             "aud": self._audience,
@@ -83,6 +107,10 @@ class TokenService:
 
     def user_id(self, token: str) -> int:
         """The user id a valid token names; raises InvalidToken otherwise."""
+        return self.verify(token).user_id
+
+    def verify(self, token: str) -> TokenClaims:
+        """The claims of a valid token; raises InvalidToken otherwise."""
         try:
             claims = jwt.decode(
                 token,
@@ -90,9 +118,22 @@ class TokenService:
                 algorithms=[TOKEN_ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "ver"]},
                 leeway=5,
             )
-            return int(claims["sub"])
+            version = claims["ver"]
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise InvalidToken("the token version is not an integer")
+            return TokenClaims(user_id=int(claims["sub"]), version=version)
         except (jwt.PyJWTError, ValueError, TypeError) as error:
             raise InvalidToken(str(error)) from error
+
+
+def new_secret() -> str:
+    """An opaque random credential (refresh token, stream ticket): 256 bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_digest(secret: str) -> str:
+    """What is stored of an opaque credential: its SHA-256 in hex (the secret itself never is)."""
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -6,6 +6,7 @@ import secrets
 from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Self
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core.contract import TimeWindow
 
 MIN_SECRET_LENGTH = 32
+MIN_SECRET_DISTINCT_CHARACTERS = 10
 # Values copied from examples or left from development must never sign production tokens.
 PLACEHOLDER_MARKERS = ("change", "placeholder", "secret", "example", "insecure", "dev-", "xxx", "todo")
 
@@ -44,7 +46,7 @@ class RuntimeSettings(BaseSettings):
 
 
 class DatabaseSettings(BaseSettings):
-    """Where the data lives; PostgreSQL pool sizing is ignored for SQLite."""
+    """Where the data lives; PostgreSQL pool sizing and statement timeout do not apply to SQLite."""
 
     model_config = _config()
 
@@ -53,6 +55,9 @@ class DatabaseSettings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
     db_pool_recycle_s: int = Field(default=1800, ge=-1)
+    # PostgreSQL only: the server cancels a statement running longer (the API answers 503 database_timeout); 0
+    # leaves the server's own statement_timeout. SQLite has no statement timeout: this does not apply there.
+    db_statement_timeout_ms: int = Field(default=15000, ge=0, le=24 * 3600 * 1000)
     db_echo: bool = False
 
     @field_validator("database_url")
@@ -116,11 +121,23 @@ class AuthSettings(BaseSettings):
     secret_key: SecretStr | None = None
     jwt_issuer: str = "shopfloor"
     jwt_audience: str = "shopfloor-api"
-    access_token_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
-    allow_self_registration: bool = True
+    # Short access tokens; a refresh token (rotated at each use) keeps a worker signed in for a whole shift.
+    access_token_ttl_s: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    refresh_token_ttl_s: int = Field(default=13 * 3600, ge=300, le=90 * 24 * 3600)
+    # Unset: on in development and test, off in production (where turning it on is refused).
+    allow_self_registration: bool | None = None
+    # Failed logins of one username from one address (the victim at their own address is never locked out by
+    # someone else's guesses), and of one address over every username.
     login_max_failures_per_user: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_failure_window_s: int = Field(default=300, ge=1)
+    # Past this many failures of one username from all addresses, each further attempt waits before it is checked:
+    # slowed down, never locked out.
+    login_slowdown_after: int = Field(default=25, ge=1)
+    login_slowdown_s: float = Field(default=2.0, ge=0, le=60)
+    # Self-registrations accepted from one address per window (each costs a password hash).
+    registration_max_per_address: int = Field(default=5, ge=1)
+    registration_window_s: int = Field(default=3600, ge=1)
 
     @cached_property
     def signing_key(self) -> str:
@@ -243,21 +260,52 @@ class ApiSettings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = True
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For is believed: the client is the rightmost entry that
+    # is not one of them. Empty: the peer address is the client.
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
+    # Replaced by TRUSTED_PROXIES (believing the first, client-written entry let clients pick their address).
     trust_forwarded_for: bool = False
+    # Request bodies, counted as they arrive (chunked included): 413 past these sizes, before anything is parsed.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # The live machine stream (GET /machines/{id}/stream, server-sent events).
     stream_poll_interval_s: float = Field(default=0.5, ge=0.05, le=60)
     stream_heartbeat_s: float = Field(default=15.0, ge=0.1, le=300)
     stream_max_clients: int = Field(default=200, ge=1, le=100_000)
     stream_retry_ms: int = Field(default=3000, ge=100, le=600_000)
+    # One user's open streams (more get 429), so one account cannot take every place of STREAM_MAX_CLIENTS.
+    stream_max_clients_per_user: int = Field(default=5, ge=1, le=10_000)
+    # A client whose send does not complete within this (it stopped reading) is dropped and its place freed.
+    stream_send_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # How long a stream ticket (POST /machines/{id}/stream/ticket, single use) may wait before it is used.
+    stream_ticket_ttl_s: int = Field(default=30, ge=1, le=60)
     # Prometheus text at GET /metrics; with a token, scrapers must send `Authorization: Bearer <token>`.
     api_metrics_enabled: bool = True
     api_metrics_token: SecretStr | None = None
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, list):
+            try:
+                return [ip_network(item, strict=False) if isinstance(item, str) else item for item in value]
+            except ValueError as error:
+                raise ValueError(f"TRUSTED_PROXIES lists addresses or CIDRs, comma-separated: {error}") from None
+        return value
+
+    @field_validator("trust_forwarded_for")
+    @classmethod
+    def _replaced(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "TRUST_FORWARDED_FOR was replaced by TRUSTED_PROXIES: list your proxies' addresses instead"
+            )
         return value
 
     @model_validator(mode="after")
@@ -270,6 +318,13 @@ class ApiSettings(BaseSettings):
 def _is_placeholder(value: str) -> bool:
     lowered = value.lower()
     return any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
+def _is_low_entropy(value: str) -> bool:
+    # `'a' * 32`, `'ab' * 16`, `0123456789` repeated: long enough, guessable all the same.
+    if len(set(value)) < MIN_SECRET_DISTINCT_CHARACTERS:
+        return True
+    return any(value == (value[:period] * (len(value) // period + 1))[: len(value)] for period in range(1, 17))
 
 
 def check_secret(name: str, value: SecretStr | None, env: Environment) -> None:
@@ -285,6 +340,10 @@ def check_secret(name: str, value: SecretStr | None, env: Environment) -> None:
         )
     if _is_placeholder(raw):
         raise ConfigurationError(f"{name} looks like a placeholder: set a random value in production")
+    if _is_low_entropy(raw):
+        raise ConfigurationError(
+            f"{name} is guessable (few distinct characters or a repeated pattern): set a random value in production"
+        )
 
 
 class ProcessSettings(BaseSettings):
@@ -330,7 +389,21 @@ class ApiProcessSettings(ProcessSettings):
     def _safe_secrets(self) -> Self:
         # ConfigurationError is not a ValueError: pydantic lets it through as it is, with its one-line message.
         check_secret("SECRET_KEY", self.auth.secret_key, self.env)
+        if self.env is Environment.PRODUCTION:
+            if self.auth.allow_self_registration:
+                raise ConfigurationError(
+                    "ALLOW_SELF_REGISTRATION=true is refused when SHOPFLOOR_ENV=production: admins create accounts"
+                )
+            if self.api.api_metrics_enabled:
+                check_secret("API_METRICS_TOKEN", self.api.api_metrics_token, self.env)
         return self
+
+    @property
+    def self_registration(self) -> bool:
+        """Whether anyone may create a worker account (ALLOW_SELF_REGISTRATION, by default off in production)."""
+        if self.auth.allow_self_registration is None:
+            return self.env is not Environment.PRODUCTION
+        return self.auth.allow_self_registration
 
 
 class MqttSettings(BaseSettings):
@@ -365,6 +438,8 @@ class IngestorSettings(BaseSettings):
     ingest_auto_register_machines: bool = True
     ingest_drain_timeout_s: float = Field(default=20.0, gt=0)
     ingest_metrics_port: int | None = Field(default=9101, ge=0, le=65535)
+    # Loopback unless a scraper elsewhere needs it (0.0.0.0 in the containers, where the network is private).
+    ingest_metrics_host: str = "127.0.0.1"
 
 
 class IngestorProcessSettings(ProcessSettings):

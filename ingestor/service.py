@@ -164,7 +164,8 @@ class Ingestor:
 
     async def _drain(self) -> None:
         try:
-            await asyncio.wait_for(self.queue.join(), timeout=self.config.ingest_drain_timeout_s)
+            async with asyncio.timeout(self.config.ingest_drain_timeout_s):
+                await self.queue.join()
             log.info("ingestor_drained")
         except TimeoutError:
             log.error("drain_timeout", pending=self.queue.qsize())
@@ -284,9 +285,13 @@ async def main(settings: IngestorProcessSettings, *, ready_file: Path | None = N
             ingestor = Ingestor(settings, ready=ready)
             port = settings.ingest.ingest_metrics_port
             if port:
-                start_http_server(port, addr="0.0.0.0", registry=ingestor.metrics.registry)  # noqa: S104 -- scraped from outside
+                start_http_server(port, addr=settings.ingest.ingest_metrics_host, registry=ingestor.metrics.registry)
             broker = f"{settings.mqtt.mqtt_host}:{settings.mqtt.mqtt_port}"
-            log.info("ingestor_starting", broker=broker, metrics_port=port)
+            log.info(
+                "ingestor_starting",
+                broker=broker,
+                metrics=f"{settings.ingest.ingest_metrics_host}:{port}" if port else None,
+            )
             try:
                 await ingestor.run(stop)
             finally:

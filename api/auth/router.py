@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from api.auth import service
-from api.auth.schemas import LoginRequest, RegisterRequest, TokenRead
-from api.deps import CurrentUser, Hasher, Now, Session, Settings, Throttle, Tokens
+from api.auth import service, sessions
+from api.auth.schemas import LoginRequest, PasswordChange, RefreshRequest, RegisterRequest, TokenRead
+from api.deps import Context, CurrentUser, Hasher, Now, Session, Settings, Throttle, Tokens
 from api.users.schemas import UserRead
 from core.clock import utcnow
+from core.db import transaction
+from core.errors import Unauthenticated
 from core.models import UserAccount
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -67,34 +68,105 @@ async def _read_credentials(request: Request) -> LoginRequest:
 
 @router.post("/login", response_model=TokenRead, openapi_extra=_LOGIN_BODY)
 async def login(
-    now: Now, request: Request, session: Session, tokens: Tokens, hasher: Hasher, throttle: Throttle
+    now: Now,
+    request: Request,
+    session: Session,
+    tokens: Tokens,
+    hasher: Hasher,
+    throttle: Throttle,
+    settings: Settings,
+    context: Context,
 ) -> TokenRead:
     """Exchange a username and password for a bearer token (JSON body or the OAuth2 password form)."""
     credentials = await _read_credentials(request)
     user = await service.authenticate(
         session,
+        lookups=context.session_factory,
         hasher=hasher,
         throttle=throttle,
         username=credentials.username,
         password=credentials.password,
         address=request.state.client_address,
         now=now,
-        monotonic_now=time.monotonic(),
     )
     request.state.user_id = user.id
     # Tokens are checked against the wall clock, so they are issued by it too (not by the app's clock, which tests
     # may freeze in the past).
-    issued = tokens.issue(user_id=user.id, role=user.role, now=utcnow())
-    return TokenRead(access_token=issued.token, expires_in=issued.expires_in, role=user.role)
+    issued = await sessions.start_session(
+        session, tokens=tokens, user=user, now=utcnow(), refresh_ttl_s=settings.auth.refresh_token_ttl_s
+    )
+    return _token_read(issued, user)
+
+
+def _token_read(issued: sessions.IssuedSession, user: UserAccount) -> TokenRead:
+    return TokenRead(
+        access_token=issued.access_token,
+        expires_in=issued.expires_in,
+        role=user.role,
+        refresh_token=issued.refresh_token,
+        refresh_expires_in=issued.refresh_expires_in,
+    )
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenRead,
+    responses={401: {"description": "Unknown, expired or reused refresh token (reuse revokes the whole login)"}},
+)
+async def refresh(body: RefreshRequest, request: Request, context: Context, tokens: Tokens) -> TokenRead:
+    """A new access token and the next refresh token; the one sent is used up. Sending it again ends the login."""
+    # Not the request's session: a reused token must leave its family revoked even though the request fails.
+    async with transaction(context.session_factory) as session:
+        refreshed = await sessions.refresh_session(
+            session,
+            tokens=tokens,
+            presented=body.refresh_token,
+            now=utcnow(),
+            refresh_ttl_s=context.settings.auth.refresh_token_ttl_s,
+        )
+    if refreshed is None:
+        raise Unauthenticated("The refresh token was already used; log in again", code="refresh_token_reused")
+    user, issued = refreshed
+    request.state.user_id = user.id
+    return _token_read(issued, user)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshRequest, request: Request, session: Session) -> Response:
+    """End a login: its refresh token and every one rotated from it stop working (access tokens expire soon)."""
+    user_id = await sessions.end_session(session, presented=body.refresh_token, now=utcnow())
+    request.state.user_id = user_id
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(
+    body: PasswordChange, principal: CurrentUser, session: Session, hasher: Hasher, settings: Settings
+) -> Response:
+    """Change your own password; every token of yours, on every device, stops working (log in again)."""
+    await service.change_own_password(
+        session,
+        hasher=hasher,
+        user_id=principal.user_id,
+        current=body.current_password,
+        new=body.new_password,
+        min_password_length=settings.passwords.password_min_length,
+        now=utcnow(),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/register", response_model=UserRead, status_code=status.HTTP_201_CREATED)
-async def register(body: RegisterRequest, session: Session, hasher: Hasher, settings: Settings) -> UserRead:
-    """Create your own worker account (when self-registration is on)."""
+async def register(
+    body: RegisterRequest, request: Request, session: Session, hasher: Hasher, settings: Settings, throttle: Throttle
+) -> UserRead:
+    """Create your own worker account (when self-registration is on; a few per address and hour)."""
     user = await service.register(
         session,
         hasher=hasher,
-        allowed=settings.auth.allow_self_registration,
+        throttle=throttle,
+        address=request.state.client_address,
+        allowed=settings.self_registration,
         username=body.username,
         password=body.password,
         full_name=body.full_name,

@@ -21,12 +21,27 @@ class LoginRequest(InputModel):
 
 
 class TokenRead(BaseModel):
-    """A bearer token for the `Authorization` header."""
+    """A bearer token for the `Authorization` header, and the refresh token that renews it."""
 
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 -- the OAuth2 token type, not a secret
-    expires_in: int = Field(description="Seconds until the token expires")
+    expires_in: int = Field(description="Seconds until the access token expires")
     role: Role
+    refresh_token: str = Field(description="Trade it at POST /auth/refresh for new tokens; each is good once")
+    refresh_expires_in: int = Field(description="Seconds until the refresh token expires")
+
+
+class RefreshRequest(InputModel):
+    """A refresh token from a login or an earlier refresh."""
+
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class PasswordChange(InputModel):
+    """Change your own password: the current one, then the new one."""
+
+    current_password: Password
+    new_password: Password
 
 
 class RegisterRequest(InputModel):

@@ -6,11 +6,13 @@ import asyncio
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.auth.sessions import revoke_everything
 from api.auth.throttle import LoginThrottle
-from api.users.service import create_user
-from core.errors import Forbidden, Unauthenticated
+from api.users.service import check_password_policy, create_user
+from core.db import transaction
+from core.errors import Forbidden, RateLimited, Unauthenticated
 from core.logging import get_logger
 from core.models import Role, UserAccount
 from core.security import PasswordHasher
@@ -21,29 +23,38 @@ log = get_logger("shopfloor.auth")
 async def authenticate(
     session: AsyncSession,
     *,
+    lookups: async_sessionmaker[AsyncSession],
     hasher: PasswordHasher,
     throttle: LoginThrottle,
     username: str,
     password: str,
     address: str | None,
     now: datetime,
-    monotonic_now: float,
 ) -> UserAccount:
-    """The active user with these credentials; every attempt is logged, never the password."""
+    """The active user with these credentials; every attempt is logged, never the password.
+
+    The attempt is counted before the password is verified (api.auth.throttle) and taken back when it was good.
+    The throttle commits on its own connection, so this request's `session` is first used only once the throttle is
+    done, and the user is looked up in a short transaction of `lookups`: a login never holds two pooled connections
+    at once (as many parallel logins as the pool holds would otherwise wait for each other until the pool timeout).
+    """
     try:
-        throttle.check(username=username, address=address, now=monotonic_now)
-    except Exception:
+        reservation = await throttle.begin_login(username=username, address=address)
+    except RateLimited:
         log.warning("login_throttled", username=username, client=address)
         raise
-    user = await session.scalar(select(UserAccount).where(UserAccount.username == username))
-    password_hash = user.password_hash if user is not None else None
+    async with transaction(lookups) as lookup:
+        found = await lookup.scalar(select(UserAccount).where(UserAccount.username == username))
+    password_hash = found.password_hash if found is not None else None
     valid = await asyncio.to_thread(hasher.verify, password_hash, password)
-    if user is None or not valid or not user.is_active:
-        reason = "unknown_user" if user is None else ("bad_password" if not valid else "inactive")
-        throttle.record_failure(username=username, address=address, now=monotonic_now)
+    if found is None or not valid or not found.is_active:
+        reason = "unknown_user" if found is None else ("bad_password" if not valid else "inactive")
         log.warning("login_failed", username=username, client=address, reason=reason)
         raise Unauthenticated("Invalid username or password", code="invalid_credentials")
-    throttle.record_success(username=username)
+    await throttle.login_succeeded(reservation, username=username, address=address)
+    user = await session.get(UserAccount, found.id, with_for_update=True)
+    if user is None or not user.is_active:  # removed or deactivated while the password was being checked
+        raise Unauthenticated("Invalid username or password", code="invalid_credentials")
     if hasher.needs_rehash(user.password_hash):
         user.password_hash = await asyncio.to_thread(hasher.hash, password)
     user.last_login_at = now
@@ -56,6 +67,8 @@ async def register(
     session: AsyncSession,
     *,
     hasher: PasswordHasher,
+    throttle: LoginThrottle,
+    address: str | None,
     allowed: bool,
     username: str,
     password: str,
@@ -65,6 +78,7 @@ async def register(
     """Create a worker account for whoever asks, when self-registration is on."""
     if not allowed:
         raise Forbidden("Self-registration is turned off; ask an admin for an account", code="registration_disabled")
+    await throttle.begin_registration(address=address)
     user = await create_user(
         session,
         hasher=hasher,
@@ -76,3 +90,25 @@ async def register(
     )
     log.info("user_registered", username=username, user_id=user.id)
     return user
+
+
+async def change_own_password(
+    session: AsyncSession,
+    *,
+    hasher: PasswordHasher,
+    user_id: int,
+    current: str,
+    new: str,
+    min_password_length: int,
+    now: datetime,
+) -> None:
+    """Check the current password, store the new one, and end every session of the user."""
+    user = await session.get(UserAccount, user_id, with_for_update=True)
+    if user is None:  # pragma: no cover -- the caller was just loaded by current_principal
+        raise Unauthenticated("The token's user does not exist")
+    if not await asyncio.to_thread(hasher.verify, user.password_hash, current):
+        raise Forbidden("The current password is wrong", code="wrong_password")
+    check_password_policy(new, min_length=min_password_length, field="new_password")
+    user.password_hash = await asyncio.to_thread(hasher.hash, new)
+    await revoke_everything(session, user=user, now=now)
+    log.info("password_changed", user_id=user.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import APIKeyHeader
 
@@ -18,7 +19,7 @@ from api.deps import (
     current_principal,
     oauth2_scheme,
 )
-from api.machines import history, service, stream
+from api.machines import history, service, stream, tickets
 from api.machines.history import Agg, Bucket
 from api.machines.schemas import (
     AggList,
@@ -32,15 +33,16 @@ from api.machines.schemas import (
     MachineUpdate,
     Moment,
     ReadingsRead,
+    StreamTicketRead,
     TagList,
     TimelineRead,
     readings_csv,
     readings_json,
 )
 from api.pagination import Id, Page, Pagination
-from core.contract import CODE_PATTERN, MAX_PAYLOAD_BYTES, TelemetryPayload
-from core.errors import Forbidden, InvalidInput, Unauthenticated
-from core.models import Role
+from core.contract import CODE_PATTERN, TelemetryPayload
+from core.errors import Forbidden, Unauthenticated
+from core.models import Role, UserAccount
 
 router = APIRouter(prefix="/machines", tags=["machines"])
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="A machine's own key")
@@ -148,11 +150,11 @@ async def post_readings(
     session: Session,
     settings: Settings,
     now: Now,
-    content_length: Annotated[int | None, Header(include_in_schema=False)] = None,
 ) -> IngestResultRead:
-    """Store readings sent over HTTP, through the same write path as MQTT (stored once, however often sent)."""
-    if content_length is not None and content_length > MAX_PAYLOAD_BYTES:
-        raise InvalidInput(f"The body is over {MAX_PAYLOAD_BYTES} bytes", fields={"body": "too large"})
+    """Store readings sent over HTTP, through the same write path as MQTT (stored once, however often sent).
+
+    Bodies over MAX_PAYLOAD_BYTES are refused with 413 while they arrive (`api.limits`).
+    """
     body = await request.body()
     result = await service.ingest_readings(
         session, machine_id=machine_id, payload=body, received_at=now, window=settings.telemetry.window()
@@ -247,23 +249,58 @@ async def get_states(
     return TimelineRead.model_validate(timeline)
 
 
+@router.post("/{machine_id}/stream/ticket", response_model=StreamTicketRead, status_code=status.HTTP_201_CREATED)
+async def create_stream_ticket(
+    machine_id: Id, session: Session, user: CurrentUser, settings: Settings, now: Now
+) -> StreamTicketRead:
+    """A single-use ticket that opens this machine's stream as `?ticket=` (for a browser's EventSource), valid for
+    STREAM_TICKET_TTL_S seconds."""
+    issued = await tickets.issue_ticket(
+        session, actor=user, machine_id=machine_id, now=now, ttl_s=settings.api.stream_ticket_ttl_s
+    )
+    return StreamTicketRead(
+        ticket=issued.ticket,
+        expires_in=issued.expires_in,
+        url=f"/machines/{machine_id}/stream?ticket={issued.ticket}",
+    )
+
+
 async def stream_caller(
     request: Request,
     session: Session,
+    context: Context,
     tokens: Tokens,
+    now: Now,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-    access_token: Annotated[
+    ticket: Annotated[
         str | None,
         Query(
-            description="The bearer token, for clients that cannot set headers (a browser's EventSource); "
-            "the Authorization header wins when both are given"
+            max_length=128,
+            description="A ticket from POST /machines/{machine_id}/stream/ticket, for clients that cannot set "
+            "headers (a browser's EventSource); single use. The Authorization header wins when both are given",
         ),
     ] = None,
+    access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> stream.StreamAccess:
-    """Any logged-in user, by the Authorization header or, on the stream route only, the `access_token` query."""
-    credential = token or access_token
-    await current_principal(request, session, tokens, credential)
-    return stream.StreamAccess(tokens=tokens, token=credential or "")  # never empty: refused just above
+    """Any logged-in user, by the Authorization header or a stream ticket; a token in the URL is refused."""
+    if access_token is not None:
+        raise Unauthenticated(
+            "A token in the URL is no longer accepted (proxies and browser history keep it): send the Authorization "
+            "header, or open the stream with a ticket from POST /machines/{machine_id}/stream/ticket as ?ticket=",
+            code="token_in_url",
+        )
+    if token or not ticket:
+        principal = await current_principal(request, session, tokens, token)
+        user = await session.get(UserAccount, principal.user_id)  # loaded just above: no query
+        version = user.token_version if user is not None else 0
+        return stream.StreamAccess(user_id=principal.user_id, token_version=version, tokens=tokens, token=token)
+    # Burnt and committed in a transaction of its own, before anything else can fail: a ticket never opens twice.
+    async with context.session_factory() as own, own.begin():
+        grant = await tickets.redeem_ticket(own, ticket=ticket, now=now)
+    holder = await tickets.ticket_holder(session, grant=grant)
+    request.state.user_id = holder.id
+    structlog.contextvars.bind_contextvars(user_id=holder.id)
+    return stream.StreamAccess(user_id=holder.id, token_version=grant.token_version)
 
 
 def get_streams(context: Context) -> stream.StreamHub:
@@ -276,6 +313,9 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Server-sent events: `readings`, `state`, `status` (a snapshot of each first), "
         "and a `: ping` comment every STREAM_HEARTBEAT_S seconds",
         "content": {stream.EVENT_STREAM: {"schema": {"type": "string"}}},
+    },
+    429: {
+        "description": "The caller has STREAM_MAX_CLIENTS_PER_USER streams open already (`too_many_streams_for_user`)"
     },
     503: {"description": "This API process streams to STREAM_MAX_CLIENTS clients already (`too_many_streams`)"},
 }
@@ -297,7 +337,7 @@ async def stream_machine(
     context: Context,
 ) -> stream.EventStreamResponse:
     """A machine's new readings, state changes and online status, live, as server-sent events (text/event-stream)."""
-    lease = streams.acquire()
+    lease = streams.acquire(user_id=access.user_id)
     try:
         initial, cursor = await stream.snapshot(session, machine_id=machine_id)
     except BaseException:
@@ -315,5 +355,8 @@ async def stream_machine(
         config=config,
         access=access,
         stopping=streams.stopping,
+        on_drop=streams.dropped,
     )
-    return stream.EventStreamResponse(events, lease=lease)
+    return stream.EventStreamResponse(
+        events, lease=lease, send_timeout_s=settings.api.stream_send_timeout_s, on_drop=streams.dropped
+    )

@@ -84,6 +84,14 @@ class ApiKeyCreated(ApiKeyRead):
     key: str
 
 
+class StreamTicketRead(BaseModel):
+    """A single-use ticket for one live stream: open `url` (the stream with `?ticket=`) within `expires_in` seconds."""
+
+    ticket: str
+    expires_in: int
+    url: str
+
+
 class IngestResultRead(BaseModel):
     """What a posted batch changed."""
 

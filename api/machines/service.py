@@ -40,7 +40,11 @@ async def create_machine(session: AsyncSession, *, actor: Principal, machine: Ne
     """Register a machine; a (site, code) pair is unique."""
     taken = await session.scalar(select(Machine.id).where(Machine.site == machine.site, Machine.code == machine.code))
     if taken is not None:
-        raise Conflict(f"Machine {machine.site}/{machine.code} exists already (id {taken})", code="machine_exists")
+        raise Conflict(
+            f"Machine {machine.site}/{machine.code} exists already (id {taken})",
+            code="machine_exists",
+            fields={"site": "already in use", "code": "already in use"},
+        )
     row = Machine(**vars(machine), auto_registered=False)
     session.add(row)
     await session.flush()

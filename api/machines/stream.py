@@ -12,11 +12,17 @@ never holds a connection between polls. What it sends:
 - `status`: when `online` changes; a `last_seen_at` that only moved goes out with the next heartbeat;
 - `: ping` every STREAM_HEARTBEAT_S, so proxies keep the connection and clients notice a dead one.
 
-At every heartbeat the caller's token and user are checked again: a stream ends when its token expires or its
-user is deactivated (the browser's reconnect then gets a 401), as every other request would be refused.
+A stream is opened with the Authorization header or with a single-use ticket (`api.machines.tickets`; a browser's
+EventSource cannot send headers, and a token in the URL would be kept by proxies and browser history). At every
+heartbeat the caller is checked again: the user must still exist, be active and have the token version the stream
+was opened with (a password reset, deactivation or role change bumps it), and a stream opened with a token ends when
+that token expires. The browser's reconnect then gets a 401, as every other request would.
 
-`StreamHub` bounds the open streams of one process and ends them all when the app stops. uvicorn waits for open
-responses before it runs the app's shutdown, so `api.server.ApiServer` ends the streams first.
+`StreamHub` bounds the open streams of one process and of one user, and ends them all when the app stops. uvicorn
+waits for open responses before it runs the app's shutdown, so `api.server.ApiServer` ends the streams first.
+Each chunk must be taken by the client within STREAM_SEND_TIMEOUT_S: uvicorn's `send` waits while the connection's
+write buffer is over its high-water mark (the client stopped reading and its TCP window is full), so without a
+timeout such a client would keep its place, and its user's, for as long as it stays connected.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,13 +41,13 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from api.machines import history
 from api.machines.service import get_machine
 from core.contract import MachineState
 from core.db import TRANSIENT_DB_ERRORS
-from core.errors import NotFound, Unavailable
+from core.errors import NotFound, RateLimited, Unavailable
 from core.logging import get_logger
 from core.models import Machine, MachineLatest, MachineStateChange, UserAccount
 from core.security import InvalidToken, TokenService
@@ -49,6 +57,10 @@ log = get_logger("shopfloor.api.stream")
 EVENT_STREAM = "text/event-stream"
 PING = ": ping\n\n"
 MAX_STATE_ROWS = 1000
+# Why the server ended a stream before its client did (the `reason` of shopfloor_api_stream_dropped_total).
+SEND_TIMEOUT = "send_timeout"
+ACCESS_ENDED = "access_ended"
+DROP_REASONS = (SEND_TIMEOUT, ACCESS_ENDED)
 
 
 class ReadingEvent(BaseModel):
@@ -114,51 +126,92 @@ class Cursor:
 
 @dataclass(frozen=True)
 class StreamAccess:
-    """The credential a stream was opened with, checked again at every heartbeat."""
+    """Who opened a stream and with what, checked again at every heartbeat.
 
-    tokens: TokenService
-    token: str
+    `token` is the bearer token of a stream opened with the Authorization header (it ends when the token expires);
+    a stream opened with a ticket has none, and lasts as long as its user keeps the same token version.
+    """
+
+    user_id: int
+    token_version: int
+    tokens: TokenService | None = None
+    token: str | None = None
 
     async def allowed(self, session: AsyncSession) -> bool:
-        """Whether the token has not expired and its user still exists and is active."""
-        try:
-            user_id = self.tokens.user_id(self.token)
-        except InvalidToken:
-            return False
-        user = await session.get(UserAccount, user_id)
-        return user is not None and user.is_active
+        """Whether the token (if any) is still valid and the user still exists, is active and has not been signed
+        out everywhere since (password reset, deactivation, role change)."""
+        if self.tokens is not None and self.token is not None:
+            try:
+                self.tokens.verify(self.token)
+            except InvalidToken:
+                return False
+        user = await session.get(UserAccount, self.user_id)
+        return user is not None and user.is_active and user.token_version == self.token_version
 
 
 class StreamLease:
-    """One open stream's place in the hub; releasing twice is harmless."""
+    """One open stream's place in the hub and in its user's share; releasing twice is harmless."""
 
-    def __init__(self, hub: StreamHub):
+    def __init__(self, hub: StreamHub, *, user_id: int):
         self._hub: StreamHub | None = hub
+        self.user_id = user_id
 
     def release(self) -> None:
         """Give the place back."""
         if self._hub is not None:
-            self._hub.open -= 1
+            self._hub.give_back(user_id=self.user_id)
             self._hub = None
 
 
 class StreamHub:
-    """The streams of one API process: how many are open (bounded), and one event that ends them all."""
+    """The streams of one API process: how many are open (bounded in all and per user), a count of the streams the
+    server dropped (through `on_drop`, so the hub knows nothing of Prometheus), and one event that ends them all."""
 
-    def __init__(self, *, max_clients: int):
+    def __init__(
+        self,
+        *,
+        max_clients: int,
+        max_per_user: int,
+        retry_after_s: float = 1.0,
+        on_drop: Callable[[str], None] | None = None,
+    ):
         self.max_clients = max_clients
+        self.max_per_user = max_per_user
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
         self.open = 0
+        self.per_user: Counter[int] = Counter()
         self.stopping = asyncio.Event()
+        self._on_drop = on_drop
 
-    def acquire(self) -> StreamLease:
-        """A place for one more stream, or Unavailable when the process serves its maximum already."""
+    def acquire(self, *, user_id: int) -> StreamLease:
+        """A place for one more stream of this user: RateLimited when the user has their maximum open already,
+        Unavailable when the process serves its maximum."""
+        if self.per_user[user_id] >= self.max_per_user:
+            raise RateLimited(
+                f"You have {self.max_per_user} streams open already; close one before opening another",
+                retry_after_s=self.retry_after_s,
+                code="too_many_streams_for_user",
+            )
         if self.open >= self.max_clients:
             raise Unavailable(
                 f"This server streams to {self.max_clients} clients already; try again later",
                 code="too_many_streams",
             )
         self.open += 1
-        return StreamLease(self)
+        self.per_user[user_id] += 1
+        return StreamLease(self, user_id=user_id)
+
+    def give_back(self, *, user_id: int) -> None:
+        """Free one place of this user (`StreamLease.release` calls it once per lease)."""
+        self.open -= 1
+        self.per_user[user_id] -= 1
+        if self.per_user[user_id] <= 0:
+            del self.per_user[user_id]
+
+    def dropped(self, reason: str) -> None:
+        """Count a stream the server ended before its client did: `send_timeout`, `access_ended`."""
+        if self._on_drop is not None:
+            self._on_drop(reason)
 
     def close(self) -> None:
         """End every stream (each sends what it has and finishes); a stream opened after this ends after its
@@ -238,6 +291,7 @@ async def machine_events(
     config: StreamConfig,
     access: StreamAccess,
     stopping: asyncio.Event,
+    on_drop: Callable[[str], None] | None = None,
 ) -> AsyncGenerator[str, None]:
     """The stream's text: reconnect advice and the snapshot, then new events and heartbeats until stopped."""
     ids = itertools.count(1)
@@ -249,7 +303,8 @@ async def machine_events(
     failing = False
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=max(0.0, min(next_poll, next_beat) - loop.time()))
+            async with asyncio.timeout(max(0.0, min(next_poll, next_beat) - loop.time())):
+                await stopping.wait()
         if stopping.is_set():
             break
         events: list[Event] = []
@@ -279,6 +334,8 @@ async def machine_events(
                 allowed = True  # the poll logs the outage; the check runs again at the next heartbeat
             if not allowed:
                 log.info("stream_access_ended", machine_id=cursor.machine_id)
+                if on_drop is not None:
+                    on_drop(ACCESS_ENDED)
                 break
             if cursor.status_due:
                 events.append(("status", cursor.status()))
@@ -291,21 +348,49 @@ async def machine_events(
             yield text
 
 
+class SendTimedOut(Exception):
+    """The client did not take a chunk within the send timeout."""
+
+
 class EventStreamResponse(StreamingResponse):
     """A `text/event-stream` response holding a place in the hub until it is over, whatever ends it."""
 
     media_type = EVENT_STREAM
 
-    def __init__(self, content: AsyncIterator[str], *, lease: StreamLease):
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        *,
+        lease: StreamLease,
+        send_timeout_s: float,
+        on_drop: Callable[[str], None] | None = None,
+    ):
         # no-cache: no proxy may store a live stream; X-Accel-Buffering: nginx must pass every event at once.
         super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.lease = lease
+        self.send_timeout_s = send_timeout_s
+        self.on_drop = on_drop
         # Should the response never be sent (an error after the route returned), the place comes back anyway.
         weakref.finalize(self, lease.release)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the stream until the generator ends, the client goes away, or the app stops."""
+        """Send the stream until the generator ends, the client goes away or stops reading, or the app stops."""
+
+        async def send_in_time(message: Message) -> None:
+            # uvicorn's send waits for the transport to drain while its write buffer is over the high-water mark,
+            # which is where a client that stopped reading leaves it.
+            try:
+                async with asyncio.timeout(self.send_timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise SendTimedOut from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except SendTimedOut:
+            # The response stays unfinished: uvicorn logs that and closes the connection.
+            log.warning("stream_dropped", reason=SEND_TIMEOUT, timeout_s=self.send_timeout_s)
+            if self.on_drop is not None:
+                self.on_drop(SEND_TIMEOUT)
         finally:
             self.lease.release()

@@ -155,7 +155,10 @@ async def get_visible_stage(session: AsyncSession, *, actor: Principal, stage_id
 
 
 async def ensure_may_work_on(session: AsyncSession, *, actor: Principal, stage: WorkOrderStage) -> None:
-    """Workers act only on stages assigned to them; planners and admins on any."""
+    """Workers act only on stages assigned to them; planners and admins on any.
+
+    Call it on a stage from `get_visible_stage`: the 403 then only tells a worker what they can read anyway.
+    """
     if actor.role is Role.WORKER and not await is_assigned(session, stage_id=stage.id, user_id=actor.user_id):
         raise Forbidden("This stage is not assigned to you", code="stage_not_assigned")
 
@@ -191,7 +194,7 @@ async def act_on_stage(
     require_previous_started: bool,
 ) -> StageDetails:
     """Apply start / pause / resume / done; a concurrent change of the same stage makes exactly one win."""
-    stage = await get_stage(session, stage_id=stage_id)
+    stage = await get_visible_stage(session, actor=actor, stage_id=stage_id)
     await ensure_may_work_on(session, actor=actor, stage=stage)
     ensure_open(stage.work_order)
     current = stage.status
@@ -306,7 +309,11 @@ async def assign(
             f"User {user_id} does not exist or is deactivated", fields={"user_id": "no such active user"}
         )
     if await is_assigned(session, stage_id=stage.id, user_id=user_id):
-        raise Conflict(f"User {user.username!r} is already assigned to stage {stage.id}", code="already_assigned")
+        raise Conflict(
+            f"User {user.username!r} is already assigned to stage {stage.id}",
+            code="already_assigned",
+            fields={"stage_id": "already in use", "user_id": "already in use"},
+        )
     session.add(StageAssignment(stage_id=stage.id, user_id=user_id, assigned_at=now, assigned_by_id=actor.user_id))
     await session.flush()
     return await one_stage_details(session, stage)

@@ -13,31 +13,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from api.deps import Context
+from api.headers import page_policy
 from core.errors import NotFound, Unavailable
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 NOT_BUILT = "operator view not built: run `make ui` (needs Node.js >= 20)"
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    )
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+CONTENT_SECURITY_POLICY = page_policy()
 # index.html names the assets by content hash: it is revalidated every time, the assets never change.
 NO_CACHE = "no-cache"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -58,8 +40,10 @@ MEDIA_TYPES = {
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
-def _file(request: Request, path: Path, *, cache_control: str) -> Response:
-    headers = {**SECURITY_HEADERS, "Cache-Control": cache_control}
+def static_file(request: Request, path: Path, *, cache_control: str) -> Response:
+    """A file with its type, ETag and caching, or a 304 when the client holds it already."""
+    # The headers every response gets (nosniff, no framing, no referrer) come from api.headers' middleware.
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": cache_control}
     media_type = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
     response = FileResponse(path, media_type=media_type, headers=headers, stat_result=path.stat())
     etag = response.headers["etag"]
@@ -76,7 +60,7 @@ def operator_view(request: Request, context: Context) -> Response:
     index = context.ui_static_dir / "index.html"
     if not index.is_file():
         raise Unavailable(NOT_BUILT, code="ui_not_built")
-    return _file(request, index, cache_control=NO_CACHE)
+    return static_file(request, index, cache_control=NO_CACHE)
 
 
 @router.api_route("/assets/{name}", methods=["GET", "HEAD"])
@@ -88,4 +72,4 @@ def operator_view_asset(request: Request, context: Context, name: str) -> Respon
     path = folder / "assets" / name
     if not _ASSET_NAME.match(name) or not path.is_file():
         raise NotFound("No such file in the operator view")
-    return _file(request, path, cache_control=IMMUTABLE if _HASHED.search(name) else NO_CACHE)
+    return static_file(request, path, cache_control=IMMUTABLE if _HASHED.search(name) else NO_CACHE)

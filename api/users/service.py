@@ -7,6 +7,8 @@ import asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.auth.sessions import revoke_everything
+from core.clock import utcnow
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Role, UserAccount
 from core.security import PasswordHasher, Principal
@@ -36,7 +38,9 @@ async def create_user(
     check_password_policy(password, min_length=min_password_length)
     taken = await session.scalar(select(UserAccount.id).where(UserAccount.username == username))
     if taken is not None:
-        raise Conflict(f"The username {username!r} is taken", code="username_taken")
+        # One message whatever was asked: echoing the stored (lower-case) name would confirm an account's exact
+        # spelling to anyone who can register.
+        raise Conflict("This username is not available", code="username_taken", fields={"username": "already in use"})
     user = UserAccount(
         username=username,
         full_name=full_name,
@@ -96,7 +100,9 @@ async def change_role(session: AsyncSession, *, actor: Principal, user_id: int, 
     user = await _lock_user(session, user_id)
     if user.role is Role.ADMIN and role is not Role.ADMIN and user.is_active:
         await _ensure_another_active_admin(session, user)
-    user.role = role
+    if user.role is not role:
+        user.role = role
+        await revoke_everything(session, user=user, now=utcnow())
     await session.flush()
     return user
 
@@ -116,12 +122,17 @@ async def update_user(
     user = await _lock_user(session, user_id)
     if is_active is False and user.is_active and user.role is Role.ADMIN:
         await _ensure_another_active_admin(session, user)
+    revoke = False
     if is_active is not None:
+        revoke = is_active is False and user.is_active
         user.is_active = is_active
     if full_name is not None:
         user.full_name = full_name
     if password is not None:
         check_password_policy(password, min_length=min_password_length)
         user.password_hash = await asyncio.to_thread(hasher.hash, password)
+        revoke = True
+    if revoke:  # a reset password or a deactivation ends every session, and reactivation does not bring them back
+        await revoke_everything(session, user=user, now=utcnow())
     await session.flush()
     return user

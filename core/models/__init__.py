@@ -1,5 +1,6 @@
 """ORM models; importing this package registers every table on `Base.metadata`."""
 
+from core.models.auth import AuthAttempt, RefreshToken, StreamTicket
 from core.models.base import Base
 from core.models.telemetry import DeadLetter, Machine, MachineApiKey, MachineLatest, MachineStateChange, Reading
 from core.models.tracking import (
@@ -16,6 +17,7 @@ from core.models.tracking import (
 )
 
 __all__ = [
+    "AuthAttempt",
     "Base",
     "DeadLetter",
     "Issue",
@@ -25,11 +27,13 @@ __all__ = [
     "MachineLatest",
     "MachineStateChange",
     "Reading",
+    "RefreshToken",
     "Role",
     "StageAssignment",
     "StageEvent",
     "StageEventKind",
     "StageStatus",
+    "StreamTicket",
     "UserAccount",
     "WorkOrder",
     "WorkOrderStage",

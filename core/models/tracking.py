@@ -58,6 +58,8 @@ class UserAccount(TimestampMixin, Base):
     role: Mapped[Role] = mapped_column(str_enum(Role, "role"), index=True)
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     last_login_at: Mapped[datetime | None]
+    # Bumped on password change or reset, deactivation and role change: every token issued before stops working.
+    token_version: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class WorkOrder(TimestampMixin, Base):

@@ -213,9 +213,11 @@ async def test_deactivation_takes_effect_on_the_next_request(api: Api) -> None:
     assert (await api.client.get("/auth/me", headers=worker_headers)).status_code == 401
 
 
-async def test_role_change_takes_effect_on_the_next_request(api: Api) -> None:
+async def test_role_change_ends_the_old_tokens_and_the_next_login_has_the_new_role(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
-    planner_id, headers = await api.signed_in(Role.PLANNER, "demoted")
+    planner_id, headers = await api.signed_in(Role.PLANNER, "promoted")
     response = await api.client.patch(f"/auth/users/{planner_id}/role", json={"role": "admin"}, headers=admin)
     assert response.status_code == 200
-    assert (await api.client.get("/auth/users", headers=headers)).status_code == 200
+    old = await api.client.get("/auth/users", headers=headers)
+    assert (old.status_code, old.json()["code"]) == (401, "token_revoked")
+    assert (await api.client.get("/auth/users", headers=await api.login("promoted"))).status_code == 200

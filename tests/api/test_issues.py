@@ -69,8 +69,8 @@ async def test_issue_reports_are_checked(api: Api) -> None:
     url = f"/stages/{stage_id}/issue"
 
     refused = await api.client.post(url, json={"type": "quality", "description": "burrs"}, headers=stranger)
-    assert refused.status_code == 403
-    assert refused.json()["code"] == "stage_not_assigned"
+    assert refused.status_code == 404  # the stranger has no stage of this work order: it is out of sight
+    assert refused.json()["code"] == "not_found"
     unknown = await api.client.post(url, json={"type": "fire", "description": "smoke"}, headers=worker)
     assert problem_fields(unknown) == ["type"]
     for description in ("", "   ", "x" * 2001):

@@ -22,12 +22,14 @@ from core.models import (
     Issue,
     IssueStatus,
     MachineApiKey,
+    RefreshToken,
     Role,
     StageAssignment,
     StageEvent,
     StageEventKind,
     StageStatus,
 )
+from core.security import new_secret, secret_digest
 from tests.support.api import Api, make_settings
 from tests.support.factories import make_machine, make_work_order
 
@@ -53,6 +55,8 @@ class Target:
     issue_id: int
     machine_id: int
     key_id: int
+    # A live refresh token of the target user (refresh and logout take the token itself, whoever sends it).
+    refresh_token: str
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,15 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
         running.stages[0].machine_id = machine.id  # the running stage's OEE needs a machine
         key = MachineApiKey(machine_id=machine.id, prefix="sfk_x", key_hash=os.urandom(16).hex())
         session.add(key)
+        refresh_token = new_secret()
+        session.add(
+            RefreshToken(
+                user_id=target_user.id,
+                family=_unique("family"),
+                token_hash=secret_digest(refresh_token),
+                expires_at=datetime.now(UTC) + timedelta(hours=1),
+            )
+        )
         await session.flush()
         return Target(
             user_id=target_user.id,
@@ -107,6 +120,7 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
             issue_id=issue.id,
             machine_id=machine.id,
             key_id=key.id,
+            refresh_token=refresh_token,
         )
 
 
@@ -137,7 +151,15 @@ WORK_ORDER = {
 ROUTES = [
     Rule("POST", "/auth/login", PUBLIC, lambda _: {"username": "rbac-target", "password": "correct-horse-battery"}),
     Rule("POST", "/auth/register", PUBLIC, lambda _: {"username": _unique("reg"), "password": "long-enough-1"}),
+    Rule("POST", "/auth/refresh", PUBLIC, lambda target: {"refresh_token": target.refresh_token}),
+    Rule("POST", "/auth/logout", PUBLIC, lambda target: {"refresh_token": target.refresh_token}),
     Rule("GET", "/auth/me", ANY_USER),
+    Rule(
+        "POST",
+        "/auth/password",
+        ANY_USER,
+        lambda _: {"current_password": "correct-horse-battery", "new_password": "another-long-one"},
+    ),
     Rule("GET", "/auth/users", ADMIN),
     Rule(
         "POST",
@@ -203,6 +225,7 @@ ROUTES = [
         ANY_USER,
         query={"from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
     ),
+    Rule("POST", "/machines/{machine_id}/stream/ticket", ANY_USER),
     Rule("GET", "/machines/{machine_id}/stream", ANY_USER, stream=True),
     Rule(
         "GET",

@@ -108,7 +108,8 @@ async def test_with_two_admins_one_can_step_down(api: Api) -> None:
     response = await api.client.patch(f"/auth/users/{first.id}/role", json={"role": "planner"}, headers=headers)
     assert response.status_code == 200
     assert response.json()["role"] == "planner"
-    assert (await api.client.get("/auth/users", headers=headers)).status_code == 403
+    assert (await api.client.get("/auth/users", headers=headers)).status_code == 401  # a role change ends sessions
+    assert (await api.client.get("/auth/users", headers=await api.login("admin-a"))).status_code == 403
 
 
 async def test_admin_resets_a_password(api: Api) -> None:

@@ -8,6 +8,7 @@ and its totals, the OEE of the stage, live updates, and a tablet-sized layout. S
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -452,6 +453,53 @@ async def test_a_deep_link_without_the_stream_falls_back_to_polling(browser: Bro
         )
         assert posted.status_code == 200, posted.text
     await expect(page.locator("[data-ref=values] tr[data-tag=injection_pressure_bar] td.num")).to_have_text("55.25")
+    assert problems == []
+    await context.close()
+
+
+async def test_the_live_view_opens_each_stream_with_a_new_ticket(browser: Browser, server: str, site: Site) -> None:
+    """No token in any URL; when a stream ends the page asks for a new ticket (the browser's own reconnect would
+    reuse the spent one) and is live again."""
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(f"{request.method} {request.url}"))
+    # The first stream ends right after it opened, as one does when the API restarts.
+    status = json.dumps({"machine_id": site.machine_id, "online": True, "last_seen_at": None})
+    ended = f"retry: 100\n\nevent: status\ndata: {status}\n\n"
+    await page.route(
+        "**/machines/*/stream?*",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=ended),
+        times=1,
+    )
+
+    await page.goto(f"{server}/ui#/machines/{site.machine_id}?range=1h&tags=injection_pressure_bar")
+    await log_in(page)
+    await expect(page.locator("#app[data-view=machine][data-loaded=true]")).to_be_attached()
+    stream_path = f"/machines/{site.machine_id}/stream"
+    for _ in range(200):
+        if len([url for url in urls if f"GET {server}{stream_path}?" in url]) >= 2:
+            break
+        await page.wait_for_timeout(50)
+    await expect(page.locator("[data-ref=mode]")).to_have_attribute("data-mode", "live")
+    tickets = [url for url in urls if url == f"POST {server}{stream_path}/ticket"]
+    streams = [url.partition("?")[2] for url in urls if f"GET {server}{stream_path}?" in url]
+    assert len(tickets) == 2
+    assert len(streams) == 2
+    assert all(query.startswith("ticket=") for query in streams)
+    assert streams[0] != streams[1]
+    assert not [url for url in urls if "access_token" in url]
+
+    async with httpx.AsyncClient(base_url=server) as client:
+        login = await client.post("/auth/login", json={"username": "planner", "password": TEST_PASSWORD})
+        posted = await client.post(
+            f"/machines/{site.machine_id}/readings",
+            headers=bearer(login.json()["access_token"]),
+            json={"ts": datetime.now(UTC).isoformat(), "values": {"injection_pressure_bar": 66.5}},
+        )
+        assert posted.status_code == 200, posted.text
+    await expect(page.locator("[data-ref=values] tr[data-tag=injection_pressure_bar] td.num")).to_have_text("66.5")
     assert problems == []
     await context.close()
 

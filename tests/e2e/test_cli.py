@@ -152,7 +152,7 @@ def test_user_create_refuses_a_taken_username(served: tuple[str, dict[str, str]]
         env=env, cwd=workdir, stdin="another-pass\n",
     )  # fmt: skip
     assert result.returncode == 1
-    assert "taken" in result.stderr
+    assert "This username is not available" in result.stderr
 
 
 def test_seed_creates_demo_users_once(served: tuple[str, dict[str, str]], workdir: Path) -> None:

@@ -126,7 +126,12 @@ async def test_a_published_reading_reaches_the_stream_within_one_second(
         login = await client.post("/auth/login", json={"username": "operator", "password": PASSWORD})
         assert login.status_code == 200, login.text
         token = login.json()["access_token"]
-        stream = client.stream("GET", f"/machines/{machine_id}/stream", params={"access_token": token})
+        # As the operator view does: a single-use ticket asked for with the header, then the stream with it.
+        ticket = await client.post(
+            f"/machines/{machine_id}/stream/ticket", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert ticket.status_code == 201, ticket.text
+        stream = client.stream("GET", ticket.json()["url"])
         async with (
             stream as response,
             aiomqtt.Client(
@@ -174,7 +179,9 @@ async def test_a_published_reading_reaches_the_stream_within_one_second(
     assert returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-    [request] = [line for line in lines if line.get("event") == "request" and "stream" in line["path"]]
+    [request] = [line for line in lines if line.get("event") == "request" and line["path"].endswith("/stream")]
     assert (request["path"], request["status"]) == (f"/machines/{machine_id}/stream", 200)
-    # The query token is never written anywhere in the API's output (the request line logs the path only).
+    # Neither the token nor the query's ticket is written anywhere in the API's output (the request line logs the
+    # path only).
     assert token not in output
+    assert ticket.json()["ticket"] not in output

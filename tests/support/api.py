@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +18,7 @@ from api.context import context_of
 from core.models import Role, UserAccount
 from core.settings import (
     ApiProcessSettings,
+    ApiSettings,
     AuthSettings,
     DatabaseSettings,
     Environment,
@@ -33,13 +34,14 @@ T = TypeVar("T")
 CLIENT_ADDRESS = ("203.0.113.7", 50000)
 
 
-def make_settings(database_url: str, **auth: object) -> ApiProcessSettings:
-    """Settings for an app under test; `auth` overrides AuthSettings fields."""
+def make_settings(database_url: str, *, api: Mapping[str, object] | None = None, **auth: object) -> ApiProcessSettings:
+    """Settings for an app under test; `auth` overrides AuthSettings fields, `api` ApiSettings fields."""
     return ApiProcessSettings(
         runtime=RuntimeSettings(shopfloor_env=Environment.TEST),
         database=DatabaseSettings(database_url=database_url, db_pool_size=5),
         auth=AuthSettings.model_validate({"secret_key": "t" * 48, **auth}),
         passwords=TEST_PASSWORDS,
+        api=ApiSettings.model_validate(dict(api or {})),
     )
 
 

@@ -23,8 +23,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SECRET_NAMES = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
 # Empty means "off", not a default secret: pgAdmin refuses to start without a password (and runs only in its
-# profile); without a metrics token /metrics is simply not token-protected.
-OPTIONAL_SECRETS = {"PGADMIN_PASSWORD", "API_METRICS_TOKEN"}
+# profile).
+OPTIONAL_SECRETS = {"PGADMIN_PASSWORD"}
 # ${NAME}, ${NAME:-default}, ${NAME:?message}, ${NAME:+alternative}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}")
 
@@ -267,7 +267,9 @@ COMPOSE_SECRETS = {
     "SECRET_KEY": "k" * 48,
     "MQTT_INGESTOR_PASSWORD": "ingestor-password-0",
     "MQTT_SITE_PASSWORD": "site-password-00000",
+    "API_METRICS_TOKEN": "metrics-token-for-the-render-test",
 }
+APPLICATION_SERVICES = ("migrate", "api", "ingestor", "gateway")
 
 
 def _compose(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -305,3 +307,20 @@ def test_docker_compose_refuses_to_render_without_a_secret(missing: str, tmp_pat
     result = _compose(["-f", str(COMPOSE), "config", "--quiet"], others, tmp_path)
     assert result.returncode != 0
     assert f"required variable {missing} is missing" in result.stderr, result.stderr
+
+
+def test_every_setting_of_the_env_file_reaches_the_application_services(tmp_path: Path) -> None:
+    settings = {"ALLOW_SELF_REGISTRATION": "false", "LOGIN_MAX_FAILURES_PER_USER": "3", "TRUSTED_PROXIES": "10.0.0.0/8"}
+    env_file = tmp_path / "plant.env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+    result = _compose(
+        ["-f", str(COMPOSE), "--profile", "simulators", "config", "--format", "json"],
+        {**COMPOSE_SECRETS, "SHOPFLOOR_ENV_FILE": str(env_file)},
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(result.stdout)["services"]
+    for service in APPLICATION_SERVICES:
+        environment = rendered[service]["environment"]
+        assert {name: environment.get(name) for name in settings} == settings, service
+        assert environment["SHOPFLOOR_ENV"] == "production", service  # the file never overrides what compose fixes

@@ -53,10 +53,14 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_cwd: Path) -> None:
             monkeypatch.delenv(name.upper(), raising=False)
 
 
-def production(secret: str | None) -> ApiProcessSettings:
+RANDOM_KEY = "q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM"
+
+
+def production(secret: str | None, *, api: dict[str, object] | None = None, **auth: object) -> ApiProcessSettings:
     return ApiProcessSettings(
         runtime=RuntimeSettings(shopfloor_env=Environment.PRODUCTION),
-        auth=AuthSettings(secret_key=SecretStr(secret) if secret is not None else None),
+        auth=AuthSettings.model_validate({"secret_key": secret, **auth}),
+        api=ApiSettings.model_validate(api if api is not None else {"api_metrics_token": RANDOM_KEY[::-1]}),
     )
 
 
@@ -72,6 +76,11 @@ def test_production_without_secret_key_names_the_variable() -> None:
         "short-but-random-Zx81",
         "change-me-change-me-change-me-change-me",
         "my-super-secret-key-for-the-api-xyz",
+        "a" * 32,
+        "ab" * 24,
+        "0123456789abcdef" * 3,
+        "k3Jq" * 10,
+        "aaaaabbbbbcccccdddddeeeeefffffgg",
     ],
 )
 def test_production_refuses_unsafe_secret_keys(secret: str) -> None:
@@ -80,8 +89,43 @@ def test_production_refuses_unsafe_secret_keys(secret: str) -> None:
 
 
 def test_production_accepts_a_long_random_key() -> None:
-    settings = production("q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM")
-    assert settings.auth.signing_key == "q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM"
+    settings = production(RANDOM_KEY)
+    assert settings.auth.signing_key == RANDOM_KEY
+
+
+def test_a_guessable_key_is_refused_with_one_line_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match=r"^SECRET_KEY is guessable \(few distinct characters"):
+        production("a" * 32)
+
+
+def test_self_registration_is_off_by_default_in_production_and_refused_when_turned_on() -> None:
+    assert production(RANDOM_KEY).self_registration is False
+    assert production(RANDOM_KEY, allow_self_registration=False).self_registration is False
+    with pytest.raises(ConfigurationError, match=r"^ALLOW_SELF_REGISTRATION=true is refused"):
+        production(RANDOM_KEY, allow_self_registration=True)
+    development = ApiProcessSettings(runtime=RuntimeSettings(shopfloor_env=Environment.DEVELOPMENT))
+    assert development.self_registration is True
+
+
+def test_production_metrics_need_a_token_unless_turned_off() -> None:
+    with pytest.raises(ConfigurationError, match=r"^API_METRICS_TOKEN is required"):
+        production(RANDOM_KEY, api={})
+    with pytest.raises(ConfigurationError, match=r"^API_METRICS_TOKEN is guessable"):
+        production(RANDOM_KEY, api={"api_metrics_token": "m" * 40})
+    assert production(RANDOM_KEY, api={"api_metrics_enabled": False}).api.api_metrics_token is None
+
+
+def test_trust_forwarded_for_is_refused_in_favour_of_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUST_FORWARDED_FOR", "true")
+    with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):
+        ApiProcessSettings.load()
+    monkeypatch.delenv("TRUST_FORWARDED_FOR")
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.1, 172.16.0.0/12 ,fd00::/8")
+    proxies = ApiProcessSettings.load().api.trusted_proxies
+    assert [str(network) for network in proxies] == ["10.0.0.1/32", "172.16.0.0/12", "fd00::/8"]
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.1,proxy.local")
+    with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):
+        ApiProcessSettings.load()
 
 
 def test_development_without_key_gets_a_random_one_per_process() -> None:
@@ -97,7 +141,8 @@ def test_secret_checks_do_not_apply_in_development() -> None:
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPFLOOR_ENV", "production")
-    monkeypatch.setenv("SECRET_KEY", "q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM")  # production settings need one
+    monkeypatch.setenv("SECRET_KEY", RANDOM_KEY)  # production settings need one
+    monkeypatch.setenv("API_METRICS_TOKEN", RANDOM_KEY[::-1])  # and, while metrics are on, this one
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/shopfloor")
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
     settings = ApiProcessSettings()

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from api.machines import stream
-from core.errors import NotFound
+from core.errors import NotFound, RateLimited, Unavailable
 from core.models import Role
 from core.security import TokenService
 from tests.support.logs import logged_events
@@ -30,6 +30,7 @@ TOKENS = TokenService(key="k" * 48, issuer="shopfloor", audience="shopfloor-api"
 @dataclass
 class FakeUser:
     is_active: bool = True
+    token_version: int = 0
 
 
 class FakeSession:
@@ -75,11 +76,18 @@ ACTIVE = FakeUser()
 
 
 def events_of(
-    *, user: FakeUser | None = ACTIVE, token: str | None = None, stopping: asyncio.Event | None = None
+    *,
+    user: FakeUser | None = ACTIVE,
+    token: str | None = None,
+    ticket: bool = False,
+    stopping: asyncio.Event | None = None,
+    dropped: list[str] | None = None,
 ) -> AsyncGenerator[str, None]:
-    access = stream.StreamAccess(
-        tokens=TOKENS, token=token or TOKENS.issue(user_id=1, role=Role.WORKER, now=datetime.now(UTC)).token
-    )
+    if ticket:  # opened with a ticket: no token to expire, only the user and their token version
+        access = stream.StreamAccess(user_id=1, token_version=0)
+    else:
+        token = token or TOKENS.issue(user_id=1, role=Role.WORKER, now=datetime.now(UTC)).token
+        access = stream.StreamAccess(user_id=1, token_version=0, tokens=TOKENS, token=token)
     return stream.machine_events(
         factory(user),
         cursor=stream.Cursor(machine_id=1),
@@ -87,6 +95,7 @@ def events_of(
         config=CONFIG,
         access=access,
         stopping=stopping or asyncio.Event(),
+        on_drop=(dropped if dropped is not None else []).append,
     )
 
 
@@ -139,18 +148,49 @@ async def test_the_stream_ends_when_the_machine_is_gone(script: list[object]) ->
 
 
 @pytest.mark.parametrize(
-    ("user", "token"),
+    ("user", "token", "ticket"),
     [
-        (FakeUser(is_active=False), None),
-        (None, None),  # the user was deleted
-        (ACTIVE, TOKENS.issue(user_id=1, role=Role.WORKER, now=datetime(2026, 1, 1, tzinfo=UTC)).token),
+        (FakeUser(is_active=False), None, False),
+        (None, None, False),  # the user was deleted
+        (ACTIVE, TOKENS.issue(user_id=1, role=Role.WORKER, now=datetime(2026, 1, 1, tzinfo=UTC)).token, False),
+        (FakeUser(token_version=1), None, False),  # password reset, role change: signed out everywhere
+        (FakeUser(is_active=False), None, True),
+        (FakeUser(token_version=1), None, True),
     ],
-    ids=["deactivated", "deleted", "expired"],
+    ids=["deactivated", "deleted", "expired", "signed-out", "ticket-deactivated", "ticket-signed-out"],
 )
 async def test_the_stream_ends_at_the_heartbeat_when_access_is_gone(
-    script: list[object], user: FakeUser | None, token: str | None
+    script: list[object], user: FakeUser | None, token: str | None, ticket: bool
 ) -> None:
-    events = events_of(user=user, token=token)
+    dropped: list[str] = []
+    events = events_of(user=user, token=token, ticket=ticket, dropped=dropped)
     assert (await anext(events)).startswith("retry:")
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(events), timeout=1)
+    assert dropped == ["access_ended"]
+
+
+async def test_a_ticket_stream_outlives_any_token_while_its_user_stays_signed_in(script: list[object]) -> None:
+    events = events_of(ticket=True)
+    assert ": ping\n\n" in await collect(events, until=": ping")
+    assert ": ping\n\n" in await collect(events, until=": ping")
+    await events.aclose()
+
+
+def test_the_hub_bounds_each_user_and_the_process() -> None:
+    hub = stream.StreamHub(max_clients=3, max_per_user=2, retry_after_s=1.5)
+    first, second = hub.acquire(user_id=1), hub.acquire(user_id=1)
+    with pytest.raises(RateLimited) as refused:
+        hub.acquire(user_id=1)
+    assert (refused.value.code, refused.value.retry_after_s) == ("too_many_streams_for_user", 2)
+    other = hub.acquire(user_id=2)
+    with pytest.raises(Unavailable) as full:
+        hub.acquire(user_id=3)
+    assert full.value.code == "too_many_streams"
+    first.release()
+    first.release()  # twice is harmless
+    assert (hub.open, dict(hub.per_user)) == (2, {1: 1, 2: 1})
+    hub.acquire(user_id=1)
+    other.release()
+    second.release()
+    assert (hub.open, dict(hub.per_user)) == (1, {1: 1})

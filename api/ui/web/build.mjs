@@ -1,5 +1,7 @@
-// Bundles src/ into ../static: content-hashed assets (served as immutable) and an index.html that names them.
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+// Bundles src/ into ../static: content-hashed assets (served as immutable) and an index.html that names them;
+// copies Swagger UI's files from swagger-ui-dist into ../static/api-docs (served by api/ui/docs.py).
+import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
@@ -8,11 +10,23 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const outDir = path.resolve(here, "..", "static");
 const assetsDir = path.join(outDir, "assets");
 const PUBLIC_PATH = "/ui/assets";
+const docsDir = path.join(outDir, "api-docs");
+const swaggerDist = path.dirname(createRequire(import.meta.url).resolve("swagger-ui-dist/package.json"));
+// name in swagger-ui-dist -> name served; the set ASSETS of api/ui/docs.py lists the names served.
+const SWAGGER_FILES = {
+  "swagger-ui-bundle.js": "swagger-ui-bundle.js",
+  "swagger-ui-bundle.js.LICENSE.txt": "swagger-ui-bundle.js.LICENSE.txt",
+  "swagger-ui.css": "swagger-ui.css",
+  "favicon-32x32.png": "favicon-32x32.png",
+  LICENSE: "LICENSE.txt",
+  NOTICE: "NOTICE.txt",
+};
 const UPLOT_NOTICE =
   "/*! Includes uPlot (MIT License), Copyright (c) 2025 Leon Sorokin, https://github.com/leeoniya/uPlot */";
 
 await rm(outDir, { recursive: true, force: true });
 await mkdir(assetsDir, { recursive: true });
+await mkdir(docsDir, { recursive: true });
 
 const result = await esbuild.build({
   entryPoints: [path.join(here, "src", "main.js")],
@@ -46,4 +60,7 @@ const html = template
   .replace("%STYLESHEET%", `${PUBLIC_PATH}/${stylesheet}`);
 if (/%(SCRIPT|STYLESHEET)%/.test(html)) throw new Error("index.html still holds a placeholder");
 await writeFile(path.join(outDir, "index.html"), html);
+for (const [from, to] of Object.entries(SWAGGER_FILES)) {
+  await copyFile(path.join(swaggerDist, from), path.join(docsDir, to));
+}
 console.log(`operator view built: ${path.relative(process.cwd(), outDir)} (${script}, ${stylesheet})`);

@@ -73,12 +73,16 @@ export async function login(username, password) {
   return session.save(username.trim().toLowerCase(), await response.json());
 }
 
-/** GET a JSON resource with the session's token. */
-export async function get(path, params, { signal } = {}) {
+/** The headers of a call with the session's token. */
+function authorised() {
   const current = session.read();
   const headers = { Accept: "application/json" };
   if (current) headers.Authorization = `Bearer ${current.token}`;
-  const response = await fetch(path + queryString(params), { headers, signal });
+  return headers;
+}
+
+/** The JSON of a successful answer; an ApiError otherwise (a 401 ends the session). */
+async function answerOf(response) {
   if (!response.ok) {
     const error = new ApiError(response.status, await problemOf(response));
     if (response.status === 401) {
@@ -88,6 +92,16 @@ export async function get(path, params, { signal } = {}) {
     throw error;
   }
   return response.json();
+}
+
+/** GET a JSON resource with the session's token. */
+export async function get(path, params, { signal } = {}) {
+  return answerOf(await fetch(path + queryString(params), { headers: authorised(), signal }));
+}
+
+/** POST (no body) with the session's token; answers the JSON the API sent back. */
+export async function post(path, { signal } = {}) {
+  return answerOf(await fetch(path, { method: "POST", headers: authorised(), signal }));
 }
 
 /** Like `get`, but a missing route or resource (404) or a route not deployed yet (405) answers null. */
