@@ -145,8 +145,9 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    # Added last, so it is the outermost layer: every request, CORS preflight included,
-    # gets an id and a log line.
+    # Layers from the inside out (each add_middleware wraps what is there): body limits before anything reads a
+    # body, authentication included; then the request context, so every request, CORS preflight and 413 included,
+    # gets an id, its client address and a log line.
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.api.max_body_bytes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from core.db import DATABASE_UNAVAILABLE_ERRORS, is_statement_timeout, unique_violation
 from core.errors import (
@@ -79,6 +81,31 @@ def problem_body(
         "request_id": request_id,
         **extra,
     }
+
+
+async def send_problem(
+    send: Send,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    request_id: str | None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """A whole problem-details response sent on a raw ASGI channel (for pure ASGI middleware)."""
+    payload = json.dumps(problem_body(status=status, code=code, detail=detail, request_id=request_id)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def problem_response(

@@ -6,14 +6,13 @@ so a body is refused with 413 as soon as it grows past the limit, whatever the h
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import PROBLEM_JSON, problem_body
+from api.errors import send_problem
 
 
 class BodyTooLarge(HTTPException):
@@ -85,22 +84,11 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(scope: Scope, send: Send, limit: int) -> None:
-    body = problem_body(
+    await send_problem(
+        send,
         status=413,
         code="payload_too_large",
         detail=f"The request body is larger than {limit} bytes",
         request_id=scope.get("state", {}).get("request_id"),
+        headers=[(b"connection", b"close")],
     )
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -13,7 +12,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.client import Network, client_address
-from api.errors import PROBLEM_JSON, problem_body
+from api.errors import send_problem
 from core.logging import get_logger
 
 log = get_logger("shopfloor.api")
@@ -56,7 +55,13 @@ class RequestContextMiddleware:
         except Exception:
             log.exception("unhandled_error", method=scope["method"], path=scope["path"])
             if not response["started"]:
-                await self._send_500(send_with_id, request_id)
+                await send_problem(
+                    send_with_id,
+                    status=500,
+                    code="internal_error",
+                    detail="An unexpected error occurred; it has been logged with this request id",
+                    request_id=request_id,
+                )
         finally:
             log.info(
                 "request",
@@ -76,24 +81,3 @@ class RequestContextMiddleware:
                 candidate = value.decode("latin-1").strip()
                 return candidate if _REQUEST_ID.match(candidate) else None
         return None
-
-    @staticmethod
-    async def _send_500(send: Send, request_id: str) -> None:
-        body = problem_body(
-            status=500,
-            code="internal_error",
-            detail="An unexpected error occurred; it has been logged with this request id",
-            request_id=request_id,
-        )
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
