@@ -7,16 +7,11 @@ password form), call `GET /auth/me` with the token, and keep the token out of th
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 from sqlalchemy import insert
 
 from api.ui.docs import ASSETS, ASSETS_FOLDER
@@ -25,23 +20,12 @@ from core.db import create_engine_from_settings
 from core.models import Role, UserAccount
 from core.schema import upgrade
 from core.settings import DatabaseSettings
-from tests.support.factories import TEST_PASSWORD, TEST_PASSWORDS, password_hash
-from tests.support.postgres import free_port
+from tests.support.browser import chromium, require_chromium, serve_api
+from tests.support.factories import TEST_PASSWORD, password_hash
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=15_000)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
 # Every CSP violation the page meets, as "directive blocked-uri", collected from the page's own event.
 RECORD_VIOLATIONS = """
 window.cspViolations = [];
@@ -53,8 +37,7 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 def require_prerequisites() -> None:
     """Fail (never skip) with the command that fixes a missing browser or Swagger UI file."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make system-deps` (Debian package chromium)")
+    require_chromium()
     missing = sorted(name for name in ASSETS if not (STATIC_DIR / ASSETS_FOLDER / name).is_file())
     if missing:
         pytest.fail(f"Swagger UI's files {missing} are not in {STATIC_DIR / ASSETS_FOLDER}: run `make ui`")
@@ -79,62 +62,15 @@ async def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[str]:
     """`shopfloor api` on a free port over that database; answers its base URL."""
-    env = {
-        **os.environ,
-        "SHOPFLOOR_ENV": "test",
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "d" * 48,
-        "LOG_FORMAT": "console",
-        "ARGON2_TIME_COST": str(TEST_PASSWORDS.argon2_time_cost),
-        "ARGON2_MEMORY_KIB": str(TEST_PASSWORDS.argon2_memory_kib),
-    }
-    yield from _serve(env, tmp_path)
-
-
-def _serve(env: dict[str, str], folder: Path) -> Iterator[str]:
-    port = free_port()
-    log_path = folder / "api.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 -- our own console script, fixed arguments
-            [SHOPFLOOR, "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=folder,  # no developer's .env in the way
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"shopfloor api exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"shopfloor api did not answer /health within 30 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    yield from serve_api(database_url, tmp_path)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """The system Chromium (never a downloaded one)."""
     require_prerequisites()
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def test_swagger_ui_runs_under_its_csp_and_logs_in(browser: Browser, server: str) -> None:

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, expect
 from sqlalchemy import insert
 
 from api.ui.router import CONTENT_SECURITY_POLICY, STATIC_DIR
@@ -45,26 +42,14 @@ from core.models import (
 from core.schema import upgrade
 from core.settings import DatabaseSettings
 from tests.support.api import bearer
-from tests.support.factories import TEST_PASSWORD, TEST_PASSWORDS, password_hash
-from tests.support.postgres import free_port
+from tests.support.browser import chromium, require_chromium, serve_api
+from tests.support.factories import TEST_PASSWORD, password_hash
 
 pytestmark = pytest.mark.browser
 # Two shared cores may be busy with other tiers: give the page time, still far below a hang.
 expect.set_options(timeout=15_000)
 
-CHROMIUM = Path("/usr/bin/chromium")
-# No network chatter of the browser's own: the test talks to 127.0.0.1 only.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
 HOURS = 4
 TAGS = ("barrel_temp_c", "cycle_count", "good_count", "injection_pressure_bar", "scrap_count")
 # The first two tags by name are charted by default; the test adds the third with its chip.
@@ -88,8 +73,7 @@ class Site:
 
 def require_prerequisites() -> None:
     """Fail (never skip) with the command that fixes a missing browser or bundle."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make system-deps` (Debian package chromium)")
+    require_chromium()
     if not (STATIC_DIR / "index.html").is_file():
         pytest.fail(f"the operator view is not built ({STATIC_DIR} has no index.html): run `make ui`")
 
@@ -215,58 +199,15 @@ async def site(tmp_path: Path) -> Site:
 @pytest.fixture
 def server(site: Site, tmp_path: Path) -> Iterator[str]:
     """`shopfloor api` on a free port over the seeded database; answers its base URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "SHOPFLOOR_ENV": "test",
-        "DATABASE_URL": site.database_url,
-        "SECRET_KEY": "b" * 48,
-        "LOG_FORMAT": "console",
-        "ARGON2_TIME_COST": str(TEST_PASSWORDS.argon2_time_cost),
-        "ARGON2_MEMORY_KIB": str(TEST_PASSWORDS.argon2_memory_kib),
-    }
-    log_path = tmp_path / "api.log"
-    base = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 -- our own console script, fixed arguments
-            [SHOPFLOOR, "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,  # no developer's .env in the way
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"shopfloor api exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"shopfloor api did not answer /health within 30 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    yield from serve_api(site.database_url, tmp_path)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """The system Chromium (never a downloaded one)."""
     require_prerequisites()
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def series_pixels(page: Page, tag: str) -> dict[str, int]:
@@ -505,19 +446,19 @@ async def test_the_live_view_opens_each_stream_with_a_new_ticket(browser: Browse
 
 
 @pytest.mark.parametrize(
-    ("chromium", "static", "says"),
+    ("browser_path", "static", "says"),
     [
         ("missing/chromium", None, "run `make system-deps` (Debian package chromium)"),
         (None, "missing-static", "run `make ui`"),
     ],
 )
 def test_missing_browser_or_bundle_fails_naming_the_fix(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, chromium: str | None, static: str | None, says: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, browser_path: str | None, static: str | None, says: str
 ) -> None:
     """Without Chromium or the bundle the browser test must fail, never skip, and say what to run."""
     module = sys.modules[__name__]
-    if chromium:
-        monkeypatch.setattr(module, "CHROMIUM", tmp_path / chromium)
+    if browser_path:
+        monkeypatch.setattr("tests.support.browser.CHROMIUM", tmp_path / browser_path)
     if static:
         monkeypatch.setattr(module, "STATIC_DIR", tmp_path / static)
     with pytest.raises(pytest.fail.Exception, match=re.escape(says)):
