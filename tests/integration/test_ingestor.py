@@ -6,6 +6,7 @@ import asyncio
 import random
 import shutil
 import signal
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -270,6 +271,15 @@ async def test_database_restart_mid_stream_loses_nothing(
     assert "retrying" in process.log_path.read_text()
 
 
+
+def network_address() -> str:
+    """This host's address on its default route (a UDP "connection" sends nothing); never a loopback one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("198.51.100.1", 9))
+        address: str = probe.getsockname()[0]
+    assert not address.startswith("127."), "this host has no network address to check the metrics binding with"
+    return address
+
 async def test_sigterm_drains_commits_and_exits_zero(
     broker: MosquittoBroker,
     ingest_database: str,
@@ -307,6 +317,9 @@ async def test_sigterm_drains_commits_and_exits_zero(
     stored_kinds = ("Telemetry", "StatusUpdate", "RejectedMessage")
     held = sum(samples.get(("shopfloor_ingest_messages_received_total", kind), 0) for kind in stored_kinds)
     assert samples[("shopfloor_ingest_uncommitted_messages", None)] == held
+    # Metrics listen on loopback by default: the same port on the host's network address is closed.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((network_address(), metrics_port), timeout=2).close()
     process.signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert await reading_count(pipeline_engine) == 500
