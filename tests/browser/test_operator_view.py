@@ -445,6 +445,36 @@ async def test_the_live_view_opens_each_stream_with_a_new_ticket(browser: Browse
     await context.close()
 
 
+async def test_a_dead_access_token_is_renewed_and_logging_out_ends_the_login(
+    browser: Browser, server: str, site: Site
+) -> None:
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    await page.goto(f"{server}/ui")
+    await log_in(page)
+    await expect(page.locator("#app[data-view=machines][data-loaded=true]")).to_be_attached()
+    first = json.loads(await page.evaluate("sessionStorage.getItem('shopfloor.session')"))
+    # The access token dies (expired or revoked as far as the page knows); the refresh token is still good.
+    await page.evaluate(
+        """() => {
+          const stored = JSON.parse(sessionStorage.getItem("shopfloor.session"));
+          stored.token = "no-longer-valid";
+          sessionStorage.setItem("shopfloor.session", JSON.stringify(stored));
+        }"""
+    )
+    await page.goto(f"{server}/ui#/machines/{site.machine_id}")
+    await expect(page.locator("#app[data-view=machine][data-loaded=true]")).to_be_attached()
+    renewed = json.loads(await page.evaluate("sessionStorage.getItem('shopfloor.session')"))
+    assert renewed["token"] != "no-longer-valid"  # (within the same second it may equal the first: same claims)
+    assert renewed["refreshToken"] != first["refreshToken"]  # rotated
+    await page.locator("#logout").click()
+    await expect(page.locator("#app[data-view=login]")).to_be_attached()
+    async with httpx.AsyncClient(base_url=server) as client:
+        refused = await client.post("/auth/refresh", json={"refresh_token": renewed["refreshToken"]})
+    assert refused.status_code == 401  # logging out ended the login on the server, not only in the tab
+    await context.close()
+
+
 @pytest.mark.parametrize(
     ("browser_path", "static", "says"),
     [

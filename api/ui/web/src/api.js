@@ -15,23 +15,28 @@ export class ApiError extends Error {
   }
 }
 
-/** The logged-in user, kept for this browser tab only (sessionStorage). */
+/** The logged-in user, kept for this browser tab only (sessionStorage): a short access token, and the refresh
+ * token that renews it for the rest of the shift. */
 export const session = {
   read() {
     try {
       const value = JSON.parse(sessionStorage.getItem(TOKEN_KEY) || "null");
-      if (value && value.token && value.expiresAt > Date.now()) return value;
+      const now = Date.now();
+      if (value && value.token && (value.expiresAt > now || value.refreshExpiresAt > now)) return value;
     } catch {
       // A damaged entry is the same as none.
     }
     return null;
   },
   save(username, token) {
+    const now = Date.now();
     const value = {
       username,
       token: token.access_token,
       role: token.role,
-      expiresAt: Date.now() + token.expires_in * 1000,
+      expiresAt: now + token.expires_in * 1000,
+      refreshToken: token.refresh_token || null,
+      refreshExpiresAt: token.refresh_token ? now + token.refresh_expires_in * 1000 : 0,
     };
     sessionStorage.setItem(TOKEN_KEY, JSON.stringify(value));
     return value;
@@ -73,6 +78,57 @@ export async function login(username, password) {
   return session.save(username.trim().toLowerCase(), await response.json());
 }
 
+// Renew the access token this long before it expires, so a call never goes out with a dying one.
+const RENEW_BEFORE_MS = 30_000;
+let renewing = null;
+
+/** Trade the refresh token for new tokens (one request at a time, shared by every caller); null when refused. */
+function renew() {
+  const current = session.read();
+  if (!current || !current.refreshToken) return Promise.resolve(null);
+  renewing ??= (async () => {
+    try {
+      const response = await fetch("/auth/refresh", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ refresh_token: current.refreshToken }),
+      });
+      return response.ok ? session.save(current.username, await response.json()) : null;
+    } catch {
+      return null;
+    } finally {
+      renewing = null;
+    }
+  })();
+  return renewing;
+}
+
+/** Send a call with a live access token: renewed first when about to expire, and once more after a 401. */
+async function withToken(path, init) {
+  const current = session.read();
+  if (current && current.expiresAt - Date.now() < RENEW_BEFORE_MS) await renew();
+  const response = await fetch(path, { ...init, headers: authorised() });
+  if (response.status !== 401 || !(await renew())) return response;
+  return fetch(path, { ...init, headers: authorised() });
+}
+
+/** End the login on the server too (its refresh token stops working), then forget it here. */
+export async function logout() {
+  const current = session.read();
+  session.clear();
+  if (current && current.refreshToken) {
+    try {
+      await fetch("/auth/logout", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh_token: current.refreshToken }),
+      });
+    } catch {
+      // Offline: the refresh token expires on its own.
+    }
+  }
+}
+
 /** The headers of a call with the session's token. */
 function authorised() {
   const current = session.read();
@@ -96,12 +152,12 @@ async function answerOf(response) {
 
 /** GET a JSON resource with the session's token. */
 export async function get(path, params, { signal } = {}) {
-  return answerOf(await fetch(path + queryString(params), { headers: authorised(), signal }));
+  return answerOf(await withToken(path + queryString(params), { signal }));
 }
 
 /** POST (no body) with the session's token; answers the JSON the API sent back. */
 export async function post(path, { signal } = {}) {
-  return answerOf(await fetch(path, { method: "POST", headers: authorised(), signal }));
+  return answerOf(await withToken(path, { method: "POST", signal }));
 }
 
 /** Like `get`, but a missing route or resource (404) or a route not deployed yet (405) answers null. */

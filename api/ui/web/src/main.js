@@ -1,7 +1,7 @@
 // The operator view: a hash router over three views (login, machines, one machine).
 import "./styles.css";
 
-import { SESSION_ENDED, session } from "./api.js";
+import { SESSION_ENDED, logout, session } from "./api.js";
 import { loginView } from "./views/login.js";
 import { machineView } from "./views/machine.js";
 import { machinesView } from "./views/machines.js";
@@ -39,8 +39,8 @@ function render(notice) {
   }
 }
 
-document.getElementById("logout").addEventListener("click", () => {
-  session.clear();
+document.getElementById("logout").addEventListener("click", async () => {
+  await logout();
   render();
 });
 window.addEventListener("hashchange", () => render());
