@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from logging.config import fileConfig
+
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from core.db import install_sqlite_pragmas, sync_url
+from core.db import ensure_sqlite_folder, install_sqlite_pragmas, sync_url
 from core.models import Base
 from core.settings import DatabaseSettings, TimeseriesSettings
 
 config = context.config
-# `shopfloor migrate` (core.schema) passes the URL and the TimescaleDB settings; a plain `alembic` run reads them
-# from the environment here, once, so that the revisions themselves never do.
+# `shopfloor migrate` (core.schema) passes the URL and the TimescaleDB settings; a plain `alembic` run (alembic.ini
+# at the repository root) reads them from the environment or .env here, once, so that the revisions never do.
 url: str = config.attributes.get("database_url") or sync_url(DatabaseSettings().database_url).render_as_string(
     hide_password=False
 )
 config.attributes.setdefault("timeseries", TimeseriesSettings())
+if config.config_file_name is not None:  # the plain `alembic` command: its logging comes from alembic.ini
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+    ensure_sqlite_folder(url)
 
 target_metadata = Base.metadata
 
