@@ -19,7 +19,7 @@ PYTEST_WORKERS ?= 2
 # the table of files not fully covered and the total end the run; below `fail_under` the run fails.
 COVERAGE_ARGS ?= --cov --cov-report=term:skip-covered
 
-.PHONY: help uv install system-deps timescale-deps lint format test test-unit bench bench-ingest bench-gateway \
+.PHONY: help uv install requirements system-deps timescale-deps lint format test test-unit bench bench-ingest bench-gateway \
 	bench-history run-api migrate demo demo-deps clean ui
 
 help: ## list the targets
@@ -31,6 +31,12 @@ uv:
 
 install: uv ## install the locked Python dependencies into .venv
 	$(UV) sync --frozen --all-extras
+
+# The command tests/unit/test_requirements.py compares requirements.txt with.
+REQUIREMENTS_EXPORT = export --frozen --no-dev --all-extras --no-emit-project --no-header
+
+requirements: uv ## write requirements.txt (pinned, hashed) from uv.lock, for plants that install with pip
+	$(UV) $(REQUIREMENTS_EXPORT) -o requirements.txt
 
 # $(call apt_install,packages): install the Debian packages that are missing, and nothing when none is.
 define apt_install

@@ -43,6 +43,8 @@ RUN_BY: dict[str, tuple[str, ...]] = {
     "make demo-deps": ("tests/e2e/test_demo.py::test_make_demo_shows_readings_from_every_source_and_reuses_its_data",),
     "make ui": (CI, "tests/e2e/test_readme.py::test_make_run_api_migrates_builds_the_view_and_serves"),
     "make test-unit": ("tests/e2e/test_readme.py::test_make_test_unit_runs_the_unit_tier",),
+    # The test runs the target's own export command (read from the Makefile) and compares the file.
+    "make requirements": ("tests/unit/test_requirements.py::test_requirements_txt_matches_the_lock_file",),
     "make migrate": ("tests/e2e/test_readme.py::test_make_run_api_migrates_builds_the_view_and_serves",),
     "make run-api": ("tests/e2e/test_readme.py::test_make_run_api_migrates_builds_the_view_and_serves",),
     "make bench": (
