@@ -17,6 +17,7 @@ from api.errors import install_error_handlers
 from api.headers import SecurityHeadersMiddleware
 from api.health.router import router as health_router
 from api.issues.router import router as issues_router
+from api.issues.types import document_issue_types
 from api.limits import BodyLimitMiddleware
 from api.machines.router import router as machines_router
 from api.machines.stream import StreamHub
@@ -111,6 +112,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
+    document_issue_types(app, settings.tracking.issue_types)
     routers = [
         auth_router,
         users_router,

@@ -16,10 +16,19 @@ Network = IPv4Network | IPv6Network
 
 
 def _parse(value: str) -> IPv4Address | IPv6Address | None:
+    """An address as proxies write it: bare, `[v6]`, `v4:port` or `[v6]:port`; IPv4-mapped IPv6 as IPv4."""
+    text = value.strip()
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else text
+    elif text.count(":") == 1:  # IPv4 with a port (an IPv6 address has several colons)
+        text = text.split(":", 1)[0]
     try:
-        return ip_address(value.strip())
+        address = ip_address(text)
     except ValueError:
         return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _trusted(address: IPv4Address | IPv6Address | None, proxies: Sequence[Network]) -> bool:
@@ -29,8 +38,9 @@ def _trusted(address: IPv4Address | IPv6Address | None, proxies: Sequence[Networ
 def client_address(scope: Scope, *, trusted_proxies: Sequence[Network] = ()) -> str | None:
     """The client's address: the peer, or, when the peer is a trusted proxy, what the proxies say it is."""
     client = scope.get("client")
-    peer = str(client[0]) if client else None  # ASGI gives (host, port)
-    if not trusted_proxies or not _trusted(_parse(peer or ""), trusted_proxies):
+    parsed_peer = _parse(str(client[0])) if client else None  # ASGI gives (host, port)
+    peer = str(parsed_peer) if parsed_peer is not None else (str(client[0]) if client else None)
+    if not trusted_proxies or not _trusted(parsed_peer, trusted_proxies):
         return peer
     forwarded = [
         entry.strip()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.throttle import LoginThrottle
 from api.context import AppContext, context_of
+from core.db import transaction
 from core.errors import Forbidden, Unauthenticated
 from core.models import Role, UserAccount
 from core.security import InvalidToken, PasswordHasher, Principal, TokenService
@@ -78,6 +79,19 @@ async def current_principal(
     A token issued before the user's last password change, reset, deactivation or role change (an older token
     version) is refused like an expired one.
     """
+    return await _principal(request, session, tokens, token)
+
+
+async def detached_principal(
+    request: Request, context: Context, tokens: Tokens, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal:
+    """`current_principal`, read in a short transaction of its own: for routes that call the login throttle (which
+    commits on a connection of its own) before they write, so no request ever holds two pooled connections."""
+    async with transaction(context.session_factory) as session:
+        return await _principal(request, session, tokens, token)
+
+
+async def _principal(request: Request, session: AsyncSession, tokens: TokenService, token: str | None) -> Principal:
     if not token:
         raise Unauthenticated("A bearer token is required")
     try:
@@ -95,6 +109,7 @@ async def current_principal(
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+DetachedUser = Annotated[Principal, Depends(detached_principal)]
 
 
 def require_roles(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:

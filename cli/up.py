@@ -135,7 +135,8 @@ def amqtt_config(*, port: int) -> str:
 def gateway_config(example: GatewayConfig, *, ports: Ports, protocol: str, buffer_path: Path) -> GatewayConfig:
     """The example gateway config with the demo's ports, broker and buffer filled in (anonymous demo broker)."""
     broker = example.broker.model_copy(
-        update={"host": HOST, "port": ports.mqtt, "protocol": protocol, "username": None, "password": None}
+        # The demo broker is plaintext on loopback: whatever TLS the example asks for does not apply.
+        update={"host": HOST, "port": ports.mqtt, "protocol": protocol, "username": None, "password": None, "tls": None}
     )
     devices: list[ModbusDevice | OpcUaDevice] = []
     for device in example.devices:
@@ -237,6 +238,8 @@ def _stack_children(
     }
     env.pop("MQTT_USERNAME", None)  # the demo broker is anonymous
     env.pop("MQTT_PASSWORD", None)
+    for name in ("MQTT_TLS", "MQTT_CA_FILE", "MQTT_CERT_FILE", "MQTT_KEY_FILE"):  # and plaintext on loopback
+        env.pop(name, None)
     me = [sys.executable, "-m", "cli"]
     sim = [*me, "simulate"]
     device = ["--port", str(ports.mqtt), "--site", SITE, "--machine", MQTT_DEVICE_MACHINE]

@@ -7,21 +7,40 @@ same transaction, so a batch is stored whole or not at all, and storing it twice
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, text, tuple_, update
+from sqlalchemy import delete, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.contract import MachineState, Telemetry
+from core.clock import utcnow
+from core.contract import MachineState, Telemetry, telemetry_topic
+from core.lru import LruCache
 from core.models import Base, DeadLetter, Machine, MachineLatest, MachineStateChange, Reading
 
 MachineKey = tuple[str, str]  # (site, code)
 
 _READING_COLUMNS = ("machine_id", "tag", "ts", "value")
+
+# Defaults of DEAD_LETTER_MAX_PAYLOAD_BYTES and of the machine cache (the ingestor's settings override the first).
+DEAD_LETTER_MAX_PAYLOAD_BYTES = 4096
+MACHINE_CACHE_SIZE = 10_000
+_REASON_CHARS = 2000
+ARCHIVED_REASON = "machine archived (DELETE /machines/{id}): nothing more is stored for it"
+_TOPIC_CHARS = 1024
+# NUL is refused by PostgreSQL text; the other controls (and lone surrogates, which UTF-8 cannot encode) make
+# reasons unreadable or unstorable. All come from device input, so they are escaped, never stored raw.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def plain_text(value: str, limit: int) -> str:
+    """`value` as text both databases accept: control characters escaped as `\\uXXXX`, at most `limit` chars."""
+    return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", value)[:limit]
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,7 @@ class WriteResult:
     machines_registered: int
     dead_lettered: int
     machine_ids: dict[MachineKey, int] = field(repr=False, default_factory=dict)
+    statuses_ignored: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -85,36 +105,129 @@ class WriteResult:
             self.machines_registered + other.machines_registered,
             self.dead_lettered + other.dead_lettered,
             self.machine_ids | other.machine_ids,
+            self.statuses_ignored + other.statuses_ignored,
         )
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Machine ids found or registered, and the machines refused with the reason."""
+
+    ids: dict[MachineKey, int]
+    registered: int
+    refused: dict[MachineKey, str]
 
 
 class MachineRegistry:
-    """Machine ids by (site, code), cached per process; unknown machines are registered when allowed."""
+    """Machine ids by (site, code), cached per process (LRU); unknown machines are registered when allowed.
 
-    def __init__(self, *, auto_register: bool):
+    Registration is capped per site per hour (counted in the database, so restarts and other ingestors count too):
+    one device login must not be able to fill the machine table.
+    """
+
+    def __init__(
+        self,
+        *,
+        auto_register: bool,
+        max_per_site_per_hour: int | None = None,
+        cache_size: int = MACHINE_CACHE_SIZE,
+    ):
         self.auto_register = auto_register
-        self._ids: dict[MachineKey, int] = {}
+        self.max_per_site_per_hour = max_per_site_per_hour
+        self.cache: LruCache[MachineKey, int] = LruCache(cache_size)
 
     def remember(self, ids: dict[MachineKey, int]) -> None:
         """Keep ids learnt in a committed transaction."""
-        self._ids.update(ids)
+        for key, machine_id in ids.items():
+            self.cache.put(key, machine_id)
 
-    async def resolve(self, conn: AsyncConnection, keys: set[MachineKey]) -> tuple[dict[MachineKey, int], int]:
-        """Ids of these machines (registering the unknown ones if allowed) and how many were registered."""
-        found = {key: self._ids[key] for key in keys if key in self._ids}
-        missing = keys - found.keys()
-        if not missing:
-            return found, 0
-        found |= await _lookup(conn, missing)
-        new = missing - found.keys()
-        if not new or not self.auto_register:
-            return found, 0
+    async def resolve(
+        self, conn: AsyncConnection, keys: set[MachineKey], *, register: set[MachineKey] | None = None
+    ) -> Resolution:
+        """Ids of these machines; unknown ones among `register` (default: all) are registered if allowed.
+
+        Archived machines are refused, never registered again; a cached id is checked too, since another process
+        (the API's DELETE /machines/{id}) may have archived it since.
+        """
+        found: dict[MachineKey, int] = {}
+        for key in keys:
+            cached = self.cache.get(key)
+            if cached is not None:
+                found[key] = cached
+        archived = await _archived(conn, found)
+        for key in archived:
+            del found[key]
+        missing = keys - found.keys() - archived
+        if missing:
+            looked_up, also_archived = await _lookup_active(conn, missing)
+            found |= looked_up
+            archived |= also_archived
+        refused = dict.fromkeys(archived, ARCHIVED_REASON)
+        new = (missing - found.keys() - archived) & (keys if register is None else register)
+        if not new:
+            return Resolution(found, 0, refused)
+        if not self.auto_register:
+            return Resolution(found, 0, refused | dict.fromkeys(new, "unknown machine (registration off)"))
+        accepted, over_cap = await self._within_cap(conn, new)
+        refused |= over_cap
+        if not accepted:
+            return Resolution(found, 0, refused)
         statement = _dialect_insert(conn, Machine).values(
-            [{"site": site, "code": code, "name": code, "auto_registered": True} for site, code in sorted(new)]
+            [{"site": site, "code": code, "name": code, "auto_registered": True} for site, code in sorted(accepted)]
         )
         await conn.execute(statement.on_conflict_do_nothing(index_elements=["site", "code"]))
-        registered = await _lookup(conn, new)
-        return found | registered, len(registered)
+        registered = await _lookup(conn, accepted)
+        return Resolution(found | registered, len(registered), refused)
+
+    async def _within_cap(
+        self, conn: AsyncConnection, new: set[MachineKey]
+    ) -> tuple[set[MachineKey], dict[MachineKey, str]]:
+        cap = self.max_per_site_per_hour
+        if cap is None:
+            return new, {}
+        accepted: set[MachineKey] = set()
+        refused: dict[MachineKey, str] = {}
+        since = utcnow() - timedelta(hours=1)
+        for site in sorted({site for site, _ in new}):
+            recent = await conn.scalar(
+                select(func.count())
+                .select_from(Machine)
+                .where(Machine.site == site, Machine.auto_registered.is_(True), Machine.created_at >= since)
+            )
+            room = max(0, cap - int(recent or 0))
+            ordered = sorted(key for key in new if key[0] == site)
+            accepted.update(ordered[:room])
+            reason = (
+                f"machine registration refused: site {site} reached {cap} auto-registered machines in the last hour "
+                "(INGEST_AUTO_REGISTER_MAX_PER_SITE_PER_HOUR)"
+            )
+            refused.update(dict.fromkeys(ordered[room:], reason))
+        return accepted, refused
+
+
+async def _archived(conn: AsyncConnection, ids: dict[MachineKey, int]) -> set[MachineKey]:
+    if not ids:
+        return set()
+    rows = await conn.execute(
+        select(Machine.site, Machine.code).where(Machine.id.in_(sorted(ids.values())), Machine.archived_at.is_not(None))
+    )
+    return {(site, code) for site, code in rows}
+
+
+async def _lookup_active(conn: AsyncConnection, keys: set[MachineKey]) -> tuple[dict[MachineKey, int], set[MachineKey]]:
+    rows = await conn.execute(
+        select(Machine.site, Machine.code, Machine.id, Machine.archived_at).where(
+            tuple_(Machine.site, Machine.code).in_(sorted(keys))
+        )
+    )
+    active: dict[MachineKey, int] = {}
+    archived: set[MachineKey] = set()
+    for site, code, machine_id, archived_at in rows:
+        if archived_at is None:
+            active[(site, code)] = machine_id
+        else:
+            archived.add((site, code))
+    return active, archived
 
 
 async def _lookup(conn: AsyncConnection, keys: set[MachineKey]) -> dict[MachineKey, int]:
@@ -128,23 +241,43 @@ def _dialect_insert(conn: AsyncConnection, entity: type[Base]) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(entity)
 
 
-async def write_batch(conn: AsyncConnection, batch: IngestBatch, *, registry: MachineRegistry) -> WriteResult:
+def dead_letter_row(rejected: RejectedMessage, *, max_payload_bytes: int) -> dict[str, Any]:
+    """The `dead_letter` row of a rejected message: plain-text topic and reason, payload cut to the limit."""
+    return {
+        "source": rejected.source,
+        "topic": plain_text(rejected.topic, _TOPIC_CHARS),
+        "payload": rejected.payload[:max_payload_bytes],
+        "payload_size": len(rejected.payload),
+        "payload_sha256": hashlib.sha256(rejected.payload).hexdigest(),
+        "reason": plain_text(rejected.reason, _REASON_CHARS),
+    }
+
+
+async def write_batch(
+    conn: AsyncConnection,
+    batch: IngestBatch,
+    *,
+    registry: MachineRegistry,
+    dead_letter_max_payload_bytes: int = DEAD_LETTER_MAX_PAYLOAD_BYTES,
+) -> WriteResult:
     """Store a batch in the caller's transaction; after committing, the caller passes
-    `result.machine_ids` to `registry.remember` (ids learnt in a rolled-back transaction must not be cached)."""
-    keys = {(message.site, message.machine) for message in batch.telemetry}
-    keys |= {(status.site, status.machine) for status in batch.statuses}
-    ids, registered = await registry.resolve(conn, keys)
+    `result.machine_ids` to `registry.remember` (ids learnt in a rolled-back transaction must not be cached).
+
+    Only telemetry registers machines: a (retained) status of an unknown machine is ignored and counted.
+    """
+    registering = {(message.site, message.machine) for message in batch.telemetry}
+    keys = registering | {(status.site, status.machine) for status in batch.statuses}
+    resolution = await registry.resolve(conn, keys, register=registering)
+    ids = resolution.ids
     rejected = list(batch.rejected)
     telemetry = []
     for message in batch.telemetry:
-        if (message.site, message.machine) in ids:
+        key = (message.site, message.machine)
+        if key in ids:
             telemetry.append(message)
         else:
-            rejected.append(
-                RejectedMessage(
-                    "ingest", f"{message.site}/{message.machine}", b"", "unknown machine (registration off)"
-                )
-            )
+            reason = resolution.refused.get(key, "unknown machine")
+            rejected.append(RejectedMessage("ingest", telemetry_topic(*key), b"", reason))
     rows = [
         (ids[(message.site, message.machine)], reading.tag, reading.ts, reading.value)
         for message in telemetry
@@ -154,13 +287,19 @@ async def write_batch(conn: AsyncConnection, batch: IngestBatch, *, registry: Ma
     await _upsert_latest(conn, rows)
     states = await _insert_states(conn, ids, telemetry)
     await _touch_last_seen(conn, ids, telemetry)
-    await _apply_statuses(conn, ids, batch.statuses)
+    ignored = await _apply_statuses(conn, ids, batch.statuses)
     if rejected:
         await conn.execute(
             insert(DeadLetter),
-            [{"source": r.source, "topic": r.topic, "payload": r.payload, "reason": r.reason[:2000]} for r in rejected],
+            [dead_letter_row(r, max_payload_bytes=dead_letter_max_payload_bytes) for r in rejected],
         )
-    return WriteResult(len(rows), inserted, states, registered, len(rejected), ids)
+    return WriteResult(len(rows), inserted, states, resolution.registered, len(rejected), ids, statuses_ignored=ignored)
+
+
+async def purge_dead_letters(conn: AsyncConnection, *, before: datetime) -> int:
+    """Delete dead letters received before `before` (DEAD_LETTER_RETENTION_DAYS); how many went."""
+    result = await conn.execute(delete(DeadLetter).where(DeadLetter.received_at < before))
+    return int(result.rowcount or 0)
 
 
 async def _insert_readings(conn: AsyncConnection, rows: Sequence[tuple[int, str, datetime, float]]) -> int:
@@ -266,10 +405,12 @@ async def _touch_last_seen(conn: AsyncConnection, ids: dict[MachineKey, int], te
         )
 
 
-async def _apply_statuses(conn: AsyncConnection, ids: dict[MachineKey, int], statuses: Sequence[StatusUpdate]) -> None:
+async def _apply_statuses(conn: AsyncConnection, ids: dict[MachineKey, int], statuses: Sequence[StatusUpdate]) -> int:
+    ignored = 0
     for status in sorted(statuses, key=lambda s: s.ts):
         machine_id = ids.get((status.site, status.machine))
         if machine_id is None:
+            ignored += 1
             continue
         await conn.execute(
             update(Machine)
@@ -277,3 +418,4 @@ async def _apply_statuses(conn: AsyncConnection, ids: dict[MachineKey, int], sta
             .where(Machine.status_changed_at.is_(None) | (Machine.status_changed_at <= status.ts))
             .values(online=status.online, status_changed_at=status.ts)
         )
+    return ignored

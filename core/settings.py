@@ -7,12 +7,14 @@ from datetime import timedelta
 from enum import StrEnum
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Annotated, Self
+from pathlib import Path
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.contract import TimeWindow
+from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, check_tls_port
 
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT_CHARACTERS = 10
@@ -131,8 +133,8 @@ class AuthSettings(BaseSettings):
     login_max_failures_per_user: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_failure_window_s: int = Field(default=300, ge=1)
-    # Past this many failures of one username from all addresses, each further attempt waits before it is checked:
-    # slowed down, never locked out.
+    # Past this many failures of one username from all addresses, attempts on it are queued this far apart (however
+    # many arrive at once): slowed down, never locked out.
     login_slowdown_after: int = Field(default=25, ge=1)
     login_slowdown_s: float = Field(default=2.0, ge=0, le=60)
     # Self-registrations accepted from one address per window (each costs a password hash).
@@ -416,10 +418,49 @@ class MqttSettings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # TLS towards the broker; the broker's certificate and host name are always checked. No CA file: the system's
+    # trust store. A client certificate (both files) for listeners that require one.
     mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     # 5 for Mosquitto and other MQTT 5 brokers; 3.1.1 for brokers without MQTT 5 (the embedded demo broker, amqtt):
     # then no shared subscription and no session-expiry or receive-maximum properties.
-    mqtt_protocol: str = Field(default="5", pattern=r"^(5|3\.1\.1)$")
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+
+    @model_validator(mode="after")
+    def _tls_holds_together(self) -> Self:
+        # ConfigurationError passes through pydantic as it is: one line naming the variable.
+        files = {"ca_file": self.mqtt_ca_file, "cert_file": self.mqtt_cert_file, "key_file": self.mqtt_key_file}
+        if not self.mqtt_tls:
+            given = [f"MQTT_{name.upper()}" for name, path in files.items() if path is not None]
+            if given:
+                raise ConfigurationError(f"{', '.join(given)} set but MQTT_TLS is false: set MQTT_TLS=true or unset it")
+            return self
+        tls = MqttTls(**files)
+        try:
+            tls.context()
+        except MqttTlsError as error:
+            raise ConfigurationError(f"MQTT_{error.field.upper()}: {error}") from None
+        problem = check_tls_port(tls, self.mqtt_port)
+        if problem:
+            raise ConfigurationError(f"MQTT_PORT: {problem}")
+        return self
+
+    def endpoint(self) -> MqttEndpoint:
+        """The broker as these settings describe it, for `core.mqtt.mqtt_client`."""
+        tls = None
+        if self.mqtt_tls:
+            tls = MqttTls(ca_file=self.mqtt_ca_file, cert_file=self.mqtt_cert_file, key_file=self.mqtt_key_file)
+        return MqttEndpoint(
+            host=self.mqtt_host,
+            port=self.mqtt_port,
+            username=self.mqtt_username,
+            password=self.mqtt_password.get_secret_value() if self.mqtt_password else None,
+            protocol=self.mqtt_protocol,
+            keepalive_s=self.mqtt_keepalive_s,
+            tls=tls,
+        )
 
 
 class IngestorSettings(BaseSettings):
@@ -435,7 +476,17 @@ class IngestorSettings(BaseSettings):
     ingest_batch_max_age_ms: int = Field(default=200, ge=1, le=60_000)
     # Messages received but not yet committed; also the MQTT 5 Receive Maximum, so the broker never sends more.
     ingest_max_inflight: int = Field(default=1000, ge=10, le=65535)
-    ingest_auto_register_machines: bool = True
+    # Register unknown machines on first telemetry; unset: on in development and test, off in production (a device
+    # login must not be able to fill the machine table). When on, capped per site per hour; the excess is
+    # dead-lettered. Retained statuses never register machines.
+    ingest_auto_register_machines: bool | None = None
+    ingest_auto_register_max_per_site_per_hour: int = Field(default=50, ge=1, le=100_000)
+    # Dead letters: the payload is cut to this many bytes (its size and SHA-256 are kept), letters older than the
+    # retention are deleted (0 keeps them), and at most this many per topic per minute are stored (the rest are
+    # acknowledged, counted and dropped).
+    dead_letter_max_payload_bytes: int = Field(default=4096, ge=0, le=1024 * 1024)
+    dead_letter_retention_days: int = Field(default=30, ge=0)
+    dead_letter_max_per_topic_per_min: int = Field(default=60, ge=1)
     ingest_drain_timeout_s: float = Field(default=20.0, gt=0)
     ingest_metrics_port: int | None = Field(default=9101, ge=0, le=65535)
     # Loopback unless a scraper elsewhere needs it (0.0.0.0 in the containers, where the network is private).
@@ -458,6 +509,13 @@ class IngestorProcessSettings(ProcessSettings):
                 "MQTT_USERNAME is required when SHOPFLOOR_ENV=production (the broker refuses anonymous)"
             )
         return self
+
+    @property
+    def auto_register_machines(self) -> bool:
+        """Whether telemetry of unknown machines registers them (INGEST_AUTO_REGISTER_MACHINES, off in production)."""
+        if self.ingest.ingest_auto_register_machines is None:
+            return self.env is not Environment.PRODUCTION
+        return self.ingest.ingest_auto_register_machines
 
 
 class ToolSettings(ProcessSettings):

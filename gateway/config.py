@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
+from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, check_tls_port
 from core.registers import REGISTER_COUNT, DataType, Order, RegisterType
 
 Code = Annotated[str, Field(pattern=f"^{CODE_PATTERN}$")]
@@ -25,6 +26,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class BrokerTls(_Strict):
+    """TLS towards the broker; its certificate and host name are always checked. Relative paths: from the file."""
+
+    # None: the system's trust store.
+    ca_file: Path | None = None
+    # Both, for a listener that requires client certificates.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file: a client certificate needs both cert_file and key_file")
+        return self
+
+    def resolved(self, folder: Path) -> BrokerTls:
+        """The same files, relative paths taken from `folder`."""
+        paths = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        return self.model_copy(
+            update={name: folder / path for name, path in paths.items() if path is not None and not path.is_absolute()}
+        )
+
+
 class BrokerConfig(_Strict):
     """Where to publish."""
 
@@ -32,13 +56,45 @@ class BrokerConfig(_Strict):
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
-    tls: bool = False
+    # `tls: true` (system trust store) or a mapping of BrokerTls fields; absent or false: plain MQTT.
+    tls: BrokerTls | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     # "5" (Mosquitto) or "3.1.1" (brokers without MQTT 5, such as the embedded demo broker). On 3.1.1 a PUBACK
     # carries no reason code, so "no matching subscribers" cannot hold a message back in the buffer.
     protocol: Literal["5", "3.1.1"] = "5"
     # Client id of the publisher connection; also keys the retained gateway status.
     client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_shorthand(cls, value: object) -> object:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_port(self) -> Self:
+        problem = check_tls_port(MqttTls() if self.tls is not None else None, self.port)
+        if problem:
+            raise ValueError(f"port: {problem}")
+        return self
+
+    def endpoint(self) -> MqttEndpoint:
+        """The broker as this section describes it, for `core.mqtt.mqtt_client`."""
+        tls = None
+        if self.tls is not None:
+            tls = MqttTls(ca_file=self.tls.ca_file, cert_file=self.tls.cert_file, key_file=self.tls.key_file)
+        return MqttEndpoint(
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+            protocol=self.protocol,
+            keepalive_s=self.keepalive_s,
+            tls=tls,
+        )
 
 
 class BufferConfig(_Strict):
@@ -283,4 +339,13 @@ def load_config(path: Path) -> GatewayConfig:
     if not config.buffer.path.is_absolute():
         buffer = config.buffer.model_copy(update={"path": path.parent / config.buffer.path})
         config = config.model_copy(update={"buffer": buffer})
+    if config.broker.tls is not None:
+        broker = config.broker.model_copy(update={"tls": config.broker.tls.resolved(path.parent)})
+        config = config.model_copy(update={"broker": broker})
+        try:
+            tls = broker.endpoint().tls
+            if tls is not None:
+                tls.context()
+        except MqttTlsError as error:
+            raise ConfigError(f"{path}: broker.tls.{error.field}: {error}") from None
     return config

@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 from core.contract import encode_status, encode_telemetry, gateway_status_topic, status_topic, telemetry_topic
 from core.lifecycle import Readiness, readiness, stop_on_signals
 from core.logging import get_logger
+from core.mqtt import mqtt_client
 from core.retry import Backoff, keep_connected, wait_or_stop
 from gateway.buffer import AsyncDiskBuffer
 from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
@@ -191,14 +192,9 @@ class Gateway:
     def _client(self) -> aiomqtt.Client:
         broker = self.config.broker
         topic = gateway_status_topic(self.config.site, self.config.gateway_id)
-        return aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=broker.username,
-            password=broker.password.get_secret_value() if broker.password else None,
+        return mqtt_client(
+            broker.endpoint(),
             identifier=broker.client_id or f"gateway-{self.config.site}-{self.config.gateway_id}",
-            protocol=aiomqtt.ProtocolVersion.V5 if broker.protocol == "5" else aiomqtt.ProtocolVersion.V311,
-            keepalive=broker.keepalive_s,
             will=aiomqtt.Will(topic, encode_status(False, will=True), qos=1, retain=True),
             max_inflight_messages=PUBLISH_WINDOW,
             timeout=10,

@@ -15,6 +15,7 @@ from core.contract import (
     parse_topic,
 )
 from core.ingest import RejectedMessage, StatusUpdate
+from core.lru import LruCache
 
 Decoded = Telemetry | StatusUpdate | RejectedMessage | None
 
@@ -46,13 +47,16 @@ def decode_message(topic: str, payload: bytes, *, received_at: datetime, window:
 
 # A drop larger than this is a publisher that restarted its counter, not a redelivery of older messages.
 RESTART_DROP = 1000
+# Publishers followed by the sequence tracker; the least recently heard one is forgotten beyond it.
+SEQ_TRACKER_SIZE = 10_000
+OVERFLOW_TOPIC = "*"
 
 
 @dataclass
 class SeqTracker:
-    """Counts messages missing from each publisher's `seq` sequence."""
+    """Counts messages missing from each publisher's `seq` sequence (bounded: an LRU of publishers)."""
 
-    last: dict[tuple[str, str], int] = field(default_factory=dict)
+    last: LruCache[tuple[str, str], int] = field(default_factory=lambda: LruCache(SEQ_TRACKER_SIZE))
 
     def observe(self, message: Telemetry) -> int:
         """How many messages went missing just before this one."""
@@ -61,8 +65,30 @@ class SeqTracker:
         key = (message.site, message.machine)
         previous = self.last.get(key)
         if previous is None or message.seq > previous:
-            self.last[key] = message.seq
+            self.last.put(key, message.seq)
             return 0 if previous is None else message.seq - previous - 1
         if previous - message.seq > RESTART_DROP:
-            self.last[key] = message.seq
+            self.last.put(key, message.seq)
         return 0
+
+
+@dataclass
+class TopicRateLimit:
+    """At most `per_minute` events per topic in each clock minute (a fixed window; forgotten when it rolls)."""
+
+    per_minute: int
+    # Beyond this many topics in one window, new topics share one count: the limiter itself stays bounded.
+    max_topics: int = 10_000
+    _window: int = -1
+    _counts: dict[str, int] = field(default_factory=dict)
+
+    def allow(self, topic: str, *, now: float) -> tuple[bool, bool]:
+        """Whether this event is within the limit, and whether it is the first one over it in this window."""
+        window = int(now // 60)
+        if window != self._window:
+            self._window, self._counts = window, {}
+        if topic not in self._counts and len(self._counts) >= self.max_topics:
+            topic = OVERFLOW_TOPIC
+        count = self._counts.get(topic, 0) + 1
+        self._counts[topic] = count
+        return count <= self.per_minute, count == self.per_minute + 1

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from core.lru import LruCache
 
 
 @dataclass(frozen=True)
@@ -16,6 +22,9 @@ class IngestMetrics:
     readings_written: Counter
     duplicates: Counter
     dead_letters: Counter
+    dead_letters_dropped: Counter
+    statuses_ignored: Counter
+    transactions: Counter
     seq_gaps: Counter
     db_errors: Counter
     batch_readings: Histogram
@@ -42,6 +51,24 @@ class IngestMetrics:
             ),
             dead_letters=Counter(
                 "shopfloor_ingest_dead_letters", "Messages kept in dead_letter instead of stored", registry=registry
+            ),
+            dead_letters_dropped=Counter(
+                "shopfloor_ingest_dead_letters_dropped",
+                "Rejected messages acknowledged without a dead letter (rate_limit: over the per-topic limit; "
+                "unstorable: the database refused even the dead letter)",
+                ["reason"],
+                registry=registry,
+            ),
+            statuses_ignored=Counter(
+                "shopfloor_ingest_statuses_ignored",
+                "Machine statuses for unknown machines (statuses never register machines)",
+                registry=registry,
+            ),
+            transactions=Counter(
+                "shopfloor_ingest_write_transactions",
+                "Write transactions (batch: a batch or its good part; single: one message, after a refused batch)",
+                ["mode"],
+                registry=registry,
             ),
             seq_gaps=Counter(
                 "shopfloor_ingest_seq_gaps", "Messages missing according to publishers' seq", registry=registry
@@ -71,3 +98,24 @@ class IngestMetrics:
                 registry=registry,
             ),
         )
+
+    def watch_caches(self, caches: Mapping[str, LruCache[Any, Any]]) -> None:
+        """Export the hits, misses and sizes of these caches."""
+        self.registry.register(_CacheCollector(caches))
+
+
+class _CacheCollector(Collector):
+    def __init__(self, caches: Mapping[str, LruCache[Any, Any]]):
+        self.caches = caches
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = CounterMetricFamily(
+            "shopfloor_ingest_cache_lookups", "Lookups in the ingestor's bounded caches", labels=["cache", "result"]
+        )
+        entries = GaugeMetricFamily("shopfloor_ingest_cache_entries", "Entries in each cache", labels=["cache"])
+        for name, cache in self.caches.items():
+            lookups.add_metric([name, "hit"], cache.hits)
+            lookups.add_metric([name, "miss"], cache.misses)
+            entries.add_metric([name], len(cache))
+        yield lookups
+        yield entries

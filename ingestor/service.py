@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -26,20 +27,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.clock import utcnow
 from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER, Telemetry, shared
 from core.db import TRANSIENT_DB_ERRORS, create_engine_from_settings
-from core.ingest import IngestBatch, MachineRegistry, RejectedMessage, StatusUpdate, WriteResult, write_batch
+from core.ingest import (
+    IngestBatch,
+    MachineRegistry,
+    RejectedMessage,
+    StatusUpdate,
+    WriteResult,
+    plain_text,
+    purge_dead_letters,
+    write_batch,
+)
 from core.lifecycle import Readiness, readiness, stop_on_signals
 from core.logging import get_logger
+from core.mqtt import mqtt_client
 from core.retry import Backoff, keep_connected, retry
 from core.settings import IngestorProcessSettings
 from ingestor.ack import ack, enable_manual_ack
 from ingestor.batching import next_batch
-from ingestor.decode import Decoded, GatewayStatus, SeqTracker, decode_message
+from ingestor.decode import Decoded, GatewayStatus, SeqTracker, TopicRateLimit, decode_message
 from ingestor.prometheus import IngestMetrics
 
 log = get_logger("shopfloor.ingestor")
 
 # Connection trouble (core.db.TRANSIENT_DB_ERRORS) is worth waiting out; these in a batch are a poison message.
 POISON_DB_ERRORS: tuple[type[BaseException], ...] = (DataError, IntegrityError)
+# How often dead letters older than DEAD_LETTER_RETENTION_DAYS are deleted.
+RETENTION_INTERVAL_S = 3600.0
+NOTHING = WriteResult(0, 0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -72,10 +86,15 @@ class Ingestor:
         self.config = settings.ingest
         self.engine = engine or create_engine_from_settings(settings.database)
         self.metrics = metrics or IngestMetrics.create()
-        self.registry = MachineRegistry(auto_register=self.config.ingest_auto_register_machines)
+        self.registry = MachineRegistry(
+            auto_register=settings.auto_register_machines,
+            max_per_site_per_hour=self.config.ingest_auto_register_max_per_site_per_hour,
+        )
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=self.config.ingest_max_inflight)
         self.window = settings.telemetry.window()
         self.seq = SeqTracker()
+        self.dead_letter_limit = TopicRateLimit(self.config.dead_letter_max_per_topic_per_min)
+        self.metrics.watch_caches({"machines": self.registry.cache, "seq": self.seq.last})
         self.subscribed = asyncio.Event()
         self.ready = ready or Readiness()
         self._client: aiomqtt.Client | None = None
@@ -85,8 +104,10 @@ class Ingestor:
         """Consume until `stop` is set, then drain: commit and acknowledge what was received, and return."""
         async with asyncio.TaskGroup() as group:
             writer = group.create_task(self._write_loop(), name="ingest:writer")
+            retention = group.create_task(self._retention_loop(), name="ingest:dead-letter-retention")
             await self._mqtt_loop(stop)
             writer.cancel()
+            retention.cancel()
 
     # ---- broker side -------------------------------------------------------------------------------------------
 
@@ -100,17 +121,12 @@ class Ingestor:
             properties.SessionExpiryInterval = self.config.ingest_session_expiry_s
             # The broker sends at most this many un-acknowledged messages: the queue can always take them.
             properties.ReceiveMaximum = self.config.ingest_max_inflight
-        client = aiomqtt.Client(
-            mqtt.mqtt_host,
-            mqtt.mqtt_port,
-            username=mqtt.mqtt_username,
-            password=mqtt.mqtt_password.get_secret_value() if mqtt.mqtt_password else None,
+        client = mqtt_client(
+            mqtt.endpoint(),
             identifier=self.config.ingest_client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             # MQTT 3.1.1 has no session expiry: a persistent session there is `clean_session=False`.
             clean_session=None if v5 else False,
             clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            keepalive=mqtt.mqtt_keepalive_s,
             properties=properties,
             timeout=10,
         )
@@ -181,13 +197,43 @@ class Ingestor:
             if decoded is None:
                 ack(client, message)
                 continue
+            if isinstance(decoded, RejectedMessage) and not self._dead_letter_allowed(decoded):
+                ack(client, message)
+                continue
             if isinstance(decoded, Telemetry) and (gaps := self.seq.observe(decoded)):
                 self.metrics.seq_gaps.inc(gaps)
                 log.warning("seq_gap", site=decoded.site, machine=decoded.machine, missing=gaps, seq=decoded.seq)
             await self.queue.put(Pending(message, epoch, time.monotonic(), decoded))
             self.metrics.uncommitted.inc()
 
+    def _dead_letter_allowed(self, rejected: RejectedMessage) -> bool:
+        """Within DEAD_LETTER_MAX_PER_TOPIC_PER_MIN; beyond it the message is counted, logged once, and dropped."""
+        allowed, first_over = self.dead_letter_limit.allow(rejected.topic, now=time.monotonic())
+        if not allowed:
+            self.metrics.dead_letters_dropped.labels("rate_limit").inc()
+            if first_over:
+                log.warning(
+                    "dead_letters_rate_limited",
+                    topic=plain_text(rejected.topic, 200),
+                    per_minute=self.dead_letter_limit.per_minute,
+                )
+        return allowed
+
     # ---- database side -----------------------------------------------------------------------------------------
+
+    async def _retention_loop(self) -> None:
+        days = self.config.dead_letter_retention_days
+        if not days:
+            return
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    deleted = await purge_dead_letters(conn, before=utcnow() - timedelta(days=days))
+                if deleted:
+                    log.info("dead_letters_purged", rows=deleted, retention_days=days)
+            except TRANSIENT_DB_ERRORS as error:
+                log.warning("dead_letter_purge_failed", error=repr(error)[:500])
+            await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def _write_loop(self) -> None:
         while True:
@@ -207,16 +253,17 @@ class Ingestor:
     async def _commit(self, items: list[Pending]) -> None:
         started = time.perf_counter()
         try:
-            result = await self._store(_batch_of(items))
+            result = await self._store(_batch_of(items), mode="batch")
         except POISON_DB_ERRORS as error:
             log.error("batch_refused", error=repr(error)[:500], messages=len(items))
-            result = await self._store_one_by_one(items)
+            result = await self._store_split(items)
         self.registry.remember(result.machine_ids)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_readings.observe(result.readings_offered)
         self.metrics.readings_written.inc(result.readings_inserted)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.dead_letters.inc(result.dead_lettered)
+        self.metrics.statuses_ignored.inc(result.statuses_ignored)
         now = time.monotonic()
         client, epoch = self._client, self._epoch
         for item in items:
@@ -234,32 +281,57 @@ class Ingestor:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    async def _store(self, batch: IngestBatch) -> WriteResult:
+    async def _store(self, batch: IngestBatch, *, mode: str) -> WriteResult:
         async def attempt() -> WriteResult:
             async with self.engine.begin() as conn:
-                return await write_batch(conn, batch, registry=self.registry)
+                return await write_batch(
+                    conn,
+                    batch,
+                    registry=self.registry,
+                    dead_letter_max_payload_bytes=self.config.dead_letter_max_payload_bytes,
+                )
 
-        return await retry(
+        result = await retry(
             attempt,
             transient=TRANSIENT_DB_ERRORS,
             backoff=Backoff(base_s=0.2, cap_s=10.0),
             what="write_batch",
             on_error=lambda _: self.metrics.db_errors.inc(),
         )
+        self.metrics.transactions.labels(mode).inc()
+        return result
 
-    async def _store_one_by_one(self, items: list[Pending]) -> WriteResult:
-        """Find the message the database refuses and dead-letter it; store the others."""
-        total = WriteResult(0, 0, 0, 0, 0)
-        for item in items:
+    async def _store_split(self, items: list[Pending]) -> WriteResult:
+        """After a refused batch: the good messages go in as one batch and the rejected ones as another, so
+        what decoding rejected never sends the good ones one by one; only a part the database refuses is."""
+        good = [item for item in items if not isinstance(item.decoded, RejectedMessage)]
+        rejected = [item for item in items if isinstance(item.decoded, RejectedMessage)]
+        total = NOTHING
+        for part in (good, rejected):
+            if not part:
+                continue
             try:
-                result = await self._store(_batch_of([item]))
-            except POISON_DB_ERRORS as error:
-                rejected = RejectedMessage(
-                    "mqtt", str(item.message.topic), _payload(item.message), f"database refused: {error!r}"[:1000]
-                )
-                result = await self._store(IngestBatch(rejected=[rejected]))
-            total += result
+                total += await self._store(_batch_of(part), mode="batch")
+            except POISON_DB_ERRORS:
+                for item in part:
+                    total += await self._store_single(item)
         return total
+
+    async def _store_single(self, item: Pending) -> WriteResult:
+        """Store one message, else dead-letter it, else log it and let it be acknowledged: never retried forever."""
+        topic, payload = str(item.message.topic), _payload(item.message)
+        try:
+            return await self._store(_batch_of([item]), mode="single")
+        except POISON_DB_ERRORS as error:
+            refused = RejectedMessage("mqtt", topic, payload, f"database refused: {error!r}")
+        try:
+            return await self._store(IngestBatch(rejected=[refused]), mode="single")
+        except POISON_DB_ERRORS as error:
+            self.metrics.dead_letters_dropped.labels("unstorable").inc()
+            log.error(
+                "dead_letter_unstorable", topic=plain_text(topic, 200), size=len(payload), error=repr(error)[:500]
+            )
+            return NOTHING
 
 
 def _payload(message: aiomqtt.Message) -> bytes:

@@ -12,6 +12,7 @@ import asyncio
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -19,6 +20,7 @@ import aiomqtt
 from core.clock import utcnow
 from core.contract import encode_status, encode_telemetry, status_topic, telemetry_topic
 from core.lifecycle import add_ready_file_option, readiness, stop_on_signals
+from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, check_tls_port, mqtt_client
 from core.retry import wait_or_stop
 from simulators.injection import InjectionMachine, InjectionParams
 
@@ -38,6 +40,7 @@ class MqttDevice:
     interval_s: float = 1.0
     samples_per_message: int = 5
     protocol: str = "5"
+    tls: MqttTls | None = None
     params: InjectionParams = field(default_factory=InjectionParams)
     record: list[tuple[datetime, str, float | int | str]] = field(default_factory=list)
     published: int = 0
@@ -45,13 +48,17 @@ class MqttDevice:
     async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
         """Publish until `stop` is set; then mark the device offline and disconnect."""
         model = InjectionMachine(seed=self.seed, params=self.params)
-        async with aiomqtt.Client(
-            self.host,
-            self.port,
+        endpoint = MqttEndpoint(
+            host=self.host,
+            port=self.port,
             username=self.username,
             password=self.password,
+            protocol="3.1.1" if self.protocol == "3.1.1" else "5",
+            tls=self.tls,
+        )
+        async with mqtt_client(
+            endpoint,
             identifier=f"device-{self.site}-{self.machine}",
-            protocol=aiomqtt.ProtocolVersion.V311 if self.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5,
             will=aiomqtt.Will(
                 status_topic(self.site, self.machine), encode_status(False, will=True), qos=1, retain=True
             ),
@@ -99,8 +106,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     parser.add_argument("--samples-per-message", type=int, default=5)
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="MQTT version (3.1.1 for amqtt)")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS (the broker's name is checked)")
+    parser.add_argument("--ca-file", type=Path, help="CA certificate(s) to trust (default: the system's); needs --tls")
+    parser.add_argument("--cert-file", type=Path, help="client certificate (with --key-file); needs --tls")
+    parser.add_argument("--key-file", type=Path, help="client certificate's private key; needs --tls")
     add_ready_file_option(parser)
     return parser
+
+
+def _tls(args: argparse.Namespace) -> MqttTls | None:
+    """The TLS options as core's MqttTls; exit 2 with one line when they do not hold together."""
+    files = {"ca_file": args.ca_file, "cert_file": args.cert_file, "key_file": args.key_file}
+    if not args.tls:
+        if any(path is not None for path in files.values()):
+            _parser().error("--ca-file, --cert-file and --key-file need --tls")
+        return None
+    tls = MqttTls(**files)
+    try:
+        tls.context()
+    except MqttTlsError as error:
+        _parser().error(f"--{error.field.replace('_', '-')}: {error}")
+    problem = check_tls_port(tls, args.port)
+    if problem:
+        _parser().error(f"--port: {problem}")
+    return tls
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -116,6 +145,7 @@ async def _serve(args: argparse.Namespace) -> int:
         interval_s=args.interval,
         samples_per_message=args.samples_per_message,
         protocol=args.protocol,
+        tls=_tls(args),
     )
     connected = asyncio.Event()
     with stop_on_signals() as stop:

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 
 from api.auth import service, sessions
 from api.auth.schemas import LoginRequest, PasswordChange, RefreshRequest, RegisterRequest, TokenRead
-from api.deps import Context, CurrentUser, Hasher, Now, Session, Settings, Throttle, Tokens
+from api.deps import Context, CurrentUser, DetachedUser, Hasher, Now, Session, Settings, Throttle, Tokens
 from api.users.schemas import UserRead
 from core.clock import utcnow
 from core.db import transaction
@@ -122,7 +122,6 @@ async def refresh(body: RefreshRequest, request: Request, context: Context, toke
             tokens=tokens,
             presented=body.refresh_token,
             now=utcnow(),
-            refresh_ttl_s=context.settings.auth.refresh_token_ttl_s,
         )
     if refreshed is None:
         raise Unauthenticated("The refresh token was already used; log in again", code="refresh_token_reused")
@@ -141,18 +140,32 @@ async def logout(body: RefreshRequest, request: Request, session: Session) -> Re
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
 async def change_password(
-    body: PasswordChange, principal: CurrentUser, session: Session, hasher: Hasher, settings: Settings
+    body: PasswordChange,
+    request: Request,
+    principal: DetachedUser,
+    hasher: Hasher,
+    settings: Settings,
+    throttle: Throttle,
+    context: Context,
 ) -> Response:
-    """Change your own password; every token of yours, on every device, stops working (log in again)."""
-    await service.change_own_password(
-        session,
-        hasher=hasher,
-        user_id=principal.user_id,
-        current=body.current_password,
-        new=body.new_password,
-        min_password_length=settings.passwords.password_min_length,
-        now=utcnow(),
-    )
+    """Change your own password; every token of yours, on every device, stops working (log in again).
+
+    Wrong current passwords count like failed logins (429 past the limit)."""
+    # The throttle commits on connections of its own first; this request's write transaction opens only after it.
+    async with transaction(context.session_factory) as session:
+        await service.change_own_password(
+            session,
+            lookups=context.session_factory,
+            hasher=hasher,
+            throttle=throttle,
+            user_id=principal.user_id,
+            username=principal.username,
+            address=request.state.client_address,
+            current=body.current_password,
+            new=body.new_password,
+            min_password_length=settings.passwords.password_min_length,
+            now=utcnow(),
+        )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -12,7 +12,7 @@ from api.auth.sessions import revoke_everything
 from api.auth.throttle import LoginThrottle
 from api.users.service import check_password_policy, create_user
 from core.db import transaction
-from core.errors import Forbidden, RateLimited, Unauthenticated
+from core.errors import Conflict, Forbidden, RateLimited, Unauthenticated
 from core.logging import get_logger
 from core.models import Role, UserAccount
 from core.security import PasswordHasher
@@ -95,20 +95,30 @@ async def register(
 async def change_own_password(
     session: AsyncSession,
     *,
+    lookups: async_sessionmaker[AsyncSession],
     hasher: PasswordHasher,
+    throttle: LoginThrottle,
     user_id: int,
+    username: str,
+    address: str | None,
     current: str,
     new: str,
     min_password_length: int,
     now: datetime,
 ) -> None:
-    """Check the current password, store the new one, and end every session of the user."""
-    user = await session.get(UserAccount, user_id, with_for_update=True)
-    if user is None:  # pragma: no cover -- the caller was just loaded by current_principal
-        raise Unauthenticated("The token's user does not exist")
-    if not await asyncio.to_thread(hasher.verify, user.password_hash, current):
+    """Check the current password (throttled like a login: a stolen access token must not become a way to guess
+    it), store the new one, and end every session of the user. The hash is checked before the user row is locked."""
+    reservation = await throttle.begin_login(username=username, address=address)
+    async with transaction(lookups) as lookup:
+        found = await lookup.get(UserAccount, user_id)
+    if found is None or not await asyncio.to_thread(hasher.verify, found.password_hash, current):
+        log.warning("password_change_refused", user_id=user_id, client=address)
         raise Forbidden("The current password is wrong", code="wrong_password")
+    await throttle.login_succeeded(reservation, username=username, address=address)
     check_password_policy(new, min_length=min_password_length, field="new_password")
+    user = await session.get(UserAccount, user_id, with_for_update=True)
+    if user is None or user.password_hash != found.password_hash:  # changed meanwhile: start again
+        raise Conflict("The password was changed meanwhile; log in again", code="password_changed")
     user.password_hash = await asyncio.to_thread(hasher.hash, new)
     await revoke_everything(session, user=user, now=now)
     log.info("password_changed", user_id=user.id)

@@ -39,38 +39,55 @@ async def start_session(
 ) -> IssuedSession:
     """A new family: an access token and the family's first refresh token."""
     return await _issue(
-        session, tokens=tokens, user=user, family=new_secret()[:32], now=now, refresh_ttl_s=refresh_ttl_s
+        session,
+        tokens=tokens,
+        user=user,
+        family=new_secret()[:32],
+        now=now,
+        expires_at=now + timedelta(seconds=refresh_ttl_s),
     )
 
 
 async def refresh_session(
-    session: AsyncSession, *, tokens: TokenService, presented: str, now: datetime, refresh_ttl_s: int
+    session: AsyncSession, *, tokens: TokenService, presented: str, now: datetime
 ) -> tuple[UserAccount, IssuedSession] | None:
     """The user and the next access and refresh tokens of the presented token's family.
 
-    None when the token was already used or revoked: the family is revoked now, and the caller commits that before
-    it refuses the request (a rolled-back revocation would leave the copied token working).
+    None when the token was already used: the family is revoked now, and the caller commits that before it refuses
+    the request (a rolled-back revocation would leave the copied token working). The next token keeps the family's
+    deadline, so one login lasts REFRESH_TOKEN_TTL_S however often it is renewed.
+
+    Races are settled by the rows, not by locks (SQLite has none): the token is used up by a conditional UPDATE, so
+    of two parallel uses one is a reuse; and a token carries the user's token version when it was issued, so one
+    issued while a password reset was committing is refused at its first use.
     """
-    row = await _find(session, presented, lock=True)
+    row = await _find(session, presented)
     if row is None:
         raise Unauthenticated("The refresh token is invalid", code="invalid_refresh_token")
-    if row.used_at is not None or row.revoked_at is not None:
+    if row.revoked_at is not None and row.used_at is None:
+        raise Unauthenticated("The login was ended; log in again", code="refresh_token_revoked")
+    if row.expires_at <= now:
+        raise Unauthenticated("The refresh token has expired; log in again", code="refresh_token_expired")
+    used = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None))
+        .values(used_at=now)
+    )
+    if used.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
         await _revoke_family(session, row.family, now)
         log.warning("refresh_token_reused", user_id=row.user_id, family=row.family[:8])
         return None
-    if row.expires_at <= now:
-        raise Unauthenticated("The refresh token has expired; log in again", code="refresh_token_expired")
     user = await session.get(UserAccount, row.user_id)
-    if user is None or not user.is_active:
-        raise Unauthenticated("The token's user does not exist or is deactivated")
-    row.used_at = now
-    issued = await _issue(session, tokens=tokens, user=user, family=row.family, now=now, refresh_ttl_s=refresh_ttl_s)
+    if user is None or not user.is_active or user.token_version != row.token_version:
+        await _revoke_family(session, row.family, now)
+        raise Unauthenticated("The login was ended; log in again", code="refresh_token_revoked")
+    issued = await _issue(session, tokens=tokens, user=user, family=row.family, now=now, expires_at=row.expires_at)
     return user, issued
 
 
 async def end_session(session: AsyncSession, *, presented: str, now: datetime) -> int | None:
     """Revoke the presented refresh token's family; the user id, or None for an unknown token."""
-    row = await _find(session, presented, lock=False)
+    row = await _find(session, presented)
     if row is None:
         return None
     await _revoke_family(session, row.family, now)
@@ -89,7 +106,7 @@ async def revoke_everything(session: AsyncSession, *, user: UserAccount, now: da
 
 
 async def _issue(
-    session: AsyncSession, *, tokens: TokenService, user: UserAccount, family: str, now: datetime, refresh_ttl_s: int
+    session: AsyncSession, *, tokens: TokenService, user: UserAccount, family: str, now: datetime, expires_at: datetime
 ) -> IssuedSession:
     access = tokens.issue(user_id=user.id, role=user.role, now=now, version=user.token_version)
     refresh = new_secret()
@@ -98,8 +115,9 @@ async def _issue(
             user_id=user.id,
             family=family,
             token_hash=secret_digest(refresh),
+            token_version=user.token_version,
             issued_at=now,
-            expires_at=now + timedelta(seconds=refresh_ttl_s),
+            expires_at=expires_at,
         )
     )
     await session.flush()
@@ -107,15 +125,12 @@ async def _issue(
         access_token=access.token,
         expires_in=access.expires_in,
         refresh_token=refresh,
-        refresh_expires_in=refresh_ttl_s,
+        refresh_expires_in=max(0, int((expires_at - now).total_seconds())),
     )
 
 
-async def _find(session: AsyncSession, presented: str, *, lock: bool) -> RefreshToken | None:
-    query = select(RefreshToken).where(RefreshToken.token_hash == secret_digest(presented))
-    if lock:
-        query = query.with_for_update()
-    return await session.scalar(query)
+async def _find(session: AsyncSession, presented: str) -> RefreshToken | None:
+    return await session.scalar(select(RefreshToken).where(RefreshToken.token_hash == secret_digest(presented)))
 
 
 async def _revoke_family(session: AsyncSession, family: str, now: datetime) -> None:

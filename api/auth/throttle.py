@@ -15,6 +15,7 @@ a much higher count each attempt on it waits first (slowed down, never locked ou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from core.models import AuthAttempt
 
 log = get_logger("shopfloor.auth")
 
+# The longest an attempt queues behind others on a slowed-down username before it is refused with 429 instead.
+MAX_QUEUE_WAIT_S = 30.0
 # Rows older than the longest window are deleted every this many reservations.
 PRUNE_EVERY = 200
 
@@ -45,10 +48,22 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class Spacing:
+    """Past `after` attempts under `key` within `window_s`, the next attempts under it are queued `interval_s` apart:
+    each waits for its turn (slowed down, not refused), and only a queue longer than MAX_QUEUE_WAIT_S gets 429."""
+
+    key: str
+    after: int
+    window_s: float
+    interval_s: float
+
+
+@dataclass(frozen=True)
 class Reservation:
-    """The rows one attempt added, to take back when it turns out good."""
+    """The rows one attempt added, to take back when it turns out good, and how long it must wait for its turn."""
 
     ids: tuple[int, ...]
+    wait_s: float = 0.0
 
 
 class AttemptLedger:
@@ -61,10 +76,18 @@ class AttemptLedger:
         self._longest_window = timedelta(seconds=longest_window_s)
         self._reservations = 0
 
-    async def reserve(self, limits: Sequence[Limit], *, message: str) -> Reservation:
-        """Count one attempt under every key; RateLimited (nothing counted) when any limit is already reached."""
-        async with self._lock, transaction(self._sessions()) as session:
-            if session.get_bind().dialect.name == "postgresql":
+    async def reserve(self, limits: Sequence[Limit], *, message: str, spacing: Spacing | None = None) -> Reservation:
+        """Count one attempt under every key; RateLimited (nothing counted) when any limit is already reached.
+
+        With `spacing`, the attempt's row under that key is dated at its turn in the queue (`wait_s` from now).
+        """
+        sessions = self._sessions()
+        postgres = sessions.kw["bind"].dialect.name == "postgresql"
+        # PostgreSQL: advisory locks per key serialise the check-and-count across processes, and keys that do not
+        # meet do not wait for each other. SQLite has one writer and no such locks: one reservation at a time.
+        serial = contextlib.nullcontext() if postgres else self._lock
+        async with serial, transaction(sessions) as session:
+            if postgres:
                 for key in sorted({limit.key for limit in limits}):  # one order everywhere: no deadlock
                     await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
             now = utcnow()
@@ -72,12 +95,32 @@ class AttemptLedger:
             retry_after = max(waits, default=0.0)
             if retry_after > 0:
                 raise RateLimited(message, retry_after_s=max(1, math.ceil(retry_after)))
-            rows = [{"key": limit.key, "at": now} for limit in limits]
+            turn = await self._turn(session, spacing, now) if spacing is not None else now
+            if (turn - now).total_seconds() > MAX_QUEUE_WAIT_S:
+                raise RateLimited(message, retry_after_s=math.ceil((turn - now).total_seconds() - MAX_QUEUE_WAIT_S))
+            rows = [
+                {"key": limit.key, "at": turn if spacing is not None and limit.key == spacing.key else now}
+                for limit in limits
+            ]
             ids = (await session.scalars(insert(AuthAttempt).returning(AuthAttempt.id), rows)).all()
             self._reservations += 1
             if self._reservations % PRUNE_EVERY == 0:
                 await session.execute(delete(AuthAttempt).where(AuthAttempt.at < now - self._longest_window))
-        return Reservation(tuple(ids))
+        return Reservation(tuple(ids), wait_s=(turn - now).total_seconds())
+
+    @staticmethod
+    async def _turn(session: AsyncSession, spacing: Spacing, now: datetime) -> datetime:
+        """When an attempt under `spacing.key` may run: now, or `interval_s` after the last one queued."""
+        counted, newest = (
+            await session.execute(
+                select(func.count(), func.max(AuthAttempt.at)).where(
+                    AuthAttempt.key == spacing.key, AuthAttempt.at > now - timedelta(seconds=spacing.window_s)
+                )
+            )
+        ).one()
+        if counted < spacing.after or newest is None:
+            return now
+        return max(now, newest + timedelta(seconds=spacing.interval_s))
 
     async def release(self, reservation: Reservation, *, clear: Sequence[str] = ()) -> None:
         """Take an attempt back (it was good), and forget every earlier attempt under the `clear` keys."""
@@ -85,15 +128,6 @@ class AttemptLedger:
             await session.execute(delete(AuthAttempt).where(AuthAttempt.id.in_(reservation.ids)))
             if clear:
                 await session.execute(delete(AuthAttempt).where(AuthAttempt.key.in_(clear)))
-
-    async def count(self, key: str, window_s: float) -> int:
-        """Attempts under `key` within the window."""
-        async with transaction(self._sessions()) as session:
-            since = utcnow() - timedelta(seconds=window_s)
-            counted = await session.scalar(
-                select(func.count()).select_from(AuthAttempt).where(AuthAttempt.key == key, AuthAttempt.at > since)
-            )
-        return int(counted or 0)
 
     @staticmethod
     async def _wait(session: AsyncSession, limit: Limit, now: datetime) -> float:
@@ -139,20 +173,22 @@ class LoginThrottle:
         return f"login:{username}@{where}", f"login-from:{where}", f"login-user:{username}"
 
     async def begin_login(self, *, username: str, address: str | None) -> Reservation:
-        """Reserve one login attempt (slowed down first when the username is under attack from everywhere)."""
+        """Reserve one login attempt. When the username is under attack from everywhere, attempts on it are queued
+        LOGIN_SLOWDOWN_S apart (however many arrive at once) and this one waits for its turn."""
         pair, origin, user = self._keys(username, address)
-        failures = await self.ledger.count(user, self.limits.window_s)
-        if failures >= self.limits.slowdown_after:
-            log.warning("login_slowed_down", username=username, client=address, failures=failures)
-            await asyncio.sleep(self.limits.slowdown_s)
-        return await self.ledger.reserve(
+        reservation = await self.ledger.reserve(
             [
                 Limit(pair, self.limits.per_user_and_address, self.limits.window_s),
                 Limit(origin, self.limits.per_address, self.limits.window_s),
                 Limit(user, None, self.limits.window_s),
             ],
             message="Too many failed login attempts; try again later",
+            spacing=Spacing(user, self.limits.slowdown_after, self.limits.window_s, self.limits.slowdown_s),
         )
+        if reservation.wait_s > 0:
+            log.warning("login_slowed_down", username=username, client=address, wait_s=round(reservation.wait_s, 2))
+            await asyncio.sleep(reservation.wait_s)
+        return reservation
 
     async def login_succeeded(self, reservation: Reservation, *, username: str, address: str | None) -> None:
         """A good password: the attempt is not a failure, and the username's failures at this address are forgotten."""

@@ -21,16 +21,28 @@ class DurationsRead(BaseModel):
     on_time: bool
     projected: bool
     end: datetime
+    # The same figures under the names of the plan the original app was built from (minutes too).
+    planned_duration: float
+    actual_duration: float | None
+    delay_minutes: float
 
 
 def durations_of(metrics: Durations) -> dict[str, Any]:
     """The DurationsRead fields of computed metrics."""
     actual = metrics.actual_duration
+    planned_min, actual_min, delay_min = (
+        minutes(metrics.planned_duration),
+        None if actual is None else minutes(actual),
+        minutes(metrics.delay),
+    )
     return {
-        "planned_duration_min": minutes(metrics.planned_duration),
-        "actual_duration_min": None if actual is None else minutes(actual),
+        "planned_duration_min": planned_min,
+        "actual_duration_min": actual_min,
         "paused_min": minutes(metrics.paused),
-        "delay_min": minutes(metrics.delay),
+        "delay_min": delay_min,
+        "planned_duration": planned_min,
+        "actual_duration": actual_min,
+        "delay_minutes": delay_min,
         "efficiency_percent": metrics.efficiency_percent,
         "on_time": metrics.on_time,
         "projected": metrics.projected,

@@ -9,11 +9,18 @@ from pydantic import AwareDatetime
 
 from api.deps import CurrentUser, Now, PlannerUser, Session, Settings
 from api.issues import service
-from api.issues.schemas import IssueCreate, IssueRead, IssueUpdate
+from api.issues.schemas import IssueCreate, IssueRead, IssueTypeRead, IssueUpdate
+from api.issues.types import labelled
 from api.pagination import Id, Page, Pagination
 from core.models import IssueStatus
 
 router = APIRouter(tags=["issues"])
+
+
+@router.get("/issue-types", response_model=list[IssueTypeRead])
+async def issue_types(_user: CurrentUser, settings: Settings) -> list[IssueTypeRead]:
+    """The types an issue may be reported with (ISSUE_TYPES), with Turkish and English labels, in order."""
+    return [IssueTypeRead.model_validate(item) for item in labelled(settings.tracking.issue_types)]
 
 
 @router.post("/stages/{stage_id}/issue", response_model=IssueRead, status_code=status.HTTP_201_CREATED)

@@ -23,6 +23,20 @@ class IssueCreate(InputModel):
     description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
 
+class IssueTypeLabels(ReadModel):
+    """What the type is called in each language the plant uses."""
+
+    tr: str
+    en: str
+
+
+class IssueTypeRead(ReadModel):
+    """One type an issue may be reported with."""
+
+    code: str
+    labels: IssueTypeLabels
+
+
 class IssueUpdate(InputModel):
     """Move an issue on: open → ack → resolved, with an optional note."""
 
@@ -50,7 +64,13 @@ class IssueRead(ReadModel):
     resolved_by_id: int | None
     resolution_note: str | None
 
+    # The original app's names for `stage_id` and `reported_by_id`, which its mobile app reads.
+    work_order_stage_id: int
+    created_by: int | None
+
     @classmethod
     def of(cls, issue: Issue, work_order_id: int) -> Self:
         """Serialise an issue with the work order of its stage."""
-        return cls.from_object(issue, work_order_id=work_order_id)
+        return cls.from_object(
+            issue, work_order_id=work_order_id, work_order_stage_id=issue.stage_id, created_by=issue.reported_by_id
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -62,10 +62,11 @@ async def list_machines(
     page: Pagination,
     site: Annotated[str | None, Query(pattern=f"^{CODE_PATTERN}$")] = None,
     online: bool | None = None,
+    archived: bool = False,
 ) -> Page[MachineRead]:
-    """List machines with online / offline and last seen."""
+    """List machines with online / offline and last seen (archived ones only with archived=true)."""
     machines, total = await service.list_machines(
-        session, site=site, online=online, limit=page.limit, offset=page.offset
+        session, site=site, online=online, limit=page.limit, offset=page.offset, archived=archived
     )
     items = [MachineRead.model_validate(machine) for machine in machines]
     return Page[MachineRead](items=items, total=total, limit=page.limit, offset=page.offset)
@@ -82,6 +83,22 @@ async def update_machine(machine_id: Id, body: MachineUpdate, session: Session, 
     """Change a machine's name, type, location or ideal cycle time."""
     machine = await service.update_machine(
         session, actor=admin, machine_id=machine_id, changes=body.model_dump(exclude_unset=True)
+    )
+    return MachineRead.model_validate(machine)
+
+
+@router.delete("/{machine_id}", response_model=MachineRead)
+async def archive_machine(
+    machine_id: Id,
+    session: Session,
+    admin: AdminUser,
+    now: Now,
+    readings: Annotated[Literal["keep", "delete"], Query(description="keep or delete its readings")] = "keep",
+    confirm: Annotated[str | None, Query(description="the machine's code, required to delete readings")] = None,
+) -> MachineRead:
+    """Archive a machine (the ingestor stops storing it); readings are kept unless readings=delete&confirm=code."""
+    machine = await service.archive_machine(
+        session, actor=admin, machine_id=machine_id, delete_readings=readings == "delete", confirm=confirm, now=now
     )
     return MachineRead.model_validate(machine)
 

@@ -57,6 +57,7 @@ class MachineRead(BaseModel):
     online: bool | None
     status_changed_at: datetime | None
     last_seen_at: datetime | None
+    archived_at: datetime | None
     created_at: datetime
 
 

@@ -7,13 +7,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.contract import ContractError, TimeWindow, decode_telemetry, telemetry_topic
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ingest import IngestBatch, MachineRegistry, WriteResult, write_batch
-from core.models import Machine, MachineApiKey
+from core.models import Machine, MachineApiKey, MachineLatest, MachineStateChange, Reading
 from core.security import Principal
 
 KEY_PREFIX = "sfk_"
@@ -61,10 +61,10 @@ async def get_machine(session: AsyncSession, *, machine_id: int) -> Machine:
 
 
 async def list_machines(
-    session: AsyncSession, *, site: str | None, online: bool | None, limit: int, offset: int
+    session: AsyncSession, *, site: str | None, online: bool | None, limit: int, offset: int, archived: bool = False
 ) -> tuple[list[Machine], int]:
-    """A page of machines by site and code."""
-    query = select(Machine)
+    """A page of machines by site and code: the active ones, or only the archived ones."""
+    query = select(Machine).where(Machine.archived_at.is_not(None) if archived else Machine.archived_at.is_(None))
     if site is not None:
         query = query.where(Machine.site == site)
     if online is not None:
@@ -83,6 +83,38 @@ async def update_machine(
         raise InvalidInput("A machine needs a name", fields={"name": "may not be null"})
     for key, value in changes.items():
         setattr(machine, key, value)
+    await session.flush()
+    await session.refresh(machine)
+    return machine
+
+
+async def archive_machine(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    machine_id: int,
+    delete_readings: bool,
+    confirm: str | None,
+    now: datetime,
+) -> Machine:
+    """Archive a machine: the ingestor stores nothing more for it and its keys are revoked. Its readings, latest
+    values and states are kept, or deleted when asked with `confirm` equal to the machine's code."""
+    machine = await get_machine(session, machine_id=machine_id)
+    if delete_readings:
+        if confirm != machine.code:
+            raise InvalidInput(
+                "Deleting a machine's readings needs confirm= set to its code",
+                fields={"confirm": f"must be {machine.code!r}"},
+            )
+        for table in (Reading, MachineLatest, MachineStateChange):
+            await session.execute(delete(table).where(table.machine_id == machine.id))
+    if machine.archived_at is None:
+        machine.archived_at = now
+    await session.execute(
+        update(MachineApiKey)
+        .where(MachineApiKey.machine_id == machine.id, MachineApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
     await session.flush()
     await session.refresh(machine)
     return machine

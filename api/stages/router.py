@@ -97,10 +97,16 @@ async def resume_stage(now: Now, stage_id: Id, session: Session, actor: CurrentU
 
 @router.post("/{stage_id}/done", response_model=StageRead)
 async def finish_stage(
-    now: Now, stage_id: Id, body: DoneRequest, session: Session, actor: CurrentUser, settings: Settings
+    now: Now,
+    stage_id: Id,
+    session: Session,
+    actor: CurrentUser,
+    settings: Settings,
+    body: DoneRequest | None = None,
 ) -> StageRead:
-    """Finish a running or paused stage with its good and scrap quantities."""
-    action = StageAction(StageEventKind.DONE, good_qty=body.good_qty, scrap_qty=body.scrap_qty)
+    """Finish a running or paused stage, with its good and scrap quantities when known (no body: not reported)."""
+    reported = body or DoneRequest()
+    action = StageAction(StageEventKind.DONE, good_qty=reported.good_qty, scrap_qty=reported.scrap_qty)
     return await _act(session, actor, stage_id, action, now, settings)
 
 

@@ -68,10 +68,10 @@ class PauseRequest(InputModel):
 
 
 class DoneRequest(InputModel):
-    """What the stage produced."""
+    """What the stage produced; either quantity may be left out (not reported), as the original app's clients do."""
 
-    good_qty: Quantity
-    scrap_qty: Quantity
+    good_qty: Quantity | None = None
+    scrap_qty: Quantity | None = None
 
 
 class AssigneeRead(ReadModel):

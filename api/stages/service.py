@@ -169,19 +169,26 @@ def ensure_open(work_order: WorkOrder) -> None:
         raise Conflict(f"Work order {work_order.id} is cancelled", code="work_order_cancelled")
 
 
-async def _ensure_previous_started(session: AsyncSession, stage: WorkOrderStage) -> None:
+async def _previous_not_started(
+    session: AsyncSession, actor: Principal, stage: WorkOrderStage
+) -> WorkOrderStage | None:
+    """The previous stage when it has not started yet: refused to a worker (409), allowed to planners and admins,
+    who may start any stage (the plan's rule), and then returned so the start event records it."""
     previous = await session.scalar(
         select(WorkOrderStage)
         .where(WorkOrderStage.work_order_id == stage.work_order_id, WorkOrderStage.position < stage.position)
         .order_by(WorkOrderStage.position.desc())
         .limit(1)
     )
-    if previous is not None and previous.status is StageStatus.PLANNED:
+    if previous is None or previous.status is not StageStatus.PLANNED:
+        return None
+    if actor.role is Role.WORKER:
         raise Conflict(
             f"Stage {previous.stage_name!r} (#{previous.id}) has not started yet; start it first",
             code="previous_stage_not_started",
             extra={"previous_stage_id": previous.id},
         )
+    return previous
 
 
 async def act_on_stage(
@@ -199,8 +206,11 @@ async def act_on_stage(
     ensure_open(stage.work_order)
     current = stage.status
     target = transition(current, action.kind)
+    reason = action.reason
     if action.kind is StageEventKind.START and require_previous_started:
-        await _ensure_previous_started(session, stage)
+        skipped = await _previous_not_started(session, actor, stage)
+        if skipped is not None:
+            reason = f"started before {skipped.stage_name!r} (#{skipped.id}) by a {actor.role.value}"
     values: dict[str, object] = {"status": target, "updated_at": now}
     if action.kind is StageEventKind.DONE:
         values |= {"good_qty": action.good_qty, "scrap_qty": action.scrap_qty}
@@ -216,7 +226,7 @@ async def act_on_stage(
     if result.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE has rowcount
         transition(stage.status, action.kind)
         raise Conflict("The stage was changed by someone else; reload it", code="concurrent_change")
-    session.add(StageEvent(stage_id=stage.id, kind=action.kind, at=now, user_id=actor.user_id, reason=action.reason))
+    session.add(StageEvent(stage_id=stage.id, kind=action.kind, at=now, user_id=actor.user_id, reason=reason))
     await session.flush()
     return await one_stage_details(session, stage)
 

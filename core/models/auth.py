@@ -26,6 +26,8 @@ class RefreshToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
     family: Mapped[str] = mapped_column(String(32), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The user's token version when it was issued: one issued while a reset was committing is refused at first use.
+    token_version: Mapped[int]
     issued_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]

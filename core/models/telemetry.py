@@ -45,6 +45,8 @@ class Machine(TimestampMixin, Base):
     online: Mapped[bool | None]
     status_changed_at: Mapped[datetime | None]
     last_seen_at: Mapped[datetime | None]
+    # Set by DELETE /machines/{id}: kept for the history that refers to it, ignored by the ingestor from then on.
+    archived_at: Mapped[datetime | None]
 
 
 class Reading(Base):
@@ -80,7 +82,8 @@ class MachineStateChange(Base):
 
 
 class DeadLetter(Base):
-    """A message that broke the contract, kept with its raw payload and the reason."""
+    """A message that broke the contract, kept with its payload (truncated to DEAD_LETTER_MAX_PAYLOAD_BYTES),
+    the original size and SHA-256, and the reason (plain text: control characters escaped)."""
 
     __tablename__ = "dead_letter"
     __table_args__ = (Index("ix_dead_letter_received_at", "received_at"),)
@@ -91,6 +94,9 @@ class DeadLetter(Base):
     topic: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     reason: Mapped[str] = mapped_column(Text)
+    # NULL only for letters stored before revision 0004 (and their hash on SQLite).
+    payload_size: Mapped[int | None] = mapped_column(Integer)
+    payload_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class MachineApiKey(Base):

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.contract import MachineState, StateReport, TagReading, Telemetry
 from core.db import session_factory
-from core.ingest import IngestBatch, MachineRegistry, RejectedMessage, StatusUpdate, WriteResult, write_batch
+from core.ingest import (
+    IngestBatch,
+    MachineRegistry,
+    RejectedMessage,
+    StatusUpdate,
+    WriteResult,
+    purge_dead_letters,
+    write_batch,
+)
 from core.models import DeadLetter, Machine, MachineLatest, MachineStateChange
 from core.models import Reading as ReadingRow
 
@@ -104,6 +113,7 @@ async def test_only_state_changes_are_kept(engine: AsyncEngine) -> None:
 
 async def test_statuses_and_dead_letters_are_stored(engine: AsyncEngine) -> None:
     registry = MachineRegistry(auto_register=True)
+    await store(engine, registry, IngestBatch(telemetry=[telemetry("m2", (0, "temp", 1.0))]))
     batch = IngestBatch(
         statuses=[
             StatusUpdate("plant1", "m2", True, T0),
@@ -133,3 +143,92 @@ async def test_a_failed_batch_stores_nothing_and_caches_nothing(engine: AsyncEng
     assert await count(engine, ReadingRow) == 0
     result = await store(engine, registry, IngestBatch(telemetry=[telemetry("m3", (0, "temp", 1.0))]))
     assert (result.machines_registered, result.readings_inserted) == (1, 1)
+
+
+async def test_statuses_never_register_machines(engine: AsyncEngine) -> None:
+    # A retained status is replayed to every new subscriber: it must not bring a deleted or invented machine back.
+    result = await store(
+        engine, MachineRegistry(auto_register=True), IngestBatch(statuses=[StatusUpdate("plant1", "ghost", True, T0)])
+    )
+    assert result.statuses_ignored == 1
+    assert await count(engine, Machine) == 0
+    assert await count(engine, DeadLetter) == 0
+
+
+async def test_registration_is_capped_per_site_per_hour(engine: AsyncEngine) -> None:
+    registry = MachineRegistry(auto_register=True, max_per_site_per_hour=3)
+    flood = [telemetry(f"m{number}", (0, "temp", 1.0)) for number in range(5)]
+    other_site = Telemetry("plant2", "m0", None, [TagReading(T0, "temp", 1.0)], [])
+    result = await store(engine, registry, IngestBatch(telemetry=[*flood, other_site]))
+    assert (result.machines_registered, result.readings_inserted, result.dead_lettered) == (4, 4, 2)
+    # The count lives in the database: another batch, or another ingestor, finds the site's allowance used up.
+    again = await store(
+        engine,
+        MachineRegistry(auto_register=True, max_per_site_per_hour=3),
+        IngestBatch(telemetry=[telemetry("m9", (0, "temp", 1.0)), telemetry("m0", (1, "temp", 2.0))]),
+    )
+    assert (again.machines_registered, again.readings_inserted, again.dead_lettered) == (0, 1, 1)
+    assert await count(engine, Machine) == 4
+    async with session_factory(engine)() as session:
+        letters = (await session.scalars(select(DeadLetter).order_by(DeadLetter.id))).all()
+    assert [letter.topic for letter in letters] == [
+        "shopfloor/v1/plant1/m3/telemetry",
+        "shopfloor/v1/plant1/m4/telemetry",
+        "shopfloor/v1/plant1/m9/telemetry",
+    ]
+    assert all("INGEST_AUTO_REGISTER_MAX_PER_SITE_PER_HOUR" in letter.reason for letter in letters)
+
+
+async def test_dead_letters_are_plain_text_with_a_truncated_payload_its_size_and_hash(engine: AsyncEngine) -> None:
+    payload = b'{"ts": "2026-11-26T08:00:00Z", "values": {"\\u0000": null}}' + b"x" * 10_000
+    rejected = RejectedMessage("mqtt", "shopfloor/v1/plant1/\x00/telemetry", payload, "bad tag '\x00'\n\x1b[31m\ud800")
+    async with engine.begin() as conn:
+        await write_batch(
+            conn, IngestBatch(rejected=[rejected]), registry=MachineRegistry(auto_register=False),
+            dead_letter_max_payload_bytes=100,
+        )  # fmt: skip
+    async with session_factory(engine)() as session:
+        letter = (await session.scalars(select(DeadLetter))).one()
+    assert letter.topic == "shopfloor/v1/plant1/\\u0000/telemetry"
+    assert letter.reason == "bad tag '\\u0000'\\u000a\\u001b[31m\\ud800"
+    assert (letter.payload, letter.payload_size) == (payload[:100], len(payload))
+    assert letter.payload_sha256 == hashlib.sha256(payload).hexdigest()
+
+
+async def test_purge_deletes_only_dead_letters_older_than_the_cutoff(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        for days in (40, 31, 29, 0):
+            await conn.execute(
+                insert(DeadLetter).values(
+                    received_at=datetime.now(UTC) - timedelta(days=days), source="mqtt", topic="t", payload=b"",
+                    reason=f"{days} days old",
+                )
+            )  # fmt: skip
+    async with engine.begin() as conn:
+        deleted = await purge_dead_letters(conn, before=datetime.now(UTC) - timedelta(days=30))
+    async with session_factory(engine)() as session:
+        kept = (await session.scalars(select(DeadLetter.reason).order_by(DeadLetter.id))).all()
+    assert (deleted, kept) == (2, ["29 days old", "0 days old"])
+
+
+async def test_archived_machines_store_nothing_and_are_never_registered_again(engine: AsyncEngine) -> None:
+    registry = MachineRegistry(auto_register=True)
+    await store(engine, registry, IngestBatch(telemetry=[telemetry("old", (0, "temp", 1.0))]))
+    async with engine.begin() as conn:
+        await conn.execute(update(Machine).values(archived_at=T0))  # DELETE /machines/{id}, in another process
+    # The registry still has the id cached: it finds out all the same.
+    result = await store(
+        engine,
+        registry,
+        IngestBatch(telemetry=[telemetry("old", (1, "temp", 2.0))], statuses=[StatusUpdate("plant1", "old", True, T0)]),
+    )
+    assert (result.readings_inserted, result.dead_lettered, result.statuses_ignored) == (0, 1, 1)
+    fresh = await store(
+        engine, MachineRegistry(auto_register=True), IngestBatch(telemetry=[telemetry("old", (2, "temp", 3.0))])
+    )
+    assert (fresh.machines_registered, fresh.readings_inserted, fresh.dead_lettered) == (0, 0, 1)
+    async with session_factory(engine)() as session:
+        reasons = (await session.scalars(select(DeadLetter.reason))).all()
+    assert all(reason.startswith("machine archived") for reason in reasons)
+    assert await count(engine, Machine) == 1
+    assert await count(engine, ReadingRow) == 1

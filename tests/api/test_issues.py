@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.models import Role
-from tests.support.api import Api
+from tests.support.api import Api, make_settings, running_api
+from tests.support.db import Database
 from tests.support.tracking import (
     assign,
     create_work_order,
@@ -153,3 +154,28 @@ async def test_issue_list_filters_pages_and_is_for_planners(api: Api) -> None:
     on_stage = await api.client.get(f"/stages/{s3}/issues", headers=worker)
     assert [issue["id"] for issue in on_stage.json()] == [i4["id"], i3["id"]]
     assert {issue["work_order_id"] for issue in on_stage.json()} == {two["id"]}
+
+
+async def test_the_app_can_learn_the_issue_types_with_their_labels(database: Database) -> None:
+    settings = make_settings(database.url)
+    settings.tracking.issue_types = ["machine_breakdown", "mold_change", "other"]
+    async with running_api(database, settings) as api:
+        worker = await api.actor(Role.WORKER)
+        response = await api.client.get("/issue-types", headers=worker)
+        assert response.status_code == 200
+        assert response.json() == [
+            {"code": "machine_breakdown", "labels": {"tr": "Makine arızası", "en": "Machine breakdown"}},
+            {"code": "mold_change", "labels": {"tr": "mold_change", "en": "mold_change"}},  # no label: its code
+            {"code": "other", "labels": {"tr": "Diğer", "en": "Other"}},
+        ]
+        schema = (await api.client.get("/openapi.json")).json()["components"]["schemas"]["IssueCreate"]
+        assert schema["properties"]["type"]["enum"] == ["machine_breakdown", "mold_change", "other"]
+        assert (await api.client.get("/issue-types")).status_code == 401
+
+
+async def test_issues_carry_the_original_apps_field_names_too(api: Api) -> None:
+    admin = await api.actor(Role.ADMIN)
+    stage_id = (await create_work_order(api, admin))["stages"][0]["id"]
+    reported = await report_issue(api, admin, stage_id)
+    assert reported["work_order_stage_id"] == reported["stage_id"] == stage_id
+    assert reported["created_by"] == reported["reported_by_id"] is not None

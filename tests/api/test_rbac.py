@@ -106,6 +106,7 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
                 user_id=target_user.id,
                 family=_unique("family"),
                 token_hash=secret_digest(refresh_token),
+                token_version=0,
                 expires_at=datetime.now(UTC) + timedelta(hours=1),
             )
         )
@@ -154,6 +155,7 @@ ROUTES = [
     Rule("POST", "/auth/refresh", PUBLIC, lambda target: {"refresh_token": target.refresh_token}),
     Rule("POST", "/auth/logout", PUBLIC, lambda target: {"refresh_token": target.refresh_token}),
     Rule("GET", "/auth/me", ANY_USER),
+    Rule("GET", "/issue-types", ANY_USER),
     Rule(
         "POST",
         "/auth/password",
@@ -203,6 +205,7 @@ ROUTES = [
     Rule("GET", "/machines", ANY_USER),
     Rule("GET", "/machines/{machine_id}", ANY_USER),
     Rule("PATCH", "/machines/{machine_id}", ADMIN, lambda _: {"location": "Hall B"}),
+    Rule("DELETE", "/machines/{machine_id}", ADMIN),
     Rule("POST", "/machines/{machine_id}/api-keys", ADMIN),
     Rule("GET", "/machines/{machine_id}/api-keys", ADMIN),
     Rule("DELETE", "/machines/{machine_id}/api-keys/{key_id}", ADMIN),

@@ -3,15 +3,20 @@ token refused at once after a password change or reset, a deactivation or a role
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
-from sqlalchemy import update
+import httpx
+from sqlalchemy import select, update
 
 from api.context import context_of
 from core.clock import utcnow
 from core.models import RefreshToken, Role
-from tests.support.api import Api, bearer
+from core.security import secret_digest
+from tests.support.api import Api, bearer, make_settings, running_api
+from tests.support.db import Database
 from tests.support.factories import TEST_PASSWORD
+from tests.support.sse import serving
 
 
 async def login(api: Api, username: str, password: str = TEST_PASSWORD) -> dict[str, str]:
@@ -61,7 +66,7 @@ async def test_a_reused_refresh_token_revokes_its_whole_family(api: Api) -> None
     status, problem = await refresh(api, first["refresh_token"])  # a copy of the used token comes back
     assert (status, problem["code"]) == (401, "refresh_token_reused")
     status, problem = await refresh(api, second["refresh_token"])  # the thief's or the owner's: both are gone
-    assert (status, problem["code"]) == (401, "refresh_token_reused")
+    assert (status, problem["code"]) == (401, "refresh_token_revoked")
     status, _ = await refresh(api, other_device["refresh_token"])  # another login is another family
     assert status == 200
 
@@ -132,3 +137,55 @@ async def test_changing_your_own_password_signs_you_out_everywhere(api: Api) -> 
         assert await me(api, device["access_token"]) == 401
         assert (await refresh(api, device["refresh_token"]))[0] == 401
     assert await me(api, (await login(api, "worker1", "a-new-password"))["access_token"]) == 200
+
+
+async def test_a_refresh_token_issued_before_a_reset_committed_is_refused(api: Api) -> None:
+    # A refresh that read the user just before an admin's reset committed would hand out a token the reset's
+    # revocation never saw; the token carries the version it was issued under, and that version is now old.
+    admin = await api.actor(Role.ADMIN)
+    user = await api.create_user("worker1", Role.WORKER)
+    await login(api, "worker1")
+    reset = await api.client.patch(f"/auth/users/{user.id}", json={"password": "brand-new-pass"}, headers=admin)
+    assert reset.status_code == 200
+    late = "issued-in-the-race"
+    async with api.session() as session:
+        session.add(
+            RefreshToken(
+                user_id=user.id,
+                family="race",
+                token_hash=secret_digest(late),
+                token_version=0,
+                expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+    status, problem = await refresh(api, late)
+    assert (status, problem["code"]) == (401, "refresh_token_revoked")
+
+
+async def test_renewing_never_extends_the_login_past_its_first_deadline(api: Api) -> None:
+    await api.create_user("worker1", Role.WORKER)
+    body = await login(api, "worker1")
+    status, renewed = await refresh(api, body["refresh_token"])
+    assert status == 200
+    assert int(renewed["refresh_expires_in"]) <= int(body["refresh_expires_in"])
+    async with api.session() as session:
+        deadlines = set((await session.scalars(select(RefreshToken.expires_at))).all())
+    assert len(deadlines) == 1  # the rotated token keeps the family's deadline
+
+
+async def test_two_parallel_uses_of_one_refresh_token_are_a_reuse(committed_database: Database) -> None:
+    async with (
+        running_api(committed_database, make_settings(committed_database.url)) as api,
+        serving(api.app) as served,
+        httpx.AsyncClient(base_url=served.base_url, timeout=30) as client,
+    ):
+        await api.create_user("worker1", Role.WORKER)
+        body = await login(api, "worker1")
+        both = await asyncio.gather(
+            *(client.post("/auth/refresh", json={"refresh_token": body["refresh_token"]}) for _ in range(2))
+        )
+        assert sorted(response.status_code for response in both) == [200, 401]
+        [winner] = [response.json() for response in both if response.status_code == 200]
+        # The copy was detected: the family is revoked, so the winner's next token is refused too.
+        again = await client.post("/auth/refresh", json={"refresh_token": winner["refresh_token"]})
+        assert again.status_code == 401

@@ -4,12 +4,14 @@ forged X-Forwarded-For headers. Each test runs on SQLite and PostgreSQL (the att
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from core.models import Role
+from core.models import AuthAttempt, Role
 from tests.support.api import CLIENT_ADDRESS, Api, make_settings, running_api
 from tests.support.db import Database
 from tests.support.factories import TEST_PASSWORD
@@ -88,9 +90,7 @@ async def test_guesses_from_other_addresses_never_lock_the_user_out_at_their_own
 async def test_past_the_ceiling_a_username_is_slowed_down_not_locked_out(
     database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_settings(
-        database.url, api={"trusted_proxies": PROXY}, login_slowdown_after=3, login_slowdown_s=0.01
-    )
+    settings = make_settings(database.url, api={"trusted_proxies": PROXY}, login_slowdown_after=3, login_slowdown_s=0.3)
     async with running_api(database, settings) as api:
         await api.create_user("victim", Role.WORKER)
         for index in range(4):
@@ -151,3 +151,50 @@ async def test_a_good_password_takes_its_attempt_back(api: Api) -> None:
         assert (
             await api.client.post("/auth/login", json={"username": "regular", "password": TEST_PASSWORD})
         ).status_code == 200
+
+
+async def test_parallel_guesses_from_many_addresses_are_queued_apart(committed_database: Database) -> None:
+    settings = make_settings(
+        committed_database.url, api={"trusted_proxies": "127.0.0.1"}, login_slowdown_after=2, login_slowdown_s=0.2
+    )
+    async with (
+        running_api(committed_database, settings) as api,
+        serving(api.app) as served,
+        httpx.AsyncClient(base_url=served.base_url, timeout=30) as client,
+    ):
+        await api.create_user("victim", Role.ADMIN)
+        guesses = await asyncio.gather(
+            *(
+                client.post(
+                    "/auth/login",
+                    json={"username": "victim", "password": "wrong-wrong"},
+                    headers=from_address(f"198.51.100.{index}"),
+                )
+                for index in range(6)
+            )
+        )
+        assert [response.status_code for response in guesses] == [401] * 6  # slowed down, not refused
+        async with api.session() as session:
+            times = (
+                await session.scalars(
+                    select(AuthAttempt.at).where(AuthAttempt.key == "login-user:victim").order_by(AuthAttempt.at)
+                )
+            ).all()
+        gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
+        assert len(times) == 6
+        assert all(gap >= 0.2 for gap in gaps[1:]), gaps  # past the first two, one turn per LOGIN_SLOWDOWN_S
+
+
+async def test_wrong_current_passwords_count_like_failed_logins(api: Api) -> None:
+    _, headers = await api.signed_in(Role.WORKER, "holder")
+    statuses = [
+        (
+            await api.client.post(
+                "/auth/password",
+                json={"current_password": f"guess-{index}-x", "new_password": "a-new-password"},
+                headers=headers,
+            )
+        ).status_code
+        for index in range(api.settings.auth.login_max_failures_per_user + 1)
+    ]
+    assert statuses == [403] * api.settings.auth.login_max_failures_per_user + [429]

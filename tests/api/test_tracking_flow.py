@@ -114,6 +114,10 @@ async def test_a_whole_shift_with_hand_computed_metrics(api: Api) -> None:
         "on_time": False,
         "projected": False,
         "end": "2026-11-26T08:42:00Z",
+        # The plan's names for the same minutes.
+        "planned_duration": 30.0,
+        "actual_duration": 32.0,
+        "delay_minutes": 12.0,
     }
     # Montaj: planned 210 (08:30-12:00); worked 08:45-11:45 = 180; ended 30 min early.
     assert second["planned_duration_min"] == 210.0
@@ -198,15 +202,29 @@ async def test_invalid_transitions_are_409_naming_state_and_allowed_actions(
     assert after["status"] == before["status"]
 
 
-async def test_a_stage_cannot_start_before_the_previous_one(api: Api) -> None:
+async def test_a_worker_cannot_start_a_stage_before_the_previous_one(api: Api) -> None:
     admin = await api.actor(Role.ADMIN)
+    worker_id, worker = await api.signed_in(Role.WORKER)
     order = await create_work_order(api, admin, **plan())
     montaj = order["stages"][1]["id"]
-    refused = await api.client.post(f"/stages/{montaj}/start", headers=admin)
+    await assign(api, admin, montaj, worker_id)
+    refused = await api.client.post(f"/stages/{montaj}/start", headers=worker)
     assert refused.status_code == 409
     assert refused.json()["code"] == "previous_stage_not_started"
     await api.client.post(f"/stages/{order['stages'][0]['id']}/start", headers=admin)
-    assert (await api.client.post(f"/stages/{montaj}/start", headers=admin)).status_code == 200
+    assert (await api.client.post(f"/stages/{montaj}/start", headers=worker)).status_code == 200
+
+
+@pytest.mark.parametrize("role", [Role.PLANNER, Role.ADMIN])
+async def test_planners_and_admins_may_start_any_stage_and_the_log_says_so(api: Api, role: Role) -> None:
+    actor = await api.actor(role)
+    order = await create_work_order(api, actor, **plan())
+    enjeksiyon, montaj = (stage["id"] for stage in order["stages"])
+    started = await api.client.post(f"/stages/{montaj}/start", headers=actor)
+    assert started.status_code == 200, started.text
+    [event] = (await api.client.get(f"/stages/{montaj}/events", headers=actor)).json()
+    assert event["kind"] == "start"
+    assert event["reason"] == f"started before 'Enjeksiyon' (#{enjeksiyon}) by a {role.value}"
 
 
 async def test_the_previous_stage_rule_can_be_turned_off(api: Api) -> None:
@@ -365,3 +383,17 @@ async def test_edge_rules_a_user_would_hit(api: Api) -> None:
     )
     assert report.status_code == 409
     assert report.json()["code"] == "work_order_cancelled"
+
+
+@pytest.mark.parametrize("body", [None, {}, {"good_qty": 7}])
+async def test_done_without_quantities_is_accepted_as_not_reported(api: Api, body: dict[str, Any] | None) -> None:
+    # The original app's clients finish a stage with an empty POST.
+    admin = await api.actor(Role.ADMIN)
+    stage_id = (await create_work_order(api, admin, **plan()))["stages"][0]["id"]
+    assert (await api.client.post(f"/stages/{stage_id}/start", headers=admin)).status_code == 200
+    response = await api.client.post(f"/stages/{stage_id}/done", json=body, headers=admin)
+    assert response.status_code == 200, response.text
+    done = response.json()
+    assert (done["status"], done["good_qty"], done["scrap_qty"]) == ("done", (body or {}).get("good_qty"), None)
+    negative = await api.client.post(f"/stages/{stage_id}/done", json={"good_qty": -1}, headers=admin)
+    assert negative.status_code == 422  # what is reported is still checked

@@ -31,7 +31,7 @@ from simulators.modbus import ModbusStation, station_device
 from simulators.mqtt_device import MqttDevice
 from simulators.opcua import STATE_CODES, InjectionMachineServer, machine_tags
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.pipeline import PASSWORDS, SITE, running_ingestor, unique, wait_for_count
+from tests.support.pipeline import PASSWORDS, SITE, running_ingestor, tls_settings, unique, wait_for_count
 from tests.support.postgres import free_port
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.modbus, pytest.mark.opcua]
@@ -169,14 +169,49 @@ async def test_stored_values_match_what_the_simulators_exposed(
         assert {tag for tag, _, _ in rows} == {tag for tag in exposed if tag != "state"}
 
 
+@pytest.mark.parametrize("login", ["password", "certificate"])
+async def test_the_whole_chain_over_tls_stores_what_the_station_exposed(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path, login: str
+) -> None:
+    # The listeners used here speak only TLS: a client that silently fell back to plain MQTT could not connect.
+    machine, port, observed = unique("tls"), free_port(), Observed()
+    settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
+    tls: dict[str, Any] = {"ca_file": str(broker.certs / "ca.crt")}
+    if login == "certificate":  # no password at all: the certificate's CN (the site code) is the login
+        tls |= {"cert_file": str(broker.certs / f"{SITE}.crt"), "key_file": str(broker.certs / f"{SITE}.key")}
+        settings["broker"] = {"host": broker.host, "port": broker.cert_port, "tls": tls}
+    else:
+        settings["broker"] |= {"port": broker.tls_port, "tls": tls}
+    async with (
+        ModbusStation("127.0.0.1", port, seed=7, speed=30, warmup_s=3600) as station,
+        running_ingestor(
+            broker, ingest_database, pipeline_engine, mqtt=tls_settings(broker, certificate=login == "certificate")
+        ),
+        running_gateway(settings, observed) as gateway,
+    ):
+        await asyncio.wait_for(gateway.connected.wait(), timeout=15)
+        await asyncio.sleep(3)
+    expected = observed.readings(machine)
+    rows = await wait_until_stored(pipeline_engine, machine, expected)
+    assert len(expected) > 20
+    assert rows == expected
+    exposed = {(tag, float(value)) for _, tag, value in station.record if not isinstance(value, str)}
+    assert {(tag, value) for tag, _, value in rows} <= exposed
+
+
+@pytest.mark.parametrize("transport", ["plain", "tls"])
 async def test_a_30_second_broker_outage_loses_and_duplicates_nothing(
-    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path, transport: str
 ) -> None:
     machine, port, observed = unique("outage"), free_port(), Observed()
     settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
+    mqtt: dict[str, Any] = {}
+    if transport == "tls":  # both reconnect over TLS after the outage, with the same checks as the first time
+        settings["broker"] |= {"port": broker.tls_port, "tls": {"ca_file": str(broker.certs / "ca.crt")}}
+        mqtt = tls_settings(broker)
     async with (
         ModbusStation("127.0.0.1", port, seed=6, speed=10) as _station,
-        running_ingestor(broker, ingest_database, pipeline_engine),
+        running_ingestor(broker, ingest_database, pipeline_engine, mqtt=mqtt),
         running_gateway(settings, observed) as gateway,
     ):
         await asyncio.wait_for(gateway.connected.wait(), timeout=15)

@@ -137,7 +137,10 @@ async def test_bad_input_is_dead_lettered_and_the_good_around_it_is_stored(
     async with session_factory(pipeline_engine)() as session:
         stored = (await session.scalars(select(DeadLetter).order_by(DeadLetter.id))).all()
     assert len(stored) == len(corpus)
-    assert {(letter.topic, letter.payload) for letter in stored} == set(corpus)
+    # Payloads are kept up to DEAD_LETTER_MAX_PAYLOAD_BYTES (4096), with the original size beside them.
+    assert {(letter.topic, letter.payload, letter.payload_size) for letter in stored} == {
+        (topic, payload[:4096], len(payload)) for topic, payload in corpus
+    }
     assert all(letter.reason for letter in stored)
     reasons = {letter.payload: letter.reason for letter in stored}
     assert reasons[b"not json at all"].startswith("not JSON")
@@ -150,6 +153,9 @@ async def test_machine_status_follows_the_retained_status_topic(
 ) -> None:
     machine = unique("st")
     async with running_ingestor(broker, ingest_database, pipeline_engine):
+        # Telemetry registers the machine; statuses only update machines that exist.
+        await publish(broker, telemetry_topic(SITE, machine), stream_payloads(machine, messages=1, samples=1, tags=1))
+        assert await wait_for_count(pipeline_engine, 1) == 1
         async with aiomqtt.Client(
             broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], protocol=aiomqtt.ProtocolVersion.V5
         ) as client:
@@ -271,7 +277,6 @@ async def test_database_restart_mid_stream_loses_nothing(
     assert "retrying" in process.log_path.read_text()
 
 
-
 def network_address() -> str:
     """This host's address on its default route (a UDP "connection" sends nothing); never a loopback one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -279,6 +284,7 @@ def network_address() -> str:
         address: str = probe.getsockname()[0]
     assert not address.startswith("127."), "this host has no network address to check the metrics binding with"
     return address
+
 
 async def test_sigterm_drains_commits_and_exits_zero(
     broker: MosquittoBroker,

@@ -21,6 +21,13 @@ MOSQUITTO_DIR = Path(__file__).resolve().parents[2] / "mosquitto"
 CONFIG_FILE = MOSQUITTO_DIR / "mosquitto.conf"
 ACL_FILE = MOSQUITTO_DIR / "acl"
 MAKE_PASSWD = MOSQUITTO_DIR / "make-passwd.sh"
+MAKE_CERTS = MOSQUITTO_DIR / "make-certs.sh"
+# The listeners of our config by port: plain, TLS with passwords, TLS with client certificates.
+PLAIN_LISTENER, TLS_LISTENER, CERT_LISTENER = "1883", "8883", "8884"
+# Where our config expects the certificates; the tests put them into the broker's temporary folder instead.
+CERTS_PREFIX = "/mosquitto/config/certs/"
+# The names the tests connect to, for the server certificate's subjectAltName (the client checks them).
+SERVER_NAMES = "127.0.0.1,localhost"
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -62,6 +69,38 @@ def _replace_options(text: str, replacements: dict[str, str | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _place_listeners(text: str, ports: dict[str, str], certs: Path) -> str:
+    """Move each `listener PORT` of our config to `ports[PORT]` and its certificate files into `certs`.
+
+    Every listener named must occur exactly once, and there must be no other, so a listener added to or dropped
+    from the config fails the tests until they know about it.
+    """
+    seen: list[str] = []
+    lines = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["listener"]:
+            seen.append(words[1])
+            line = f"listener {ports[words[1]]}" if words[1] in ports else line
+        elif words[:1] in (["cafile"], ["certfile"], ["keyfile"]) and words[1].startswith(CERTS_PREFIX):
+            line = f"{words[0]} {certs / words[1].removeprefix(CERTS_PREFIX)}"
+        lines.append(line)
+    if sorted(seen) != sorted(ports):
+        raise ValueError(f"{CONFIG_FILE} must have exactly the listeners {sorted(ports)}, found {seen}")
+    return "\n".join(lines) + "\n"
+
+
+def make_certificates(folder: Path, clients: list[str], *, server_names: str = SERVER_NAMES) -> None:
+    """Run OUR make-certs.sh: a CA (kept if there is one), the broker's certificate, one certificate per client."""
+    env = {"PATH": SEARCH_PATH, "MQTT_SERVER_NAMES": server_names}
+    result = subprocess.run(  # noqa: S603 -- our own script, fixed arguments, no shell
+        ["/bin/sh", str(MAKE_CERTS), str(folder), *clients], env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ServiceUnavailable(f"make-certs.sh failed ({result.returncode}): {result.stderr.strip()}")
+    _chown_to_broker(folder, *folder.iterdir())
+
+
 def _chown_to_broker(*paths: Path) -> None:
     # Started as root, Mosquitto drops to user `mosquitto` before it opens the password file, the ACL and
     # the persistence folder ("Unable to open pwfile" otherwise). Not root: it runs as us and owns them already.
@@ -88,7 +127,11 @@ def make_password_file(path: Path, users: dict[str, str]) -> None:
 
 @dataclass
 class MosquittoBroker:
-    """A broker process on `host:port`; `users` maps each username to its password."""
+    """A broker process on `host:port`; `users` maps each username to its password.
+
+    `tls_port` is the TLS listener with passwords, `cert_port` the one with client certificates; `certs` holds
+    ca.crt and a NAME.crt / NAME.key per user (Common Name = the username), made by our make-certs.sh.
+    """
 
     host: str
     port: int
@@ -96,6 +139,9 @@ class MosquittoBroker:
     config_file: Path
     log_file: Path
     executable: Path
+    tls_port: int
+    cert_port: int
+    certs: Path
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_handle: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -177,17 +223,23 @@ def running_mosquitto(
     By default the real security applies: our ACL and a password file made by our make-passwd.sh from
     `users` (default DEFAULT_USERS). `anonymous=True` drops password file and ACL and allows anonymous
     clients, for load tests that are about throughput, not security. `extra_config` lines are appended.
+    Every listener of the config gets a free port (`port`, `tls_port`, `cert_port`); the certificates of the TLS
+    listeners are made by our make-certs.sh in the broker's folder, with one client certificate per user.
     The broker is stopped and its folder removed at exit; ServiceUnavailable if it cannot start.
     """
     executable = _mosquitto_binary()
     root = Path(tempfile.mkdtemp(prefix="shopfloor-mqtt-"))
     try:
-        config_dir, data_dir = root / "config", root / "data"
+        config_dir, data_dir, certs_dir = root / "config", root / "data", root / "config" / "certs"
         config_dir.mkdir()
         data_dir.mkdir()
-        port = free_port()
+        ports: set[int] = set()
+        while len(ports) < 3:  # three distinct ports, or the broker could not bind them all
+            ports.add(free_port())
+        port, tls_port, cert_port = sorted(ports)
+        listeners = {PLAIN_LISTENER: f"{port} {HOST}", TLS_LISTENER: f"{tls_port} {HOST}"}
+        listeners[CERT_LISTENER] = f"{cert_port} {HOST}"
         replacements: dict[str, str | None] = {
-            "listener": f"{port} {HOST}",
             "persistence_location": f"{data_dir}/",
             # stdout is block-buffered when redirected; stderr reaches the log file as it is written.
             "log_dest": "stderr",
@@ -201,7 +253,8 @@ def running_mosquitto(
             make_password_file(password_file, users)
             shutil.copyfile(ACL_FILE, acl_file)
             replacements |= {"password_file": str(password_file), "acl_file": str(acl_file)}
-        config_text = _replace_options(CONFIG_FILE.read_text(), replacements)
+        make_certificates(certs_dir, sorted({INGESTOR_USER, *users}))
+        config_text = _place_listeners(_replace_options(CONFIG_FILE.read_text(), replacements), listeners, certs_dir)
         config_file = config_dir / "mosquitto.conf"
         config_file.write_text(config_text + extra_config + ("\n" if extra_config else ""))
         _chown_to_broker(root, *root.rglob("*"))
@@ -212,6 +265,9 @@ def running_mosquitto(
             config_file=config_file,
             log_file=root / "mosquitto.log",
             executable=executable,
+            tls_port=tls_port,
+            cert_port=cert_port,
+            certs=certs_dir,
         )
         broker.start()
         try:

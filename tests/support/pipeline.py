@@ -53,16 +53,31 @@ class Identity:
     group: str = field(default_factory=lambda: unique("g"))
 
 
+def tls_settings(broker: MosquittoBroker, *, certificate: bool = False) -> dict[str, Any]:
+    """MqttSettings fields for the broker's TLS listener: with the password, or with the ingestor's certificate."""
+    fields: dict[str, Any] = {"mqtt_tls": True, "mqtt_ca_file": broker.certs / "ca.crt", "mqtt_port": broker.tls_port}
+    if certificate:
+        fields |= {"mqtt_port": broker.cert_port, "mqtt_cert_file": broker.certs / "ingestor.crt"}
+        fields |= {"mqtt_key_file": broker.certs / "ingestor.key"}
+    return fields
+
+
 def ingestor_settings(
-    broker: MosquittoBroker, database_url: str, identity: Identity, **ingest: Any
+    broker: MosquittoBroker,
+    database_url: str,
+    identity: Identity,
+    *,
+    mqtt: dict[str, Any] | None = None,
+    **ingest: Any,
 ) -> IngestorProcessSettings:
+    """`mqtt` overrides MqttSettings fields (see tls_settings)."""
     return IngestorProcessSettings(
         runtime=RuntimeSettings(),
         database=DatabaseSettings(database_url=database_url),
         log=LogSettings(),
         mqtt=MqttSettings.model_validate(
             {"mqtt_host": broker.host, "mqtt_port": broker.port, "mqtt_username": "ingestor",
-             "mqtt_password": PASSWORDS["ingestor"]}
+             "mqtt_password": PASSWORDS["ingestor"], **(mqtt or {})}
         ),
         ingest=IngestorSettings.model_validate(
             {"ingest_client_id": identity.client_id, "ingest_shared_group": identity.group,
@@ -184,10 +199,16 @@ async def wait_for_count(engine: AsyncEngine, expected: int, within_s: float = 6
 
 @contextlib.asynccontextmanager
 async def running_ingestor(
-    broker: MosquittoBroker, database_url: str, engine: AsyncEngine, identity: Identity | None = None, **ingest: object
+    broker: MosquittoBroker,
+    database_url: str,
+    engine: AsyncEngine,
+    identity: Identity | None = None,
+    *,
+    mqtt: dict[str, Any] | None = None,
+    **ingest: object,
 ) -> AsyncIterator[Ingestor]:
-    """An in-process ingestor on the test engine; stopped (drained) at the end."""
-    settings = ingestor_settings(broker, database_url, identity or Identity(), **ingest)
+    """An in-process ingestor on the test engine; stopped (drained) at the end. `mqtt`: see ingestor_settings."""
+    settings = ingestor_settings(broker, database_url, identity or Identity(), mqtt=mqtt, **ingest)
     ingestor = Ingestor(settings, engine=engine)
     stop = asyncio.Event()
     task = asyncio.create_task(ingestor.run(stop), name="test:ingestor")

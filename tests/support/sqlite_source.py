@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from cli.transfer import shopfloor_tables
 from core.contract import MachineState
 from core.db import install_sqlite_pragmas, sync_url
 from core.models import (
+    AuthAttempt,
     DeadLetter,
     Issue,
     IssueStatus,
@@ -22,11 +24,13 @@ from core.models import (
     MachineLatest,
     MachineStateChange,
     Reading,
+    RefreshToken,
     Role,
     StageAssignment,
     StageEvent,
     StageEventKind,
     StageStatus,
+    StreamTicket,
     UserAccount,
     WorkOrder,
     WorkOrderStage,
@@ -69,7 +73,8 @@ def fill(path: Path) -> None:
             location="Hol A", ideal_cycle_time_s=12.5, online=True, status_changed_at=T0, last_seen_at=T0,
         )  # fmt: skip
         station = Machine(id=9, site="plant1", code="assembly-1", name="Montaj İstasyonu", auto_registered=True)
-        session.add_all([press, station])
+        retired = Machine(id=8, site="plant2", code="eski-pres", name="Eski Pres", archived_at=T0 + timedelta(days=2))
+        session.add_all([press, station, retired])
         session.flush()
         order = WorkOrder(
             id=21, product_code="KALIP-ÇŞ-01", lot_no="LOT-2026-0001", qty=500, planned_start=T0,
@@ -156,7 +161,8 @@ def fill(path: Path) -> None:
                 DeadLetter(
                     id=100 + number * 10, received_at=T0 + timedelta(microseconds=number), source="mqtt",
                     topic=f"shopfloor/v1/plant1/press-{number}/telemetry", payload=payload,
-                    reason=f"bozuk yük {number}",
+                    reason=f"bozuk yük {number}", payload_size=len(payload) * 100,
+                    payload_sha256=hashlib.sha256(payload).hexdigest(),
                 )
             )  # fmt: skip
         session.add(
@@ -164,6 +170,20 @@ def fill(path: Path) -> None:
                 id=5, machine_id=station.id, prefix="sfk_ab12", key_hash="a" * 64, created_at=T0,
                 created_by_id=admin.id, revoked_at=T0 + timedelta(days=1),
             )
+        )  # fmt: skip
+        session.add_all(
+            [
+                RefreshToken(
+                    id=7, user_id=worker.id, family="f" * 32, token_hash="b" * 64, token_version=2, issued_at=T0,
+                    expires_at=T0 + timedelta(days=14), used_at=T0 + timedelta(hours=1),
+                    revoked_at=T0 + timedelta(hours=2),
+                ),
+                AuthAttempt(id=8, key="login:işçi@10.0.0.7", at=T0),
+                StreamTicket(
+                    id=9, ticket_hash="c" * 64, user_id=planner.id, token_version=3,
+                    expires_at=T0 + timedelta(seconds=30), used_at=T0 + timedelta(seconds=1),
+                ),
+            ]
         )  # fmt: skip
     engine.dispose()
 

@@ -27,6 +27,10 @@ def scope(peer: str, *forwarded: str) -> dict[str, object]:
         ("10.0.0.2", [], "10.0.0.2"),
         ("10.0.0.2", ["10.4.4.4"], "10.4.4.4"),  # proxies all the way: the leftmost
         ("fd00::1", ["2001:db8::5"], "2001:db8::5"),
+        ("::ffff:10.0.0.2", ["198.51.100.7"], "198.51.100.7"),  # a dual-stack listener's view of an IPv4 proxy
+        ("10.0.0.2", ["198.51.100.7:51234"], "198.51.100.7"),  # proxies that append the port
+        ("10.0.0.2", ["[2001:db8::5]:443"], "2001:db8::5"),
+        ("::ffff:203.0.113.5", ["1.2.3.4"], "203.0.113.5"),  # untrusted peer, reported as IPv4
     ],
 )
 def test_client_is_the_rightmost_untrusted_entry(peer: str, forwarded: list[str], expected: str) -> None:

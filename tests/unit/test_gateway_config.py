@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from core.contract import MachineState
 from core.registers import DataType, Order, RegisterType
 from gateway.config import (
+    BrokerTls,
     ConfigError,
     GatewayConfig,
     ModbusDevice,
@@ -88,7 +89,7 @@ def test_the_full_example_parses_with_every_field_where_it_was_written() -> None
     config = parse_config(FULL)
     assert isinstance(config, GatewayConfig)
     assert (config.site, config.gateway_id, config.full_refresh_s) == ("plant1", "edge-01", 300)
-    assert (config.broker.host, config.broker.port, config.broker.tls) == ("broker.plant1.local", 8883, True)
+    assert (config.broker.host, config.broker.port, config.broker.tls) == ("broker.plant1.local", 8883, BrokerTls())
     assert config.broker.password == SecretStr("s3cret-from-vault")
     assert "s3cret" not in repr(config)
     assert config.buffer.path == Path("/var/lib/shopfloor/buffer.db")

@@ -82,20 +82,30 @@ export async function login(username, password) {
 const RENEW_BEFORE_MS = 30_000;
 let renewing = null;
 
-/** Trade the refresh token for new tokens (one request at a time, shared by every caller); null when refused. */
+/** Trade the refresh token for new tokens (one request at a time, shared by every caller).
+ * Answers the new session, or null when the login is over (the API refused the refresh token); throws an ApiError
+ * when the API could not be asked (offline, 503), which leaves the session as it is. */
 function renew() {
   const current = session.read();
   if (!current || !current.refreshToken) return Promise.resolve(null);
   renewing ??= (async () => {
     try {
-      const response = await fetch("/auth/refresh", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ refresh_token: current.refreshToken }),
-      });
-      return response.ok ? session.save(current.username, await response.json()) : null;
-    } catch {
-      return null;
+      let response;
+      try {
+        response = await fetch("/auth/refresh", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Accept: "application/json" },
+          body: JSON.stringify({ refresh_token: current.refreshToken }),
+        });
+      } catch {
+        throw new ApiError(0, { title: "The API cannot be reached" });
+      }
+      if (response.status === 401) return null;
+      if (!response.ok) throw new ApiError(response.status, await problemOf(response));
+      const tokens = await response.json();
+      // Logged out (or in as someone else) while this was on its way: keep what the tab holds now.
+      if (session.read()?.refreshToken !== current.refreshToken) return null;
+      return session.save(current.username, tokens);
     } finally {
       renewing = null;
     }
@@ -114,6 +124,8 @@ async function withToken(path, init) {
 
 /** End the login on the server too (its refresh token stops working), then forget it here. */
 export async function logout() {
+  // A renewal on its way would otherwise save a new token pair after the tab forgot the old one.
+  await renewing?.catch(() => null);
   const current = session.read();
   session.clear();
   if (current && current.refreshToken) {
