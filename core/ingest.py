@@ -135,11 +135,22 @@ class MachineRegistry:
         self.auto_register = auto_register
         self.max_per_site_per_hour = max_per_site_per_hour
         self.cache: LruCache[MachineKey, int] = LruCache(cache_size)
+        # The newest status of each machine not known yet: a gateway announces a device online when it first reads
+        # it, often just before the telemetry that registers the machine; the status is applied once it exists.
+        self.pending_statuses: LruCache[MachineKey, StatusUpdate] = LruCache(cache_size)
 
     def remember(self, ids: dict[MachineKey, int]) -> None:
-        """Keep ids learnt in a committed transaction."""
+        """Keep ids learnt in a committed transaction (their held statuses were applied in it)."""
         for key, machine_id in ids.items():
             self.cache.put(key, machine_id)
+            self.pending_statuses.pop(key)
+
+    def hold(self, status: StatusUpdate) -> None:
+        """Keep the status of a machine not known yet (the newest one per machine, bounded)."""
+        key = (status.site, status.machine)
+        held = self.pending_statuses.peek(key)
+        if held is None or held.ts <= status.ts:
+            self.pending_statuses.put(key, status)
 
     async def resolve(
         self, conn: AsyncConnection, keys: set[MachineKey], *, register: set[MachineKey] | None = None
@@ -263,7 +274,8 @@ async def write_batch(
     """Store a batch in the caller's transaction; after committing, the caller passes
     `result.machine_ids` to `registry.remember` (ids learnt in a rolled-back transaction must not be cached).
 
-    Only telemetry registers machines: a (retained) status of an unknown machine is ignored and counted.
+    Only telemetry registers machines: a (retained) status of an unknown machine creates nothing; it is counted as
+    ignored and held (bounded) until telemetry registers the machine, then applied in that transaction.
     """
     registering = {(message.site, message.machine) for message in batch.telemetry}
     keys = registering | {(status.site, status.machine) for status in batch.statuses}
@@ -287,7 +299,11 @@ async def write_batch(
     await _upsert_latest(conn, rows)
     states = await _insert_states(conn, ids, telemetry)
     await _touch_last_seen(conn, ids, telemetry)
-    ignored = await _apply_statuses(conn, ids, batch.statuses)
+    held = [status for key in ids if (status := registry.pending_statuses.peek(key)) is not None]
+    ignored = await _apply_statuses(conn, ids, [*batch.statuses, *held])
+    for status in batch.statuses:
+        if (status.site, status.machine) not in ids:
+            registry.hold(status)
     if rejected:
         await conn.execute(
             insert(DeadLetter),

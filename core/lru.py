@@ -38,6 +38,14 @@ class LruCache(Generic[K, V]):
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        """Remove `key` and return its value (None when absent); counts neither a hit nor a miss."""
+        return self._data.pop(key, None)
+
+    def peek(self, key: K) -> V | None:
+        """The value of `key` without counting or refreshing it."""
+        return self._data.get(key)
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -155,6 +155,21 @@ async def test_statuses_never_register_machines(engine: AsyncEngine) -> None:
     assert await count(engine, DeadLetter) == 0
 
 
+async def test_a_status_that_came_before_the_first_telemetry_applies_once_the_machine_is_registered(
+    engine: AsyncEngine,
+) -> None:
+    # A gateway announces a device online when it first reads it, often a batch before the telemetry that registers it.
+    registry = MachineRegistry(auto_register=True)
+    early = await store(engine, registry, IngestBatch(statuses=[StatusUpdate("plant1", "m9", True, T0)]))
+    assert (early.statuses_ignored, await count(engine, Machine)) == (1, 0)
+    await store(engine, registry, IngestBatch(telemetry=[telemetry("m9", (1, "temp", 1.0))]))
+    async with session_factory(engine)() as session:
+        machine = await session.scalar(select(Machine).where(Machine.code == "m9"))
+    assert machine is not None
+    assert (machine.online, machine.status_changed_at) == (True, T0)
+    assert len(registry.pending_statuses) == 0  # applied, and forgotten once committed
+
+
 async def test_registration_is_capped_per_site_per_hour(engine: AsyncEngine) -> None:
     registry = MachineRegistry(auto_register=True, max_per_site_per_hour=3)
     flood = [telemetry(f"m{number}", (0, "temp", 1.0)) for number in range(5)]
