@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -54,6 +55,19 @@ class Readiness:
         """Say "not ready" (stopping, or the connection it serves through is lost)."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]], *, again_every_s: float = 1.0) -> None:
+    """Cancel `tasks` and return once every one has ended, cancelling again every `again_every_s` while any runs.
+
+    On Python 3.11 `asyncio.wait_for` drops a cancellation that arrives with the awaited result, and the libraries
+    we drive (asyncua, pymodbus) use it: one `cancel()` can be lost, and a shutdown that waits for the task hangs.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_every_s)
 
 
 def read_ready_file(path: Path) -> dict[str, object] | None:

@@ -19,7 +19,7 @@ import aiomqtt
 from prometheus_client import start_http_server
 
 from core.contract import encode_status, encode_telemetry, gateway_status_topic, status_topic, telemetry_topic
-from core.lifecycle import Readiness, readiness, stop_on_signals
+from core.lifecycle import Readiness, cancel_and_wait, readiness, stop_on_signals
 from core.logging import get_logger
 from core.mqtt import mqtt_client
 from core.retry import Backoff, keep_connected, wait_or_stop
@@ -92,14 +92,17 @@ class Gateway:
                     for device in self.config.devices
                 ]
                 group.create_task(self._flush_loop(stop), name="gateway:flush")
-                group.create_task(self._publish_loop(publishing_done), name="gateway:publish")
+                publisher = group.create_task(self._publish_loop(publishing_done), name="gateway:publish")
                 await stop.wait()
-                for task in devices:
-                    task.cancel()
+                await cancel_and_wait(devices)
                 await self._flush_all()
                 if self.connected.is_set():
                     await self._wait_empty(drain_timeout_s)
                 publishing_done.set()
+                # A publish still waiting for its PUBACK would hold the stop for up to its ack timeout: whatever it
+                # carries is still on disk (deleted only once acknowledged), so it is cut short.
+                _, late = await asyncio.wait({publisher}, timeout=drain_timeout_s)
+                await cancel_and_wait(late)
         finally:
             await self._flush_all()
             await self.buffer.close()

@@ -12,7 +12,7 @@ from types import TracebackType
 import orjson
 import pytest
 
-from core.lifecycle import Readiness, read_ready_file, readiness, stop_on_signals
+from core.lifecycle import Readiness, cancel_and_wait, read_ready_file, readiness, stop_on_signals
 from core.retry import Backoff, keep_connected
 from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice, parse_config
 from gateway.service import Gateway
@@ -205,3 +205,25 @@ async def test_a_programming_error_in_a_device_fails_the_gateway(tmp_path: Path)
         await asyncio.wait_for(gateway.run(asyncio.Event()), timeout=10)
     assert failure.group_contains(TypeError, match="a bug in a source")
     assert attempts == [1]  # not retried forever
+
+
+async def test_cancel_and_wait_ends_a_task_that_swallows_a_cancellation() -> None:
+    # What asyncio.wait_for does on Python 3.11 when the awaited result and the cancellation come together.
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed == 1:
+                    continue  # the first one is lost
+                raise
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait([task], again_every_s=0.05), timeout=5)
+    assert task.cancelled()
+    assert swallowed == 2
