@@ -101,3 +101,24 @@ def mqtt_client(endpoint: MqttEndpoint, *, identifier: str, **options: Any) -> a
         tls_context=endpoint.tls.context() if endpoint.tls is not None else None,
         **options,
     )
+
+
+class SubscriptionRefused(Exception):
+    """The broker refused a SUBSCRIBE: the login's rules do not allow the topic filter. Retrying cannot help."""
+
+    def __init__(self, topic_filter: str, code: int) -> None:
+        super().__init__(f"the broker refused the subscription to {topic_filter} (reason code {code})")
+        self.topic_filter = topic_filter
+        self.code = code
+
+
+async def subscribe_or_raise(client: aiomqtt.Client, topic_filter: str, *, qos: int) -> None:
+    """SUBSCRIBE and check the SUBACK: a refusal (code 0x80 or above) raises SubscriptionRefused.
+
+    aiomqtt returns the SUBACK's codes without judging them, so a refused subscription would otherwise look
+    like a working one that never receives anything.
+    """
+    for granted in await client.subscribe(topic_filter, qos=qos):
+        code = granted if isinstance(granted, int) else granted.value
+        if code >= 0x80:
+            raise SubscriptionRefused(topic_filter, code)

@@ -197,7 +197,8 @@ class Gateway:
         topic = gateway_status_topic(self.config.site, self.config.gateway_id)
         return mqtt_client(
             broker.endpoint(),
-            identifier=broker.client_id or f"gateway-{self.config.site}-{self.config.gateway_id}",
+            # The broker binds a login to its client id (mosquitto/make-logins.sh), so with a login the id is the login.
+            identifier=broker.client_id or broker.username or f"gateway-{self.config.site}-{self.config.gateway_id}",
             will=aiomqtt.Will(topic, encode_status(False, will=True), qos=1, retain=True),
             max_inflight_messages=PUBLISH_WINDOW,
             timeout=10,

@@ -39,9 +39,9 @@ from core.ingest import (
 )
 from core.lifecycle import Readiness, readiness, stop_on_signals
 from core.logging import get_logger
-from core.mqtt import mqtt_client
+from core.mqtt import SubscriptionRefused, mqtt_client, subscribe_or_raise
 from core.retry import Backoff, keep_connected, retry
-from core.settings import IngestorProcessSettings
+from core.settings import ConfigurationError, IngestorProcessSettings
 from ingestor.ack import ack, enable_manual_ack
 from ingestor.batching import next_batch
 from ingestor.decode import Decoded, GatewayStatus, SeqTracker, TopicRateLimit, decode_message
@@ -101,13 +101,20 @@ class Ingestor:
         self._epoch = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set, then drain: commit and acknowledge what was received, and return."""
-        async with asyncio.TaskGroup() as group:
-            writer = group.create_task(self._write_loop(), name="ingest:writer")
-            retention = group.create_task(self._retention_loop(), name="ingest:dead-letter-retention")
-            await self._mqtt_loop(stop)
-            writer.cancel()
-            retention.cancel()
+        """Consume until `stop` is set, then drain: commit and acknowledge what was received, and return.
+
+        A configuration the broker refuses (ConfigurationError) leaves as itself, not inside an ExceptionGroup, so
+        the command prints its one line.
+        """
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(self._write_loop(), name="ingest:writer")
+                retention = group.create_task(self._retention_loop(), name="ingest:dead-letter-retention")
+                await self._mqtt_loop(stop)
+                writer.cancel()
+                retention.cancel()
+        except* ConfigurationError as refused:
+            raise refused.exceptions[0] from None
 
     # ---- broker side -------------------------------------------------------------------------------------------
 
@@ -154,10 +161,18 @@ class Ingestor:
             self._client = client
             # Shared subscriptions are an MQTT 5 feature (the embedded 3.1.1 broker has none): one ingestor then.
             group = self.config.ingest_shared_group if self.settings.mqtt.mqtt_protocol == "5" else None
-            await client.subscribe(shared(group, TELEMETRY_FILTER), qos=1)
-            # Retained statuses are never sent to shared subscriptions, so every ingestor follows them directly.
-            await client.subscribe(STATUS_FILTER, qos=1)
-            await client.subscribe(GATEWAY_STATUS_FILTER, qos=1)
+            try:
+                await subscribe_or_raise(client, shared(group, TELEMETRY_FILTER), qos=1)
+                # Retained statuses are never sent to shared subscriptions, so every ingestor follows them directly.
+                await subscribe_or_raise(client, STATUS_FILTER, qos=1)
+                await subscribe_or_raise(client, GATEWAY_STATUS_FILTER, qos=1)
+            except SubscriptionRefused as refused:
+                log.error("mqtt_subscription_refused", topic_filter=refused.topic_filter, code=refused.code)
+                raise ConfigurationError(
+                    f"{refused}: the broker login's rules must allow it (the `ingestor` login of "
+                    "mosquitto/make-logins.sh may join the groups in MQTT_INGESTOR_GROUPS; "
+                    "INGEST_SHARED_GROUP must be one of them)"
+                ) from None
             self.subscribed.set()
             healthy()
             self.ready.ready(client_id=self.config.ingest_client_id, group=group)
@@ -324,6 +339,10 @@ class Ingestor:
             return await self._store(_batch_of([item]), mode="single")
         except POISON_DB_ERRORS as error:
             refused = RejectedMessage("mqtt", topic, payload, f"database refused: {error!r}")
+        # The same per-topic limit as for what decoding rejects (counted once there): a device whose messages the
+        # database refuses one by one must not fill the dead-letter table either.
+        if not isinstance(item.decoded, RejectedMessage) and not self._dead_letter_allowed(refused):
+            return NOTHING
         try:
             return await self._store(IngestBatch(rejected=[refused]), mode="single")
         except POISON_DB_ERRORS as error:

@@ -304,7 +304,8 @@ async def _publisher(
         target.port,
         username=target.username,
         password=target.password,
-        identifier=f"loadgen-{spec.seed}-{index}-{uuid.uuid4().hex[:8]}",
+        # A broker login is bound to its client id (mosquitto/make-logins.sh): with one, the id is the login.
+        identifier=target.username or f"loadgen-{spec.seed}-{index}-{uuid.uuid4().hex[:8]}",
         protocol=aiomqtt.ProtocolVersion.V5,
         max_inflight_messages=spec.inflight,
         timeout=spec.publish_timeout_s,
@@ -435,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.username and args.publishers > 1:
+        parser.error("--username needs --publishers 1: a broker login is bound to one client id")
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     target = BrokerTarget(args.host, args.port, args.username, password)
     result = asyncio.run(run_load(target, spec_from_args(args)))

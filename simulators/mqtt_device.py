@@ -58,7 +58,8 @@ class MqttDevice:
         )
         async with mqtt_client(
             endpoint,
-            identifier=f"device-{self.site}-{self.machine}",
+            # A broker login is bound to its client id (mosquitto/make-logins.sh): with one, the id is the login.
+            identifier=self.username or f"device-{self.site}-{self.machine}",
             will=aiomqtt.Will(
                 status_topic(self.site, self.machine), encode_status(False, will=True), qos=1, retain=True
             ),

@@ -13,14 +13,14 @@ from core.schema import upgrade
 from core.settings import DatabaseSettings
 from tests.support.db import empty_tables
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
-from tests.support.pipeline import PASSWORDS, IngestorProcess
+from tests.support.pipeline import INGESTOR_GROUPS, LOGIN_SITES, PASSWORDS, IngestorProcess
 from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[MosquittoBroker]:
-    """Mosquitto with our production config, password file and ACL."""
-    with running_mosquitto(users=PASSWORDS) as server:
+    """Mosquitto with our production config and logins."""
+    with running_mosquitto(users=PASSWORDS, sites=LOGIN_SITES, ingestor_groups=INGESTOR_GROUPS) as server:
         yield server
 
 

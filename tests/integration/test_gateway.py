@@ -283,11 +283,16 @@ async def test_modbus_down_opcua_keeps_flowing_and_modbus_comes_back_online(
                 await wait_online(flaky, True)
 
 
+@pytest.mark.parametrize("transport", ["plain", "tls"])
 async def test_sigkill_during_a_broker_outage_loses_only_the_dead_seconds(
-    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path, transport: str
 ) -> None:
     machine, port = unique("killed"), free_port()
     settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
+    mqtt: dict[str, Any] = {}
+    if transport == "tls":  # the restarted gateway replays its disk buffer over TLS, the ingestor reads over TLS
+        settings["broker"] |= {"port": broker.tls_port, "tls": {"ca_file": str(broker.certs / "ca.crt")}}
+        mqtt = tls_settings(broker)
     config_file = tmp_path / "gateway.yaml"
     config_file.write_text(yaml.safe_dump(settings))
     log = tmp_path / "gateway.log"
@@ -300,7 +305,7 @@ async def test_sigkill_during_a_broker_outage_loses_only_the_dead_seconds(
 
     async with (
         ModbusStation("127.0.0.1", port, seed=10, speed=10),
-        running_ingestor(broker, ingest_database, pipeline_engine),
+        running_ingestor(broker, ingest_database, pipeline_engine, mqtt=mqtt),
     ):
         await asyncio.to_thread(broker.stop)
         first = await start()

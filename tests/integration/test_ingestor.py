@@ -29,6 +29,7 @@ from tests.support.pipeline import (
     SITE,
     Identity,
     IngestorProcess,
+    fresh_group,
     ingestor_env,
     publish,
     reading_count,
@@ -75,7 +76,7 @@ async def test_mosquitto_pub_single_sample_shorthand(
     async with running_ingestor(broker, ingest_database, pipeline_engine):
         process = await asyncio.create_subprocess_exec(
             MOSQUITTO_PUB, "-h", broker.host, "-p", str(broker.port), "-u", SITE, "-P", PASSWORDS[SITE],
-            "-q", "1", "-t", telemetry_topic(SITE, machine), "-m", payload, stderr=asyncio.subprocess.PIPE,
+            "-i", SITE, "-q", "1", "-t", telemetry_topic(SITE, machine), "-m", payload, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
         assert process.returncode == 0, stderr
@@ -121,8 +122,9 @@ async def test_bad_input_is_dead_lettered_and_the_good_around_it_is_stored(
     async with running_ingestor(broker, ingest_database, pipeline_engine) as ingestor:
         await publish(broker, telemetry_topic(SITE, machine), good[:5])
         async with aiomqtt.Client(
-            broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], protocol=aiomqtt.ProtocolVersion.V5
-        ) as client:
+            broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=SITE,
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as client:  # fmt: skip
             for topic, payload in corpus:
                 await client.publish(topic, payload, qos=1)
         await publish(broker, telemetry_topic(SITE, machine), good[5:])
@@ -157,8 +159,9 @@ async def test_machine_status_follows_the_retained_status_topic(
         await publish(broker, telemetry_topic(SITE, machine), stream_payloads(machine, messages=1, samples=1, tags=1))
         assert await wait_for_count(pipeline_engine, 1) == 1
         async with aiomqtt.Client(
-            broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], protocol=aiomqtt.ProtocolVersion.V5
-        ) as client:
+            broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=SITE,
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as client:  # fmt: skip
             ts = datetime.now(UTC).isoformat()
             await client.publish(status_topic(SITE, machine), f'{{"online": false, "ts": "{ts}"}}', qos=1, retain=True)
             await client.publish(status_topic(SITE, machine), b"", qos=1, retain=True)  # clear the retained copy
@@ -211,15 +214,20 @@ async def test_unacknowledged_messages_are_redelivered_to_the_same_client_id(bro
             await asyncio.wait_for(anext(aiter(client.messages)), timeout=1.5)
 
 
+@pytest.mark.parametrize("transport", ["plain", "tls"])
 async def test_sigkill_mid_stream_then_restart_stores_every_reading_exactly_once(
     broker: MosquittoBroker,
     ingest_database: str,
     pipeline_engine: AsyncEngine,
     ingestor_process: list[IngestorProcess],
     tmp_path: Path,
+    transport: str,
 ) -> None:
     machine, identity = unique("crash"), Identity()
-    env = ingestor_env(broker, ingest_database, identity, INGEST_BATCH_MAX_READINGS="2000")
+    tls = {"MQTT_PORT": str(broker.tls_port), "MQTT_TLS": "true", "MQTT_CA_FILE": str(broker.certs / "ca.crt")}
+    env = ingestor_env(
+        broker, ingest_database, identity, INGEST_BATCH_MAX_READINGS="2000", **(tls if transport == "tls" else {})
+    )
     first = IngestorProcess(env, tmp_path / "ingestor-1.log")
     ingestor_process.append(first)
     first.start()
@@ -347,7 +355,7 @@ async def test_two_ingestors_in_one_group_split_the_stream(
     broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine
 ) -> None:
     machines = [unique("split") for _ in range(4)]
-    group = unique("g")
+    group = fresh_group()
     first = Identity(group=group)
     second = Identity(group=group)
     async with (
@@ -364,3 +372,23 @@ async def test_two_ingestors_in_one_group_split_the_stream(
     assert received_one + received_two == 100
     assert received_one > 0
     assert received_two > 0
+
+
+async def test_a_group_the_brokers_rules_do_not_allow_stops_the_ingestor_with_one_line(
+    broker: MosquittoBroker,
+    ingest_database: str,
+    ingestor_process: list[IngestorProcess],
+    tmp_path: Path,
+) -> None:
+    """A refused SUBSCRIBE must not look like a quiet plant: the ingestor would receive nothing, for ever."""
+    process = IngestorProcess(
+        ingestor_env(broker, ingest_database, Identity(group="not-in-the-rules")), tmp_path / "ingestor.log"
+    )
+    ingestor_process.append(process)
+    process.start()
+    assert process.process is not None
+    assert await asyncio.to_thread(process.process.wait, 30) == 2
+    log = (tmp_path / "ingestor.log").read_text()
+    assert "configuration error: the broker refused the subscription to $share/not-in-the-rules/" in log
+    assert "Traceback" not in log
+    assert process.ready_file.exists() is False

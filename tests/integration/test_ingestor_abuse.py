@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 import aiomqtt
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import core.ingest
+import ingestor.service
 from core.contract import status_topic, telemetry_topic
 from core.db import session_factory
 from core.models import DeadLetter, Machine
@@ -40,7 +42,7 @@ POISON = b'{"ts": "2026-11-26T08:00:00Z", "values": {"\\u0000": null}}'
 async def publish_many(broker: MosquittoBroker, messages: list[tuple[str, bytes]], *, retain: bool = False) -> None:
     """Publish at QoS 1 with the site's login, waiting for every PUBACK."""
     async with aiomqtt.Client(
-        broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=unique("attacker"),
+        broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=SITE,
         protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=200,
     ) as client:  # fmt: skip
         for topic, payload in messages:
@@ -193,6 +195,37 @@ async def test_dead_letters_beyond_the_per_topic_limit_are_dropped_and_counted(
     assert (dropped, uncommitted) == (90, 0)
 
 
+async def test_messages_the_database_refuses_are_dead_lettered_within_the_per_topic_limit(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telemetry that decodes but that the database refuses (a value a column cannot take, a constraint) is
+    dead-lettered one message at a time; the per-topic limit applies there too, and the rest is counted."""
+    if time.monotonic() % 60 > 45:  # the limit's window is a clock minute: start this test inside a fresh one
+        await asyncio.sleep(61 - time.monotonic() % 60)
+    refused, fine = unique("dbrefused"), unique("dbfine")
+    write_batch = core.ingest.write_batch
+
+    async def refusing(conn: object, batch: core.ingest.IngestBatch, **options: object) -> core.ingest.WriteResult:
+        if any(message.machine == refused for message in batch.telemetry):
+            raise DataError("INSERT INTO reading", {}, ValueError("value out of range"))
+        return await write_batch(conn, batch, **options)  # type: ignore[arg-type] # the real function's arguments
+
+    monkeypatch.setattr(ingestor.service, "write_batch", refusing)
+    messages = [(telemetry_topic(SITE, refused), payload) for payload in stream_payloads(refused, 30, 1, 1)]
+    messages += [(telemetry_topic(SITE, fine), payload) for payload in stream_payloads(fine, 10, 1, 1)]
+    async with running_ingestor(
+        broker, ingest_database, pipeline_engine, dead_letter_max_per_topic_per_min=10
+    ) as running:
+        await publish_many(broker, messages)
+        assert await wait_for_count(pipeline_engine, 10) == 10
+        await until(lambda: _value_reached(running, 20, "rate_limit"))
+        dropped = counter(running, "dead_letters_dropped", "rate_limit")
+    letters = await dead_letters(pipeline_engine)
+    assert len(letters) == 10
+    assert all(letter.reason.startswith("database refused: ") for letter in letters)
+    assert dropped == 20
+
+
 async def test_a_flood_of_new_machine_topics_registers_at_most_the_cap(
     broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine
 ) -> None:
@@ -235,6 +268,8 @@ async def _has(engine: AsyncEngine, entity: type, rows: int) -> bool:
 
 
 async def _value_reached(ingestor: Ingestor, value: float, name: str = "dead_letters_dropped") -> bool:
-    if name == "dead_letters_dropped":
-        return counter(ingestor, name, "unstorable") >= value
+    if name in ("dead_letters_dropped", "rate_limit"):  # the dropped counter by its reason
+        return (
+            counter(ingestor, "dead_letters_dropped", "rate_limit" if name == "rate_limit" else "unstorable") >= value
+        )
     return counter(ingestor, name) >= value

@@ -1,4 +1,4 @@
-"""Our broker config, ACL and password script, checked with a real Mosquitto and real MQTT clients."""
+"""Our broker config and logins script, checked with a real Mosquitto and real MQTT clients."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from core.mqtt import MqttEndpoint, MqttTls, mqtt_client
 from core.settings import IngestorSettings
 from tests.support.mosquitto import (
     CONFIG_FILE,
-    MAKE_PASSWD,
+    MAKE_LOGINS,
     SEARCH_PATH,
     MosquittoBroker,
     make_certificates,
@@ -58,7 +58,9 @@ def broker() -> Iterator[MosquittoBroker]:
 def client(
     broker: MosquittoBroker, username: str, *, protocol: aiomqtt.ProtocolVersion = V5, **options: Any
 ) -> aiomqtt.Client:
-    """An aiomqtt client logged in as one of the broker's users."""
+    """An aiomqtt client logged in as one of the broker's users (a gateway login with its bound client id)."""
+    if username != "ingestor":
+        options.setdefault("identifier", username)
     return aiomqtt.Client(
         broker.host, broker.port, username=username, password=broker.users[username], protocol=protocol, **options
     )
@@ -122,7 +124,7 @@ def telemetry(value: float) -> bytes:
 # --- the config itself ------------------------------------------------------------------------------------
 
 # The lines the tests replace to run on a free port in a temporary folder; everything else is the file as shipped.
-SUBSTITUTED = {"listener", "persistence_location", "log_dest", "password_file", "acl_file"} | {
+SUBSTITUTED = {"listener", "persistence_location", "log_dest", "plugin", "plugin_opt_config_file"} | {
     "cafile",
     "certfile",
     "keyfile",
@@ -220,12 +222,14 @@ async def test_site_may_publish_its_retained_status(broker: MosquittoBroker, top
 
 async def test_gateway_will_on_its_own_status_topic_reaches_the_ingestor(broker: MosquittoBroker) -> None:
     will_topic = "shopfloor/v1/s1/_gateway/gw-1/status"
-    # A separate mosquitto_sub process plays the gateway, so it can die for real (SIGKILL, no DISCONNECT).
+    # A separate mosquitto_pub process (reading lines from stdin, so it stays connected) plays the gateway, so it
+    # can die for real (SIGKILL, no DISCONNECT).
     gateway = await asyncio.create_subprocess_exec(
-        # stdbuf: mosquitto_sub's debug lines (-d) would otherwise sit in a block-buffered pipe.
-        *("stdbuf", "-oL", "mosquitto_sub", "-d", "-h", broker.host, "-p", str(broker.port), "-V", "mqttv5"),
-        *("-u", "s1", "-P", broker.users["s1"], "-i", "gw-1", "-t", "shopfloor/v1/s1/_gateway/gw-1/cmd"),
+        # stdbuf: mosquitto_pub's debug lines (-d) would otherwise sit in a block-buffered pipe.
+        *("stdbuf", "-oL", "mosquitto_pub", "-d", "-l", "-h", broker.host, "-p", str(broker.port), "-V", "mqttv5"),
+        *("-u", "s1", "-P", broker.users["s1"], "-i", "s1", "-q", "1", "-t", "shopfloor/v1/s1/m1/telemetry"),
         *("--will-topic", will_topic, "--will-payload", '{"online": false}', "--will-qos", "1", "--will-retain"),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env={"PATH": SEARCH_PATH},
     )
@@ -234,7 +238,7 @@ async def test_gateway_will_on_its_own_status_topic_reaches_the_ingestor(broker:
             await ingestor.subscribe(EVERYTHING_OURS, qos=1)
             assert gateway.stdout is not None
             async with asyncio.timeout(RECEIVE_TIMEOUT_S):
-                while b"received SUBACK" not in await gateway.stdout.readline():
+                while b"received CONNACK" not in await gateway.stdout.readline():
                     pass
             gateway.kill()
             [message] = await receive(ingestor, 1)
@@ -275,7 +279,7 @@ async def test_site_cannot_publish_telemetry_for_another_site(
 async def test_site_cannot_write_outside_its_contract_topics(broker: MosquittoBroker, topic: str) -> None:
     marker = "shopfloor/v1/s1/m1/telemetry"
     async with client(broker, "ingestor") as ingestor, client(broker, "s1") as site:
-        await ingestor.subscribe("#", qos=1)
+        await ingestor.subscribe(EVERYTHING_OURS, qos=1)
         pubacks = record_pubacks(site)
 
         await site.publish(topic, b"{}", qos=1)
@@ -334,7 +338,16 @@ async def test_ingestors_split_the_shared_subscription(broker: MosquittoBroker) 
 # --- what a site may read --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("topic_filter", ["shopfloor/v1/s2/#", "shopfloor/v1/+/+/telemetry", "#"])
+def suback_codes(granted: list[ReasonCode] | list[int]) -> list[int]:
+    """The reason code of each subscription of a SUBACK (MQTT 5)."""
+    return [code.value if isinstance(code, ReasonCode) else code for code in granted]
+
+
+@pytest.mark.parametrize(
+    "topic_filter",
+    ["shopfloor/v1/s2/#", "shopfloor/v1/+/+/telemetry", "#", "shopfloor/v1/s1/#", "$share/other/shopfloor/v1/#"],
+    ids=["other-site", "every-site", "everything", "own-site", "another-share-group"],
+)
 async def test_site_cannot_read_other_sites(broker: MosquittoBroker, topic_filter: str) -> None:
     status = json.dumps({"online": True, "ts": "2026-11-26T08:00:00Z"}).encode()
     async with (
@@ -344,15 +357,15 @@ async def test_site_cannot_read_other_sites(broker: MosquittoBroker, topic_filte
     ):
         await witness.subscribe(EVERYTHING_OURS, qos=1)
         await other_site.publish("shopfloor/v1/s2/m1/status", status, qos=1, retain=True)
-        # Mosquitto 2.0.11 grants every SUBSCRIBE (acl_file does not check subscriptions) and checks "read"
-        # per message instead; what matters to a user is that nothing arrives.
-        await snooper.subscribe(topic_filter, qos=1)
+        # A gateway login subscribes to nothing: the plugin refuses the SUBSCRIBE itself.
+        granted = await snooper.subscribe(topic_filter, qos=1)
         await other_site.publish("shopfloor/v1/s2/m1/telemetry", telemetry(3.0), qos=1)
 
         witnessed = await receive(witness, 2)
         # A SUBACK comes after anything the broker sent this client before it, retained messages included.
         await snooper.subscribe("shopfloor/v1/s1/m1/telemetry", qos=1)
         leaked = len(snooper.messages)
+    assert suback_codes(granted) == [NOT_AUTHORIZED]
     assert [str(message.topic) for message in witnessed] == [
         "shopfloor/v1/s2/m1/status",
         "shopfloor/v1/s2/m1/telemetry",
@@ -360,14 +373,11 @@ async def test_site_cannot_read_other_sites(broker: MosquittoBroker, topic_filte
     assert leaked == 0
 
 
-async def test_known_gap_a_site_user_in_the_ingestors_share_group_makes_telemetry_disappear(
-    broker: MosquittoBroker,
-) -> None:
-    """What acl_file cannot prevent in Mosquitto 2.0.11 (see the comment in mosquitto/acl).
+async def test_a_device_login_cannot_join_the_ingestors_share_group(broker: MosquittoBroker) -> None:
+    """Finding 3: with acl_file the SUBSCRIBE was granted and the round robin dropped every other message.
 
-    The site's SUBSCRIBE to the ingestors' group is granted; the broker's round robin then picks the site
-    for every other message, the read check refuses it there, and that message is gone for the whole group.
-    If this test fails, the broker now refuses such subscriptions: assert that instead and update the ACL notes.
+    Now the plugin refuses the intruder's SUBSCRIBE, so it is never a member and every message reaches the
+    ingestors.
     """
     async with (
         client(broker, "ingestor") as ingestor,
@@ -375,14 +385,12 @@ async def test_known_gap_a_site_user_in_the_ingestors_share_group_makes_telemetr
         client(broker, "s1") as site,
     ):
         await ingestor.subscribe(SHARED_TELEMETRY, qos=1)
-        await intruder.subscribe(SHARED_TELEMETRY, qos=1)
+        granted = await intruder.subscribe(SHARED_TELEMETRY, qos=1)
         for value in range(6):
             await site.publish("shopfloor/v1/s1/m1/telemetry", telemetry(value), qos=1)
-        # SUBACKs come after every message the broker sent each of them before.
-        await ingestor.subscribe("shopfloor/v1/s1/m1/status", qos=1)
-        await intruder.subscribe("shopfloor/v1/s1/m1/status", qos=1)
-        reached_ingestor, reached_intruder = len(ingestor.messages), len(intruder.messages)
-    assert (reached_ingestor, reached_intruder) == (3, 0)
+        received = await receive(ingestor, 6)
+    assert suback_codes(granted) == [NOT_AUTHORIZED]
+    assert [message.payload for message in received] == [telemetry(value) for value in range(6)]
 
 
 # --- persistent sessions and broker persistence ----------------------------------------------------------
@@ -419,26 +427,58 @@ async def drain(subscriber: aiomqtt.Client, quiet_s: float = 2.0) -> list[aiomqt
     return received
 
 
-@pytest.mark.xfail(
-    reason="issue 13, finding 1: client ids are not bound to logins yet (use_username_as_clientid needs one login "
-    "per gateway, and the ingestor on a listener of its own); strict: passing means the fix landed, drop the mark",
-    raises=AssertionError,
-    strict=True,
-)
 async def test_a_site_login_cannot_take_over_the_ingestors_session(broker: MosquittoBroker) -> None:
     async with persistent_subscriber(broker) as ingestor:
         await ingestor.subscribe(SHARED_TELEMETRY, qos=1)
     assert await publish_telemetry(broker, range(5)) == [SUCCESS] * 5
 
-    # The attack from the finding: a site login connects with the ingestor's (fixed, public) client id and a
-    # clean start, which would discard the ingestor's session and the 5 messages queued for it.
-    with contextlib.suppress(aiomqtt.MqttError):
+    # The attack from finding 1: a gateway login connects with the ingestor's (fixed, public) client id and a
+    # clean start, which would discard the ingestor's session and the 5 messages queued for it. The plugin binds
+    # the login to its own client id and refuses the connection.
+    with pytest.raises(MqttConnectError) as refused:
         async with client(broker, "s1", identifier="ingestor-1", clean_start=True):
             pass
+    assert isinstance(refused.value.rc, ReasonCode)
+    assert refused.value.rc.value == NOT_AUTHORIZED
 
     async with persistent_subscriber(broker) as ingestor:
         received = await drain(ingestor)
     assert [message.payload for message in received] == [telemetry(value) for value in range(5)]
+
+
+async def test_a_live_ingestor_is_not_kicked_off_by_a_login_using_its_client_id(broker: MosquittoBroker) -> None:
+    async with persistent_subscriber(broker) as ingestor:
+        await ingestor.subscribe(SHARED_TELEMETRY, qos=1)
+        with pytest.raises(MqttConnectError):
+            async with client(broker, "s2", identifier="ingestor-1"):
+                pass
+        # Still the same connection: what s1 publishes now arrives without a reconnect.
+        await publish_telemetry(broker, range(1))
+        [message] = await receive(ingestor, 1)
+    assert message.payload == telemetry(0)
+    assert "already connected, closing old connection" not in broker.log()
+
+
+async def test_a_gateway_login_cannot_use_another_gateways_client_id(broker: MosquittoBroker) -> None:
+    with pytest.raises(MqttConnectError):
+        async with client(broker, "s1", identifier="s2"):
+            pass
+
+
+async def test_a_certificate_cannot_take_over_the_ingestors_session(broker: MosquittoBroker) -> None:
+    """The client-certificate listener skips the plugin's password check (and its client-id binding); the listener
+    forces the client id to the certificate's name instead, so the ingestor's id is out of reach there too."""
+    async with persistent_subscriber(broker) as ingestor:
+        await ingestor.subscribe(SHARED_TELEMETRY, qos=1)
+    assert await publish_telemetry(broker, range(5)) == [SUCCESS] * 5
+
+    async with tls_client(broker, broker.cert_port, cert="s1", identifier="ingestor-1", clean_start=True):
+        pass
+
+    async with persistent_subscriber(broker) as ingestor:
+        received = await drain(ingestor)
+    assert [message.payload for message in received] == [telemetry(value) for value in range(5)]
+    assert "as s1 (p5, c1" in broker.log()
 
 
 @pytest.mark.parametrize("topic_filter", [SHARED_TELEMETRY, "shopfloor/v1/+/+/telemetry"], ids=["shared", "plain"])
@@ -530,13 +570,13 @@ async def test_ingestor_may_hold_a_batch_of_1000_unacknowledged_messages(broker:
     assert next_message.payload == telemetry(1000)
 
 
-# --- make-passwd.sh --------------------------------------------------------------------------------------
+# --- make-logins.sh --------------------------------------------------------------------------------------
 
 
-def make_passwd(target: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+def make_logins(target: Path, **variables: str) -> subprocess.CompletedProcess[str]:
     """Run our script with exactly these variables (and a PATH that finds mosquitto_passwd)."""
     return subprocess.run(  # noqa: S603 -- our own script, no shell
-        ["/bin/sh", str(MAKE_PASSWD), str(target)],
+        ["/bin/sh", str(MAKE_LOGINS), str(target)],
         env={"PATH": SEARCH_PATH, **variables},
         capture_output=True,
         text=True,
@@ -544,46 +584,45 @@ def make_passwd(target: Path, **variables: str) -> subprocess.CompletedProcess[s
     )
 
 
+INGESTOR = {"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD}
+
+
 @pytest.mark.parametrize(
     ("variables", "named"),
     [
         ({}, "MQTT_INGESTOR_PASSWORD"),
-        ({"MQTT_SITE_PASSWORDS": f"s1:{GOOD_PASSWORD}"}, "MQTT_INGESTOR_PASSWORD"),
-        ({"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD}, "MQTT_SITE_PASSWORDS"),
-        ({"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD, "MQTT_SITE_PASSWORDS": ""}, "MQTT_SITE_PASSWORDS"),
-        (
-            {"MQTT_INGESTOR_PASSWORD": "eleven-char", "MQTT_SITE_PASSWORDS": f"s1:{GOOD_PASSWORD}"},
-            "MQTT_INGESTOR_PASSWORD",
-        ),
-        (
-            {"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD, "MQTT_SITE_PASSWORDS": f"s1:{GOOD_PASSWORD},s2:eleven-char"},
-            "MQTT_SITE_PASSWORDS",
-        ),
-        ({"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD, "MQTT_SITE_PASSWORDS": "s1"}, "MQTT_SITE_PASSWORDS"),
-        (
-            {"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD, "MQTT_SITE_PASSWORDS": f"S1:{GOOD_PASSWORD}"},
-            "MQTT_SITE_PASSWORDS",
-        ),
-        (
-            {"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD, "MQTT_SITE_PASSWORDS": f"ingestor:{GOOD_PASSWORD}"},
-            "MQTT_SITE_PASSWORDS",
-        ),
+        ({"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD}"}, "MQTT_INGESTOR_PASSWORD"),
+        (INGESTOR, "MQTT_GATEWAY_LOGINS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": ""}, "MQTT_GATEWAY_LOGINS"),
+        ({"MQTT_INGESTOR_PASSWORD": "eleven-char", "MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD}"}, "INGESTOR"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD},gw2@s1:eleven-char"}, "MQTT_GATEWAY_LOGINS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1:{GOOD_PASSWORD}"}, "MQTT_GATEWAY_LOGINS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"GW1@s1:{GOOD_PASSWORD}"}, "MQTT_GATEWAY_LOGINS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@S 1:{GOOD_PASSWORD}"}, "MQTT_GATEWAY_LOGINS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"ingestor@s1:{GOOD_PASSWORD}"}, "MQTT_GATEWAY_LOGINS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD},gw1@s2:{GOOD_PASSWORD}"}, "listed twice"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD},"}, "MQTT_GATEWAY_LOGINS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD}", "MQTT_INGESTOR_GROUPS": "a,$x"}, "GROUPS"),
     ],
     ids=[
         "nothing-set",
         "ingestor-missing",
-        "sites-missing",
-        "sites-empty",
+        "logins-missing",
+        "logins-empty",
         "ingestor-short",
-        "site-short",
-        "site-without-password",
-        "site-code-invalid",
-        "site-named-ingestor",
+        "login-short",
+        "login-without-site",
+        "login-invalid",
+        "site-invalid",
+        "login-named-ingestor",
+        "login-twice",
+        "empty-entry",
+        "group-invalid",
     ],
 )
-def test_make_passwd_refuses_missing_or_weak_settings(tmp_path: Path, variables: dict[str, str], named: str) -> None:
-    target = tmp_path / "passwd"
-    result = make_passwd(target, **variables)
+def test_make_logins_refuses_missing_or_weak_settings(tmp_path: Path, variables: dict[str, str], named: str) -> None:
+    target = tmp_path / "dynamic-security.json"
+    result = make_logins(target, **variables)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert named in result.stderr
@@ -591,27 +630,52 @@ def test_make_passwd_refuses_missing_or_weak_settings(tmp_path: Path, variables:
     assert not target.exists()
 
 
-def test_make_passwd_writes_a_private_file_with_one_user_per_site(tmp_path: Path) -> None:
-    target = tmp_path / "passwd"
-    result = make_passwd(
+def test_make_logins_writes_a_private_file_with_one_login_per_gateway(tmp_path: Path) -> None:
+    target = tmp_path / "dynamic-security.json"
+    result = make_logins(
         target,
         MQTT_INGESTOR_PASSWORD=GOOD_PASSWORD,
-        MQTT_SITE_PASSWORDS=f"plant-1:{GOOD_PASSWORD},plant_2:{AWKWARD_PASSWORD}",
+        MQTT_GATEWAY_LOGINS=f"gw-hall1@plant-1:{GOOD_PASSWORD},gw_2@plant-1:{AWKWARD_PASSWORD},cert-only@plant2",
     )
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert [line.split(":", 1)[0] for line in target.read_text().splitlines()] == ["ingestor", "plant-1", "plant_2"]
+    document = json.loads(target.read_text())
+    clients = {entry["username"]: entry for entry in document["clients"]}
+    assert list(clients) == ["ingestor", "gw-hall1", "gw_2", "cert-only"]
+    assert {name: entry.get("clientid") for name, entry in clients.items()} == {
+        "ingestor": None,  # several ingestors share the login, each with its own id
+        "gw-hall1": "gw-hall1",
+        "gw_2": "gw_2",
+        "cert-only": "cert-only",
+    }
+    assert "password" not in clients["cert-only"]  # only the certificate listener lets it in
+    assert [role["rolename"] for entry in clients.values() for role in entry["roles"]] == [
+        "ingestor",
+        "site-plant-1",
+        "site-plant-1",
+        "site-plant2",
+    ]
+    assert document["defaultACLAccess"] == {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
     assert GOOD_PASSWORD not in target.read_text()
     if os.geteuid() == 0:
         assert target.owner() == "mosquitto"
 
 
-async def test_passwords_made_by_the_script_log_in() -> None:
-    with running_mosquitto(users={"ingestor": GOOD_PASSWORD, "plant_2": AWKWARD_PASSWORD}) as broker:
-        async with client(broker, "plant_2") as site, client(broker, "ingestor") as ingestor:
+async def test_logins_made_by_the_script_log_in() -> None:
+    users = {"ingestor": GOOD_PASSWORD, "gw-a": AWKWARD_PASSWORD}
+    with running_mosquitto(users=users, sites={"gw-a": "plant_2"}) as broker:
+        async with client(broker, "gw-a") as gateway, client(broker, "ingestor") as ingestor:
             await ingestor.subscribe(SHARED_TELEMETRY, qos=1)
-            await site.publish("shopfloor/v1/plant_2/m1/telemetry", telemetry(1.0), qos=1)
+            pubacks = record_pubacks(gateway)
+            await gateway.publish("shopfloor/v1/gw-a/m1/telemetry", telemetry(0.0), qos=1)  # its name, not its site
+            await gateway.publish("shopfloor/v1/plant_2/m1/telemetry", telemetry(1.0), qos=1)
             [message] = await receive(ingestor, 1)
+    assert pubacks == [NOT_AUTHORIZED, SUCCESS]
     assert str(message.topic) == "shopfloor/v1/plant_2/m1/telemetry"
 
 
@@ -636,7 +700,11 @@ def tls_client(
         password=broker.users[username] if username else None,
         tls=MqttTls(ca_file=ca or broker.certs / "ca.crt", **files),
     )
-    return mqtt_client(endpoint, identifier=f"tls-{username or cert}-{port}", **options)
+    # A gateway login's client id is bound to it; on the certificate listener the broker sets it to the CN anyway.
+    options.setdefault(
+        "identifier", username if username not in (None, "ingestor") else f"tls-{username or cert}-{port}"
+    )
+    return mqtt_client(endpoint, **options)
 
 
 # paho 2.2 does not close the socket of a failed TLS handshake; the garbage collector does, with a

@@ -135,7 +135,7 @@ async def test_a_published_reading_reaches_the_stream_within_one_second(
         async with (
             stream as response,
             aiomqtt.Client(
-                broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=unique("plc"),
+                broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=SITE,
                 protocol=aiomqtt.ProtocolVersion.V5,
             ) as plc,
         ):  # fmt: skip

@@ -1,4 +1,4 @@
-"""A throwaway Mosquitto for tests: OUR config, ACL and password script, as a plain process on a free port."""
+"""A throwaway Mosquitto for tests: OUR config and logins script, as a plain process on a free port."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -19,8 +19,7 @@ from tests.support.postgres import ServiceUnavailable, free_port
 
 MOSQUITTO_DIR = Path(__file__).resolve().parents[2] / "mosquitto"
 CONFIG_FILE = MOSQUITTO_DIR / "mosquitto.conf"
-ACL_FILE = MOSQUITTO_DIR / "acl"
-MAKE_PASSWD = MOSQUITTO_DIR / "make-passwd.sh"
+MAKE_LOGINS = MOSQUITTO_DIR / "make-logins.sh"
 MAKE_CERTS = MOSQUITTO_DIR / "make-certs.sh"
 # The listeners of our config by port: plain, TLS with passwords, TLS with client certificates.
 PLAIN_LISTENER, TLS_LISTENER, CERT_LISTENER = "1883", "8883", "8884"
@@ -33,8 +32,11 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 INGESTOR_USER = "ingestor"
-# Passwords of at least 12 characters, as make-passwd.sh demands.
+# Passwords of at least 12 characters, as make-logins.sh demands. Every other login is a gateway login of the site
+# named in `sites` (default: the site with the login's own name); its client id must be the login.
 DEFAULT_USERS = {INGESTOR_USER: "ingestor-test-secret", "s1": "s1-test-secret-01", "s2": "s2-test-secret-02"}
+# Where Debian's package and the eclipse-mosquitto image put the dynamic security plugin.
+PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so")
 # Debian puts the broker in /usr/sbin, which is not on every user's PATH.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
 
@@ -44,6 +46,14 @@ def _mosquitto_binary() -> Path:
     if found is None:
         raise ServiceUnavailable("mosquitto not found: apt-get install -y mosquitto mosquitto-clients")
     return Path(found)
+
+
+def _dynsec_plugin() -> Path:
+    for pattern in PLUGIN_GLOBS:
+        found = sorted(Path("/").glob(pattern.lstrip("/")))
+        if found:
+            return found[0]
+    raise ServiceUnavailable("mosquitto_dynamic_security.so not found: apt-get install -y mosquitto")
 
 
 def _replace_options(text: str, replacements: dict[str, str | None]) -> str:
@@ -110,19 +120,24 @@ def _chown_to_broker(*paths: Path) -> None:
         shutil.chown(path, "mosquitto", "mosquitto")
 
 
-def make_password_file(path: Path, users: dict[str, str]) -> None:
-    """Run OUR make-passwd.sh, passing `ingestor` and every site user through its environment variables."""
+def make_logins_file(
+    path: Path, users: dict[str, str], sites: dict[str, str] | None = None, ingestor_groups: Sequence[str] = ()
+) -> None:
+    """Run OUR make-logins.sh: `ingestor`, and every other user as a gateway login of its site."""
     env = {"PATH": SEARCH_PATH}
+    if ingestor_groups:
+        env["MQTT_INGESTOR_GROUPS"] = ",".join(ingestor_groups)
     if INGESTOR_USER in users:
         env["MQTT_INGESTOR_PASSWORD"] = users[INGESTOR_USER]
-    sites = [f"{name}:{password}" for name, password in users.items() if name != INGESTOR_USER]
-    if sites:
-        env["MQTT_SITE_PASSWORDS"] = ",".join(sites)
+    sites = sites or {}
+    logins = [f"{name}@{sites.get(name, name)}:{password}" for name, password in users.items() if name != INGESTOR_USER]
+    if logins:
+        env["MQTT_GATEWAY_LOGINS"] = ",".join(logins)
     result = subprocess.run(  # noqa: S603 -- our own script, fixed arguments, no shell
-        ["/bin/sh", str(MAKE_PASSWD), str(path)], env=env, capture_output=True, text=True, check=False
+        ["/bin/sh", str(MAKE_LOGINS), str(path)], env=env, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        raise ServiceUnavailable(f"make-passwd.sh failed ({result.returncode}): {result.stderr.strip()}")
+        raise ServiceUnavailable(f"make-logins.sh failed ({result.returncode}): {result.stderr.strip()}")
 
 
 @dataclass
@@ -216,13 +231,20 @@ class MosquittoBroker:
 
 @contextlib.contextmanager
 def running_mosquitto(
-    *, users: dict[str, str] | None = None, anonymous: bool = False, extra_config: str = ""
+    *,
+    users: dict[str, str] | None = None,
+    sites: dict[str, str] | None = None,
+    ingestor_groups: Sequence[str] = (),
+    anonymous: bool = False,
+    extra_config: str = "",
 ) -> Iterator[MosquittoBroker]:
     """Start Mosquitto with our production config (paths, listener and log destination replaced).
 
-    By default the real security applies: our ACL and a password file made by our make-passwd.sh from
-    `users` (default DEFAULT_USERS). `anonymous=True` drops password file and ACL and allows anonymous
-    clients, for load tests that are about throughput, not security. `extra_config` lines are appended.
+    By default the real security applies: the dynamic security plugin with the logins file made by our
+    make-logins.sh from `users` (default DEFAULT_USERS). `sites` maps a gateway login to its site (default: its own
+    name); `ingestor_groups` names the shared groups the ingestor may join (default `ingestors`).
+    `anonymous=True` drops the plugin and allows anonymous clients, for load tests that are about throughput, not
+    security. `extra_config` lines are appended.
     Every listener of the config gets a free port (`port`, `tls_port`, `cert_port`); the certificates of the TLS
     listeners are made by our make-certs.sh in the broker's folder, with one client certificate per user.
     The broker is stopped and its folder removed at exit; ServiceUnavailable if it cannot start.
@@ -246,13 +268,12 @@ def running_mosquitto(
         }
         if anonymous:
             users = {}
-            replacements |= {"allow_anonymous": "true", "password_file": None, "acl_file": None}
+            replacements |= {"allow_anonymous": "true", "plugin": None, "plugin_opt_config_file": None}
         else:
             users = dict(DEFAULT_USERS if users is None else users)
-            password_file, acl_file = config_dir / "passwd", config_dir / "acl"
-            make_password_file(password_file, users)
-            shutil.copyfile(ACL_FILE, acl_file)
-            replacements |= {"password_file": str(password_file), "acl_file": str(acl_file)}
+            logins_file = config_dir / "dynamic-security.json"
+            make_logins_file(logins_file, users, sites, ingestor_groups)
+            replacements |= {"plugin": str(_dynsec_plugin()), "plugin_opt_config_file": str(logins_file)}
         make_certificates(certs_dir, sorted({INGESTOR_USER, *users}))
         config_text = _place_listeners(_replace_options(CONFIG_FILE.read_text(), replacements), listeners, certs_dir)
         config_file = config_dir / "mosquitto.conf"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -36,12 +37,36 @@ from ingestor.service import Ingestor
 from tests.support.mosquitto import MosquittoBroker
 
 SITE = "plant1"
-PASSWORDS = {"ingestor": "ingestor-secret-pw", SITE: "plant1-secret-pw!", "plant2": "plant2-secret-pw!"}
+# Broker logins (mosquitto/make-logins.sh): one per gateway or publisher, each bound to its client id (= the
+# login). `SITE` is the gateways' and devices' login of site plant1, PUBLISHER a second one of the same site for
+# the tests' own publisher, so both can be connected at once.
+PUBLISHER = "plant1-pub"
+PASSWORDS = {
+    "ingestor": "ingestor-secret-pw",
+    SITE: "plant1-secret-pw!",
+    PUBLISHER: "plant1-pub-secret-pw",
+    "plant2": "plant2-secret-pw!",
+}
+LOGIN_SITES = {PUBLISHER: SITE}
 SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# The broker lets the `ingestor` login subscribe to the shared groups its rules name (make-logins.sh), so the
+# tests' broker names a pool of them and each test's ingestors take a fresh one (one broker per worker process).
+INGESTOR_GROUPS = ("ingestors", *(f"test-group-{number}" for number in range(400)))
+_next_group = itertools.count(1)
+
+
+def fresh_group() -> str:
+    """A shared-subscription group no earlier test of this process used."""
+    number = next(_next_group)
+    if number >= len(INGESTOR_GROUPS):
+        raise RuntimeError("the test broker's ingestor groups are used up: raise the pool in tests/support/pipeline.py")
+    return INGESTOR_GROUPS[number]
 
 
 @dataclass(frozen=True)
@@ -50,7 +75,7 @@ class Identity:
     must not hold a share of this test's messages."""
 
     client_id: str = field(default_factory=lambda: unique("ingestor"))
-    group: str = field(default_factory=lambda: unique("g"))
+    group: str = field(default_factory=fresh_group)
 
 
 def tls_settings(broker: MosquittoBroker, *, certificate: bool = False) -> dict[str, Any]:
@@ -173,7 +198,7 @@ async def publish(
 ) -> None:
     """Publish at QoS 1 as the site's gateway would, waiting for every PUBACK."""
     async with aiomqtt.Client(
-        broker.host, broker.port, username=SITE, password=PASSWORDS[SITE], identifier=unique("pub"),
+        broker.host, broker.port, username=PUBLISHER, password=PASSWORDS[PUBLISHER], identifier=PUBLISHER,
         protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=200,
     ) as client:  # fmt: skip
         for index, payload in enumerate(payloads, start=1):

@@ -116,19 +116,22 @@ def test_named_volumes_hold_the_state(compose: dict[str, Any], services: dict[st
     assert "gateway-buffer:/data/gateway" in services["gateway"]["volumes"]
 
 
-def test_mosquitto_runs_our_config_acl_and_password_script(services: dict[str, dict[str, Any]]) -> None:
+def test_mosquitto_runs_our_config_and_logins_script(services: dict[str, dict[str, Any]]) -> None:
     mosquitto = services["mosquitto"]
     assert "./mosquitto/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in mosquitto["volumes"]
-    assert "./mosquitto/acl:/mosquitto/config/acl:ro" in mosquitto["volumes"]
-    assert "./mosquitto/make-passwd.sh:/shopfloor/make-passwd.sh:ro" in mosquitto["volumes"]
+    assert "./mosquitto/make-logins.sh:/shopfloor/make-logins.sh:ro" in mosquitto["volumes"]
     [command] = mosquitto["command"]
-    assert command.startswith("/shopfloor/make-passwd.sh /mosquitto/config/passwd && ")
+    assert command.startswith("/shopfloor/make-logins.sh /mosquitto/config/dynamic-security.json && ")
     assert command.endswith("mosquitto -c /mosquitto/config/mosquitto.conf")
     config = CONFIG_FILE.read_text()
-    # The paths in our config are where compose puts the files.
-    assert "\npassword_file /mosquitto/config/passwd\n" in config
-    assert "\nacl_file /mosquitto/config/acl\n" in config
+    # The paths in our config are where compose (and the eclipse-mosquitto image) put the files.
+    assert "\nplugin /usr/lib/mosquitto_dynamic_security.so\n" in config
+    assert "\nplugin_opt_config_file /mosquitto/config/dynamic-security.json\n" in config
     assert "\npersistence_location /mosquitto/data/\n" in config
+    # Plain MQTT (passwords in clear) is reachable from the host's loopback only.
+    assert [port for port in mosquitto["ports"] if port.endswith(":1883")] == [
+        "127.0.0.1:${MQTT_PORT_PUBLISHED:-1883}:1883"
+    ]
 
 
 def _strings(node: Any) -> list[str]:
@@ -166,21 +169,29 @@ def test_interpolation_refuses_a_missing_secret(compose: dict[str, Any]) -> None
     assert interpolate(url, {"POSTGRES_PASSWORD": "pw"}) == "postgresql://shopfloor:pw@timescaledb:5432/shopfloor"
 
 
-def test_site_passwords_for_the_broker_match_the_gateway_login(
+def test_the_gateways_broker_login_matches_its_config(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
-    values = {"MQTT_SITE_PASSWORD": "site-password-1", "MQTT_INGESTOR_PASSWORD": "ingestor-password"}
-    sites = services["mosquitto"]["environment"]["MQTT_SITE_PASSWORDS"]
-    assert interpolate(sites, values) == "plant1:site-password-1"
-    assert interpolate(sites, {**values, "MQTT_MORE_SITES": "plant2:other-password"}) == (
-        "plant1:site-password-1,plant2:other-password"
+    values = {"MQTT_GATEWAY_PASSWORD": "gateway-password-1", "MQTT_INGESTOR_PASSWORD": "ingestor-password"}
+    logins = services["mosquitto"]["environment"]["MQTT_GATEWAY_LOGINS"]
+    assert interpolate(logins, values) == "edge-01@plant1:gateway-password-1"
+    assert interpolate(logins, {**values, "MQTT_MORE_GATEWAYS": "hall2@plant2:other-password"}) == (
+        "edge-01@plant1:gateway-password-1,hall2@plant2:other-password"
     )
     gateway = parse_config(interpolate(compose["configs"]["gateway"]["content"], values), source="compose")
     assert gateway.site == "plant1"
     assert gateway.broker.host == "mosquitto"
-    assert gateway.broker.username == "plant1"
+    assert gateway.broker.username == "edge-01"
     assert gateway.broker.password is not None
-    assert gateway.broker.password.get_secret_value() == "site-password-1"
+    assert gateway.broker.password.get_secret_value() == "gateway-password-1"
+    # Over TLS, checking the broker against the plant CA that compose mounts next to it.
+    assert (gateway.broker.port, gateway.broker.tls is not None) == (8883, True)
+    assert gateway.broker.tls is not None
+    assert str(gateway.broker.tls.ca_file) == "/etc/shopfloor/mqtt-ca.crt"
+    assert "./mosquitto/certs/ca.crt:/etc/shopfloor/mqtt-ca.crt:ro" in services["gateway"]["volumes"]
+    ingestor = services["ingestor"]
+    assert (ingestor["environment"]["MQTT_PORT"], ingestor["environment"]["MQTT_TLS"]) == ("8883", "true")
+    assert "./mosquitto/certs/ca.crt:/etc/shopfloor/mqtt-ca.crt:ro" in ingestor["volumes"]
     assert str(gateway.buffer.path) == "/data/gateway/buffer.db"
     assert services["gateway"]["configs"] == [{"source": "gateway", "target": "/etc/shopfloor/gateway.yaml"}]
     assert services["gateway"]["command"] == ["gateway", "--config", "/etc/shopfloor/gateway.yaml"]
@@ -188,7 +199,7 @@ def test_site_passwords_for_the_broker_match_the_gateway_login(
 
 def test_the_gateway_config_polls_the_same_devices_as_the_example(compose: dict[str, Any]) -> None:
     example = parse_config((ROOT / "gateway" / "example.yaml").read_text())
-    values = {"MQTT_SITE_PASSWORD": "site-password-1"}
+    values = {"MQTT_GATEWAY_PASSWORD": "gateway-password-1"}
     composed = parse_config(interpolate(compose["configs"]["gateway"]["content"], values))
     assert [(device.machine, device.protocol) for device in composed.devices] == [
         (device.machine, device.protocol) for device in example.devices
@@ -266,7 +277,7 @@ COMPOSE_SECRETS = {
     "POSTGRES_PASSWORD": "pg-password-for-the-render-test",
     "SECRET_KEY": "k" * 48,
     "MQTT_INGESTOR_PASSWORD": "ingestor-password-0",
-    "MQTT_SITE_PASSWORD": "site-password-00000",
+    "MQTT_GATEWAY_PASSWORD": "gateway-password-000",
     "API_METRICS_TOKEN": "metrics-token-for-the-render-test",
 }
 SETTINGS_SERVICES = ("migrate", "api", "ingestor")
