@@ -1,0 +1,168 @@
+"""Stops of a machine from its state changes, and the reasons they can be given (pure: no I/O, no clock).
+
+A **stop** runs from the moment a machine leaves `running` for `idle`, `setup` or `alarm` until it runs again (a
+machine going through several of those states in a row has one stop). `off` ends a stop without being one: a machine
+switched off is not producing, but whether that was planned is the calendar's business, not the state tag's.
+A stop longer than the micro-stop threshold (`MICRO_STOP_S`, default 120 s) is a **downtime event** that someone
+classifies with a reason; a shorter one is a **minor stop**, counted as a performance loss and never asked about.
+
+Data gaps stay unknown, never `running` and never stopped: with `max_silence`, a state is known only while the
+machine is heard from (each change or reading vouches for the following `max_silence`), so a stop whose machine
+falls silent ends where the silence begins, marked `cut_by_silence`.
+
+The reasons follow the six big losses. Each reason belongs to one category: a planned stop is excluded from planned
+production time (a break, no order, planned maintenance); availability, performance and quality losses lower their
+factor of the OEE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from core.contract import MachineState
+
+ZERO = timedelta(0)
+STOP_STATES = frozenset({MachineState.IDLE, MachineState.SETUP, MachineState.ALARM})
+DEFAULT_MICRO_STOP = timedelta(seconds=120)
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """The machine entered `state` at `ts`; it holds until the next change."""
+
+    ts: datetime
+    state: MachineState
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A run of stop states; `end` is None while it lasts (open at the time asked about)."""
+
+    start: datetime
+    end: datetime | None
+    states: tuple[MachineState, ...]
+    cut_by_silence: bool = False
+
+    def duration(self, now: datetime) -> timedelta:
+        """How long it lasted, or has lasted until `now` while open."""
+        return (self.end or now) - self.start
+
+
+@dataclass(frozen=True)
+class Stops:
+    """What the state changes up to a moment show: downtime events, minor stops, and a stop too young to say."""
+
+    events: list[Stop]
+    minor: list[Stop]
+    pending: Stop | None
+
+
+def detect_stops(
+    changes: Sequence[StateChange],
+    *,
+    now: datetime,
+    micro_stop: timedelta = DEFAULT_MICRO_STOP,
+    heard: Sequence[datetime] = (),
+    max_silence: timedelta = ZERO,
+) -> Stops:
+    """Split the stops in `changes` (up to `now`) into downtime events (longer than `micro_stop`) and minor stops.
+
+    A stop still running at `now` is an open event once it is longer than `micro_stop`, else `pending`.
+    """
+    if micro_stop < ZERO:
+        raise ValueError("micro_stop cannot be negative")
+    ordered = sorted((change for change in changes if change.ts <= now), key=lambda change: change.ts)
+    moments = sorted({*(moment for moment in heard if moment <= now), *(change.ts for change in ordered)})
+    stops: list[Stop] = []
+    start: datetime | None = None
+    states: list[MachineState] = []
+    for change in ordered:
+        if start is not None:
+            silence = _silence_between(moments, start, change.ts, max_silence)
+            if silence is not None:  # the machine fell silent while stopped: the stop ends there
+                stops.append(Stop(start, silence, tuple(states), cut_by_silence=True))
+                start, states = None, []
+        if change.state in STOP_STATES:
+            if start is None:
+                start, states = change.ts, []
+            if not states or states[-1] is not change.state:
+                states.append(change.state)
+        elif start is not None:
+            stops.append(Stop(start, change.ts, tuple(states)))
+            start, states = None, []
+    pending: Stop | None = None
+    if start is not None:
+        silence = _silence_between(moments, start, now, max_silence)
+        if silence is not None:
+            stops.append(Stop(start, silence, tuple(states), cut_by_silence=True))
+        else:
+            pending = Stop(start, None, tuple(states))
+    events = [stop for stop in stops if stop.duration(now) > micro_stop]
+    minor = [stop for stop in stops if stop.duration(now) <= micro_stop]
+    if pending is not None and pending.duration(now) > micro_stop:
+        events.append(pending)
+        pending = None
+    return Stops(events=events, minor=minor, pending=pending)
+
+
+def _silence_between(moments: Sequence[datetime], start: datetime, end: datetime, limit: timedelta) -> datetime | None:
+    """Where the first silence longer than `limit` begins in [start, end] (moments vouch for `limit` each)."""
+    if limit <= ZERO:
+        return None
+    last = max((moment for moment in moments if moment <= start), default=start)
+    for moment in moments:
+        if moment <= start:
+            continue
+        if moment > end:
+            break
+        if moment - last > limit:
+            return last + limit
+        last = moment
+    return last + limit if end - last > limit else None
+
+
+class LossCategory(StrEnum):
+    """The six big losses grouped by the OEE factor they lower, and the planned stops that are no loss."""
+
+    PLANNED_STOP = "planned_stop"  # excluded from planned production time
+    AVAILABILITY = "availability"  # breakdowns, setup and changeover, material shortage
+    PERFORMANCE = "performance"  # minor stops, reduced speed
+    QUALITY = "quality"  # start-up rejects, production rejects
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A downtime or scrap reason: a code, its category, and what it is called in Turkish and English."""
+
+    code: str
+    category: LossCategory
+    label_tr: str
+    label_en: str
+
+
+# A sensible default for injection moulding and assembly; a plant replaces or extends it.
+DEFAULT_REASONS: tuple[Reason, ...] = (
+    Reason("break", LossCategory.PLANNED_STOP, "Mola", "Break"),
+    Reason("no_order", LossCategory.PLANNED_STOP, "İş emri yok", "No order"),
+    Reason("planned_maintenance", LossCategory.PLANNED_STOP, "Planlı bakım", "Planned maintenance"),
+    Reason("breakdown", LossCategory.AVAILABILITY, "Arıza", "Breakdown"),
+    Reason("mould_change", LossCategory.AVAILABILITY, "Kalıp değişimi", "Mould change"),
+    Reason("setup", LossCategory.AVAILABILITY, "Ayar / hazırlık", "Setup / changeover"),
+    Reason("material_shortage", LossCategory.AVAILABILITY, "Malzeme eksik", "Material shortage"),
+    Reason("waiting_operator", LossCategory.AVAILABILITY, "Operatör bekleniyor", "Waiting for operator"),
+    Reason("minor_stop", LossCategory.PERFORMANCE, "Kısa duruş", "Minor stop"),
+    Reason("reduced_speed", LossCategory.PERFORMANCE, "Düşük hız", "Reduced speed"),
+    Reason("startup_rejects", LossCategory.QUALITY, "Başlangıç hurdası", "Start-up rejects"),
+    Reason("production_rejects", LossCategory.QUALITY, "Üretim hurdası", "Production rejects"),
+)
+
+
+def reason_tree(reasons: Sequence[Reason] = DEFAULT_REASONS) -> dict[LossCategory, list[Reason]]:
+    """Reasons by category, in the order the worker's two taps show them (category, then reason)."""
+    codes = [reason.code for reason in reasons]
+    if len(set(codes)) != len(codes):
+        raise ValueError("reason codes must be unique")
+    return {category: [reason for reason in reasons if reason.category is category] for category in LossCategory}

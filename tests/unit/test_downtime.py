@@ -1,0 +1,108 @@
+"""Stops from state changes (core.downtime): downtime events, minor stops, open stops and data gaps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.contract import MachineState
+from core.downtime import DEFAULT_REASONS, LossCategory, Reason, StateChange, Stop, detect_stops, reason_tree
+
+T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+S = timedelta(seconds=1)
+RUN, IDLE, SETUP, ALARM, OFF = (
+    MachineState.RUNNING,
+    MachineState.IDLE,
+    MachineState.SETUP,
+    MachineState.ALARM,
+    MachineState.OFF,
+)
+
+
+def timeline(*steps: tuple[int, MachineState]) -> list[StateChange]:
+    """State changes at T0 + seconds."""
+    return [StateChange(T0 + seconds * S, state) for seconds, state in steps]
+
+
+def test_a_90_second_stop_is_minor_and_a_20_minute_stop_is_downtime() -> None:
+    changes = timeline((0, RUN), (600, IDLE), (690, RUN), (1800, ALARM), (3000, RUN))
+    stops = detect_stops(changes, now=T0 + 4000 * S)
+    assert stops.minor == [Stop(T0 + 600 * S, T0 + 690 * S, (IDLE,))]
+    assert stops.events == [Stop(T0 + 1800 * S, T0 + 3000 * S, (ALARM,))]
+    assert stops.pending is None
+
+
+def test_the_threshold_itself_is_still_a_minor_stop() -> None:
+    stops = detect_stops(timeline((0, RUN), (10, IDLE), (130, RUN)), now=T0 + 200 * S)
+    assert (len(stops.minor), len(stops.events)) == (1, 0)
+    longer = detect_stops(timeline((0, RUN), (10, IDLE), (131, RUN)), now=T0 + 200 * S)
+    assert (len(longer.minor), len(longer.events)) == (0, 1)
+
+
+def test_stop_states_in_a_row_are_one_stop() -> None:
+    changes = timeline((0, RUN), (100, ALARM), (400, SETUP), (700, IDLE), (900, RUN))
+    [stop] = detect_stops(changes, now=T0 + 1000 * S).events
+    assert (stop.start, stop.end, stop.states) == (T0 + 100 * S, T0 + 900 * S, (ALARM, SETUP, IDLE))
+
+
+def test_a_stop_that_lasts_is_open_once_past_the_threshold_and_pending_before() -> None:
+    changes = timeline((0, RUN), (100, ALARM))
+    young = detect_stops(changes, now=T0 + 160 * S)
+    assert (young.events, young.pending) == ([], Stop(T0 + 100 * S, None, (ALARM,)))
+    old = detect_stops(changes, now=T0 + 700 * S)
+    assert old.events == [Stop(T0 + 100 * S, None, (ALARM,))]
+    assert old.events[0].duration(T0 + 700 * S) == 600 * S
+    assert old.pending is None
+
+
+def test_off_ends_a_stop_without_being_one() -> None:
+    changes = timeline((0, RUN), (100, ALARM), (400, OFF), (4000, RUN), (4100, OFF))
+    stops = detect_stops(changes, now=T0 + 5000 * S)
+    assert stops.events == [Stop(T0 + 100 * S, T0 + 400 * S, (ALARM,))]
+    assert (stops.minor, stops.pending) == ([], None)
+
+
+def test_a_machine_that_starts_stopped_has_a_stop_from_its_first_change() -> None:
+    [stop] = detect_stops(timeline((50, SETUP), (500, RUN)), now=T0 + 600 * S).events
+    assert (stop.start, stop.end) == (T0 + 50 * S, T0 + 500 * S)
+
+
+def test_a_data_gap_ends_the_stop_where_the_silence_begins() -> None:
+    changes = timeline((0, RUN), (100, ALARM))
+    heard = [T0 + seconds * S for seconds in range(100, 281, 10)]  # readings every 10 s until 280 s, then nothing
+    stops = detect_stops(changes, now=T0 + 1300 * S, heard=heard, max_silence=30 * S)
+    assert stops.events == [Stop(T0 + 100 * S, T0 + 310 * S, (ALARM,), cut_by_silence=True)]
+    assert stops.pending is None
+    # Heard again later, still in alarm: a new stop starts with the next change; the gap is never "running".
+    again = [T0 + seconds * S for seconds in range(2000, 2301, 10)]
+    later = detect_stops(
+        [*changes, StateChange(T0 + 2000 * S, ALARM)], now=T0 + 2300 * S, heard=heard + again, max_silence=30 * S
+    )
+    assert [(stop.start, stop.end) for stop in later.events] == [(T0 + 100 * S, T0 + 310 * S), (T0 + 2000 * S, None)]
+
+
+def test_changes_after_now_are_not_seen_yet() -> None:
+    stops = detect_stops(timeline((0, RUN), (100, ALARM), (900, RUN)), now=T0 + 500 * S)
+    assert stops.events == [Stop(T0 + 100 * S, None, (ALARM,))]
+
+
+def test_a_negative_threshold_is_refused() -> None:
+    with pytest.raises(ValueError, match="micro_stop"):
+        detect_stops([], now=T0, micro_stop=-S)
+
+
+def test_the_default_reasons_cover_the_six_big_losses_and_planned_stops() -> None:
+    tree = reason_tree()
+    assert list(tree) == list(LossCategory)
+    assert all(tree[category] for category in LossCategory)
+    codes = {reason.code for reason in DEFAULT_REASONS}
+    assert {"breakdown", "setup", "minor_stop", "reduced_speed", "startup_rejects", "production_rejects"} <= codes
+    assert {reason.code for reason in tree[LossCategory.PLANNED_STOP]} == {"break", "no_order", "planned_maintenance"}
+    assert all(reason.label_tr and reason.label_en for reason in DEFAULT_REASONS)
+
+
+def test_duplicate_reason_codes_are_refused() -> None:
+    twice = (*DEFAULT_REASONS, Reason("setup", LossCategory.AVAILABILITY, "Ayar", "Setup"))
+    with pytest.raises(ValueError, match="unique"):
+        reason_tree(twice)
