@@ -167,6 +167,22 @@ class PlantCalendar:
             found += [shift for shift in self.shifts_on(day) if shift.span.overlap(window) > ZERO]
         return found
 
+    def planned_intervals(self, window: Interval) -> list[Interval]:
+        """The parts of the window that are planned production time (shifts minus breaks), sorted, disjoint."""
+        pieces: list[Interval] = []
+        for shift in self.shifts_between(window):
+            cursor = max(shift.span.start, window.start)
+            finish = min(shift.span.end, window.end)
+            for pause in sorted(shift.breaks, key=lambda interval: interval.start):
+                if pause.end <= cursor or pause.start >= finish:
+                    continue
+                if pause.start > cursor:
+                    pieces.append(Interval(cursor, pause.start))
+                cursor = max(cursor, pause.end)
+            if finish > cursor:
+                pieces.append(Interval(cursor, finish))
+        return merge(pieces)
+
     def planned_time(self, window: Interval) -> timedelta:
         """Planned production time inside the window: scheduled shift time minus breaks."""
         return sum((shift.planned(window) for shift in self.shifts_between(window)), ZERO)
@@ -205,6 +221,24 @@ def local_day(zone: ZoneInfo, day: date) -> Interval:
         datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC),
         datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC),
     )
+
+
+def merge(intervals: Iterable[Interval]) -> list[Interval]:
+    """Sorted, disjoint intervals covering the same instants (empty ones dropped)."""
+    merged: list[Interval] = []
+    for interval in sorted(intervals, key=lambda item: item.start):
+        if interval.end <= interval.start:
+            continue
+        if merged and interval.start <= merged[-1].end:
+            merged[-1] = Interval(merged[-1].start, max(merged[-1].end, interval.end))
+        else:
+            merged.append(interval)
+    return merged
+
+
+def total(intervals: Iterable[Interval]) -> timedelta:
+    """The summed duration of intervals (disjoint ones: merge first otherwise)."""
+    return sum((interval.duration for interval in intervals), ZERO)
 
 
 def around_the_clock(window: Interval) -> timedelta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -19,6 +20,7 @@ from core.calendar import (
     Shift,
     group_by_day,
     local_day,
+    total,
     weekly,
 )
 
@@ -203,3 +205,23 @@ def test_days_add_up_to_their_week_and_shifts_to_their_day(monday: date) -> None
     shifts = [shift for day in days for shift in calendar.shifts_on(day)]
     span = Interval(shifts[0].span.start, shifts[-1].span.end)
     assert calendar.planned_time(span) == calendar.week_planned_time(monday)
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=instants, second=instants)
+def test_planned_intervals_measure_the_planned_time(first: datetime, second: datetime) -> None:
+    calendar = plant(BERLIN, EVERY_DAY)
+    span = Interval(min(first, second), max(first, second))
+    pieces = calendar.planned_intervals(span)
+    assert total(pieces) == calendar.planned_time(span)
+    assert all(span.start <= piece.start < piece.end <= span.end for piece in pieces)
+    assert all(earlier.end < later.start for earlier, later in itertools.pairwise(pieces))  # disjoint, sorted, merged
+
+
+def test_planned_intervals_leave_out_breaks() -> None:
+    calendar = plant()
+    pieces = calendar.planned_intervals(window(ISTANBUL, (2026, 11, 30, 9), (2026, 11, 30, 15)))
+    assert [(piece.start.astimezone(ISTANBUL).time(), piece.end.astimezone(ISTANBUL).time()) for piece in pieces] == [
+        (time(9), time(10)),
+        (time(10, 30), time(15)),  # early and late shifts touch at 14:00: one piece
+    ]
