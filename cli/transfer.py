@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from datetime import time as wall_time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ from core.settings import ToolSettings
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CHECKSUM_MODULUS = 2**128
 DEFAULT_BATCH_ROWS = 10_000
+# Tables a migration fills with defaults: not "rows the target already holds", and replaced by the source's rows.
+SEEDED_TABLES = frozenset({"loss_reason"})
 
 
 class TransferInputError(Exception):
@@ -107,6 +110,8 @@ def normalise_value(value: Any) -> Any:
         return ["t", value.astimezone(UTC).isoformat(timespec="microseconds")]
     if isinstance(value, date):
         return ["d", value.isoformat()]
+    if isinstance(value, wall_time):  # a local wall time (shifts, breaks): no zone by design
+        return ["w", value.isoformat(timespec="microseconds")]
     if isinstance(value, bytes | bytearray | memoryview):
         return ["x", bytes(value).hex()]
     if isinstance(value, str):
@@ -198,7 +203,7 @@ def _check_source(connection: Connection, source: Path, heads: set[str]) -> list
         names = set(inspect(connection).get_table_names())
         revisions = current_revisions(connection) if VERSION_TABLE in names else set()
     except SQLAlchemyError as error:
-        raise TransferInputError(f"{source}: cannot be read as SQLite: {_first_line(error)}") from None
+        raise TransferInputError(f"{source}: cannot be read as SQLite: {first_line(error)}") from None
     if not revisions:
         raise TransferInputError(f"{source}: not a shopfloor database (no {VERSION_TABLE} revision)")
     if revisions != heads:
@@ -222,7 +227,8 @@ def _target_engine(target_url: str) -> Engine:
         raise TransferInputError(f"the target URL is not usable: {error}") from None
 
 
-def _check_target(connection: Connection, heads: set[str]) -> None:
+def check_target(connection: Connection, heads: set[str]) -> None:
+    """Refuse (TransferInputError) a target that is not migrated to `heads`."""
     revisions = current_revisions(connection)
     if revisions != heads:
         found = sorted(revisions) or "no revision (an empty database)"
@@ -270,7 +276,8 @@ def _copy_table(source: Connection, target: Connection, table: Table, batch_rows
     return checksum
 
 
-def _reset_sequences(connection: Connection, table: Table) -> None:
+def reset_sequences(connection: Connection, table: Table) -> None:
+    """Move the PostgreSQL id sequence of `table` past its highest id."""
     for column in table.primary_key.columns:
         sequence = connection.execute(
             text("SELECT pg_get_serial_sequence(:table, :column)"), {"table": table.name, "column": column.name}
@@ -287,7 +294,8 @@ def _reset_sequences(connection: Connection, table: Table) -> None:
         )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of a (database) error's message, for a one-line report."""
     orig = getattr(error, "orig", None)
     message = str(orig if orig is not None else error).strip() or type(error).__name__
     return message.splitlines()[0]
@@ -310,9 +318,9 @@ def import_sqlite(
             skipped = _check_source(reading, source, heads)
             try:
                 with target_engine.connect() as probe:
-                    _check_target(probe, heads)
+                    check_target(probe, heads)
             except DBAPIError as error:
-                raise TransferInputError(f"cannot reach the target database: {_first_line(error)}") from None
+                raise TransferInputError(f"cannot reach the target database: {first_line(error)}") from None
             report = _copy_all(reading, target_engine, tables, force=force, batch_rows=batch_rows)
         report.skipped_source_tables = skipped
         if report.timescaledb:
@@ -330,7 +338,7 @@ def _copy_all(
         transaction = writing.begin()
         try:
             timescaledb = _timescaledb(writing)
-            occupied = _non_empty(writing, tables)
+            occupied = _non_empty(writing, [table for table in tables if table.name not in SEEDED_TABLES])
             if occupied and not force:
                 raise TransferInputError(
                     f"the target already holds rows (in {', '.join(occupied)}): "
@@ -338,6 +346,10 @@ def _copy_all(
                 )
             if occupied:
                 _empty(writing, tables)
+            else:  # the rows a migration seeds (the default loss reasons) are replaced by the source's own
+                for table in tables:
+                    if table.name in SEEDED_TABLES:
+                        writing.execute(table.delete())
             report = ImportReport(
                 revision=sorted(current_revisions(writing)), timescaledb=timescaledb, emptied_first=bool(occupied)
             )
@@ -357,12 +369,12 @@ def _copy_and_verify(reading: Connection, writing: Connection, table: Table, bat
     started = time.perf_counter()
     try:
         source_sum = _copy_table(reading, writing, table, batch_rows)
-        _reset_sequences(writing, table)
+        reset_sequences(writing, table)
         target_sum = table_checksum(_rows(writing, table, batch_rows))
     # psycopg.Error: COPY runs on the driver's cursor, so its errors are not wrapped by SQLAlchemy.
     except (SQLAlchemyError, psycopg.Error, ValueError, TypeError, OSError) as error:
         raise TransferFailed(
-            f"table {table.name}: {_first_line(error)}; rolled back, the target is unchanged"
+            f"table {table.name}: {first_line(error)}; rolled back, the target is unchanged"
         ) from error
     ok = source_sum.rows == target_sum.rows and source_sum.total == target_sum.total
     return TableReport(
@@ -387,7 +399,7 @@ def _refresh_continuous_aggregates(engine: Engine) -> list[str]:
                 refreshed.append(view)
     except SQLAlchemyError as error:
         raise TransferFailed(
-            f"the rows are imported and committed, but refreshing {view} failed: {_first_line(error)}; "
+            f"the rows are imported and committed, but refreshing {view} failed: {first_line(error)}; "
             f"run CALL refresh_continuous_aggregate('{view}', NULL, NULL) in psql"
         ) from error
     return refreshed

@@ -157,6 +157,13 @@ DEFAULT_REASONS: tuple[Reason, ...] = (
     Reason("reduced_speed", LossCategory.PERFORMANCE, "Düşük hız", "Reduced speed"),
     Reason("startup_rejects", LossCategory.QUALITY, "Başlangıç hurdası", "Start-up rejects"),
     Reason("production_rejects", LossCategory.QUALITY, "Üretim hurdası", "Production rejects"),
+    # Scrap reasons a worker picks on `done`: injection moulding, then assembly.
+    Reason("short_shot", LossCategory.QUALITY, "Eksik baskı", "Short shot"),
+    Reason("flash", LossCategory.QUALITY, "Çapak", "Flash"),
+    Reason("sink_marks", LossCategory.QUALITY, "Çöküntü", "Sink marks"),
+    Reason("burn_marks", LossCategory.QUALITY, "Yanık izi", "Burn marks"),
+    Reason("missing_part", LossCategory.QUALITY, "Eksik parça", "Missing part"),
+    Reason("torque_fault", LossCategory.QUALITY, "Tork hatası", "Torque fault"),
 )
 
 

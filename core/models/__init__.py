@@ -2,6 +2,17 @@
 
 from core.models.auth import AuthAttempt, RefreshToken, StreamTicket
 from core.models.base import Base
+from core.models.plant import (
+    CalendarException,
+    CalendarExceptionKind,
+    DowntimeClassification,
+    IdempotencyRecord,
+    LossReason,
+    PatternShift,
+    ScrapLine,
+    ShiftBreak,
+    ShiftPattern,
+)
 from core.models.telemetry import DeadLetter, Machine, MachineApiKey, MachineLatest, MachineStateChange, Reading
 from core.models.tracking import (
     Issue,
@@ -19,16 +30,25 @@ from core.models.tracking import (
 __all__ = [
     "AuthAttempt",
     "Base",
+    "CalendarException",
+    "CalendarExceptionKind",
     "DeadLetter",
+    "DowntimeClassification",
+    "IdempotencyRecord",
     "Issue",
     "IssueStatus",
+    "LossReason",
     "Machine",
     "MachineApiKey",
     "MachineLatest",
     "MachineStateChange",
+    "PatternShift",
     "Reading",
     "RefreshToken",
     "Role",
+    "ScrapLine",
+    "ShiftBreak",
+    "ShiftPattern",
     "StageAssignment",
     "StageEvent",
     "StageEventKind",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +14,28 @@ from sqlalchemy.pool import NullPool
 from cli.transfer import shopfloor_tables
 from core.contract import MachineState
 from core.db import install_sqlite_pragmas, sync_url
+from core.downtime import LossCategory
 from core.models import (
     AuthAttempt,
+    CalendarException,
+    CalendarExceptionKind,
     DeadLetter,
+    DowntimeClassification,
+    IdempotencyRecord,
     Issue,
     IssueStatus,
+    LossReason,
     Machine,
     MachineApiKey,
     MachineLatest,
     MachineStateChange,
+    PatternShift,
     Reading,
     RefreshToken,
     Role,
+    ScrapLine,
+    ShiftBreak,
+    ShiftPattern,
     StageAssignment,
     StageEvent,
     StageEventKind,
@@ -182,6 +192,49 @@ def fill(path: Path) -> None:
                 StreamTicket(
                     id=9, ticket_hash="c" * 64, user_id=planner.id, token_version=3,
                     expires_at=T0 + timedelta(seconds=30), used_at=T0 + timedelta(seconds=1),
+                ),
+            ]
+        )  # fmt: skip
+        # The plant calendar and what people said about stops (the default loss reasons come with the migration;
+        # one of the plant's own is added).
+        session.add(
+            LossReason(
+                code="granül_nem", category=LossCategory.QUALITY, label_tr="Granül nemli", label_en="Wet granulate"
+            )
+        )
+        pattern = ShiftPattern(id=4, valid_from=date(2026, 1, 5), name="3 vardiya", created_by_id=planner.id)
+        session.add(pattern)
+        session.flush()
+        night = PatternShift(
+            id=11, pattern_id=pattern.id, name="gece", weekday=0, start_time=time(22), end_time=time(6)
+        )
+        session.add(night)
+        session.flush()
+        session.add(ShiftBreak(id=12, shift_id=night.id, start_time=time(2), end_time=time(2, 30)))
+        session.add(
+            CalendarException(
+                id=13, day=date(2026, 10, 29), kind=CalendarExceptionKind.NON_WORKING, note="Cumhuriyet Bayramı",
+                created_by_id=planner.id,
+            )
+        )  # fmt: skip
+        session.add_all(
+            [
+                DowntimeClassification(
+                    id=14, machine_id=press.id, start_at=T0, end_at=T0 + timedelta(minutes=20), reason_code="setup",
+                    stage_id=injection.id, classified_by_id=worker.id, classified_at=T0 + timedelta(minutes=21),
+                    replaced_at=T0 + timedelta(minutes=30), replaced_by_id=planner.id,
+                ),
+                DowntimeClassification(
+                    id=15, machine_id=press.id, start_at=T0, end_at=T0 + timedelta(minutes=20),
+                    reason_code="mould_change", stage_id=injection.id, classified_by_id=planner.id,
+                    classified_at=T0 + timedelta(minutes=30), note="kalıp değişti",
+                ),
+                ScrapLine(id=16, stage_id=injection.id, reason_code="granül_nem", qty=12, reported_by_id=worker.id,
+                          reported_at=T0),
+                IdempotencyRecord(
+                    id=17, user_id=worker.id, key="4f1c-işçi", method="POST", path="/stages/1/done",
+                    request_sha256="d" * 64, status_code=200, content_type="application/json", body=b'{"id": 1}',
+                    created_at=T0,
                 ),
             ]
         )  # fmt: skip
