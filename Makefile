@@ -10,6 +10,7 @@ export UV_COMPILE_BYTECODE := 1
 DEMO_APT_PACKAGES := mosquitto
 APT_PACKAGES := $(DEMO_APT_PACKAGES) postgresql mosquitto-clients mbpoll chromium chromium-driver
 TIMESCALE_DIR := tests/support/timescale
+NODEOPCUA_DIR := tests/support/nodeopcua
 UI_DIR := api/ui/web
 UI_BUNDLE := api/ui/static/index.html
 PYTEST_ARGS ?=
@@ -19,7 +20,7 @@ PYTEST_WORKERS ?= 2
 # the table of files not fully covered and the total end the run; below `fail_under` the run fails.
 COVERAGE_ARGS ?= --cov --cov-report=term:skip-covered
 
-.PHONY: help uv install requirements system-deps timescale-deps lint format test test-unit bench bench-ingest bench-gateway \
+.PHONY: help uv install requirements system-deps timescale-deps nodeopcua-deps lint format test test-unit bench bench-ingest bench-gateway \
 	bench-history run-api migrate demo demo-deps clean ui
 
 help: ## list the targets
@@ -63,6 +64,13 @@ timescale-deps: ## install the PostgreSQL+TimescaleDB (WASM) test server from np
 		{ echo "Node.js >= 20 is needed for the TimescaleDB test tier (found $$(node --version))"; exit 1; }
 	cd $(TIMESCALE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
+nodeopcua-deps: ## install node-opcua from npm for the OPC-UA interoperability tier (needs Node.js >= 20)
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+		{ echo "Node.js >= 20 and npm are needed for the node-opcua interop tier"; exit 1; }
+	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || \
+		{ echo "Node.js >= 20 is needed for the node-opcua interop tier (found $$(node --version))"; exit 1; }
+	cd $(NODEOPCUA_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
 ui: $(UI_BUNDLE) ## build the operator web view served at /ui (npm ci + esbuild in api/ui/web; needs Node.js >= 20)
 
 # Rebuilt only when a source or the lock file changed, so nested `make` runs (tests, demo) do not reinstall.
@@ -84,7 +92,7 @@ format: install ## apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-test: system-deps install timescale-deps ui lint ## everything CI runs: lint, types, every test tier, coverage
+test: system-deps install timescale-deps nodeopcua-deps ui lint ## everything CI runs: lint, types, every test tier, coverage
 	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile $(COVERAGE_ARGS) $(PYTEST_ARGS)
 
 test-unit: install ## the fast tier only (no services)
@@ -113,4 +121,4 @@ demo: demo-deps install ui ## the whole stack in one command: broker, simulators
 
 clean: ## remove caches and the local SQLite database
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage .coverage.* data \
-		$(TIMESCALE_DIR)/node_modules $(UI_DIR)/node_modules api/ui/static test-artifacts
+		$(TIMESCALE_DIR)/node_modules $(NODEOPCUA_DIR)/node_modules $(UI_DIR)/node_modules api/ui/static test-artifacts

@@ -36,10 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_ready_file_option(ingest)
     ingest.set_defaults(handler="cli.processes:cmd_ingest")
 
-    gateway = sub.add_parser("gateway", help="poll OPC-UA / Modbus devices and publish to MQTT")
-    gateway.add_argument("--config", required=True, type=Path, help="the gateway's YAML file")
+    gateway = sub.add_parser(
+        "gateway", help="poll OPC-UA / Modbus devices and publish to MQTT (trust, list-certs: its OPC-UA certificates)"
+    )
+    gateway.add_argument("--config", type=Path, help="the gateway's YAML file (required)")
     add_ready_file_option(gateway)
     gateway.set_defaults(handler="cli.processes:cmd_gateway")
+    # Without an action the gateway runs, as `shopfloor gateway --config FILE` always did.
+    gateway_sub = gateway.add_subparsers(dest="gateway_command", metavar="ACTION")
+    trust = gateway_sub.add_parser("trust", help="trust an OPC-UA server certificate")
+    trust.add_argument("certificate", help="a certificate file (PEM or DER), or the thumbprint of a rejected one")
+    trust.set_defaults(handler="cli.certs:cmd_trust")
+    list_certs = gateway_sub.add_parser("list-certs", help="the gateway's own, trusted and rejected certificates")
+    list_certs.set_defaults(handler="cli.certs:cmd_list_certs")
+    for action in (trust, list_certs):
+        action.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="the gateway's YAML file")
 
     simulate = sub.add_parser(
         "simulate",
@@ -81,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--force", action="store_true", help="empty a non-empty target first (same transaction)")
     transfer.set_defaults(handler="cli.transfer:cmd_import_sqlite")
 
+    legacy = sub.add_parser(
+        "import-legacy",
+        help="import the original app's SQLite database.db into a migrated database (docs/migration_guide.md)",
+    )
+    legacy.add_argument("--from", dest="source", required=True, type=Path, help="the original app's database.db")
+    legacy.add_argument("--to", help="the target database URL (default: DATABASE_URL)")
+    legacy.add_argument("--timezone", help="IANA zone of the source's naive times (default: PLANT_TIMEZONE if set)")
+    legacy.add_argument("--dry-run", action="store_true", help="check and write everything, then roll back")
+    legacy.add_argument("--skip-existing", action="store_true", help="skip source rows whose ids the target holds")
+    legacy.add_argument("--json", action="store_true", help="print the report as JSON")
+    legacy.set_defaults(handler="cli.legacy:cmd_import_legacy")
+
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     create = user_sub.add_parser("create", help="create a user (for example the first admin)")
@@ -94,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `shopfloor` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "gateway" and args.config is None:  # before or after the action, so not argparse's `required`
+        parser.error("gateway: the following arguments are required: --config")
     module, _, name = args.handler.partition(":")
     handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
     try:

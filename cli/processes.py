@@ -61,7 +61,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     configure_logging(settings.log, settings.env)
     from gateway.service import main as gateway_main
 
-    return asyncio.run(gateway_main(config, ready_file=args.ready_file))
+    return asyncio.run(gateway_main(config, ready_file=args.ready_file, config_file=args.config))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -13,6 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
 from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, check_tls_port
 from core.registers import REGISTER_COUNT, DataType, Order, RegisterType
+from gateway.pki import (
+    ClientApplication,
+    Pki,
+    default_application_uri,
+    load_certificate_bytes,
+    load_private_key_bytes,
+)
 
 Code = Annotated[str, Field(pattern=f"^{CODE_PATTERN}$")]
 TagName = Annotated[str, Field(pattern=f"^{TAG_PATTERN}$")]
@@ -220,6 +227,23 @@ def _check_state_tag(state_tag: str | None, names: set[str]) -> None:
         raise ValueError("tags: a tag named 'state' must be the state_tag (the contract reserves the name)")
 
 
+class SecurityPolicy(StrEnum):
+    """OPC-UA security policies the gateway speaks (the older SHA-1 ones are deprecated by the spec and refused)."""
+
+    NONE = "None"
+    BASIC256SHA256 = "Basic256Sha256"
+    AES128_SHA256_RSAOAEP = "Aes128_Sha256_RsaOaep"
+    AES256_SHA256_RSAPSS = "Aes256_Sha256_RsaPss"
+
+
+class SecurityMode(StrEnum):
+    """OPC-UA message security mode of the secure channel."""
+
+    NONE = "None"
+    SIGN = "Sign"
+    SIGN_AND_ENCRYPT = "SignAndEncrypt"
+
+
 class OpcUaDevice(_Device):
     """An OPC-UA server, polled or subscribed."""
 
@@ -230,8 +254,16 @@ class OpcUaDevice(_Device):
     publishing_interval_ms: int = Field(default=500, ge=10, le=60_000)
     # A subscription silent this long is rebuilt; after repeated silence the device falls back to polling.
     watchdog_s: float = Field(default=10.0, gt=0, le=3600)
+    # Both or neither: a policy without a mode (or the reverse) is refused, never guessed.
+    security_policy: SecurityPolicy = SecurityPolicy.NONE
+    security_mode: SecurityMode | None = None
+    # User identity: anonymous (nothing), username + password (inline or from a file), or a user certificate.
     username: str | None = None
     password: SecretStr | None = None
+    # A file holding only the password (one trailing newline ignored); relative paths: from the config file.
+    password_file: Path | None = None
+    user_certificate: Path | None = None
+    user_key: Path | None = None
     tags: list[OpcUaTag] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -242,6 +274,66 @@ class OpcUaDevice(_Device):
             raise ValueError(f"tags: {', '.join(duplicates)} appear more than once")
         _check_state_tag(self.state_tag, set(names))
         return self
+
+    @model_validator(mode="after")
+    def _security(self) -> Self:
+        policy, mode = self.security_policy, self.security_mode
+        if policy is SecurityPolicy.NONE and mode not in (None, SecurityMode.NONE):
+            raise ValueError(f"security_mode: {mode} needs a security_policy other than None")
+        if policy is not SecurityPolicy.NONE and mode in (None, SecurityMode.NONE):
+            raise ValueError(f"security_mode: security_policy {policy} needs security_mode Sign or SignAndEncrypt")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("password_file: give password or password_file, not both")
+        has_password = self.password is not None or self.password_file is not None
+        if has_password and not self.username:
+            raise ValueError("username: a password is given without a username")
+        if (self.user_certificate is None) != (self.user_key is None):
+            raise ValueError("user_certificate: a user certificate needs both user_certificate and user_key")
+        if self.user_certificate is not None and self.username:
+            raise ValueError("user_certificate: one user identity per device, a username or a user certificate")
+        return self
+
+    @property
+    def secured(self) -> bool:
+        """Whether the secure channel signs (and maybe encrypts): the gateway's certificate is then needed."""
+        return self.security_policy is not SecurityPolicy.NONE
+
+    def resolved(self, folder: Path) -> OpcUaDevice:
+        """The same device, its relative file paths taken from `folder`."""
+        paths = {
+            "password_file": self.password_file,
+            "user_certificate": self.user_certificate,
+            "user_key": self.user_key,
+        }
+        return self.model_copy(
+            update={name: folder / path for name, path in paths.items() if path is not None and not path.is_absolute()}
+        )
+
+    def password_value(self) -> str | None:
+        """The password, read from `password_file` when that is how it is given; ConfigError if unreadable."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        try:
+            text = self.password_file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"password_file: cannot read {self.password_file}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"password_file: {self.password_file} is not UTF-8 text") from None
+        password = text.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise ConfigError(f"password_file: {self.password_file} is empty")
+        return password
+
+
+class OpcUaClientConfig(_Strict):
+    """The gateway as an OPC-UA application: its ApplicationURI and the folder of its certificates."""
+
+    # Written into the subjectAltName of the gateway's certificate; servers check that the two match.
+    application_uri: str = Field(default_factory=default_application_uri, pattern=r"^urn:\S+$")
+    # own/, trusted/, rejected/, issuers/. Default: `opcua-pki` beside the buffer file. Relative: from the file.
+    pki_dir: Path | None = None
 
 
 Device = Annotated[ModbusDevice | OpcUaDevice, Field(discriminator="protocol")]
@@ -260,6 +352,7 @@ class GatewayConfig(_Strict):
     metrics_port: int | None = Field(default=9102, ge=0, le=65535)
     # Loopback unless a scraper elsewhere needs it (0.0.0.0 in the containers, where the network is private).
     metrics_host: str = "127.0.0.1"
+    opcua: OpcUaClientConfig = Field(default_factory=OpcUaClientConfig)
     devices: list[Device] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -269,6 +362,15 @@ class GatewayConfig(_Strict):
         if duplicates:
             raise ValueError(f"devices: machine {', '.join(duplicates)} is configured more than once")
         return self
+
+    @property
+    def pki_dir(self) -> Path:
+        """The OPC-UA certificate folder: the configured one, or `opcua-pki` beside the buffer file."""
+        return self.opcua.pki_dir or self.buffer.path.parent / "opcua-pki"
+
+    def client_application(self, config_file: Path | None = None) -> ClientApplication:
+        """The gateway as an OPC-UA client: its ApplicationURI and certificate folder."""
+        return ClientApplication(self.opcua.application_uri, Pki(self.pki_dir), config_file)
 
     def to_yaml(self) -> str:
         """The config as the YAML `parse_config` reads back to an equal config (secrets written in clear)."""
@@ -339,6 +441,20 @@ def load_config(path: Path) -> GatewayConfig:
     if not config.buffer.path.is_absolute():
         buffer = config.buffer.model_copy(update={"path": path.parent / config.buffer.path})
         config = config.model_copy(update={"buffer": buffer})
+    if config.opcua.pki_dir is not None and not config.opcua.pki_dir.is_absolute():
+        opcua = config.opcua.model_copy(update={"pki_dir": path.parent / config.opcua.pki_dir})
+        config = config.model_copy(update={"opcua": opcua})
+    devices = [device.resolved(path.parent) if isinstance(device, OpcUaDevice) else device for device in config.devices]
+    config = config.model_copy(update={"devices": devices})
+    for index, device in enumerate(devices):
+        if isinstance(device, OpcUaDevice):
+            try:
+                device.password_value()
+            except ConfigError as error:
+                raise ConfigError(f"{path}: devices.{index}.{error}") from None
+            problem = _user_certificate_problem(device)
+            if problem:
+                raise ConfigError(f"{path}: devices.{index}.{problem}")
     if config.broker.tls is not None:
         broker = config.broker.model_copy(update={"tls": config.broker.tls.resolved(path.parent)})
         config = config.model_copy(update={"broker": broker})
@@ -349,3 +465,22 @@ def load_config(path: Path) -> GatewayConfig:
         except MqttTlsError as error:
             raise ConfigError(f"{path}: broker.tls.{error.field}: {error}") from None
     return config
+
+
+def _user_certificate_problem(device: OpcUaDevice) -> str | None:
+    """Why the user certificate and key of a device cannot be used (`field: reason`), or None."""
+    if device.user_certificate is None or device.user_key is None:
+        return None
+    for field, file in (("user_certificate", device.user_certificate), ("user_key", device.user_key)):
+        try:
+            data = file.read_bytes()
+        except OSError as error:
+            return f"{field}: cannot read {file}: {error.strerror}"
+        try:
+            if field == "user_certificate":
+                load_certificate_bytes(data)
+            else:
+                load_private_key_bytes(data)
+        except ValueError:
+            return f"{field}: {file} is not a PEM or DER {field.removeprefix('user_').replace('_', ' ')}"
+    return None

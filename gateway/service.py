@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiomqtt
@@ -25,6 +26,7 @@ from core.mqtt import mqtt_client
 from core.retry import Backoff, keep_connected, wait_or_stop
 from gateway.buffer import AsyncDiskBuffer
 from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
+from gateway.pki import ClientApplication
 from gateway.prometheus import GatewayMetrics
 from gateway.puback import NO_MATCHING_SUBSCRIBERS, SUCCESS, PubackTracker
 from gateway.report import ChangeFilter, group_samples
@@ -35,7 +37,7 @@ log = get_logger("shopfloor.gateway")
 PUBLISH_WINDOW = 100
 
 
-def make_source(device: ModbusDevice | OpcUaDevice) -> Source:
+def make_source(device: ModbusDevice | OpcUaDevice, *, application: ClientApplication | None = None) -> Source:
     """The protocol's source for a device (imported lazily: each pulls in its own library)."""
     if isinstance(device, ModbusDevice):
         from gateway.sources.modbus import ModbusSource
@@ -43,7 +45,7 @@ def make_source(device: ModbusDevice | OpcUaDevice) -> Source:
         return ModbusSource(device)
     from gateway.sources.opcua import OpcUaSource
 
-    return OpcUaSource(device)
+    return OpcUaSource(device, application=application)
 
 
 @dataclass
@@ -60,13 +62,15 @@ class Gateway:
         config: GatewayConfig,
         *,
         metrics: GatewayMetrics | None = None,
-        source_factory: Callable[[ModbusDevice | OpcUaDevice], Source] = make_source,
+        source_factory: Callable[[ModbusDevice | OpcUaDevice], Source] | None = None,
         observer: Callable[[str, list[TagValue]], None] | None = None,
         ready: Readiness | None = None,
+        config_file: Path | None = None,
     ):
         self.config = config
         self.metrics = metrics or GatewayMetrics.create()
-        self.source_factory = source_factory
+        # OPC-UA sources share the gateway's certificate folder; the config file names it in the `trust` hint.
+        self.source_factory = source_factory or partial(make_source, application=config.client_application(config_file))
         # Sees every value that passed report-by-exception, before it is buffered (tests compare with the database).
         self.observer = observer
         self.buffer = AsyncDiskBuffer(
@@ -286,13 +290,13 @@ class _Pacer:
         self.next_at = max(self.next_at, now) + count / self.rate
 
 
-async def main(config: GatewayConfig, *, ready_file: Path | None = None) -> int:
+async def main(config: GatewayConfig, *, ready_file: Path | None = None, config_file: Path | None = None) -> int:
     """`shopfloor gateway`: run until SIGTERM or SIGINT."""
     # asyncua logs every publish response at INFO (about 0.4 MB a line at 1,000 tags: gigabytes an hour).
     logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
     with stop_on_signals() as stop:
         async with readiness(ready_file) as ready:
-            gateway = Gateway(config, ready=ready)
+            gateway = Gateway(config, ready=ready, config_file=config_file)
             if config.metrics_port:
                 start_http_server(config.metrics_port, addr=config.metrics_host, registry=gateway.metrics.registry)
             log.info("gateway_starting", site=config.site, gateway=config.gateway_id, devices=len(config.devices))

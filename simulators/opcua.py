@@ -19,6 +19,13 @@ Every `update_interval_s` of wall time the machine advances `update_interval_s *
 that changed is written with its source and server timestamp set to the wall-clock time of that update, and recorded
 in `record`. Standalone: `python -m simulators.opcua --port 4840 --seed 1 --speed 1` prints
 `READY opcua opc.tcp://127.0.0.1:4840` once it serves and exits cleanly on SIGTERM or SIGINT.
+
+Security is off by default (one endpoint with security mode None, anonymous access). `--security
+Basic256Sha256:SignAndEncrypt` (repeatable) offers those endpoints instead, with the server certificate and key kept
+in `--certificate-dir` (`cert.der`, `key.pem`; made on first start, subjectAltName URI = APPLICATION_URI);
+`--user NAME:PASSWORD` (repeatable) adds logins, `--user-certificate FILE` (repeatable) X.509 user identities, and
+`--no-anonymous` refuses anonymous sessions. Client (application) certificates are all accepted unless
+`--trusted-clients DIR` lists the ones that are.
 """
 
 from __future__ import annotations
@@ -27,18 +34,30 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorMethod, CertificateValidatorOptions
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.clock import utcnow
 from core.contract import MachineState
@@ -104,16 +123,68 @@ def exposed_values(values: Mapping[str, float | int | str]) -> dict[str, Exposed
     return exposed
 
 
+# `--security` policy names (as the gateway's config writes them) -> asyncua's names; modes: Sign, SignAndEncrypt.
+SECURITY_POLICIES = {
+    "Basic256Sha256": "Basic256Sha256",
+    "Aes128_Sha256_RsaOaep": "Aes128Sha256RsaOaep",
+    "Aes256_Sha256_RsaPss": "Aes256Sha256RsaPss",
+}
+SECURITY_MODES = ("Sign", "SignAndEncrypt")
+
+
+def security_policy_type(policy: str, mode: str) -> ua.SecurityPolicyType:
+    """asyncua's endpoint type for a policy and mode; ValueError naming what is not supported."""
+    if policy not in SECURITY_POLICIES:
+        raise ValueError(f"security policy {policy!r} is not one of {', '.join(SECURITY_POLICIES)}")
+    if mode not in SECURITY_MODES:
+        raise ValueError(f"security mode {mode!r} is not one of {', '.join(SECURITY_MODES)}")
+    return ua.SecurityPolicyType[f"{SECURITY_POLICIES[policy]}_{mode}"]
+
+
+def ensure_server_certificate(folder: Path) -> tuple[Path, Path]:
+    """The server's certificate and key in `folder` (`cert.der`, `key.pem`), made when missing; their paths.
+
+    Self-signed, valid 5 years, subjectAltName: APPLICATION_URI, this host's name, localhost and 127.0.0.1.
+    """
+    cert_file, key_file = folder / "cert.der", folder / "key.pem"
+    if cert_file.exists() and key_file.exists():
+        return cert_file, key_file
+    folder.mkdir(parents=True, exist_ok=True)
+    key = cert_gen.generate_private_key()
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(APPLICATION_URI),
+        x509.DNSName(socket.gethostname()),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ip_address("127.0.0.1")),
+    ]
+    certificate = cert_gen.generate_self_signed_app_certificate(
+        key,
+        "Shopfloor injection-moulding simulator",
+        {"organizationName": "Shopfloor"},
+        names,
+        extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        days=5 * 365,
+    )
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(cert_gen.dump_private_key_as_pem(key))
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+    return cert_file, key_file
+
+
 def _string_node(identifier: str, namespace_index: int) -> ua.NodeId:
     return ua.NodeId(ua.String(identifier), ua.Int16(namespace_index))
 
 
 class _PasswordUsers(UserManager):
-    """Accepts the listed username/password pairs, and anonymous sessions if allowed."""
+    """Accepts the listed username/password pairs and user certificates, and anonymous sessions if allowed."""
 
-    def __init__(self, users: Mapping[str, str], *, allow_anonymous: bool) -> None:
+    def __init__(
+        self, users: Mapping[str, str], *, allow_anonymous: bool, certificates: Sequence[x509.Certificate] = ()
+    ) -> None:
         self._users = dict(users)
         self._allow_anonymous = allow_anonymous
+        self._certificates = {_der(certificate): certificate for certificate in certificates}
 
     def get_user(
         self,
@@ -123,11 +194,24 @@ class _PasswordUsers(UserManager):
         certificate: Any = None,
     ) -> User | None:
         """The session's user, or None (the server then answers BadUserAccessDenied)."""
-        if username is None:
-            return User(role=UserRole.User) if self._allow_anonymous else None
-        if self._users.get(username) == password:
-            return User(role=UserRole.User, name=username)
-        return None
+        if username is not None:
+            return User(role=UserRole.User, name=username) if self._users.get(username) == password else None
+        # asyncua passes the channel's client certificate here for anonymous sessions too, so a certificate alone
+        # does not mean an X.509 user token: a known one is that user, anything else is an anonymous session.
+        # On an unsecured channel it is empty bytes.
+        known = self._certificates.get(_der(certificate)) if certificate else None
+        if known is not None:
+            return User(role=UserRole.User, name=known.subject.rfc4514_string())
+        return User(role=UserRole.User) if self._allow_anonymous else None
+
+
+def _der(certificate: x509.Certificate | bytes) -> bytes:
+    if isinstance(certificate, bytes):
+        try:
+            certificate = x509.load_der_x509_certificate(certificate)
+        except ValueError:
+            return b""
+    return certificate.public_bytes(serialization.Encoding.DER)
 
 
 class InjectionMachineServer:
@@ -149,9 +233,27 @@ class InjectionMachineServer:
         users: Mapping[str, str] | None = None,
         allow_anonymous: bool = True,
         keep_record: bool = True,
+        security: Sequence[tuple[str, str]] = (),
+        certificate_dir: Path | None = None,
+        trusted_clients: Path | None = None,
+        user_certificates: Sequence[x509.Certificate] = (),
     ) -> None:
+        """`security`: (policy, mode) pairs such as ("Basic256Sha256", "SignAndEncrypt"); empty: mode None only.
+
+        A secured server keeps its certificate in `certificate_dir` (required then). `trusted_clients`: a folder of
+        the client certificates it accepts; None accepts every client certificate. `user_certificates`: X.509 user
+        identities it accepts (secured only: the token is signed with the channel's policy).
+        """
         if speed <= 0 or update_interval_s <= 0:
             raise ValueError("speed and update_interval_s must be > 0")
+        self.security_types = [security_policy_type(policy, mode) for policy, mode in security]
+        if self.security_types and certificate_dir is None:
+            raise ValueError("a secured simulator needs certificate_dir for its certificate")
+        self.certificate_dir = certificate_dir
+        self.trusted_clients = trusted_clients
+        if user_certificates and not self.security_types:
+            raise ValueError("user certificates need a secured endpoint to sign their token")
+        self.user_certificates = list(user_certificates)
         self.host = host
         self.port = port
         self.speed = speed
@@ -217,18 +319,33 @@ class InjectionMachineServer:
 
     async def start(self) -> None:
         """Build the address space, write the initial values and start serving and updating."""
-        user_manager = _PasswordUsers(self._users, allow_anonymous=self._allow_anonymous) if self._users else None
+        user_manager = None
+        if self._users or self.user_certificates:
+            user_manager = _PasswordUsers(
+                self._users or {}, allow_anonymous=self._allow_anonymous, certificates=self.user_certificates
+            )
         server = Server(user_manager=user_manager)
         await server.init()
         server.set_server_name("Shopfloor injection-moulding simulator")
         await server.set_application_uri(APPLICATION_URI)
         server.set_endpoint(self.endpoint)
-        # No certificates here: only the unencrypted endpoint is offered (asyncua warns about the others otherwise).
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.security_types and self.certificate_dir is not None:
+            cert_file, key_file = await asyncio.to_thread(ensure_server_certificate, self.certificate_dir)
+            await server.load_certificate(str(cert_file))
+            await server.load_private_key(str(key_file))
+            server.set_security_policy(self.security_types)
+            if self.trusted_clients is not None:
+                server.set_certificate_validator(_client_validator(self.trusted_clients))
+        else:
+            # No certificates: only the unencrypted endpoint is offered (asyncua warns about the others otherwise).
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         # No certificate tokens (they would need a signing endpoint); user names only when users are configured.
-        tokens: list[type] = [ua.AnonymousIdentityToken] if self._allow_anonymous or not self._users else []
+        logins = bool(self._users or self.user_certificates)
+        tokens: list[type] = [ua.AnonymousIdentityToken] if self._allow_anonymous or not logins else []
         if self._users:
             tokens.append(ua.UserNameIdentityToken)
+        if self.user_certificates:
+            tokens.append(ua.X509IdentityToken)
         server.set_identity_tokens(tokens)
         self.namespace_index = await server.register_namespace(NAMESPACE_URI)
         idx = self.namespace_index
@@ -311,6 +428,27 @@ class InjectionMachineServer:
                 self.record.append((ts, tag, value))
 
 
+def _client_validator(folder: Path) -> CertificateValidatorMethod:
+    """Accept only client certificates in `folder` (re-read at every session, so one can be added while serving)."""
+    store = TrustStore([folder], [])
+    checks = (
+        CertificateValidatorOptions.TIME_RANGE
+        | CertificateValidatorOptions.URI
+        | CertificateValidatorOptions.TRUSTED
+        | CertificateValidatorOptions.PEER_CLIENT
+    )
+    validator = CertificateValidator(checks, store)
+
+    async def validate(certificate: x509.Certificate, client: ua.ApplicationDescription) -> None:
+        try:
+            await store.load()
+        except ValueError:  # cryptography refuses to build an empty store: nothing is trusted yet
+            raise ServiceError(StatusCodes.BadCertificateUntrusted) from None
+        await validator.validate(certificate, client)
+
+    return validate
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("opcua_simulator_update_failed", error=repr(task.exception()))
@@ -324,8 +462,73 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
     parser.add_argument("--update-interval", type=float, default=1.0, help="seconds between updates (default 1)")
     parser.add_argument("--ideal-cycle-time", type=float, default=12.0, help="ideal cycle time in s (default 12)")
+    parser.add_argument(
+        "--security",
+        action="append",
+        default=[],
+        type=_security_pair,
+        metavar="POLICY:MODE",
+        help="offer this secured endpoint instead of the unsecured one (repeatable), e.g. "
+        f"Basic256Sha256:SignAndEncrypt; policies {', '.join(SECURITY_POLICIES)}, modes {', '.join(SECURITY_MODES)}",
+    )
+    parser.add_argument(
+        "--certificate-dir", type=Path, help="folder of the server's cert.der and key.pem, made if missing"
+    )
+    parser.add_argument(
+        "--trusted-clients", type=Path, help="accept only the client certificates in this folder (default: any)"
+    )
+    parser.add_argument(
+        "--user", action="append", default=[], type=_user_pair, metavar="NAME:PASSWORD", help="a login (repeatable)"
+    )
+    parser.add_argument(
+        "--user-certificate",
+        action="append",
+        default=[],
+        type=_certificate_file,
+        metavar="FILE",
+        help="accept this X.509 user identity, PEM or DER (repeatable; needs --security)",
+    )
+    parser.add_argument(
+        "--no-anonymous", action="store_true", help="refuse anonymous sessions (needs --user or --user-certificate)"
+    )
     add_ready_file_option(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.security and args.certificate_dir is None:
+        parser.error("--security needs --certificate-dir (where the server's certificate is kept)")
+    if args.no_anonymous and not (args.user or args.user_certificate):
+        parser.error("--no-anonymous needs at least one --user or --user-certificate")
+    if args.user_certificate and not args.security:
+        parser.error("--user-certificate needs --security (the user token is signed with the channel's policy)")
+    return args
+
+
+def _security_pair(text: str) -> tuple[str, str]:
+    policy, _, mode = text.partition(":")
+    try:
+        security_policy_type(policy, mode)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return policy, mode
+
+
+def _certificate_file(text: str) -> x509.Certificate:
+    try:
+        data = Path(text).read_bytes()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror}") from None
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a PEM or DER certificate") from None
+
+
+def _user_pair(text: str) -> tuple[str, str]:
+    name, colon, password = text.partition(":")
+    if not name or not colon or not password:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD")
+    return name, password
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -338,6 +541,12 @@ async def serve(args: argparse.Namespace) -> None:
         update_interval_s=args.update_interval,
         params=InjectionParams(ideal_cycle_time_s=args.ideal_cycle_time),
         keep_record=False,
+        users=dict(args.user) or None,
+        allow_anonymous=not args.no_anonymous,
+        security=args.security,
+        certificate_dir=args.certificate_dir,
+        trusted_clients=args.trusted_clients,
+        user_certificates=args.user_certificate,
     )
     with stop_on_signals() as stop:
         async with simulator, readiness(args.ready_file) as ready:

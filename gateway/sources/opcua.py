@@ -15,11 +15,19 @@ Every value carries the server's SourceTimestamp when it is present and within Â
 else the gateway time (counted in `stats.timestamp_fallbacks`). Numbers become floats, booleans stay booleans; the
 state tag's code is mapped through `state_map` (an unmapped code is logged once, counted, and left out of the
 sample). Values the contract cannot carry (bad status, text, NaN, arrays) are left out and logged once per tag.
+
+Security: with a policy other than None the source first asks the server for its endpoints over an unsecured channel
+(the standard GetEndpoints step), picks the one with the configured policy and mode, and checks the server's
+certificate against the gateway's trusted/ folder (asyncua's TrustStore and CertificateValidator: validity period,
+the ApplicationURI in its subjectAltName, trust). A certificate that is not trusted is copied into rejected/ and the
+connection fails with one log line naming the command that trusts it. Then it opens the secured session with the
+gateway's own certificate (made on first use, see gateway.pki) and the configured user identity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,13 +40,21 @@ from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import security_policies
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorMethod, CertificateValidatorOptions
 from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from core.clock import utcnow
 from core.contract import MachineState
 from core.logging import get_logger
-from gateway.config import OpcUaDevice
+from gateway.config import ConfigError, OpcUaDevice, SecurityMode, SecurityPolicy
+from gateway.pki import ClientApplication, Pki, default_client_application, file_format, thumbprint
 from gateway.sources.base import SourceError, TagValue
 
 log = get_logger("shopfloor.gateway.opcua")
@@ -50,6 +66,37 @@ QUEUE_SIZE = 10_000
 # A quiet subscription still hears from the server this often (keep-alive), and dies after this long unpolled.
 KEEP_ALIVE_MS = 10_000
 LIFETIME_MS = 60_000
+
+# asyncua's TrustStore logs a traceback for every certificate it does not trust; the source logs one line instead.
+logging.getLogger("asyncuagds.validate").setLevel(logging.CRITICAL)
+
+_POLICIES: dict[SecurityPolicy, type[security_policies.SecurityPolicy]] = {
+    SecurityPolicy.BASIC256SHA256: security_policies.SecurityPolicyBasic256Sha256,
+    SecurityPolicy.AES128_SHA256_RSAOAEP: security_policies.SecurityPolicyAes128Sha256RsaOaep,
+    SecurityPolicy.AES256_SHA256_RSAPSS: security_policies.SecurityPolicyAes256Sha256RsaPss,
+}
+_MODES = {
+    SecurityMode.SIGN: ua.MessageSecurityMode.Sign,
+    SecurityMode.SIGN_AND_ENCRYPT: ua.MessageSecurityMode.SignAndEncrypt,
+}
+# The server's certificate: within its validity, naming the server's ApplicationURI, and trusted.
+_SERVER_CHECKS = (
+    CertificateValidatorOptions.TIME_RANGE
+    | CertificateValidatorOptions.URI
+    | CertificateValidatorOptions.TRUSTED
+    | CertificateValidatorOptions.PEER_SERVER
+)
+# Status codes that mean the server refused the user, or the gateway's certificate, rather than the network failing.
+_USER_REFUSED = {
+    StatusCodes.BadUserAccessDenied,
+    StatusCodes.BadIdentityTokenInvalid,
+    StatusCodes.BadIdentityTokenRejected,
+}
+_CERTIFICATE_REFUSED = {
+    StatusCodes.BadCertificateUntrusted,
+    StatusCodes.BadSecurityChecksFailed,
+    StatusCodes.BadCertificateInvalid,
+}
 
 # Connection-level failures of asyncua: transport gone, request timed out, or a Bad service result.
 _FAILURES: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError, UaError)
@@ -118,8 +165,15 @@ def _parse_node_id(text: str) -> ua.NodeId:
 class OpcUaSource:
     """One OPC-UA server, polled or subscribed; see the module docstring."""
 
-    def __init__(self, device: OpcUaDevice, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        device: OpcUaDevice,
+        *,
+        application: ClientApplication | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.device = device
+        self.application = application or default_client_application()
         self.stats = OpcUaStats()
         # The mode of the current connection: the configured one, or "poll" after a watchdog fallback.
         self.mode: Literal["poll", "subscribe"] = device.mode
@@ -142,10 +196,7 @@ class OpcUaSource:
     async def __aenter__(self) -> Self:
         """Connect and open a session within `timeout_s`; SourceError when the server cannot be reached or refuses."""
         client = Client(self.device.endpoint, timeout=self.device.timeout_s)
-        if self.device.username:
-            client.set_user(self.device.username)
-        if self.device.password is not None:
-            client.set_password(self.device.password.get_secret_value())
+        client.application_uri = self.application.application_uri
         client.connection_lost_callback = self._connection_lost
         self._lost = None
         self._warned.clear()
@@ -154,6 +205,7 @@ class OpcUaSource:
         connected = False
         try:
             async with asyncio.timeout(self.device.timeout_s):
+                await self._identify(client)
                 await client.connect()
             connected = True
             await self._prepare(client)
@@ -163,7 +215,7 @@ class OpcUaSource:
             if connected or client.state is not UaClientState.DISCONNECTED:
                 await self._close(client)
             if isinstance(error, _FAILURES):
-                raise SourceError(f"opc-ua {self.device.endpoint}: cannot connect: {_describe(error)}") from error
+                raise SourceError(f"opc-ua {self.device.endpoint}: cannot connect: {self._refusal(error)}") from error
             raise
         self._client = client
         self.stats.connects += 1
@@ -182,6 +234,111 @@ class OpcUaSource:
             # Closing the session deletes its subscriptions on the server; no separate request needed.
             await self._close(client)
             self._log.info("opcua_disconnected")
+
+    async def _identify(self, client: Client) -> None:
+        """Set the user identity and, for a secured device, the channel's security (after checking the server)."""
+        device = self.device
+        try:
+            password = await asyncio.to_thread(device.password_value)
+        except ConfigError as error:
+            raise SourceError(f"opc-ua {device.endpoint}: {error}") from None
+        if device.username:
+            client.set_user(device.username)
+        if password is not None:
+            client.set_password(password)
+        if device.user_certificate is not None and device.user_key is not None:
+            # asyncua picks PEM or DER by the file's suffix; the content decides here (a PEM key is often `.key`).
+            certificate_format = await asyncio.to_thread(file_format, device.user_certificate)
+            key_format = await asyncio.to_thread(file_format, device.user_key)
+            await client.load_client_certificate(str(device.user_certificate), certificate_format)
+            await client.load_private_key(device.user_key, extension=key_format)
+        if not device.secured or device.security_mode is None:
+            return
+        policy, mode = _POLICIES[device.security_policy], _MODES[device.security_mode]
+        pki = self.application.pki
+        _, created = await asyncio.to_thread(self.application.ensure_certificate)
+        if created:
+            own = await asyncio.to_thread(pki.certificates, "own")
+            self._log.warning(
+                "opcua_certificate_created",
+                path=str(pki.own_certificate),
+                thumbprint=own[0].thumbprint if own else None,
+                application_uri=self.application.application_uri,
+            )
+        endpoints = await client.connect_and_get_server_endpoints()
+        offered = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
+        if not offered:
+            choices = sorted({f"{e.SecurityPolicyUri.rpartition('#')[2]}/{e.SecurityMode.name}" for e in endpoints})
+            raise SourceError(
+                f"opc-ua {device.endpoint}: the server offers no {device.security_policy}/{device.security_mode} "
+                f"endpoint (it offers {', '.join(choices) or 'none'})"
+            )
+        server_der = _first_certificate(offered[0].ServerCertificate)
+        if not server_der:
+            raise SourceError(f"opc-ua {device.endpoint}: the server sent no certificate with its secured endpoint")
+        await self._check_server(pki, x509.load_der_x509_certificate(server_der), offered[0].Server)
+        # Checked again against the certificate the server signs its session with (asyncua also insists it is the same).
+        client.certificate_validator = self._validator(pki)
+        await client.set_security(
+            policy,
+            certificate=str(pki.own_certificate),
+            private_key=str(pki.own_key),
+            server_certificate=server_der,
+            mode=mode,
+        )
+
+    def _validator(self, pki: Pki) -> CertificateValidatorMethod:
+        """asyncua's validator over trusted/, re-read at every check (so `trust` needs no restart)."""
+        store = TrustStore([pki.trusted], [])
+        validator = CertificateValidator(_SERVER_CHECKS, store)
+        untrusted = CertificateValidator(_SERVER_CHECKS & ~CertificateValidatorOptions.TRUSTED)
+
+        async def validate(certificate: x509.Certificate, server: ua.ApplicationDescription) -> None:
+            try:
+                await store.load()
+            except ValueError:  # cryptography refuses to build an empty store: trusted/ is empty, nothing is trusted
+                await untrusted.validate(certificate, server)
+                raise ServiceError(StatusCodes.BadCertificateUntrusted) from None
+            await validator.validate(certificate, server)
+
+        return validate
+
+    async def _check_server(self, pki: Pki, certificate: x509.Certificate, server: ua.ApplicationDescription) -> None:
+        """SourceError unless the server's certificate is valid and trusted; an untrusted one goes to rejected/."""
+        try:
+            await self._validator(pki)(certificate, server)
+        except ServiceError as error:
+            status = ua.StatusCode(ua.UInt32(error.code))
+            digest = thumbprint(certificate)
+            if error.code != StatusCodes.BadCertificateUntrusted:
+                raise SourceError(
+                    f"opc-ua {self.device.endpoint}: server certificate {digest} refused: {status.name} ({status.doc})"
+                ) from None
+            path = await asyncio.to_thread(pki.reject, certificate)
+            command = self.application.trust_command(str(path))
+            self._log.error(
+                "opcua_server_certificate_untrusted",
+                thumbprint=digest,
+                rejected=str(path),
+                fix=command,
+            )
+            raise SourceError(
+                f"opc-ua {self.device.endpoint}: server certificate {digest} is not trusted; "
+                f"it was saved as {path}; to trust it run: {command}"
+            ) from None
+
+    def _refusal(self, error: BaseException) -> str:
+        """The connect failure, with what to do when the server refused the user or the gateway's certificate."""
+        if isinstance(error, UaStatusCodeError):
+            if error.code in _USER_REFUSED:
+                who = f"user {self.device.username!r}" if self.device.username else "the user identity"
+                return f"the server refused {who}: {_describe(error)} (check the username and password)"
+            if error.code in _CERTIFICATE_REFUSED and self.device.secured:
+                return (
+                    f"the server refused the gateway's certificate ({self.application.pki.own_certificate}): "
+                    f"{_describe(error)}; trust it on the server"
+                )
+        return _describe(error)
 
     async def _prepare(self, client: Client) -> None:
         """Resolve `nsu=` node ids against the server's namespace array and learn its per-request limits."""
@@ -437,6 +594,18 @@ def _chunks(nodes: Sequence[Node], size: int) -> Iterable[list[Node]]:
     step = size or len(nodes) or 1
     for start in range(0, len(nodes), step):
         yield list(nodes[start : start + step])
+
+
+def _first_certificate(der: bytes | None) -> bytes:
+    """The leading certificate of a DER chain (servers may send their certificate followed by its issuers)."""
+    if not der:
+        return b""
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        # A chain: the first certificate is the outer SEQUENCE, whose two-byte length follows 0x30 0x82.
+        return der[: int.from_bytes(der[2:4], "big") + 4]
+    return certificate.public_bytes(serialization.Encoding.DER)
 
 
 def _describe(error: BaseException) -> str:
