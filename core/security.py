@@ -1,5 +1,6 @@
-"""Password hashing (argon2id), access tokens (JWT HS256 with expiry, issuer, audience and the user's token
-version) and the opaque secrets of refresh tokens and stream tickets (random, stored as SHA-256)."""
+"""Password hashing (argon2id; the original app's formats are verified by core.passwords and rehashed), access
+tokens (JWT HS256 with expiry, issuer, audience and the user's token version) and the opaque secrets of refresh
+tokens and stream tickets (random, stored as SHA-256)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from argon2 import PasswordHasher as Argon2Hasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.models import Role
+from core.passwords import LEGACY_SCHEMES, HashScheme, identify, verify_legacy
 
 TOKEN_ALGORITHM = "HS256"  # noqa: S105 -- an algorithm name, not a secret
 
@@ -46,14 +48,22 @@ class PasswordHasher:
         """True when the password matches; an absent hash still costs one verification."""
         with self._count_lock:
             self.verifications += 1
+        if password_hash is not None and identify(password_hash) in LEGACY_SCHEMES:
+            return verify_legacy(password_hash, password)
         try:
             return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 
     def needs_rehash(self, password_hash: str) -> bool:
-        """True when the hash was made with weaker parameters than the current ones."""
-        return self._hasher.check_needs_rehash(password_hash)
+        """True when the hash is not argon2id (one imported from the original app) or was made with weaker
+        parameters than the current ones."""
+        if identify(password_hash) is not HashScheme.ARGON2:
+            return True
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
 
 
 class InvalidToken(Exception):

@@ -9,6 +9,7 @@ from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -184,6 +185,9 @@ class TrackingSettings(BaseSettings):
     issue_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["machine_breakdown", "material_shortage", "quality", "safety", "other"]
     )
+    # IANA name of the plant's zone: naive times (the API's input, the original app's data) are read in it, and
+    # one-day history buckets and the default /metrics/summary window are its local days.
+    plant_timezone: str = "UTC"
 
     @field_validator("default_stages", mode="before")
     @classmethod
@@ -221,6 +225,20 @@ class TrackingSettings(BaseSettings):
             raise ValueError("ISSUE_TYPES needs at least one type, each up to 64 characters")
         return value
 
+    @property
+    def plant_zone(self) -> ZoneInfo:
+        """PLANT_TIMEZONE as a zone."""
+        return ZoneInfo(self.plant_timezone)
+
+    @field_validator("plant_timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("PLANT_TIMEZONE must be an IANA time zone name such as Europe/Istanbul") from None
+        return value
+
 
 class TelemetrySettings(BaseSettings):
     """How far a sample's source time may be from when it arrives (MQTT and HTTP alike)."""
@@ -251,6 +269,8 @@ class OeeSettings(BaseSettings):
     oee_scrap_count_tag: str = Field(default="scrap_count", pattern=_TAG_NAME)
     # A state row or counter reading vouches for the machine's state this long; 0: a state holds until the next.
     oee_max_silence_s: int = Field(default=300, ge=0, le=7 * 24 * 3600)
+    # A stop longer than this is a downtime event someone classifies; a shorter one is a minor stop (performance loss).
+    micro_stop_s: float = Field(default=120, ge=0, le=3600)
 
 
 class ApiSettings(BaseSettings):
@@ -523,3 +543,4 @@ class ToolSettings(ProcessSettings):
 
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     timeseries: TimeseriesSettings = Field(default_factory=TimeseriesSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
