@@ -448,7 +448,7 @@ def run_end_to_end(
     config = IngestorConfig(args.batch_readings, args.batch_age_ms, args.max_inflight)
     # More than one: the designed scale-out, several processes in one shared-subscription group.
     ingestors = [
-        Ingestor(broker, url, config, workdir / f"ingestor-{index}.log", client_id=f"bench-ingestor-{index}")
+        Ingestor(broker, url, config, workdir / f"ingestor-{index}.log", client_id=f"ingestor-bench-{index}")
         for index in range(args.ingestors)
     ]
     pids = [ingestor.pid for ingestor in ingestors]

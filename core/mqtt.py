@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 if TYPE_CHECKING:
     import aiomqtt
 
@@ -122,3 +125,14 @@ async def subscribe_or_raise(client: aiomqtt.Client, topic_filter: str, *, qos: 
         code = granted if isinstance(granted, int) else granted.value
         if code >= 0x80:
             raise SubscriptionRefused(topic_filter, code)
+
+
+def certificate_common_name(path: Path) -> str | None:
+    """The Common Name of a PEM client certificate (the broker's login on its certificate listener); None when the
+    file cannot be read as one (the TLS settings check reports that on its own)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None

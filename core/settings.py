@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.contract import TimeWindow
-from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, check_tls_port
+from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, certificate_common_name, check_tls_port
 
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT_CHARACTERS = 10
@@ -488,8 +488,12 @@ class IngestorSettings(BaseSettings):
 
     model_config = _config()
 
-    # A fixed id plus a persistent session: the broker keeps what was not acknowledged until this id returns.
-    ingest_client_id: str = Field(default="shopfloor-ingestor-1", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # A fixed id plus a persistent session: the broker keeps what was not acknowledged until this id returns. The
+    # prefix is reserved for ingestors (mosquitto/make-logins.sh refuses gateway logins named so), so no gateway login,
+    # which is bound to a client id of its own name, can ever hold an ingestor's id.
+    ingest_client_id: str = Field(
+        default="shopfloor-ingestor-1", pattern=r"^(ingestor|shopfloor-ingestor)[A-Za-z0-9_.:-]{0,46}$"
+    )
     ingest_shared_group: str | None = Field(default="ingestors", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
     ingest_batch_max_readings: int = Field(default=5000, ge=1, le=1_000_000)
@@ -519,6 +523,21 @@ class IngestorProcessSettings(ProcessSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestorSettings = Field(default_factory=IngestorSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+
+    @model_validator(mode="after")
+    def _certificate_names_the_client(self) -> Self:
+        # On the client-certificate listener the broker replaces the client id by the certificate's name, so a
+        # different INGEST_CLIENT_ID would be silently ignored (and two ingestors with one certificate would keep
+        # throwing each other off): refuse it at start instead.
+        if self.mqtt.mqtt_cert_file is not None:
+            name = certificate_common_name(self.mqtt.mqtt_cert_file)
+            if name is not None and name != self.ingest.ingest_client_id:
+                raise ConfigurationError(
+                    f"MQTT_CERT_FILE is the certificate of {name!r}, but INGEST_CLIENT_ID is "
+                    f"{self.ingest.ingest_client_id!r}: the broker uses the certificate's name as the client id, "
+                    f"so set INGEST_CLIENT_ID={name} (one certificate per ingestor process)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _safe_secrets(self) -> Self:

@@ -16,6 +16,8 @@ import paho.mqtt.client as paho
 
 SUCCESS = 0
 NO_MATCHING_SUBSCRIBERS = 16
+# The login may not publish there: a configuration error (the login's site), not a bad message.
+NOT_AUTHORIZED = 135
 
 
 class PubackTracker:

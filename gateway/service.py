@@ -28,13 +28,15 @@ from gateway.buffer import AsyncDiskBuffer
 from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
 from gateway.pki import ClientApplication
 from gateway.prometheus import GatewayMetrics
-from gateway.puback import NO_MATCHING_SUBSCRIBERS, SUCCESS, PubackTracker
+from gateway.puback import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS, PubackTracker
 from gateway.report import ChangeFilter, group_samples
 from gateway.sources.base import TRANSIENT_DEVICE_ERRORS, Source, TagValue
 
 log = get_logger("shopfloor.gateway")
 
 PUBLISH_WINDOW = 100
+# After the broker refused the login's messages (135), wait this long before offering them again.
+NOT_AUTHORIZED_RETRY_S = 10.0
 
 
 def make_source(device: ModbusDevice | OpcUaDevice, *, application: ClientApplication | None = None) -> Source:
@@ -252,9 +254,24 @@ class Gateway:
                 *(tracker.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in batch)
             )
             done: list[int] = []
+            pause_s = 1.0
             for message, code in zip(batch, codes, strict=True):
                 if code == NO_MATCHING_SUBSCRIBERS and not message.retain:
                     break  # nobody took it (an ingestor not subscribed yet): keep it and the rest, retry soon
+                if code == NOT_AUTHORIZED:
+                    # Every message of this gateway has the same site, so all would be refused and lost: keep them
+                    # until the broker's logins are fixed (mosquitto/make-logins.sh), and say so.
+                    self.metrics.refused.inc()
+                    log.error(
+                        "message_not_authorized",
+                        topic=message.topic,
+                        username=self.config.broker.username,
+                        site=self.config.site,
+                        fix="the broker login must belong to this site (login@site in MQTT_GATEWAY_LOGINS); "
+                        "the messages stay in the buffer",
+                    )
+                    pause_s = NOT_AUTHORIZED_RETRY_S
+                    break
                 if code >= 128:
                     self.metrics.refused.inc()
                     log.error("message_refused", topic=message.topic, reason_code=code)
@@ -265,7 +282,7 @@ class Gateway:
                 await self.buffer.delete(done)
                 self.metrics.published.inc(len(done))
             if len(done) < len(batch):
-                await asyncio.sleep(1.0)
+                await wait_or_stop(stop, pause_s)
 
     async def _update_depth(self) -> None:
         messages, size = await self.buffer.depth()

@@ -6,8 +6,10 @@
 #   DIR        where the files go (made if missing): ca.crt (give it to every client), ca.key (keep it offline),
 #              server.crt/server.key (the broker's), and NAME.crt/NAME.key per client.
 #   CLIENT     NAME or NAME:USERNAME. The certificate's Common Name is USERNAME (default NAME); on the client
-#              certificate listener (use_identity_as_username) the CN IS the broker login the ACL sees: `ingestor`
-#              for the ingestor, the site code for a gateway or device, e.g. `gw-hall2:plant1`.
+#              certificate listener (use_identity_as_username, use_username_as_clientid) the CN IS the broker login
+#              and the client id: a login of MQTT_INGESTOR_LOGINS for an ingestor (`ingestor-1`, also its
+#              INGEST_CLIENT_ID), the gateway's own login for a gateway or device (`gw-hall2`, declared in
+#              make-logins.sh as gw-hall2@plant1).
 #   MQTT_SERVER_NAMES   the names clients use for the broker, comma-separated, put in the server certificate's
 #              subjectAltName (addresses as IP entries); default mosquitto,localhost,127.0.0.1. Clients check the
 #              name they connect to against this list, so every host name and address in use must be here.

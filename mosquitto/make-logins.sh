@@ -1,10 +1,15 @@
 #!/bin/sh
 # Make the broker's logins and access rules (Mosquitto's dynamic security plugin file) from the environment.
 #
-#   MQTT_INGESTOR_PASSWORD  password of login `ingestor` (every ingestor process; each uses its own client id)
+#   MQTT_INGESTOR_PASSWORD  password of login `ingestor` (ingestor processes that log in with a password; each uses
+#                           its own client id, which must start with `ingestor` or `shopfloor-ingestor`)
+#   MQTT_INGESTOR_LOGINS    more ingestor logins for the client-certificate listener, comma-separated, each named
+#                           `ingestor...` (e.g. ingestor-1,ingestor-2): there the client id IS the certificate's
+#                           name, so every ingestor process needs a certificate (and a login) of its own
 #   MQTT_GATEWAY_LOGINS     one login per gateway or MQTT device: login@site:password, comma-separated;
 #                           login@site without a password is a login for the client-certificate listener only
-#                           (certificate Common Name = login, made by make-certs.sh)
+#                           (certificate Common Name = login, made by make-certs.sh). Passwords may contain
+#                           anything but a comma; logins may not start with `ingestor` or `shopfloor-`
 #   MQTT_INGESTOR_GROUPS    the ingestors' shared subscription groups, comma-separated (default `ingestors`, the
 #                           default INGEST_SHARED_GROUP); `ingestor` may subscribe to `$share/<group>/...` of these only
 #
@@ -34,9 +39,12 @@ LC_ALL=C
 export LC_ALL
 
 MIN_LENGTH=12
+MAX_LENGTH=1024
 PROGRAM=make-logins.sh
 OUT=${1:-/mosquitto/config/dynamic-security.json}
-GROUPS=${MQTT_INGESTOR_GROUPS:-ingestors}
+# Not GROUPS: bash keeps that name for the caller's group ids and ignores assignments to it.
+INGESTOR_GROUPS=${MQTT_INGESTOR_GROUPS:-ingestors}
+INGESTOR_LOGINS=${MQTT_INGESTOR_LOGINS:-}
 
 refuse() {
     printf '%s: %s\n' "$PROGRAM" "$1" >&2
@@ -45,7 +53,7 @@ refuse() {
 
 # The contract's code rule, [a-z0-9][a-z0-9_-]{0,63}: logins become client ids, sites topic levels.
 check_code() {
-    # $1: variable name, $2: what, $3: value
+    # $1: where (variable, entry), $2: what, $3: value
     case $3 in
         '' | [!a-z0-9]* | *[!a-z0-9_-]*) refuse "$1: \"$3\" is not a $2 code ([a-z0-9][a-z0-9_-]{0,63})" ;;
     esac
@@ -55,10 +63,20 @@ check_code() {
 }
 
 check_password() {
-    # $1: variable name, $2: who, $3: password
+    # $1: where, $2: who, $3: password (never printed)
     if [ "${#3}" -lt "$MIN_LENGTH" ]; then
         refuse "$1: password for $2 is shorter than $MIN_LENGTH characters"
     fi
+    if [ "${#3}" -gt "$MAX_LENGTH" ]; then
+        refuse "$1: password for $2 is longer than $MAX_LENGTH characters"
+    fi
+}
+
+check_list() {
+    # $1: variable name, $2: value
+    case $2 in
+        ,* | *, | *,,*) refuse "$1 has an empty entry" ;;
+    esac
 }
 
 [ -n "${MQTT_INGESTOR_PASSWORD:-}" ] || refuse "MQTT_INGESTOR_PASSWORD is not set"
@@ -68,39 +86,51 @@ if ! command -v mosquitto_passwd >/dev/null 2>&1; then
     exit 1
 fi
 check_password MQTT_INGESTOR_PASSWORD "login ingestor" "$MQTT_INGESTOR_PASSWORD"
-
-case $MQTT_GATEWAY_LOGINS in
-    ,* | *, | *,,*) refuse "MQTT_GATEWAY_LOGINS has an empty entry (expected login@site:password,...)" ;;
-esac
-case $GROUPS in
-    ,* | *, | *,,*) refuse "MQTT_INGESTOR_GROUPS has an empty entry (expected group1,group2)" ;;
-esac
+check_list MQTT_GATEWAY_LOGINS "$MQTT_GATEWAY_LOGINS"
+check_list MQTT_INGESTOR_GROUPS "$INGESTOR_GROUPS"
+check_list MQTT_INGESTOR_LOGINS "$INGESTOR_LOGINS"
 
 # Pass 1: check every entry. Field splitting on commas only, no globbing of passwords. The first colon ends
-# login@site (codes have no colon), so a password may contain anything but a comma.
-seen=' '
+# login@site (codes have no colon). A refusal names the entry by its number, never by its text: a password
+# holding a comma would otherwise end up in the log.
+seen=' ingestor '
 sites=''
 saved_ifs=$IFS
 IFS=,
 set -f
-for group in $GROUPS; do
+for group in $INGESTOR_GROUPS; do
     check_code MQTT_INGESTOR_GROUPS group "$group"
 done
+for login in $INGESTOR_LOGINS; do
+    check_code MQTT_INGESTOR_LOGINS login "$login"
+    case $login in
+        ingestor*) ;;
+        *) refuse "MQTT_INGESTOR_LOGINS: \"$login\" must start with \"ingestor\"" ;;
+    esac
+    case $seen in
+        *" $login "*) refuse "MQTT_INGESTOR_LOGINS: login \"$login\" is listed twice" ;;
+    esac
+    seen="$seen$login "
+done
+number=0
 for entry in $MQTT_GATEWAY_LOGINS; do
+    number=$((number + 1))
+    where="MQTT_GATEWAY_LOGINS entry $number"
     who=${entry%%:*}
     case $who in
         *@*) ;;
-        *) refuse "MQTT_GATEWAY_LOGINS: \"$who\" has no @site (expected login@site:password)" ;;
+        *) refuse "$where: no @site before the first colon (expected login@site:password; a comma ends an entry)" ;;
     esac
     login=${who%%@*}
     site=${who#*@}
-    check_code MQTT_GATEWAY_LOGINS login "$login"
-    check_code MQTT_GATEWAY_LOGINS site "$site"
-    if [ "$login" = ingestor ]; then
-        refuse "MQTT_GATEWAY_LOGINS: \"ingestor\" is reserved for the ingestor's login"
-    fi
+    check_code "$where" login "$login"
+    check_code "$where" site "$site"
+    case $login in
+        ingestor* | shopfloor-*)
+            refuse "$where: logins starting with \"ingestor\" or \"shopfloor-\" are reserved for ingestors" ;;
+    esac
     case $seen in
-        *" $login "*) refuse "MQTT_GATEWAY_LOGINS: login \"$login\" is listed twice (one login per gateway)" ;;
+        *" $login "*) refuse "$where: login \"$login\" is listed twice (one login per gateway)" ;;
     esac
     seen="$seen$login "
     case ",$sites," in
@@ -108,25 +138,37 @@ for entry in $MQTT_GATEWAY_LOGINS; do
         *) sites="${sites:+$sites,}$site" ;;
     esac
     case $entry in
-        *:*) check_password MQTT_GATEWAY_LOGINS "login \"$login\"" "${entry#*:}" ;;
+        *:*) check_password "$where" "login \"$login\"" "${entry#*:}" ;;
     esac
 done
 
 umask 077
 work=$(mktemp -d)
-tmp="$OUT.new.$$"
+tmp=$(mktemp "$OUT.new.XXXXXX")
 trap 'rm -rf "$work" "$tmp"' EXIT
 
 # credentials LOGIN PASSWORD: the JSON members of a password, from mosquitto_passwd's $7$iterations$salt$hash.
+# Called as `x=$(credentials ...) || exit 1`: a failure inside a command substitution that is an argument of another
+# command (printf) would not stop the script under `set -e`.
 credentials() {
-    mosquitto_passwd -c -b "$work/passwd" "$1" "$2"
+    mosquitto_passwd -c -b "$work/passwd" "$1" "$2" >&2 || return 1
     line=$(cat "$work/passwd")
     hash=${line#*:}
     rest=${hash#\$7\$}
-    [ "$rest" != "$hash" ] || { printf '%s: unexpected mosquitto_passwd output format\n' "$PROGRAM" >&2; exit 1; }
+    if [ "$rest" = "$hash" ]; then
+        printf '%s: unexpected mosquitto_passwd output format\n' "$PROGRAM" >&2
+        return 1
+    fi
     iterations=${rest%%\$*}
     rest=${rest#*\$}
-    printf '"salt": "%s", "password": "%s", "iterations": %s' "${rest%%\$*}" "${rest#*\$}" "$iterations"
+    salt=${rest%%\$*}
+    digest=${rest#*\$}
+    case $iterations$salt$digest in
+        '' | *[!A-Za-z0-9+/=]*)
+            printf '%s: unexpected characters in mosquitto_passwd output\n' "$PROGRAM" >&2
+            return 1 ;;
+    esac
+    printf '"salt": "%s", "password": "%s", "iterations": %s' "$salt" "$digest" "$iterations"
 }
 
 acl() {
@@ -134,43 +176,46 @@ acl() {
     printf '{"acltype": "%s", "topic": "%s", "allow": true}' "$1" "$2"
 }
 
-# Pass 2: write the file. Logins, sites and hashes are codes and base64, so nothing needs JSON escaping.
-{
-    printf '{\n"defaultACLAccess": {"publishClientSend": false, "publishClientReceive": false, '
-    printf '"subscribe": false, "unsubscribe": true},\n"clients": [\n'
-    printf '  {"username": "ingestor", "textName": "Shopfloor ingestor", %s,\n' \
-        "$(credentials ingestor "$MQTT_INGESTOR_PASSWORD")"
-    printf '   "roles": [{"rolename": "ingestor"}]}'
-    for entry in $MQTT_GATEWAY_LOGINS; do
-        who=${entry%%:*}
-        login=${who%%@*}
-        site=${who#*@}
-        printf ',\n  {"username": "%s", "clientid": "%s", "textName": "gateway or device of site %s"' \
-            "$login" "$login" "$site"
-        case $entry in
-            *:*) printf ', %s' "$(credentials "$login" "${entry#*:}")" ;;
-        esac
-        printf ',\n   "roles": [{"rolename": "site-%s"}]}' "$site"
-    done
-    printf '\n],\n"groups": [],\n"roles": [\n'
-    printf '  {"rolename": "ingestor", "acls": [%s, %s' \
-        "$(acl subscribePattern 'shopfloor/v1/#')" \
-        "$(acl publishClientReceive 'shopfloor/v1/#')"
-    # A `+` in place of the group is not matched by the plugin's subscribe check, so each group is listed.
-    for group in $GROUPS; do
-        printf ', %s' "$(acl subscribePattern "\$share/$group/shopfloor/v1/#")"
-    done
-    printf ']}'
-    for site in $sites; do
-        printf ',\n  {"rolename": "site-%s", "acls": [%s, %s, %s]}' "$site" \
-            "$(acl publishClientSend "shopfloor/v1/$site/+/telemetry")" \
-            "$(acl publishClientSend "shopfloor/v1/$site/+/status")" \
-            "$(acl publishClientSend "shopfloor/v1/$site/_gateway/+/status")"
-    done
-    printf '\n]\n}\n'
-} >"$tmp"
+# Pass 2: every client entry first (any failure stops here), then the file. Logins, sites and hashes are codes and
+# base64, so nothing needs JSON escaping.
+secret=$(credentials ingestor "$MQTT_INGESTOR_PASSWORD") || exit 1
+clients=$(printf '  {"username": "ingestor", "textName": "Shopfloor ingestor", %s,\n   "roles": [{"rolename": "ingestor"}]}' "$secret")
+for login in $INGESTOR_LOGINS; do
+    clients="$clients$(printf ',\n  {"username": "%s", "clientid": "%s", "textName": "Shopfloor ingestor (certificate)", "roles": [{"rolename": "ingestor"}]}' "$login" "$login")"
+done
+for entry in $MQTT_GATEWAY_LOGINS; do
+    who=${entry%%:*}
+    login=${who%%@*}
+    site=${who#*@}
+    secret=''
+    case $entry in
+        *:*) secret=$(credentials "$login" "${entry#*:}") || exit 1
+             secret=", $secret" ;;
+    esac
+    clients="$clients$(printf ',\n  {"username": "%s", "clientid": "%s", "textName": "gateway or device of site %s"%s,\n   "roles": [{"rolename": "site-%s"}]}' \
+        "$login" "$login" "$site" "$secret" "$site")"
+done
+roles=$(printf '  {"rolename": "ingestor", "acls": [%s, %s' \
+    "$(acl subscribePattern 'shopfloor/v1/#')" "$(acl publishClientReceive 'shopfloor/v1/#')")
+# A `+` in place of the group is not matched by the plugin's subscribe check, so each group is listed.
+for group in $INGESTOR_GROUPS; do
+    roles="$roles, $(acl subscribePattern "\$share/$group/shopfloor/v1/#")"
+done
+roles="$roles]}"
+for site in $sites; do
+    roles="$roles$(printf ',\n  {"rolename": "site-%s", "acls": [%s, %s, %s]}' "$site" \
+        "$(acl publishClientSend "shopfloor/v1/$site/+/telemetry")" \
+        "$(acl publishClientSend "shopfloor/v1/$site/+/status")" \
+        "$(acl publishClientSend "shopfloor/v1/$site/_gateway/+/status")")"
+done
 set +f
 IFS=$saved_ifs
+
+{
+    printf '{\n"defaultACLAccess": {"publishClientSend": false, "publishClientReceive": false, '
+    printf '"subscribe": false, "unsubscribe": true},\n"clients": [\n%s\n],\n"groups": [],\n"roles": [\n%s\n]\n}\n' \
+        "$clients" "$roles"
+} >"$tmp"
 
 chmod 0600 "$tmp"
 # Mosquitto started as root drops to user `mosquitto` before it reads the file. Only root can give a file

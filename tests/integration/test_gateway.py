@@ -30,8 +30,17 @@ from gateway.sources.base import TagValue
 from simulators.modbus import ModbusStation, station_device
 from simulators.mqtt_device import MqttDevice
 from simulators.opcua import STATE_CODES, InjectionMachineServer, machine_tags
+from tests.support.logs import logged_events
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.pipeline import PASSWORDS, SITE, running_ingestor, tls_settings, unique, wait_for_count
+from tests.support.pipeline import (
+    PASSWORDS,
+    SITE,
+    Identity,
+    running_ingestor,
+    tls_settings,
+    unique,
+    wait_for_count,
+)
 from tests.support.postgres import free_port
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.modbus, pytest.mark.opcua]
@@ -177,7 +186,7 @@ async def test_the_whole_chain_over_tls_stores_what_the_station_exposed(
     machine, port, observed = unique("tls"), free_port(), Observed()
     settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
     tls: dict[str, Any] = {"ca_file": str(broker.certs / "ca.crt")}
-    if login == "certificate":  # no password at all: the certificate's CN (the site code) is the login
+    if login == "certificate":  # no password at all: the certificate's CN (the gateway's login) is the login
         tls |= {"cert_file": str(broker.certs / f"{SITE}.crt"), "key_file": str(broker.certs / f"{SITE}.key")}
         settings["broker"] = {"host": broker.host, "port": broker.cert_port, "tls": tls}
     else:
@@ -185,7 +194,12 @@ async def test_the_whole_chain_over_tls_stores_what_the_station_exposed(
     async with (
         ModbusStation("127.0.0.1", port, seed=7, speed=30, warmup_s=3600) as station,
         running_ingestor(
-            broker, ingest_database, pipeline_engine, mqtt=tls_settings(broker, certificate=login == "certificate")
+            broker,
+            ingest_database,
+            pipeline_engine,
+            # On the certificate listener the client id is the certificate's name.
+            Identity(client_id="ingestor") if login == "certificate" else Identity(),
+            mqtt=tls_settings(broker, certificate=login == "certificate"),
         ),
         running_gateway(settings, observed) as gateway,
     ):
@@ -385,3 +399,34 @@ async def test_an_mqtt_native_device_reaches_the_database(
     assert device.published * 7 == len(numeric)  # seven numeric tags per sample, every sample stored
     async with session_factory(pipeline_engine)() as session:
         assert await session.scalar(select(Machine.online).where(Machine.code == machine)) is False
+
+
+async def test_a_login_of_another_site_keeps_the_messages_in_the_buffer(
+    broker: MosquittoBroker,
+    ingest_database: str,
+    pipeline_engine: AsyncEngine,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker refuses (135) every message of a gateway whose login belongs to another site: a configuration
+    error. The gateway keeps them (they would all be lost otherwise) and says what to fix."""
+    machine, port, observed = unique("wrongsite"), free_port(), Observed()
+    settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
+    settings["broker"] |= {"username": "plant2", "password": PASSWORDS["plant2"]}  # a login of site plant2
+    async with (
+        ModbusStation("127.0.0.1", port, seed=6, speed=10),
+        running_ingestor(broker, ingest_database, pipeline_engine),
+        running_gateway(settings, observed) as gateway,
+    ):
+        await asyncio.wait_for(gateway.connected.wait(), timeout=15)
+        for _ in range(100):  # until the broker has refused something (at most 20 s)
+            if gateway.metrics.refused._value.get() > 0:
+                break
+            await asyncio.sleep(0.2)
+        depth, _ = await gateway.buffer.depth()
+    assert gateway.metrics.refused._value.get() >= 1
+    assert depth >= 1  # nothing was deleted
+    assert len(observed.readings(machine)) > 0
+    assert await stored(pipeline_engine, machine) == set()
+    refusal = logged_events(caplog, "message_not_authorized")[0]
+    assert (refusal["username"], refusal["site"]) == ("plant2", SITE)

@@ -9,7 +9,7 @@ import json
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -338,7 +338,7 @@ async def test_ingestors_split_the_shared_subscription(broker: MosquittoBroker) 
 # --- what a site may read --------------------------------------------------------------------------------
 
 
-def suback_codes(granted: list[ReasonCode] | list[int]) -> list[int]:
+def suback_codes(granted: Sequence[ReasonCode | int]) -> list[int]:
     """The reason code of each subscription of a SUBACK (MQTT 5)."""
     return [code.value if isinstance(code, ReasonCode) else code for code in granted]
 
@@ -573,11 +573,13 @@ async def test_ingestor_may_hold_a_batch_of_1000_unacknowledged_messages(broker:
 # --- make-logins.sh --------------------------------------------------------------------------------------
 
 
-def make_logins(target: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+def make_logins(
+    target: Path, *, shell: str = "/bin/sh", path: str = SEARCH_PATH, **variables: str
+) -> subprocess.CompletedProcess[str]:
     """Run our script with exactly these variables (and a PATH that finds mosquitto_passwd)."""
     return subprocess.run(  # noqa: S603 -- our own script, no shell
-        ["/bin/sh", str(MAKE_LOGINS), str(target)],
-        env={"PATH": SEARCH_PATH, **variables},
+        [shell, str(MAKE_LOGINS), str(target)],
+        env={"PATH": path, **variables},
         capture_output=True,
         text=True,
         check=False,
@@ -603,6 +605,11 @@ INGESTOR = {"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD}
         (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD},gw1@s2:{GOOD_PASSWORD}"}, "listed twice"),
         (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD},"}, "MQTT_GATEWAY_LOGINS"),
         (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD}", "MQTT_INGESTOR_GROUPS": "a,$x"}, "GROUPS"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"shopfloor-ingestor-1@s1:{GOOD_PASSWORD}"}, "reserved"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"ingestor-2@s1:{GOOD_PASSWORD}"}, "reserved"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{'x' * 1025}"}, "longer than 1024"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD}", "MQTT_INGESTOR_LOGINS": "reader"}, "ingestor"),
+        (INGESTOR | {"MQTT_GATEWAY_LOGINS": f"gw1@s1:{GOOD_PASSWORD},Secret-Part-Two"}, "entry 2"),
     ],
     ids=[
         "nothing-set",
@@ -618,6 +625,11 @@ INGESTOR = {"MQTT_INGESTOR_PASSWORD": GOOD_PASSWORD}
         "login-twice",
         "empty-entry",
         "group-invalid",
+        "login-named-like-an-ingestor-id",
+        "login-named-ingestor-prefix",
+        "password-too-long",
+        "certificate-ingestor-not-named-ingestor",
+        "password-with-a-comma",
     ],
 )
 def test_make_logins_refuses_missing_or_weak_settings(tmp_path: Path, variables: dict[str, str], named: str) -> None:
@@ -627,7 +639,49 @@ def test_make_logins_refuses_missing_or_weak_settings(tmp_path: Path, variables:
     assert result.stderr.count("\n") == 1, result.stderr
     assert named in result.stderr
     assert "eleven-char" not in result.stderr  # a refusal never echoes a password
+    assert "Secret-Part-Two" not in result.stderr  # nor a piece of one cut at a comma
     assert not target.exists()
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"], ids=["dash", "bash"])
+def test_make_logins_writes_the_same_rules_under_either_shell(tmp_path: Path, shell: str) -> None:
+    """bash keeps some variable names for itself (GROUPS): the script must mean the same under both shells."""
+    target = tmp_path / "dynamic-security.json"
+    result = make_logins(
+        target,
+        shell=shell,
+        MQTT_INGESTOR_PASSWORD=GOOD_PASSWORD,
+        MQTT_INGESTOR_GROUPS="ingestors,night-shift",
+        MQTT_INGESTOR_LOGINS="ingestor-1,ingestor-2",
+        MQTT_GATEWAY_LOGINS=f"gw1@s1:{AWKWARD_PASSWORD}",
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(target.read_text())
+    [ingestor_role] = [role for role in document["roles"] if role["rolename"] == "ingestor"]
+    shared = sorted(acl["topic"] for acl in ingestor_role["acls"] if acl["topic"].startswith("$share/"))
+    assert shared == ["$share/ingestors/shopfloor/v1/#", "$share/night-shift/shopfloor/v1/#"]
+    certificate_ingestors = [entry for entry in document["clients"] if entry["username"].startswith("ingestor-")]
+    assert [(entry["username"], entry["clientid"], "password" in entry) for entry in certificate_ingestors] == [
+        ("ingestor-1", "ingestor-1", False),
+        ("ingestor-2", "ingestor-2", False),
+    ]
+
+
+def test_make_logins_writes_nothing_when_hashing_fails(tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mosquitto_passwd").write_text("#!/bin/sh\necho 'Error: cannot hash' >&2\nexit 1\n")
+    (fake / "mosquitto_passwd").chmod(0o755)
+    target = tmp_path / "dynamic-security.json"
+    result = make_logins(
+        target,
+        path=f"{fake}{os.pathsep}{SEARCH_PATH}",
+        MQTT_INGESTOR_PASSWORD=GOOD_PASSWORD,
+        MQTT_GATEWAY_LOGINS=f"gw1@s1:{GOOD_PASSWORD}",
+    )
+    assert result.returncode != 0
+    assert "cannot hash" in result.stderr
+    assert list(tmp_path.glob("dynamic-security.json*")) == []  # neither the file nor a half-written one
 
 
 def test_make_logins_writes_a_private_file_with_one_login_per_gateway(tmp_path: Path) -> None:

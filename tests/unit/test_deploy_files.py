@@ -195,6 +195,12 @@ def test_the_gateways_broker_login_matches_its_config(
     assert str(gateway.buffer.path) == "/data/gateway/buffer.db"
     assert services["gateway"]["configs"] == [{"source": "gateway", "target": "/etc/shopfloor/gateway.yaml"}]
     assert services["gateway"]["command"] == ["gateway", "--config", "/etc/shopfloor/gateway.yaml"]
+    # The OPC-UA ApplicationURI (named in the gateway's certificate) does not follow the container's host name.
+    assert gateway.opcua.application_uri == "urn:edge-01.plant1:shopfloor:gateway"
+    renamed = interpolate(
+        compose["configs"]["gateway"]["content"], values | {"GATEWAY_LOGIN": "hall2", "SHOPFLOOR_SITE": "plant2"}
+    )
+    assert parse_config(renamed).application_uri == "urn:hall2.plant2:shopfloor:gateway"
 
 
 def test_the_gateway_config_polls_the_same_devices_as_the_example(compose: dict[str, Any]) -> None:

@@ -35,9 +35,9 @@ devices:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a broker certificate and a client certificate `gw` made by make-certs.sh."""
+    """A CA, a broker certificate and client certificates `gw` (CN plant1) and `ingestor-7` made by make-certs.sh."""
     folder = tmp_path_factory.mktemp("certs")
-    make_certificates(folder, ["gw:plant1"])
+    make_certificates(folder, ["gw:plant1", "ingestor-7"])
     return folder
 
 
@@ -62,12 +62,13 @@ async def test_tls_settings_build_a_client_that_checks_the_broker(
         "MQTT_TLS": "true",
         "MQTT_PORT": "8884",
         "MQTT_CA_FILE": str(certs / "ca.crt"),
-        "MQTT_CERT_FILE": str(certs / "gw.crt"),
-        "MQTT_KEY_FILE": str(certs / "gw.key"),
+        "MQTT_CERT_FILE": str(certs / "ingestor-7.crt"),
+        "MQTT_KEY_FILE": str(certs / "ingestor-7.key"),
+        "INGEST_CLIENT_ID": "ingestor-7",
     }.items():
         monkeypatch.setenv(name, value)
     endpoint = IngestorProcessSettings.load().mqtt.endpoint()
-    assert endpoint.tls == MqttTls(certs / "ca.crt", certs / "gw.crt", certs / "gw.key")
+    assert endpoint.tls == MqttTls(certs / "ca.crt", certs / "ingestor-7.crt", certs / "ingestor-7.key")
     context = endpoint.tls.context()
     assert context.check_hostname
     assert context.verify_mode is ssl.CERT_REQUIRED
@@ -122,6 +123,26 @@ def test_a_key_of_another_certificate_is_refused(tmp_cwd: Path, monkeypatch: pyt
     )
     assert message.startswith("MQTT_CERT_FILE: ")
     assert "not a matching PEM certificate and key" in message
+
+
+def test_an_ingestor_certificate_must_name_the_client_id(
+    tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch, certs: Path
+) -> None:
+    """On the certificate listener the broker takes the certificate's name as the client id: another
+    INGEST_CLIENT_ID would be ignored silently, and two ingestors sharing a certificate would throw each other off."""
+    files = {"MQTT_TLS": "true", "MQTT_PORT": "8884", "MQTT_CERT_FILE": str(certs / "gw.crt")}
+    files["MQTT_KEY_FILE"] = str(certs / "gw.key")
+    message = refused(monkeypatch, **files, INGEST_CLIENT_ID="ingestor-2")
+    assert "certificate of 'plant1'" in message
+    assert "INGEST_CLIENT_ID=plant1" in message
+
+
+@pytest.mark.parametrize("client_id", ["plant1", "gw-hall1", "my-ingestor"])
+def test_an_ingestor_client_id_outside_the_reserved_prefix_is_refused(
+    tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch, client_id: str
+) -> None:
+    # A gateway login is bound to a client id of its own name and cannot start with these prefixes.
+    assert "INGEST_CLIENT_ID" in refused(monkeypatch, INGEST_CLIENT_ID=client_id).upper()
 
 
 def test_tls_on_the_plain_port_is_refused(tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
