@@ -11,11 +11,13 @@ from starlette.routing import Route
 
 from api.auth.router import router as auth_router
 from api.auth.throttle import AttemptLedger, LoginLimits, LoginThrottle
+from api.config.router import router as config_router
 from api.context import AppContext
 from api.efficiency.router import router as metrics_router
 from api.errors import install_error_handlers
 from api.headers import SecurityHeadersMiddleware
 from api.health.router import router as health_router
+from api.idempotency import IdempotencyMiddleware
 from api.issues.router import router as issues_router
 from api.issues.types import document_issue_types
 from api.limits import BodyLimitMiddleware
@@ -23,6 +25,10 @@ from api.machines.router import router as machines_router
 from api.machines.stream import StreamHub
 from api.middleware import RequestContextMiddleware
 from api.oee.router import router as oee_router
+from api.openapi import document_responses
+from api.pagination import LIST_HEADERS
+from api.plant.router import router as plant_router
+from api.planttime import PlantTimeMiddleware
 from api.prometheus import ApiMetrics, MetricsMiddleware, route_templates
 from api.prometheus import router as prometheus_router
 from api.stages.router import me_router
@@ -43,9 +49,10 @@ TAGS = [
     {"name": "work orders", "description": "Plan, follow and cancel work orders"},
     {"name": "stages", "description": "Assign, start, pause, resume and finish stages"},
     {"name": "issues", "description": "Report and handle problems on stages"},
-    {"name": "metrics", "description": "Efficiency: planned against actual; OEE of stages and machines"},
+    {"name": "metrics", "description": "Efficiency, planned against actual; OEE of stages, machines, shifts, days"},
+    {"name": "calendar", "description": "Shift patterns, breaks, holidays, extra shifts; downtime and scrap reasons"},
     {"name": "machines", "description": "Machine registry, machine API keys, HTTP ingestion"},
-    {"name": "health", "description": "Liveness and readiness"},
+    {"name": "health", "description": "Liveness, readiness, and the plant's time zone for clients"},
 ]
 
 
@@ -113,6 +120,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     app.state.context = context
     install_error_handlers(app)
     document_issue_types(app, settings.tracking.issue_types)
+    document_responses(app)
     routers = [
         auth_router,
         users_router,
@@ -122,8 +130,10 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         issues_router,
         metrics_router,
         oee_router,
+        plant_router,
         machines_router,
         health_router,
+        config_router,
         ui_router,
         docs_router,
     ]
@@ -144,17 +154,26 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
             allow_origins=settings.api.cors_origins,
             allow_credentials=settings.api.cors_allow_credentials,
             allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+            expose_headers=["X-Request-ID", "Retry-After", "Idempotency-Replayed", *LIST_HEADERS],
         )
     # Layers from the inside out (each add_middleware wraps what is there): body limits before anything reads a
     # body, authentication included; then the request context, so every request, CORS preflight and 413 included,
     # gets an id, its client address and a log line.
+    # Inside the body limit (the body it buffers is bounded): a retried action with the same Idempotency-Key acts once.
+    app.add_middleware(
+        IdempotencyMiddleware,
+        sessions=lambda: context.session_factory,
+        tokens=context.tokens,
+        clock=lambda: context.clock(),
+    )
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.api.max_body_bytes,
         routes=[("POST", r"/machines/[^/]+/readings", MAX_PAYLOAD_BYTES)],
     )
+    # Naive datetimes of the request are read in this app's plant zone.
+    app.add_middleware(PlantTimeMiddleware, zone=settings.tracking.plant_zone)
     app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.api.trusted_proxies)
     # Outside even that layer, so its own 500 carries the security headers too.
     app.add_middleware(SecurityHeadersMiddleware)

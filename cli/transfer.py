@@ -37,14 +37,12 @@ from sqlalchemy.pool import NullPool
 from cli.errors import EXIT_USAGE, CommandError
 from core.db import is_sqlite, sync_url
 from core.models import Base
-from core.schema import VERSION_TABLE, current_revisions, head_revisions
+from core.schema import SEEDED_TABLES, VERSION_TABLE, current_revisions, head_revisions
 from core.settings import ToolSettings
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CHECKSUM_MODULUS = 2**128
 DEFAULT_BATCH_ROWS = 10_000
-# Tables a migration fills with defaults: not "rows the target already holds", and replaced by the source's rows.
-SEEDED_TABLES = frozenset({"loss_reason"})
 
 
 class TransferInputError(Exception):

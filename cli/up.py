@@ -39,6 +39,8 @@ BASE_PORTS = {
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_EXAMPLE = REPO_ROOT / "gateway" / "example.yaml"
 MQTT_DEVICE_MACHINE = "press-2"
+# The demo plant's zone (naive times, day buckets, the operator view's clock) unless PLANT_TIMEZONE is exported.
+DEMO_PLANT_TIMEZONE = "Europe/Istanbul"
 # Debian puts the broker in /usr/sbin, which is not on every user's PATH.
 MOSQUITTO_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
 
@@ -232,10 +234,11 @@ def _stack_children(
         "MQTT_HOST": HOST,
         "MQTT_PORT": str(ports.mqtt),
         "MQTT_PROTOCOL": protocol,
-        "INGEST_CLIENT_ID": "shopfloor-up-ingestor",
+        "INGEST_CLIENT_ID": "shopfloor-ingestor-demo",
         "INGEST_METRICS_PORT": str(ports.ingest_metrics),
         "PYTHONUNBUFFERED": "1",
     }
+    env.setdefault("PLANT_TIMEZONE", DEMO_PLANT_TIMEZONE)
     env.pop("MQTT_USERNAME", None)  # the demo broker is anonymous
     env.pop("MQTT_PASSWORD", None)
     for name in ("MQTT_TLS", "MQTT_CA_FILE", "MQTT_CERT_FILE", "MQTT_KEY_FILE"):  # and plaintext on loopback
@@ -288,6 +291,7 @@ def _print_banner(
         f"gateway http://{HOST}:{ports.gateway_metrics}/metrics",
         f"  simulators     OPC-UA opc.tcp://{HOST}:{ports.opcua} (press-1)  "
         f"Modbus {HOST}:{ports.modbus} (assembly-1)  MQTT device ({MQTT_DEVICE_MACHINE})",
+        f"  plant time     {os.environ.get('PLANT_TIMEZONE', DEMO_PLANT_TIMEZONE)} (PLANT_TIMEZONE)",
         f"  database       {database_url}",
         f"  data folder    {data_dir}",
     ]

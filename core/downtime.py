@@ -173,3 +173,25 @@ def reason_tree(reasons: Sequence[Reason] = DEFAULT_REASONS) -> dict[LossCategor
     if len(set(codes)) != len(codes):
         raise ValueError("reason codes must be unique")
     return {category: [reason for reason in reasons if reason.category is category] for category in LossCategory}
+
+
+def unknown_spans(
+    *, first_known: datetime | None, heard: Sequence[datetime], start: datetime, end: datetime, max_silence: timedelta
+) -> list[tuple[datetime, datetime]]:
+    """Where no state is known in [start, end): before the first state change, and (with `max_silence` > 0) in every
+    silence longer than `max_silence` after the last moment heard (each moment vouches for `max_silence`)."""
+    if end <= start:
+        return []
+    if first_known is None or first_known >= end:
+        return [(start, end)]
+    spans: list[tuple[datetime, datetime]] = []
+    if first_known > start:
+        spans.append((start, first_known))
+    if max_silence <= ZERO:
+        return spans
+    moments = sorted({moment for moment in heard if moment < end} | {first_known})
+    for moment, following in zip(moments, [*moments[1:], end], strict=True):
+        silent_from = max(moment + max_silence, start)
+        if following > silent_from:
+            spans.append((silent_from, following))
+    return spans

@@ -13,6 +13,8 @@ from core.db import ensure_sqlite_folder, sync_url
 from core.settings import TimeseriesSettings
 
 VERSION_TABLE = "alembic_version"
+# Tables a migration fills with defaults (the loss reasons of revision 0005): part of an empty database.
+SEEDED_TABLES = frozenset({"loss_reason"})
 # `migrations/` sits beside `core/` both in a checkout and in an installed wheel.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -3,7 +3,11 @@
 On TimescaleDB the 1-minute and 1-hour buckets come from the continuous aggregates `reading_1m` / `reading_1h`
 (real-time: the newest, not yet materialised buckets are computed from `reading` at query time); other sizes
 use `time_bucket` on `reading`. Plain PostgreSQL uses `date_bin`, SQLite integer arithmetic on epoch seconds.
-Every backend aligns buckets to midnight UTC, so they all agree.
+Every backend aligns buckets to midnight UTC, so they all agree. One-day buckets are the plant's local days when a
+zone is given: SQL finds each reading's local date (`ts AT TIME ZONE zone` on PostgreSQL and TimescaleDB; on SQLite,
+which has no time-zone database, from the zone's offsets over the range computed in Python) and Python turns each
+date into its local midnight (`core.planttime`), so every backend starts a day at the same instant, even where a
+local midnight is skipped or repeated.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.models import Machine, Reading
+from core.planttime import DAY, align_days, day_from_number, midnight, offsets
 
 ROLLUP_VIEWS = {timedelta(minutes=1): "reading_1m", timedelta(hours=1): "reading_1h"}
 # Every aggregate a bucket has, in the order the columns (and the JSON keys) come.
@@ -108,12 +114,14 @@ async def bucketed_points(
     end: datetime,
     bucket: timedelta,
     aggs: Sequence[str] = AGGREGATES,
+    zone: ZoneInfo | None = None,
 ) -> Points:
     """The asked aggregates of each tag per bucket: `{tag: [{"t": bucket start, agg: value, ...}, ...]}`.
 
     Every asked tag is a key (an empty list when it has no readings), points oldest first, the keys of a point
     in `AGGREGATES` order. Whole buckets are answered: [start, end) is widened to bucket boundaries, as rollups
-    can only be cut there. A machine that is not registered has no points.
+    can only be cut there. With a `zone`, one-day buckets are that zone's local days (23 or 25 hours across a
+    daylight-saving change). A machine that is not registered has no points.
     """
     unknown = [agg for agg in aggs if agg not in _AGGREGATE_SQL]
     if unknown:
@@ -125,7 +133,8 @@ async def bucketed_points(
     seconds = int(bucket.total_seconds())
     if seconds < 1 or seconds != bucket.total_seconds():
         raise ValueError("bucket must be a whole number of seconds")
-    start, end = align(start, end, bucket)
+    local_days = zone if zone is not None and bucket == DAY else None
+    start, end = align(start, end, bucket, zone=local_days)
     params: dict[str, object] = {
         "machine_id": machine_id,
         "tags": list(tags),
@@ -134,6 +143,10 @@ async def bucketed_points(
         "seconds": seconds,
     }
     kind = await backend_of(conn)
+    if local_days is not None:
+        return await _local_day_points(
+            conn, kind, machine_id=machine_id, tags=tags, start=start, end=end, zone=local_days, chosen=chosen
+        )
     if kind is Backend.TIMESCALEDB and bucket in ROLLUP_VIEWS:
         del params["seconds"]
         template = (
@@ -163,6 +176,48 @@ async def bucketed_points(
     for row in await _fetch_binary(conn, sql, params):
         # psycopg already gives aware datetimes, floats and ints: the row goes into the point as it is.
         points[row[0]].append(dict(zip(keys, row[1:], strict=True)))
+    return points
+
+
+async def _local_day_points(
+    conn: AsyncConnection,
+    kind: Backend,
+    *,
+    machine_id: int,
+    tags: Sequence[str],
+    start: datetime,
+    end: datetime,
+    zone: ZoneInfo,
+    chosen: Sequence[str],
+) -> Points:
+    # The plant's local days, [start, end) already aligned to them: a day across a clock change has 23 or 25 hours.
+    points: Points = {tag: [] for tag in tags}
+    keys = ("t", *chosen)
+    params: dict[str, object] = {"machine_id": machine_id, "tags": list(tags), "start": start, "end": end}
+    if kind is Backend.SQLITE:
+        # No time-zone database in SQLite: the local date is (epoch + the offset in force) // 86400, with the
+        # zone's offsets over the range from Python, which also turns each day's number into its start.
+        epoch = "CAST(strftime('%s', ts) AS INTEGER)"
+        changes = offsets(start, end, zone)
+        cases = "".join(f" WHEN {epoch} < :change_{index} THEN :offset_{index - 1}" for index in range(1, len(changes)))
+        last = f":offset_{len(changes) - 1}"
+        offset = f"CASE{cases} ELSE {last} END" if cases else last
+        for index, (since, seconds) in enumerate(changes):
+            params[f"change_{index}"], params[f"offset_{index}"] = since, seconds
+        params["start"], params["end"] = _sqlite_time(start), _sqlite_time(end)
+        sql = _grouped_sql(f"(({epoch} + {offset}) / 86400)", chosen).format_map(_PLACEHOLDERS[Backend.SQLITE])
+        statement = text(sql).bindparams(bindparam("tags", expanding=True))
+        for tag, number, *values in await conn.execute(statement, params):
+            points[tag].append(dict(zip(keys, (day_from_number(number, zone), *values), strict=True)))
+        return points
+    # PostgreSQL and TimescaleDB alike: only the local date comes from SQL. `date_trunc('day', …) AT TIME ZONE zone`
+    # would read a repeated local midnight (America/Havana, 1 November 2026) as its second occurrence; Python, like
+    # the API's input, as its first.
+    params["zone"] = zone.key
+    expression = "(ts AT TIME ZONE {zone}::text)::date"
+    sql = _grouped_sql(expression, chosen).format_map({**_PLACEHOLDERS[Backend.POSTGRESQL], "zone": "%(zone)s"})
+    for tag, day, *values in await _fetch_binary(conn, sql, params):
+        points[tag].append(dict(zip(keys, (midnight(day, zone), *values), strict=True)))
     return points
 
 
@@ -236,8 +291,13 @@ async def _fetch_binary(conn: AsyncConnection, sql: str, params: dict[str, objec
     return rows
 
 
-def align(start: datetime, end: datetime, bucket: timedelta) -> tuple[datetime, datetime]:
-    """[start, end) widened to whole buckets counted from midnight UTC (the epoch)."""
+def align(
+    start: datetime, end: datetime, bucket: timedelta, *, zone: ZoneInfo | None = None
+) -> tuple[datetime, datetime]:
+    """[start, end) widened to whole buckets counted from midnight UTC (the epoch); one-day buckets to the local
+    days of `zone` when one is given."""
+    if zone is not None and bucket == DAY:
+        return align_days(start, end, zone)
     seconds = int(bucket.total_seconds())
     low = int(start.timestamp()) // seconds * seconds
     high = -(-int(end.timestamp() + (1 if end.microsecond else 0)) // seconds) * seconds

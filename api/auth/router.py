@@ -66,7 +66,16 @@ async def _read_credentials(request: Request) -> LoginRequest:
     )
 
 
-@router.post("/login", response_model=TokenRead, openapi_extra=_LOGIN_BODY)
+@router.post(
+    "/login",
+    response_model=TokenRead,
+    openapi_extra=_LOGIN_BODY,
+    responses={
+        401: {"description": "Wrong username or password, or a deactivated user (`invalid_credentials`)"},
+        415: {"description": "The body is neither JSON nor a form (`unsupported_media_type`)"},
+        429: {"description": "Too many failed logins (`rate_limited`, with Retry-After)"},
+    },
+)
 async def login(
     now: Now,
     request: Request,
@@ -138,7 +147,11 @@ async def logout(body: RefreshRequest, request: Request, session: Session) -> Re
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={429: {"description": "Too many wrong current passwords (`rate_limited`, with Retry-After)"}},
+)
 async def change_password(
     body: PasswordChange,
     request: Request,
@@ -169,7 +182,15 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/register", response_model=UserRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/register",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        403: {"description": "Self-registration is off (`registration_disabled`)"},
+        429: {"description": "Too many registrations from this address (`rate_limited`, with Retry-After)"},
+    },
+)
 async def register(
     body: RegisterRequest, request: Request, session: Session, hasher: Hasher, settings: Settings, throttle: Throttle
 ) -> UserRead:

@@ -50,3 +50,6 @@ class RegisterRequest(InputModel):
     username: Username
     password: Password
     full_name: FullName | None = None
+    # The original app's register form sends the role of the new user. Only `worker` can be asked for here; anything
+    # else is a 422 naming the field (an admin makes planners and admins).
+    role: Literal["worker"] | None = Field(default=None, description="Accepted for older clients; always `worker`")

@@ -66,6 +66,14 @@ def stage_timing(events: Sequence[EventPoint], *, now: datetime) -> StageTiming:
     return StageTiming(actual_start=start, actual_end=end, working=working, paused=paused)
 
 
+def _plus(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, or the calendar's last moment when that lies beyond it (a plan reaching into year 9999)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=moment.tzinfo)
+
+
 def minutes(delta: timedelta) -> float:
     """A duration in minutes, to two decimals."""
     return round(delta.total_seconds() / 60, 2)
@@ -99,9 +107,9 @@ def stage_metrics(
         end, projected = timing.actual_end, False
     elif timing.actual_start is not None:
         # The planned working time not yet spent is still ahead (a paused stage resumes now at the earliest).
-        end, projected = now + max(planned - timing.working, _ZERO), True
+        end, projected = _plus(now, max(planned - timing.working, _ZERO)), True
     else:
-        end, projected = max(now, planned_start) + planned, True
+        end, projected = _plus(max(now, planned_start), planned), True
     efficiency = None
     if not projected and timing.working > _ZERO:
         efficiency = round(planned / timing.working * 100, 2)
@@ -138,11 +146,16 @@ class WorkOrderMetrics(Durations):
 def work_order_metrics(
     *, planned_start: datetime, planned_end: datetime, stages: Sequence[StageOutcome]
 ) -> WorkOrderMetrics:
-    """Sums over stages; the work order ends when its last stage ends (actually or as projected)."""
+    """Sums over stages; the work order ends when its last stage ends (actually or as projected).
+
+    Efficiency compares the done stages whose working time is known: a stage done without a start (imported from
+    the original app with only its end) would add its planned time against no working time.
+    """
     started = [stage.metrics.actual_duration for stage in stages if stage.metrics.actual_duration is not None]
     done = [stage.metrics for stage in stages if not stage.metrics.projected]
-    done_working = sum((metrics.actual_duration or _ZERO for metrics in done), _ZERO)
-    done_planned = sum((metrics.planned_duration for metrics in done), _ZERO)
+    measured = [metrics for metrics in done if metrics.actual_duration is not None]
+    done_working = sum((metrics.actual_duration or _ZERO for metrics in measured), _ZERO)
+    done_planned = sum((metrics.planned_duration for metrics in measured), _ZERO)
     end = max((stage.metrics.end for stage in stages), default=planned_end)
     return WorkOrderMetrics(
         planned_duration=planned_end - planned_start,

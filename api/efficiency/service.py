@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,7 @@ from api.efficiency.calc import (
 from api.stages.service import StageDetails, get_visible_stage, one_stage_details
 from api.workorders.service import WorkOrderDetails, WorkOrderStatus, get_work_order, planned_between
 from core.errors import InvalidInput
+from core.planttime import day_of
 from core.security import Principal
 
 
@@ -70,14 +72,34 @@ async def work_order_metrics_for(
 class Summary:
     """How the work orders planned in a window went."""
 
+    start: datetime
+    end: datetime
     work_orders: int
     by_status: dict[WorkOrderStatus, int]
     on_time_percent: float | None
     avg_delay_min_by_stage: dict[str, float]
 
 
-async def summary(session: AsyncSession, *, actor: Principal, start: datetime, end: datetime, now: datetime) -> Summary:
-    """Counts by status, on-time share of done work orders, mean delay of done stages per stage name."""
+async def summary(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+    zone: ZoneInfo,
+) -> Summary:
+    """Counts by status, on-time share of done work orders, mean delay of done stages per stage name.
+
+    Without a window: the plant's current day in `zone` (local midnight to local midnight).
+    """
+    if start is None and end is None:
+        start, end = day_of(now, zone)
+    if start is None or end is None:
+        raise InvalidInput(
+            "Give both `from` and `to`, or neither for the plant's current day",
+            fields={"from" if start is None else "to": "required with the other bound"},
+        )
     if start >= end:
         raise InvalidInput("`from` must be before `to`", fields={"from": "must be before to"})
     by_status = dict.fromkeys(WorkOrderStatus, 0)
@@ -92,6 +114,8 @@ async def summary(session: AsyncSession, *, actor: Principal, start: datetime, e
             if not metrics.projected:  # done stages only, whatever their work order's status
                 delays[stage.stage.stage_name].append(minutes(metrics.delay))
     return Summary(
+        start=start,
+        end=end,
         work_orders=sum(by_status.values()),
         by_status=by_status,
         on_time_percent=round(sum(on_time) / len(on_time) * 100, 2) if on_time else None,

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Query, Response, status
 
 from api.deps import CurrentUser, Now, PlannerUser, Session, Settings
 from api.issues import service
 from api.issues.schemas import IssueCreate, IssueRead, IssueTypeRead, IssueUpdate
 from api.issues.types import labelled
-from api.pagination import Id, Page, Pagination
+from api.pagination import COUNTED, PAGED, Id, Pagination, counted
+from api.planttime import PlantDateTime
 from core.models import IssueStatus
 
 router = APIRouter(tags=["issues"])
 
 
-@router.get("/issue-types", response_model=list[IssueTypeRead])
-async def issue_types(_user: CurrentUser, settings: Settings) -> list[IssueTypeRead]:
+@router.get("/issue-types", response_model=list[IssueTypeRead], responses=COUNTED)
+async def issue_types(_user: CurrentUser, settings: Settings, response: Response) -> list[IssueTypeRead]:
     """The types an issue may be reported with (ISSUE_TYPES), with Turkish and English labels, in order."""
-    return [IssueTypeRead.model_validate(item) for item in labelled(settings.tracking.issue_types)]
+    return counted(response, [IssueTypeRead.model_validate(item) for item in labelled(settings.tracking.issue_types)])
 
 
 @router.post("/stages/{stage_id}/issue", response_model=IssueRead, status_code=status.HTTP_201_CREATED)
@@ -39,11 +39,11 @@ async def report_issue(
     return IssueRead.of(issue, work_order_id)
 
 
-@router.get("/stages/{stage_id}/issues", response_model=list[IssueRead])
-async def stage_issues(stage_id: Id, session: Session, actor: CurrentUser) -> list[IssueRead]:
+@router.get("/stages/{stage_id}/issues", response_model=list[IssueRead], responses=COUNTED)
+async def stage_issues(stage_id: Id, session: Session, actor: CurrentUser, response: Response) -> list[IssueRead]:
     """The issues of one stage, newest first."""
     rows = await service.stage_issues(session, actor=actor, stage_id=stage_id)
-    return [IssueRead.of(issue, work_order_id) for issue, work_order_id in rows]
+    return counted(response, [IssueRead.of(issue, work_order_id) for issue, work_order_id in rows])
 
 
 @router.patch("/stages/{stage_id}/issues/{issue_id}", response_model=IssueRead)
@@ -63,7 +63,7 @@ async def update_issue(
     return IssueRead.of(issue, work_order_id)
 
 
-@router.get("/issues", response_model=Page[IssueRead])
+@router.get("/issues", response_model=list[IssueRead], responses=PAGED)
 async def list_issues(
     session: Session,
     _planner: PlannerUser,
@@ -72,9 +72,9 @@ async def list_issues(
     type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     work_order_stage_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
     work_order_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
-    created_from: AwareDatetime | None = None,
-    created_to: AwareDatetime | None = None,
-) -> Page[IssueRead]:
+    created_from: PlantDateTime | None = None,
+    created_to: PlantDateTime | None = None,
+) -> list[IssueRead]:
     """List issues, newest first."""
     filters = service.IssueFilters(
         status=status,
@@ -85,9 +85,4 @@ async def list_issues(
         created_to=created_to,
     )
     rows, total = await service.list_issues(session, filters=filters, limit=page.limit, offset=page.offset)
-    return Page[IssueRead](
-        items=[IssueRead.of(issue, work_order_id) for issue, work_order_id in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page.respond([IssueRead.of(issue, work_order_id) for issue, work_order_id in rows], total)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -211,8 +212,12 @@ async def readings(
     end: datetime,
     bucket: Bucket,
     aggs: Sequence[Agg],
+    zone: ZoneInfo | None = None,
 ) -> Readings:
-    """Each tag's series over [start, end): bucket aggregates, or the raw readings of a small range."""
+    """Each tag's series over [start, end): bucket aggregates, or the raw readings of a small range.
+
+    With a `zone` (the plant's), `1d` buckets are its local days, from local midnight to local midnight.
+    """
     bucket = resolve_bucket(bucket, start=start, end=end)
     if bucket is Bucket.RAW:
         return await _raw(session, machine_id=machine_id, tags=tags, start=start, end=end)
@@ -225,9 +230,10 @@ async def readings(
         end=end,
         bucket=size,
         aggs=[agg.value for agg in aggs],
+        zone=zone,
     )
     await _found_or_registered(session, machine_id=machine_id, points=points)
-    low, high = align(start, end, size)
+    low, high = align(start, end, size, zone=zone)
     return Readings(
         machine_id=machine_id,
         bucket=bucket,

@@ -39,7 +39,7 @@ from api.machines.schemas import (
     readings_csv,
     readings_json,
 )
-from api.pagination import Id, Page, Pagination
+from api.pagination import COUNTED, PAGED, Id, Pagination, counted
 from core.contract import CODE_PATTERN, TelemetryPayload
 from core.errors import Forbidden, Unauthenticated
 from core.models import Role, UserAccount
@@ -55,7 +55,7 @@ async def create_machine(body: MachineCreate, session: Session, admin: AdminUser
     return MachineRead.model_validate(machine)
 
 
-@router.get("", response_model=Page[MachineRead])
+@router.get("", response_model=list[MachineRead], responses=PAGED)
 async def list_machines(
     session: Session,
     _user: CurrentUser,
@@ -63,13 +63,13 @@ async def list_machines(
     site: Annotated[str | None, Query(pattern=f"^{CODE_PATTERN}$")] = None,
     online: bool | None = None,
     archived: bool = False,
-) -> Page[MachineRead]:
+) -> list[MachineRead]:
     """List machines with online / offline and last seen (archived ones only with archived=true)."""
     machines, total = await service.list_machines(
         session, site=site, online=online, limit=page.limit, offset=page.offset, archived=archived
     )
     items = [MachineRead.model_validate(machine) for machine in machines]
-    return Page[MachineRead](items=items, total=total, limit=page.limit, offset=page.offset)
+    return page.respond(items, total)
 
 
 @router.get("/{machine_id}", response_model=MachineRead)
@@ -114,10 +114,11 @@ async def create_api_key(
     return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(key).model_dump(), "key": secret})
 
 
-@router.get("/{machine_id}/api-keys", response_model=list[ApiKeyRead])
-async def list_api_keys(machine_id: Id, session: Session, _admin: AdminUser) -> list[ApiKeyRead]:
+@router.get("/{machine_id}/api-keys", response_model=list[ApiKeyRead], responses=COUNTED)
+async def list_api_keys(machine_id: Id, session: Session, _admin: AdminUser, response: Response) -> list[ApiKeyRead]:
     """A machine's keys (prefix and dates only)."""
-    return [ApiKeyRead.model_validate(key) for key in await service.list_api_keys(session, machine_id=machine_id)]
+    keys = await service.list_api_keys(session, machine_id=machine_id)
+    return counted(response, [ApiKeyRead.model_validate(key) for key in keys])
 
 
 @router.delete("/{machine_id}/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -227,11 +228,12 @@ async def get_readings(
     machine_id: Id,
     session: Session,
     _user: CurrentUser,
+    settings: Settings,
     tags: Annotated[
         TagList, Query(description="1 to 20 tag names, comma-separated (`tags=a,b`) or repeated (`tags=a&tags=b`)")
     ],
-    start: Annotated[Moment, Query(alias="from", description="Range start, ISO 8601 with a timezone")],
-    end: Annotated[Moment, Query(alias="to", description="Range end (excluded), ISO 8601 with a timezone")],
+    start: Annotated[Moment, Query(alias="from", description="Range start, ISO 8601 (no offset: plant time)")],
+    end: Annotated[Moment, Query(alias="to", description="Range end (excluded), ISO 8601 (no offset: plant time)")],
     bucket: Annotated[
         Bucket,
         Query(
@@ -242,9 +244,17 @@ async def get_readings(
     agg: Annotated[AggList, Query(description="Aggregates per bucket, comma-separated (ignored for raw)")] = (Agg.AVG,),
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
-    """A machine's readings over a range: aggregates per bucket (whole buckets, from midnight UTC) or raw."""
+    """A machine's readings over a range: aggregates per bucket (whole buckets, from midnight UTC; `1d`: the
+    plant's local days, PLANT_TIMEZONE) or raw."""
     result = await history.readings(
-        session, machine_id=machine_id, tags=tags, start=start, end=end, bucket=bucket, aggs=agg
+        session,
+        machine_id=machine_id,
+        tags=tags,
+        start=start,
+        end=end,
+        bucket=bucket,
+        aggs=agg,
+        zone=settings.tracking.plant_zone,
     )
     if wants_csv(accept):
         return Response(readings_csv(result), media_type=CSV, headers={"Vary": "Accept"})
@@ -258,8 +268,8 @@ async def get_states(
     session: Session,
     _user: CurrentUser,
     now: Now,
-    start: Annotated[Moment, Query(alias="from", description="Window start, ISO 8601 with a timezone")],
-    end: Annotated[Moment, Query(alias="to", description="Window end, ISO 8601 with a timezone (at most 366 days)")],
+    start: Annotated[Moment, Query(alias="from", description="Window start, ISO 8601 (no offset: plant time)")],
+    end: Annotated[Moment, Query(alias="to", description="Window end, ISO 8601 (at most 366 days after from)")],
 ) -> TimelineRead:
     """The state timeline over a window (the state in force at `from` first) and the seconds spent in each state."""
     timeline = await history.state_timeline(session, machine_id=machine_id, start=start, end=end, now=now)
@@ -328,8 +338,9 @@ def get_streams(context: Context) -> stream.StreamHub:
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-sent events: `readings`, `state`, `status` (a snapshot of each first), "
-        "and a `: ping` comment every STREAM_HEARTBEAT_S seconds",
-        "content": {stream.EVENT_STREAM: {"schema": {"type": "string"}}},
+        "and a `: ping` comment every STREAM_HEARTBEAT_S seconds. The schema is that of one event: its `event` "
+        "name and its `data`, a JSON object (`ReadingsEvent`, `StateEvent`, `StatusEvent`)",
+        "content": {stream.EVENT_STREAM: {"schema": stream.event_schema()}},
     },
     429: {
         "description": "The caller has STREAM_MAX_CLIENTS_PER_USER streams open already (`too_many_streams_for_user`)"

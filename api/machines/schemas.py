@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from api.machines.history import MAX_TAGS, Agg, Readings
+from api.planttime import PlantDateTime
 from api.schemas import InputModel
 from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
 
@@ -145,7 +146,7 @@ def _agg_list(value: object) -> list[Agg]:
     return [Agg(name) for name in names]
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_in_history_range)]
+Moment = Annotated[PlantDateTime, AfterValidator(_in_history_range)]
 TagList = Annotated[tuple[str, ...], BeforeValidator(_tag_list)]
 AggList = Annotated[tuple[Agg, ...], BeforeValidator(_agg_list)]
 

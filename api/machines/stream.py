@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 from sqlalchemy import func, select
@@ -71,30 +72,76 @@ class ReadingEvent(BaseModel):
     value: float
 
 
-class ReadingsEvent(BaseModel):
+class StreamEvent(BaseModel):
+    """The `data` of one server-sent event, sent as JSON under the `event:` name `event_name`."""
+
+    event_name: ClassVar[str]
+
+    def as_event(self) -> Event:
+        """The event's name with its data, as `frame` sends them."""
+        return (self.event_name, self)
+
+
+class ReadingsEvent(StreamEvent):
     """`event: readings`: tags whose newest value changed (sorted by tag)."""
 
+    event_name: ClassVar[str] = "readings"
     machine_id: int
     readings: list[ReadingEvent]
 
 
-class StateEvent(BaseModel):
+class StateEvent(StreamEvent):
     """`event: state`: the machine entered `state` at `ts` (on connect: the current state and since when)."""
 
+    event_name: ClassVar[str] = "state"
     machine_id: int
     state: MachineState
     ts: datetime
 
 
-class StatusEvent(BaseModel):
+class StatusEvent(StreamEvent):
     """`event: status`: online / offline from the retained status topic, and the newest sample's time."""
 
+    event_name: ClassVar[str] = "status"
     machine_id: int
     online: bool | None
     last_seen_at: datetime | None
 
 
 Event = tuple[str, BaseModel]
+# Every event the stream sends; the OpenAPI document describes each from its model (`event_schema`).
+STREAM_EVENTS: tuple[type[StreamEvent], ...] = (ReadingsEvent, StateEvent, StatusEvent)
+
+
+def event_schema(*, ref_template: str = "#/components/schemas/{model}") -> dict[str, Any]:
+    """The JSON schema of one server-sent event of the stream, as parsed from the wire: `{event, id, data}`.
+
+    `data` is a JSON string whose schema is the event's model (`contentSchema`). OpenAPI 3.1 has no `itemSchema`
+    yet: the `schema` of a `text/event-stream` response is read as that of one event (OpenAPI 3.2's `itemSchema`).
+    """
+    return {
+        "type": "object",
+        "title": "MachineStreamEvent",
+        "description": "One server-sent event; the stream also sends `retry:` once and `: ping` comments, which are "
+        "not events",
+        "oneOf": [
+            {
+                "type": "object",
+                "title": f"{model.event_name} event",
+                "properties": {
+                    "event": {"const": model.event_name},
+                    "id": {"type": "string", "pattern": "^[0-9]+$", "description": "Counts from 1 in each stream"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": ref_template.format(model=model.__name__)},
+                    },
+                },
+                "required": ["event", "id", "data"],
+            }
+            for model in STREAM_EVENTS
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -228,14 +275,14 @@ async def snapshot(session: AsyncSession, *, machine_id: int) -> tuple[list[Even
     if latest.values:
         cursor.latest = {value.tag: value.ts for value in latest.values}
         readings = [ReadingEvent(tag=value.tag, ts=value.ts, value=value.value) for value in latest.values]
-        events.append(("readings", ReadingsEvent(machine_id=machine_id, readings=readings)))
+        events.append(ReadingsEvent(machine_id=machine_id, readings=readings).as_event())
     if latest.state is not None:
         cursor.state = latest.state.state
         cursor.state_ts = await session.scalar(
             select(func.max(MachineStateChange.ts)).where(MachineStateChange.machine_id == machine_id)
         )
-        events.append(("state", StateEvent(machine_id=machine_id, state=latest.state.state, ts=latest.state.since)))
-    events.append(("status", cursor.status()))
+        events.append(StateEvent(machine_id=machine_id, state=latest.state.state, ts=latest.state.since).as_event())
+    events.append(cursor.status().as_event())
     return events, cursor
 
 
@@ -255,7 +302,7 @@ async def poll(session: AsyncSession, *, cursor: Cursor) -> list[Event]:
     fresh = [ReadingEvent(tag=tag, ts=ts, value=value) for tag, ts, value in rows if _newer(ts, cursor.latest.get(tag))]
     if fresh:
         cursor.latest.update((reading.tag, reading.ts) for reading in fresh)
-        events.append(("readings", ReadingsEvent(machine_id=machine_id, readings=fresh)))
+        events.append(ReadingsEvent(machine_id=machine_id, readings=fresh).as_event())
     states = select(MachineStateChange.ts, MachineStateChange.state).where(MachineStateChange.machine_id == machine_id)
     if cursor.state_ts is not None:
         states = states.where(MachineStateChange.ts > cursor.state_ts)
@@ -263,11 +310,11 @@ async def poll(session: AsyncSession, *, cursor: Cursor) -> list[Event]:
         cursor.state_ts = ts
         if state != cursor.state:
             cursor.state = state
-            events.append(("state", StateEvent(machine_id=machine_id, state=state, ts=ts)))
+            events.append(StateEvent(machine_id=machine_id, state=state, ts=ts).as_event())
     online, last_seen_at = status
     if online != cursor.online:
         cursor.online, cursor.last_seen_at = online, last_seen_at
-        events.append(("status", cursor.status()))
+        events.append(cursor.status().as_event())
     elif last_seen_at != cursor.last_seen_at:
         cursor.last_seen_at = last_seen_at
         cursor.status_due = True
@@ -338,7 +385,7 @@ async def machine_events(
                     on_drop(ACCESS_ENDED)
                 break
             if cursor.status_due:
-                events.append(("status", cursor.status()))
+                events.append(cursor.status().as_event())
             chunk = PING
             next_beat += config.heartbeat_s
             if next_beat <= loop.time():  # fell behind (a slow poll): beat again a whole interval from now

@@ -11,7 +11,7 @@ from api.machines.schemas import Moment
 from api.oee import service as oee_service
 from api.oee.schemas import MachineStageRead, OeeRead
 from api.oee.service import OeeRules
-from api.pagination import Id, Page, Pagination
+from api.pagination import PAGED, Id, Pagination
 from core.models import StageStatus
 
 router = APIRouter()
@@ -33,7 +33,7 @@ async def machine_oee(
     _user: CurrentUser,
     now: Now,
     settings: Settings,
-    start: Annotated[Moment, Query(alias="from", description="Window start, ISO 8601 with a timezone")],
+    start: Annotated[Moment, Query(alias="from", description="Window start, ISO 8601 (no offset: plant time)")],
     end: Annotated[Moment, Query(alias="to", description="Window end (excluded; at most 31 days after from)")],
 ) -> OeeRead:
     """OEE of a machine over [from, to); a window reaching past now ends at now."""
@@ -43,7 +43,7 @@ async def machine_oee(
     return OeeRead.of(report)
 
 
-@router.get("/machines/{machine_id}/stages", response_model=Page[MachineStageRead], tags=["machines"])
+@router.get("/machines/{machine_id}/stages", response_model=list[MachineStageRead], responses=PAGED, tags=["machines"])
 async def machine_stages(
     machine_id: Id,
     session: Session,
@@ -53,11 +53,9 @@ async def machine_stages(
         list[StageStatus] | None,
         Query(description="Only stages in these statuses (repeat it: status=in_progress&status=paused)"),
     ] = None,
-) -> Page[MachineStageRead]:
+) -> list[MachineStageRead]:
     """The stages set to run on a machine, newest planned start first, with their work orders."""
     items, total = await oee_service.machine_stages(
         session, actor=actor, machine_id=machine_id, statuses=status or [], limit=page.limit, offset=page.offset
     )
-    return Page[MachineStageRead](
-        items=[MachineStageRead.of(item) for item in items], total=total, limit=page.limit, offset=page.offset
-    )
+    return page.respond([MachineStageRead.of(item) for item in items], total)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import selectinload
 
 from api.efficiency.calc import actual_window
 from api.machines.history import state_changes
@@ -190,7 +190,7 @@ async def machine_stages(
 ) -> tuple[list[StageDetails], int]:
     """The stages set to run on a machine, newest planned start first; cancelled work orders are left out.
 
-    A worker sees only the stages of work orders they have a stage of, as everywhere else.
+    A worker sees only the stages assigned to them, as everywhere else.
     """
     await get_machine(session, machine_id=machine_id)
     query = (
@@ -201,11 +201,8 @@ async def machine_stages(
     if statuses:
         query = query.where(WorkOrderStage.status.in_(statuses))
     if actor.role is Role.WORKER:
-        sibling = aliased(WorkOrderStage)
         query = query.where(
-            exists()
-            .where(sibling.work_order_id == WorkOrder.id)
-            .where(StageAssignment.stage_id == sibling.id, StageAssignment.user_id == actor.user_id)
+            exists().where(StageAssignment.stage_id == WorkOrderStage.id, StageAssignment.user_id == actor.user_id)
         )
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     stages = await session.scalars(

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentUser, Now, PlannerUser, Session, Settings
 from api.efficiency import service as metrics
-from api.pagination import Id, Page, Pagination
+from api.pagination import COUNTED, PAGED, Id, Pagination, counted
 from api.stages import service
 from api.stages.schemas import (
     AssignmentCreate,
@@ -124,11 +124,11 @@ async def unassign(stage_id: Id, user_id: Id, session: Session, planner: Planner
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{stage_id}/events", response_model=list[StageEventRead])
-async def stage_events(stage_id: Id, session: Session, actor: CurrentUser) -> list[StageEventRead]:
+@router.get("/{stage_id}/events", response_model=list[StageEventRead], responses=COUNTED)
+async def stage_events(stage_id: Id, session: Session, actor: CurrentUser, response: Response) -> list[StageEventRead]:
     """The stage's history: every start, pause (with reason), resume and done, with who and when."""
     events = await service.stage_events(session, actor=actor, stage_id=stage_id)
-    return [StageEventRead.model_validate(event) for event in events]
+    return counted(response, [StageEventRead.model_validate(event) for event in events])
 
 
 @router.get("/{stage_id}/metrics", response_model=StageMetricsRead)
@@ -138,12 +138,10 @@ async def stage_metrics(now: Now, stage_id: Id, session: Session, actor: Current
     return StageMetricsRead.of(details, result)
 
 
-@me_router.get("/stages", response_model=Page[MyStageRead])
+@me_router.get("/stages", response_model=list[MyStageRead], responses=PAGED)
 async def my_stages(
     session: Session, actor: CurrentUser, page: Pagination, status: StageStatus | None = None
-) -> Page[MyStageRead]:
+) -> list[MyStageRead]:
     """The stages assigned to the caller, soonest first, with their work orders."""
     items, total = await service.my_stages(session, actor=actor, status=status, limit=page.limit, offset=page.offset)
-    return Page[MyStageRead](
-        items=[MyStageRead.of(item) for item in items], total=total, limit=page.limit, offset=page.offset
-    )
+    return page.respond([MyStageRead.of(item) for item in items], total)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from api.efficiency.calc import actual_window
 from api.efficiency.schemas import DurationsRead, durations_of
 from api.pagination import MAX_ID
+from api.planttime import PlantDateTime
 from api.schemas import InputModel, ReadModel
 from api.stages.service import StagePlan
 from api.stages.transitions import allowed_actions
@@ -29,8 +30,8 @@ class StageCreate(InputModel):
     """A stage as planned: its name, its window and optionally its machine."""
 
     stage_name: StageName
-    planned_start: AwareDatetime
-    planned_end: AwareDatetime
+    planned_start: PlantDateTime
+    planned_end: PlantDateTime
     machine_id: MachineRef | None = None
 
     def to_domain(self) -> StagePlan:
@@ -42,8 +43,8 @@ class StageUpdate(InputModel):
     """Change a stage's plan (only while it is planned) or its machine; absent fields stay."""
 
     stage_name: StageName | None = None
-    planned_start: AwareDatetime | None = None
-    planned_end: AwareDatetime | None = None
+    planned_start: PlantDateTime | None = None
+    planned_end: PlantDateTime | None = None
     machine_id: MachineRef | None = None
 
     @field_validator("stage_name", "planned_start", "planned_end", mode="before")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from api.efficiency.calc import EventPoint
 from api.stages.transitions import transition
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.models import (
     Issue,
     IssueStatus,
@@ -147,20 +147,14 @@ async def get_stage(session: AsyncSession, *, stage_id: int) -> WorkOrderStage:
 
 
 async def get_visible_stage(session: AsyncSession, *, actor: Principal, stage_id: int) -> WorkOrderStage:
-    """A stage the actor may read (a worker: one of a work order they work on); 404 otherwise."""
+    """A stage the actor may read and act on: any for planners and admins, a worker's only when assigned to them.
+
+    Anything else is the 404 of a stage that does not exist, so a worker cannot tell the two apart.
+    """
     stage = await get_stage(session, stage_id=stage_id)
-    if not await can_see_work_order(session, actor=actor, work_order_id=stage.work_order_id):
+    if actor.role is Role.WORKER and not await is_assigned(session, stage_id=stage.id, user_id=actor.user_id):
         raise NotFound(f"Stage {stage_id} does not exist")
     return stage
-
-
-async def ensure_may_work_on(session: AsyncSession, *, actor: Principal, stage: WorkOrderStage) -> None:
-    """Workers act only on stages assigned to them; planners and admins on any.
-
-    Call it on a stage from `get_visible_stage`: the 403 then only tells a worker what they can read anyway.
-    """
-    if actor.role is Role.WORKER and not await is_assigned(session, stage_id=stage.id, user_id=actor.user_id):
-        raise Forbidden("This stage is not assigned to you", code="stage_not_assigned")
 
 
 def ensure_open(work_order: WorkOrder) -> None:
@@ -183,10 +177,10 @@ async def _previous_not_started(
     if previous is None or previous.status is not StageStatus.PLANNED:
         return None
     if actor.role is Role.WORKER:
+        # Only workers get here, and the previous stage need not be theirs: its name, never its id.
         raise Conflict(
-            f"Stage {previous.stage_name!r} (#{previous.id}) has not started yet; start it first",
+            f"The previous stage {previous.stage_name!r} has not started yet",
             code="previous_stage_not_started",
-            extra={"previous_stage_id": previous.id},
         )
     return previous
 
@@ -202,7 +196,6 @@ async def act_on_stage(
 ) -> StageDetails:
     """Apply start / pause / resume / done; a concurrent change of the same stage makes exactly one win."""
     stage = await get_visible_stage(session, actor=actor, stage_id=stage_id)
-    await ensure_may_work_on(session, actor=actor, stage=stage)
     ensure_open(stage.work_order)
     current = stage.status
     target = transition(current, action.kind)

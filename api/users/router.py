@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import AdminUser, Hasher, Session, Settings
-from api.pagination import Id, Page, Pagination
+from api.pagination import PAGED, Id, Pagination
 from api.users import service
 from api.users.schemas import UserCreate, UserRead, UserRoleUpdate, UserUpdate
 from core.models import Role
@@ -15,20 +15,20 @@ from core.models import Role
 router = APIRouter(prefix="/auth/users", tags=["users"])
 
 
-@router.get("", response_model=Page[UserRead])
+@router.get("", response_model=list[UserRead], responses=PAGED)
 async def list_users(
     session: Session,
     _admin: AdminUser,
     page: Pagination,
     role: Annotated[Role | None, Query(description="Only users with this role")] = None,
     is_active: Annotated[bool | None, Query(description="Only active (true) or deactivated (false) users")] = None,
-) -> Page[UserRead]:
+) -> list[UserRead]:
     """List users, optionally by role or activity."""
     users, total = await service.list_users(
         session, role=role, is_active=is_active, limit=page.limit, offset=page.offset
     )
     items = [UserRead.model_validate(user) for user in users]
-    return Page[UserRead](items=items, total=total, limit=page.limit, offset=page.offset)
+    return page.respond(items, total)
 
 
 @router.post("", response_model=UserRead, status_code=status.HTTP_201_CREATED)

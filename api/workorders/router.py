@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Query, Response, status
 
 from api.deps import CurrentUser, Now, PlannerUser, Session, Settings
 from api.efficiency import service as metrics
-from api.pagination import Id, Page, Pagination
+from api.pagination import COUNTED, PAGED, Id, Pagination, counted
+from api.planttime import PlantDateTime
 from api.stages.schemas import StageRead
 from api.workorders import service
 from api.workorders.schemas import (
@@ -49,8 +49,8 @@ async def create_work_order(
     return WorkOrderRead.of(details)
 
 
-@router.get("/", response_model=Page[WorkOrderRead])
-@router.get("", response_model=Page[WorkOrderRead], include_in_schema=False)
+@router.get("/", response_model=list[WorkOrderRead], responses=PAGED)
+@router.get("", response_model=list[WorkOrderRead], responses=PAGED, include_in_schema=False)
 async def list_work_orders(
     session: Session,
     actor: CurrentUser,
@@ -58,11 +58,11 @@ async def list_work_orders(
     status: WorkOrderStatus | None = None,
     product_code: ShortText | None = None,
     lot_no: ShortText | None = None,
-    planned_from: Annotated[AwareDatetime | None, Query(description="Overlapping this window: ends after")] = None,
-    planned_to: Annotated[AwareDatetime | None, Query(description="Overlapping this window: starts before")] = None,
+    planned_from: Annotated[PlantDateTime | None, Query(description="Overlapping this window: ends after")] = None,
+    planned_to: Annotated[PlantDateTime | None, Query(description="Overlapping this window: starts before")] = None,
     has_open_issues: bool | None = None,
     sort: WorkOrderSort = WorkOrderSort.PLANNED_START,
-) -> Page[WorkOrderRead]:
+) -> list[WorkOrderRead]:
     """List work orders (a worker sees only those with a stage assigned to them)."""
     filters = service.WorkOrderFilters(
         status=status,
@@ -75,9 +75,7 @@ async def list_work_orders(
     items, total = await service.list_work_orders(
         session, actor=actor, filters=filters, sort=sort, limit=page.limit, offset=page.offset
     )
-    return Page[WorkOrderRead](
-        items=[WorkOrderRead.of(item) for item in items], total=total, limit=page.limit, offset=page.offset
-    )
+    return page.respond([WorkOrderRead.of(item) for item in items], total)
 
 
 @router.get("/{work_order_id}", response_model=WorkOrderRead)
@@ -86,11 +84,11 @@ async def get_work_order(work_order_id: Id, session: Session, actor: CurrentUser
     return WorkOrderRead.of(await service.get_work_order(session, actor=actor, work_order_id=work_order_id))
 
 
-@router.get("/{work_order_id}/stages", response_model=list[StageRead])
-async def list_stages(work_order_id: Id, session: Session, actor: CurrentUser) -> list[StageRead]:
+@router.get("/{work_order_id}/stages", response_model=list[StageRead], responses=COUNTED)
+async def list_stages(work_order_id: Id, session: Session, actor: CurrentUser, response: Response) -> list[StageRead]:
     """The stages of a work order in order, with their status and assignees."""
     details = await service.get_work_order(session, actor=actor, work_order_id=work_order_id)
-    return [StageRead.of(stage) for stage in details.stages]
+    return counted(response, [StageRead.of(stage) for stage in details.stages])
 
 
 @router.patch("/{work_order_id}", response_model=WorkOrderRead)

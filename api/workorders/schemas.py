@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from api.efficiency.schemas import DurationsRead, durations_of
+from api.planttime import PlantDateTime
 from api.schemas import InputModel, ReadModel
 from api.stages.schemas import StageCreate, StageMetricsRead, StageRead
 from api.workorders.service import WorkOrderStatus
@@ -28,8 +29,8 @@ class WorkOrderCreate(InputModel):
     product_code: Code
     lot_no: Code
     qty: Qty
-    planned_start: AwareDatetime
-    planned_end: AwareDatetime
+    planned_start: PlantDateTime
+    planned_end: PlantDateTime
     notes: Notes | None = None
     stages: Annotated[list[StageCreate], Field(min_length=1, max_length=50)] | None = None
 
@@ -46,8 +47,8 @@ class WorkOrderUpdate(InputModel):
     product_code: Code | None = None
     lot_no: Code | None = None
     qty: Qty | None = None
-    planned_start: AwareDatetime | None = None
-    planned_end: AwareDatetime | None = None
+    planned_start: PlantDateTime | None = None
+    planned_end: PlantDateTime | None = None
     notes: Notes | None = None
 
 

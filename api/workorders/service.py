@@ -96,14 +96,19 @@ def status_expression() -> ColumnElement[str]:
     )
 
 
-def open_issues_expression() -> ColumnElement[int]:
-    """How many issues of the work order are not resolved."""
-    return (
+def open_issues_expression(actor: Principal) -> ColumnElement[int]:
+    """How many issues of the work order are not resolved (for a worker: of the stages assigned to them)."""
+    query = (
         select(func.count(Issue.id))
         .join(WorkOrderStage, WorkOrderStage.id == Issue.stage_id)
         .where(WorkOrderStage.work_order_id == WorkOrder.id, Issue.status != IssueStatus.RESOLVED)
-        .scalar_subquery()
     )
+    if actor.role is Role.WORKER:
+        query = query.join(
+            StageAssignment,
+            and_(StageAssignment.stage_id == WorkOrderStage.id, StageAssignment.user_id == actor.user_id),
+        )
+    return query.scalar_subquery()
 
 
 def default_stage_plans(
@@ -208,11 +213,18 @@ def _visible_to(query: Select[WorkOrder, str, int], actor: Principal) -> Select[
     )
 
 
-def _base_query() -> Select[WorkOrder, str, int]:
-    return select(WorkOrder, status_expression().label("status"), open_issues_expression().label("open_issues"))
+def _base_query(actor: Principal) -> Select[WorkOrder, str, int]:
+    return select(WorkOrder, status_expression().label("status"), open_issues_expression(actor).label("open_issues"))
 
 
-async def _details(session: AsyncSession, rows: Sequence[tuple[WorkOrder, str, int]]) -> list[WorkOrderDetails]:
+def _sees(actor: Principal, details: StageDetails) -> bool:
+    """Planners and admins see every stage of a work order; a worker only those assigned to them."""
+    return actor.role is not Role.WORKER or any(assignee.user_id == actor.user_id for assignee in details.assignees)
+
+
+async def _details(
+    session: AsyncSession, rows: Sequence[tuple[WorkOrder, str, int]], actor: Principal
+) -> list[WorkOrderDetails]:
     stages = [stage for work_order, _, _ in rows for stage in work_order.stages]
     by_stage = {details.stage.id: details for details in await stage_details(session, stages)}
     return [
@@ -220,20 +232,20 @@ async def _details(session: AsyncSession, rows: Sequence[tuple[WorkOrder, str, i
             work_order=work_order,
             status=WorkOrderStatus(status),
             open_issues=int(open_issues or 0),
-            stages=[by_stage[stage.id] for stage in work_order.stages],
+            stages=[by_stage[stage.id] for stage in work_order.stages if _sees(actor, by_stage[stage.id])],
         )
         for work_order, status, open_issues in rows
     ]
 
 
 async def get_work_order(session: AsyncSession, *, actor: Principal, work_order_id: int) -> WorkOrderDetails:
-    """One work order the actor may see; 404 for anything else, so ids do not leak to workers."""
-    query = _visible_to(_base_query().where(WorkOrder.id == work_order_id), actor)
+    """One work order the actor may see, with the stages they may see; 404 for anything else, so ids do not leak."""
+    query = _visible_to(_base_query(actor).where(WorkOrder.id == work_order_id), actor)
     row = (await session.execute(query.options(selectinload(WorkOrder.stages)))).first()
     if row is None:
         raise NotFound(f"Work order {work_order_id} does not exist")
     await session.refresh(row[0], ["stages"])
-    (details,) = await _details(session, [row])
+    (details,) = await _details(session, [row], actor)
     return details
 
 
@@ -273,9 +285,9 @@ async def list_work_orders(
     if filters.planned_to is not None:
         conditions.append(WorkOrder.planned_start < filters.planned_to)
     if filters.has_open_issues is not None:
-        has_open = open_issues_expression() > 0
+        has_open = open_issues_expression(actor) > 0
         conditions.append(has_open if filters.has_open_issues else ~has_open)
-    query = _visible_to(_base_query(), actor).where(and_(True, *conditions))
+    query = _visible_to(_base_query(actor), actor).where(and_(True, *conditions))
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = (
         await session.execute(
@@ -285,16 +297,18 @@ async def list_work_orders(
             .offset(offset)
         )
     ).all()
-    return await _details(session, list(rows)), int(total or 0)
+    return await _details(session, list(rows), actor), int(total or 0)
 
 
 async def planned_between(
     session: AsyncSession, *, actor: Principal, start: datetime, end: datetime
 ) -> list[WorkOrderDetails]:
     """Every work order the actor may see whose planned start lies in [start, end)."""
-    query = _visible_to(_base_query(), actor).where(WorkOrder.planned_start >= start, WorkOrder.planned_start < end)
+    query = _visible_to(_base_query(actor), actor).where(
+        WorkOrder.planned_start >= start, WorkOrder.planned_start < end
+    )
     rows = (await session.execute(query.options(selectinload(WorkOrder.stages)).order_by(WorkOrder.id))).all()
-    return await _details(session, list(rows))
+    return await _details(session, list(rows), actor)
 
 
 async def update_work_order(

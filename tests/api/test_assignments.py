@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.models import Role
-from tests.support.api import Api
+from tests.support.api import Api, total_of
 from tests.support.tracking import act, assign, create_work_order, hours, problem_fields
 
 
@@ -52,19 +52,18 @@ async def test_my_stages_lists_soonest_first_with_their_work_orders(api: Api) ->
     await assign(api, planner, today["stages"][0]["id"], other_id)
     await act(api, worker, late_enj, "start", hours(2.1))
 
-    mine = (await api.client.get("/me/stages", headers=worker)).json()
-    assert mine["total"] == 3
-    assert [(item["stage"]["id"], item["work_order"]["product_code"]) for item in mine["items"]] == [
+    response = await api.client.get("/me/stages", headers=worker)
+    mine = response.json()
+    assert total_of(response) == 3
+    assert [(item["stage"]["id"], item["work_order"]["product_code"]) for item in mine] == [
         (early_enj, "P-EARLY"),
         (montaj, "P-TODAY"),
         (late_enj, "P-LATE"),
     ]
-    assert mine["items"][1]["work_order"]["id"] == today["id"]
-    assert mine["items"][1]["stage"]["stage_name"] == "Montaj"
-    running = (await api.client.get("/me/stages", params={"status": "in_progress"}, headers=worker)).json()
-    assert ([item["stage"]["id"] for item in running["items"]], running["total"]) == ([late_enj], 1)
-    planned = (
-        await api.client.get("/me/stages", params={"status": "planned", "limit": 1, "offset": 1}, headers=worker)
-    ).json()
-    assert ([item["stage"]["id"] for item in planned["items"]], planned["total"]) == ([montaj], 2)
-    assert (await api.client.get("/me/stages", params={"status": "done"}, headers=worker)).json()["total"] == 0
+    assert mine[1]["work_order"]["id"] == today["id"]
+    assert mine[1]["stage"]["stage_name"] == "Montaj"
+    running = await api.client.get("/me/stages", params={"status": "in_progress"}, headers=worker)
+    assert ([item["stage"]["id"] for item in running.json()], total_of(running)) == ([late_enj], 1)
+    planned = await api.client.get("/me/stages", params={"status": "planned", "limit": 1, "offset": 1}, headers=worker)
+    assert ([item["stage"]["id"] for item in planned.json()], total_of(planned)) == ([montaj], 2)
+    assert total_of(await api.client.get("/me/stages", params={"status": "done"}, headers=worker)) == 0

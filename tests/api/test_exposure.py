@@ -4,7 +4,8 @@
   headers (the hashed UI assets' year-long caching) win.
 - /api-docs is Swagger UI from the API's own files (no CDN), under a CSP that allows its one inline script by hash,
   without `persistAuthorization`.
-- A worker gets the same answer for a stage of someone else's work order as for a stage that does not exist.
+- A worker gets the same answer for a stage not assigned to them (of another work order, or the next stage of their
+  own) as for a stage that does not exist, and a work order shows them only their stages.
 - Registering a taken username gets one neutral message, whatever the case asked.
 """
 
@@ -289,59 +290,132 @@ def answer(response: Response, *ids: int) -> tuple[int, str, str]:
     return response.status_code, body["code"], detail
 
 
-@pytest.mark.parametrize("route", HIDDEN_ROUTES, ids=lambda route: f"{route.method} {route.path}")
-async def test_a_worker_cannot_tell_what_is_out_of_sight_from_what_does_not_exist(api: Api, route: Hidden) -> None:
+WORK_ORDER_ROUTES = [route for route in HIDDEN_ROUTES if route.path.startswith("/workorders/")]
+STAGE_ROUTES = [route for route in HIDDEN_ROUTES if route not in WORK_ORDER_ROUTES]
+
+
+@dataclass(frozen=True)
+class HiddenRows:
+    """A stage out of the worker's sight (with an open issue, assigned to another worker) and its work order."""
+
+    worker_id: int
+    worker: dict[str, str]
+    own_stage_id: int
+    machine_id: int
+    other_id: int
+    stage_id: int
+    work_order_id: int
+    issue_id: int
+
+
+async def hidden_rows(api: Api, stage_status: StageStatus, *, sibling: bool) -> HiddenRows:
+    """The worker has stage 1 of their work order; the hidden stage is stage 2 of it (`sibling`) or of another one.
+
+    The worker's own stage has started, so the previous-stage rule would let a start of the sibling through.
+    """
     worker_id, worker = await api.signed_in(Role.WORKER)
     other = await api.create_user("someone-else", Role.WORKER)
     machine = await api.add(make_machine, "press-9")
     async with api.session() as session:
-        mine = await make_work_order(session, start=T0, product_code="P-MINE")
-        theirs = await make_work_order(
-            session, start=T0, stages=[route.stage_status], machine_id=machine.id, product_code="P-THEIRS"
+        mine = await make_work_order(
+            session,
+            start=T0,
+            stages=[StageStatus.IN_PROGRESS, stage_status] if sibling else [StageStatus.IN_PROGRESS],
+            machine_id=machine.id,
+            product_code="P-MINE",
         )
-        hidden = theirs.stages[0]
+        session.add(StageEvent(stage_id=mine.stages[0].id, kind=StageEventKind.START, at=T0))
+        if sibling:
+            hidden, work_order_id = mine.stages[1], mine.id
+        else:
+            theirs = await make_work_order(
+                session, start=T0, stages=[stage_status], machine_id=machine.id, product_code="P-THEIRS"
+            )
+            hidden, work_order_id = theirs.stages[0], theirs.id
         session.add(StageAssignment(stage_id=mine.stages[0].id, user_id=worker_id))
         session.add(StageAssignment(stage_id=hidden.id, user_id=other.id))
-        if route.stage_status is not StageStatus.PLANNED:
+        if stage_status is not StageStatus.PLANNED:
             session.add(StageEvent(stage_id=hidden.id, kind=StageEventKind.START, at=T0))
         issue = Issue(stage_id=hidden.id, type="quality", description="burrs", status=IssueStatus.OPEN)
         session.add(issue)
         await session.flush()
-        hidden_id, work_order_id, issue_id = hidden.id, theirs.id, issue.id
+        return HiddenRows(
+            worker_id, worker, mine.stages[0].id, machine.id, other.id, hidden.id, work_order_id, issue.id
+        )
+
+
+@pytest.mark.parametrize(
+    ("route", "sibling"),
+    [
+        *(
+            pytest.param(route, False, id=f"{route.method} {route.path} of another work order")
+            for route in HIDDEN_ROUTES
+        ),
+        # Stage 2 of the work order whose stage 1 is the worker's: out of sight all the same.
+        *(pytest.param(route, True, id=f"{route.method} {route.path} of their work order") for route in STAGE_ROUTES),
+    ],
+)
+async def test_a_worker_cannot_tell_what_is_out_of_sight_from_what_does_not_exist(
+    api: Api, route: Hidden, sibling: bool
+) -> None:
+    rows = await hidden_rows(api, route.stage_status, sibling=sibling)
 
     async def call(stage_id: int, work_order_id: int) -> Response:
-        path = route.path.format(stage_id=stage_id, work_order_id=work_order_id, worker_id=worker_id, issue_id=issue_id)
-        body = route.body(worker_id) if route.body else None
-        return await api.client.request(route.method, path, json=body, headers=worker)
+        path = route.path.format(
+            stage_id=stage_id, work_order_id=work_order_id, worker_id=rows.worker_id, issue_id=rows.issue_id
+        )
+        body = route.body(rows.worker_id) if route.body else None
+        return await api.client.request(route.method, path, json=body, headers=rows.worker)
 
-    out_of_sight = await call(hidden_id, work_order_id)
+    out_of_sight = await call(rows.stage_id, rows.work_order_id)
     missing = await call(MISSING_ID, MISSING_ID)
-    assert answer(out_of_sight, hidden_id, work_order_id) == answer(missing, MISSING_ID)
+    assert answer(out_of_sight, rows.stage_id, rows.work_order_id) == answer(missing, MISSING_ID)
     assert out_of_sight.status_code == route.status, out_of_sight.text
     # Nothing was changed on the way.
     planner = await api.actor(Role.PLANNER)
-    seen = (await api.client.get(f"/stages/{hidden_id}", headers=planner)).json()
+    seen = (await api.client.get(f"/stages/{rows.stage_id}", headers=planner)).json()
     assert seen["status"] == route.stage_status.value
-    assert [assignee["user_id"] for assignee in seen["assignees"]] == [other.id]
+    assert [assignee["user_id"] for assignee in seen["assignees"]] == [rows.other_id]
     assert seen["open_issues"] == 1
 
 
-async def test_a_worker_still_reads_and_works_the_stages_of_their_work_order(api: Api) -> None:
-    """What stays as it was: their own stage works; a sibling stage is readable, so refusing it with 403 is fine."""
-    worker_id, worker = await api.signed_in(Role.WORKER)
-    async with api.session() as session:
-        mine = await make_work_order(session, start=T0, stages=[StageStatus.PLANNED, StageStatus.PLANNED])
-        session.add(StageAssignment(stage_id=mine.stages[0].id, user_id=worker_id))
-        await session.flush()
-        own_id, sibling_id = mine.stages[0].id, mine.stages[1].id
-    assert (await api.client.post(f"/stages/{own_id}/start", headers=worker)).status_code == 200
-    assert (await api.client.get(f"/stages/{sibling_id}", headers=worker)).status_code == 200
-    refused = await api.client.post(f"/stages/{sibling_id}/start", headers=worker)
-    assert (refused.status_code, refused.json()["code"]) == (403, "stage_not_assigned")
-    issue = await api.client.post(
-        f"/stages/{sibling_id}/issue", json={"type": "quality", "description": "flash"}, headers=worker
-    )
-    assert (issue.status_code, issue.json()["code"]) == (403, "stage_not_assigned")
+def _ids(response: Response) -> list[int]:
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()]
+
+
+async def test_a_worker_s_work_order_shows_only_their_stages_everywhere(api: Api) -> None:
+    """Reads, lists, metrics, issue counts and a machine's stages leave the sibling stage out; planners see it."""
+    rows = await hidden_rows(api, StageStatus.IN_PROGRESS, sibling=True)
+    worker, planner, own_id = rows.worker, await api.actor(Role.PLANNER), rows.own_stage_id
+    wo = f"/workorders/{rows.work_order_id}"
+
+    order = (await api.client.get(wo, headers=worker)).json()
+    assert [stage["id"] for stage in order["stages"]] == [own_id]
+    assert order["open_issues"] == 0  # the open issue is on the sibling
+    assert order["status"] == "in_progress"  # the work order's own status
+    assert _ids(await api.client.get(f"{wo}/stages", headers=worker)) == [own_id]
+    metrics = (await api.client.get(f"{wo}/metrics", headers=worker)).json()
+    assert [stage["stage_id"] for stage in metrics["stages"]] == [own_id]
+    assert metrics["planned_duration"] == metrics["planned_duration_min"]
+    listed = await api.client.get("/workorders/", headers=worker)
+    assert [[stage["id"] for stage in item["stages"]] for item in listed.json()] == [[own_id]]
+    assert (await api.client.get("/workorders/", params={"has_open_issues": "true"}, headers=worker)).json() == []
+    for path in (f"/machines/{rows.machine_id}/stages", "/me/stages"):
+        response = await api.client.get(path, headers=worker)
+        assert [item["stage"]["id"] for item in response.json()] == [own_id], path
+    listing = await api.client.get("/issues", params={"work_order_stage_id": rows.stage_id}, headers=worker)
+    assert (listing.status_code, listing.json()["code"]) == (403, "forbidden")
+    # Their own stage still works.
+    paused = await api.client.post(f"/stages/{own_id}/pause", json={"reason": "break"}, headers=worker)
+    assert paused.status_code == 200, paused.text
+
+    # Planners see both stages and the issue.
+    order = (await api.client.get(wo, headers=planner)).json()
+    assert [stage["id"] for stage in order["stages"]] == [own_id, rows.stage_id]
+    assert order["open_issues"] == 1
+    metrics = (await api.client.get(f"{wo}/metrics", headers=planner)).json()
+    assert [stage["stage_id"] for stage in metrics["stages"]] == [own_id, rows.stage_id]
 
 
 # --- registration -------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ async def test_archiving_keeps_the_history_and_stops_the_machine(api: Api) -> No
     assert archived.json()["archived_at"] is not None
     assert (await count(api, Reading), await count(api, MachineLatest)) == (10, 2)
     listed = (await api.client.get("/machines", headers=admin)).json()
-    assert [machine["id"] for machine in listed["items"]] == [other["id"]]
+    assert [machine["id"] for machine in listed] == [other["id"]]
     gone = (await api.client.get("/machines", params={"archived": "true"}, headers=admin)).json()
-    assert [machine["id"] for machine in gone["items"]] == [press["id"]]
+    assert [machine["id"] for machine in gone] == [press["id"]]
     # Its key is revoked with it: the device can no longer post.
     refused = await api.client.post(f"/machines/{press['id']}/readings", content=samples(1), headers={"X-API-Key": key})
     assert refused.status_code == 401, refused.text

@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import func, select
 
 from core.models import Reading, Role
-from tests.support.api import Api, Headers
+from tests.support.api import Api, Headers, total_of
 
 
 async def register_machine(api: Api, headers: Headers, **overrides: Any) -> dict[str, Any]:
@@ -56,9 +56,9 @@ async def test_admin_registers_lists_and_edits_machines(api: Api) -> None:
     assert duplicate.status_code == 409
     assert duplicate.json()["code"] == "machine_exists"
 
-    listed = (await api.client.get("/machines", params={"site": "plant1"}, headers=worker)).json()
-    assert [m["code"] for m in listed["items"]] == ["press-3"]
-    assert listed["total"] == 1
+    listed = await api.client.get("/machines", params={"site": "plant1"}, headers=worker)
+    assert [m["code"] for m in listed.json()] == ["press-3"]
+    assert total_of(listed) == 1
     patched = await api.client.patch(
         f"/machines/{press['id']}", json={"location": "Hall B", "ideal_cycle_time_s": 11}, headers=admin
     )

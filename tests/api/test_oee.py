@@ -15,7 +15,7 @@ from sqlalchemy import insert
 from core.contract import MachineState
 from core.models import Issue, IssueStatus, Role, StageAssignment, StageStatus
 from core.settings import OeeSettings
-from tests.support.api import Api, running_api
+from tests.support.api import Api, running_api, total_of
 from tests.support.factories import add_readings, add_states, make_machine, make_work_order
 from tests.support.tracking import create_work_order
 
@@ -291,7 +291,6 @@ def assert_problem(response: Any, status: int, code: str, field: str | None = No
 
 MACHINE_ERRORS = [
     ("to missing", {"from": "2026-11-26T06:00:00Z"}, "validation_failed", "to"),
-    ("naive time", {"from": "2026-11-26T06:00:00", "to": "2026-11-26T07:00:00Z"}, "validation_failed", "from"),
     ("not a time", {"from": "yesterday", "to": "2026-11-26T07:00:00Z"}, "validation_failed", "from"),
     ("to before from", {"from": "2026-11-26T07:00:00Z", "to": "2026-11-26T06:00:00Z"}, "invalid_window", "from"),
     ("empty window", {"from": "2026-11-26T07:00:00Z", "to": "2026-11-26T07:00:00Z"}, "invalid_window", "from"),
@@ -351,9 +350,9 @@ async def test_the_stages_of_a_machine_newest_first(api: Api) -> None:
         response = await api.client.get(f"/machines/{machine_id}/stages", params=params, headers=headers)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert all(item["stage"]["machine_id"] == machine_id for item in body["items"])
-        assert all(item["work_order"]["id"] == item["stage"]["work_order_id"] for item in body["items"])
-        return [item["stage"]["id"] for item in body["items"]], body["total"]
+        assert all(item["stage"]["machine_id"] == machine_id for item in body)
+        assert all(item["work_order"]["id"] == item["stage"]["work_order_id"] for item in body)
+        return [item["stage"]["id"] for item in body], total_of(response)
 
     assert await ids(planner) == ([planned, paused, running, early], 4)
     assert await ids(planner, status=["in_progress", "paused"]) == ([paused, running], 2)

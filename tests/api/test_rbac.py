@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,16 @@ import pytest
 
 from api.app import create_app
 from api.context import context_of
+from core.contract import MachineState
 from core.models import (
+    CalendarException,
+    CalendarExceptionKind,
     Issue,
     IssueStatus,
     MachineApiKey,
     RefreshToken,
     Role,
+    ShiftPattern,
     StageAssignment,
     StageEvent,
     StageEventKind,
@@ -31,7 +35,7 @@ from core.models import (
 )
 from core.security import new_secret, secret_digest
 from tests.support.api import Api, make_settings
-from tests.support.factories import make_machine, make_work_order
+from tests.support.factories import add_states, make_machine, make_work_order
 
 ANONYMOUS = "anonymous"
 ACTORS = (ANONYMOUS, Role.WORKER.value, Role.PLANNER.value, Role.ADMIN.value)
@@ -55,6 +59,8 @@ class Target:
     issue_id: int
     machine_id: int
     key_id: int
+    pattern_id: int
+    exception_id: int
     # A live refresh token of the target user (refresh and logout take the token itself, whoever sends it).
     refresh_token: str
 
@@ -66,6 +72,8 @@ class Rule:
     allowed: frozenset[str]
     body: Callable[[Target], dict[str, Any]] | None = None
     query: dict[str, str] = field(default_factory=dict)
+    # A query that names the target's rows (the machine of GET /oee).
+    query_for: Callable[[Target], dict[str, str]] | None = None
     # A live stream never ends by itself: the app is told it is stopping, so the stream ends after its snapshot.
     stream: bool = False
 
@@ -98,8 +106,18 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
         session.add(issue)
         machine = await make_machine(session, _unique("m"), name="Press")
         running.stages[0].machine_id = machine.id  # the running stage's OEE needs a machine
+        # A 10-minute setup on it at 06:10, for the classification (the worker works on the running stage).
+        await add_states(
+            session,
+            machine.id,
+            [(T0, MachineState.RUNNING), (T0 + timedelta(minutes=10), MachineState.SETUP),
+             (T0 + timedelta(minutes=20), MachineState.RUNNING)],
+        )  # fmt: skip
         key = MachineApiKey(machine_id=machine.id, prefix="sfk_x", key_hash=os.urandom(16).hex())
         session.add(key)
+        pattern = ShiftPattern(valid_from=date(2026, 1, 5), name="rbac")
+        holiday = CalendarException(day=date(2026, 12, 31), kind=CalendarExceptionKind.NON_WORKING)
+        session.add_all([pattern, holiday])
         refresh_token = new_secret()
         session.add(
             RefreshToken(
@@ -121,6 +139,8 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
             issue_id=issue.id,
             machine_id=machine.id,
             key_id=key.id,
+            pattern_id=pattern.id,
+            exception_id=holiday.id,
             refresh_token=refresh_token,
         )
 
@@ -139,6 +159,8 @@ def _paths(path: str, target: Target) -> str:
         issue_id=target.issue_id,
         machine_id=target.machine_id,
         key_id=target.key_id,
+        pattern_id=target.pattern_id,
+        exception_id=target.exception_id,
     )
 
 
@@ -237,8 +259,65 @@ ROUTES = [
         query={"from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
     ),
     Rule("GET", "/machines/{machine_id}/stages", ANY_USER, query={"status": "in_progress"}),
+    Rule("GET", "/calendar", ANY_USER),
+    Rule(
+        "POST",
+        "/calendar/patterns",
+        PLANNERS,
+        lambda _: {
+            "valid_from": "2030-01-07",
+            "name": "x",
+            "shifts": [{"name": "day", "weekdays": [0, 1, 2, 3, 4], "start": "07:00", "end": "15:00"}],
+        },
+    ),
+    Rule("DELETE", "/calendar/patterns/{pattern_id}", PLANNERS),
+    Rule("POST", "/calendar/exceptions", PLANNERS, lambda _: {"day": "2030-01-01", "kind": "non_working"}),
+    Rule("DELETE", "/calendar/exceptions/{exception_id}", PLANNERS),
+    Rule("GET", "/calendar/shifts", ANY_USER, query={"from": "2026-11-26T00:00:00Z", "to": "2026-11-27T00:00:00Z"}),
+    Rule("GET", "/loss-reasons", ANY_USER),
+    Rule(
+        "POST",
+        "/loss-reasons",
+        ADMIN,
+        lambda _: {
+            "code": _unique("r").replace("-", "_"),
+            "category": "availability",
+            "label_tr": "x",
+            "label_en": "x",
+        },
+    ),
+    Rule(
+        "GET",
+        "/machines/{machine_id}/downtimes",
+        ANY_USER,
+        query={"from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
+    ),
+    # Everyone may ask; whether a worker may classify a stop depends on the stop (tests/api/test_plant.py).
+    Rule(
+        "POST",
+        "/machines/{machine_id}/downtimes/classify",
+        ANY_USER,
+        lambda _: {"start": "2026-11-26T06:10:00Z", "reason_code": "setup"},
+    ),
+    Rule(
+        "GET",
+        "/machines/{machine_id}/downtimes/history",
+        PLANNERS,
+        query={"from": "2026-11-26T06:00:00Z", "to": "2026-11-26T07:00:00Z"},
+    ),
+    Rule(
+        "GET",
+        "/oee",
+        ANY_USER,
+        query_for=lambda target: {
+            "machine_id": str(target.machine_id),
+            "from": "2026-11-26T06:00:00Z",
+            "to": "2026-11-26T07:00:00Z",
+        },
+    ),
     Rule("GET", "/health", PUBLIC),
     Rule("GET", "/ready", PUBLIC),
+    Rule("GET", "/config", PUBLIC),
 ]
 
 
@@ -262,7 +341,11 @@ async def test_route_allows_exactly_the_roles_of_the_table(api: Api, rule: Rule,
     if rule.stream:
         context_of(api.app).streams.close()
     response = await api.client.request(
-        rule.method, _paths(rule.path, target), json=body, params=rule.query, headers=headers
+        rule.method,
+        _paths(rule.path, target),
+        json=body,
+        params=rule.query_for(target) if rule.query_for else rule.query,
+        headers=headers,
     )
     if actor in rule.allowed:
         assert response.status_code < 400, response.text

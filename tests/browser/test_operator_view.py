@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -493,3 +494,47 @@ def test_missing_browser_or_bundle_fails_naming_the_fix(
         monkeypatch.setattr(module, "STATIC_DIR", tmp_path / static)
     with pytest.raises(pytest.fail.Exception, match=re.escape(says)):
         require_prerequisites()
+
+
+@pytest.fixture
+def istanbul_server(site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`shopfloor api` of a plant in Europe/Istanbul (+03:00 all year) over the seeded database."""
+    monkeypatch.setenv("PLANT_TIMEZONE", "Europe/Istanbul")
+    yield from serve_api(site.database_url, tmp_path)
+
+
+async def test_times_are_shown_on_the_plant_clock(browser: Browser, istanbul_server: str, site: Site) -> None:
+    # The browser is in UTC, the plant three hours ahead: the clock, the range and its inputs are the plant's.
+    istanbul = ZoneInfo("Europe/Istanbul")
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start, end = now - timedelta(hours=2), now - timedelta(hours=1)
+    query = f"range=custom&from={start.isoformat()}&to={end.isoformat()}&tags=cycle_count".replace("+", "%2B")
+    await page.goto(f"{istanbul_server}/ui#/machines/{site.machine_id}?{query}")
+
+    clock = page.locator("#plant-clock")
+    await expect(clock).to_have_attribute("data-zone", "Europe/Istanbul")
+    minutes = {f"{(now + timedelta(minutes=m)).astimezone(istanbul):%H:%M} Europe/Istanbul" for m in (0, 1, 2)}
+    assert await clock.text_content() in minutes
+
+    await log_in(page)
+    await expect(page.locator("#app[data-view=machine][data-loaded=true]")).to_be_attached()
+    inputs = page.locator("[data-ref=custom]")
+    await expect(inputs.locator("input[name=from]")).to_have_value(f"{start.astimezone(istanbul):%Y-%m-%dT%H:%M}")
+    await expect(inputs.locator("input[name=to]")).to_have_value(f"{end.astimezone(istanbul):%Y-%m-%dT%H:%M}")
+    await expect(page.locator("[data-ref=range-label]")).to_contain_text(f"{start.astimezone(istanbul):%H:%M}")
+
+    # A range typed in plant time is that instant: 30 minutes earlier than shown is 30 minutes earlier in UTC.
+    earlier = start - timedelta(minutes=30)
+    await inputs.locator("input[name=from]").fill(f"{earlier.astimezone(istanbul):%Y-%m-%dT%H:%M}")
+    await inputs.get_by_role("button", name="Show").click()
+    await expect(page.locator("#app[data-view=machine][data-loaded=true]")).to_be_attached()
+    await expect(page.locator("[data-ref=range-label]")).to_contain_text(f"{earlier.astimezone(istanbul):%H:%M}")
+    shown = await page.evaluate("new URLSearchParams(location.hash.split('?')[1]).get('from')")
+    assert datetime.fromisoformat(shown) == earlier
+    chart = page.locator("[data-chart-tag=cycle_count]")
+    await expect(chart).to_have_attribute("data-points", "90")  # one reading a minute over the 90 minutes asked
+    assert problems == []
+    await context.close()

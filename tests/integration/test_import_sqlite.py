@@ -15,14 +15,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from cli.transfer import SEEDED_TABLES, TransferFailed, TransferInputError, import_sqlite, shopfloor_tables
+from cli.transfer import TransferFailed, TransferInputError, import_sqlite, shopfloor_tables
 from core.db import sync_url
 from core.models import (
     DeadLetter,
     Role,
     UserAccount,
 )
-from core.schema import upgrade
+from core.schema import SEEDED_TABLES, upgrade
 from tests.support.postgres import PostgresServer
 from tests.support.sqlite_source import BINARY_PAYLOADS, READINGS_PER_TAG, T0, TURKISH, all_rows, fill
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.app import create_app
@@ -48,6 +48,11 @@ def make_settings(database_url: str, *, api: Mapping[str, object] | None = None,
 def bearer(token: str) -> Headers:
     """The Authorization header that carries `token`."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def total_of(response: Response) -> int:
+    """The size of the whole list a list response holds one page of (its `X-Total-Count`)."""
+    return int(response.headers["X-Total-Count"])
 
 
 def token_of(headers: Headers) -> str:

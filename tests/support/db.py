@@ -14,25 +14,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import delete, event, exists, select
+from sqlalchemy import delete, event, exists, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.context import context_of
 from core.db import session_factory, transaction
-from core.models import Base
+from core.downtime import DEFAULT_REASONS
+from core.models import Base, LossReason
+from core.schema import SEEDED_TABLES
 
 
 async def empty_tables(engine: AsyncEngine) -> None:
-    """Delete every row of every table (children first), leaving the schema as the migrations made it."""
+    """Delete every row of every table (children first), leaving the database as the migrations made it: with the
+    default loss reasons they seed."""
     async with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             await connection.execute(delete(table))
+        await connection.execute(
+            insert(LossReason),
+            [
+                {"code": r.code, "category": r.category, "label_tr": r.label_tr, "label_en": r.label_en}
+                for r in DEFAULT_REASONS
+            ],
+        )
 
 
 async def tables_with_rows(connection: AsyncConnection) -> list[str]:
-    """The tables that hold any row (one statement)."""
-    tables = Base.metadata.sorted_tables
+    """The tables that hold any row (one statement), but for those the migrations fill."""
+    tables = [table for table in Base.metadata.sorted_tables if table.name not in SEEDED_TABLES]
     found = (await connection.execute(select(*(exists().select_from(table) for table in tables)))).one()
     return [table.name for table, has_rows in zip(tables, found, strict=True) if has_rows]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from httpx import Response
 
-from tests.support.api import Api, Headers
+from tests.support.api import Api, Headers, total_of
 
 T0 = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)
 # A work order planned 08:00-12:00; the API gives it the default stages (Enjeksiyon 08:00-08:30, Montaj to 12:00).
@@ -98,4 +98,4 @@ async def listed(api: Api, headers: Headers, url: str, **params: Any) -> tuple[l
     """The ids on one page of a list and its total."""
     response = await api.client.get(url, params=jsonable(params), headers=headers)
     assert response.status_code == 200, response.text
-    return [item["id"] for item in response.json()["items"]], response.json()["total"]
+    return [item["id"] for item in response.json()], total_of(response)

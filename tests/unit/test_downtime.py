@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.contract import MachineState
-from core.downtime import DEFAULT_REASONS, LossCategory, Reason, StateChange, Stop, detect_stops, reason_tree
+from core.downtime import (
+    DEFAULT_REASONS,
+    LossCategory,
+    Reason,
+    StateChange,
+    Stop,
+    detect_stops,
+    reason_tree,
+    unknown_spans,
+)
 
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -106,3 +115,12 @@ def test_duplicate_reason_codes_are_refused() -> None:
     twice = (*DEFAULT_REASONS, Reason("setup", LossCategory.AVAILABILITY, "Ayar", "Setup"))
     with pytest.raises(ValueError, match="unique"):
         reason_tree(twice)
+
+
+def test_unknown_spans_are_before_the_first_state_and_in_long_silences() -> None:
+    heard = [T0 + seconds * S for seconds in (100, 110, 400)]
+    spans = unknown_spans(first_known=T0 + 100 * S, heard=heard, start=T0, end=T0 + 1000 * S, max_silence=60 * S)
+    assert spans == [(T0, T0 + 100 * S), (T0 + 170 * S, T0 + 400 * S), (T0 + 460 * S, T0 + 1000 * S)]
+    assert unknown_spans(first_known=None, heard=[], start=T0, end=T0 + S, max_silence=S) == [(T0, T0 + S)]
+    # Without a silence limit a state holds until the next one.
+    assert unknown_spans(first_known=T0 - S, heard=[], start=T0, end=T0 + 1000 * S, max_silence=0 * S) == []

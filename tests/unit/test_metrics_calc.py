@@ -298,6 +298,14 @@ def test_stage_not_started_after_its_planned_start_is_projected_from_now() -> No
     )
 
 
+def test_a_projection_past_the_calendar_s_end_stops_at_its_last_moment() -> None:
+    """A plan from year 25 to year 9000 projected from today would end after year 9999: capped, not a crash."""
+    start, end = datetime(25, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+    result = metrics(planned=(start, end), status=StageStatus.PLANNED, log=[], now=at(8))
+    assert result.end == datetime.max.replace(tzinfo=UTC)
+    assert (result.projected, result.on_time) == (True, False)
+
+
 # work_order_metrics
 
 
@@ -367,6 +375,38 @@ def test_work_order_with_every_stage_done_is_not_projected() -> None:
     assert (result.end, result.delay, result.on_time, result.projected) == (at(9, 20), mins(-10), True, False)
     assert (result.efficiency_percent, result.on_time_stage_percent) == (112.5, 100.0)
     assert (result.total_good_qty, result.total_scrap_qty) == (19, 1)
+
+
+def test_a_done_stage_without_a_start_is_left_out_of_the_work_order_efficiency() -> None:
+    """Imported from the original app with only its end: no working time, so its planned time is not counted."""
+    imported = metrics(
+        planned=(at(8, 0), at(9, 0)),
+        status=StageStatus.DONE,
+        log=events((DONE, at(8, 50))),
+        now=at(12),
+    )
+    measured = metrics(  # worked 60 of 120: efficiency 200.0
+        planned=(at(9, 0), at(11, 0)),
+        status=StageStatus.DONE,
+        log=events((START, at(9, 0)), (DONE, at(10, 0))),
+        now=at(12),
+    )
+    assert (imported.actual_duration, imported.projected, imported.end) == (None, False, at(8, 50))
+    result = work_order_metrics(
+        planned_start=at(8, 0), planned_end=at(11, 0), stages=[outcome(imported, 5, 0), outcome(measured, 5, 0)]
+    )
+    # Counting the imported stage would give (60 + 120) / (0 + 60) * 100 = 300.0.
+    assert result.efficiency_percent == 200.0  # 120 / 60 * 100
+    assert result.actual_duration == mins(60)
+    # Its end is known, so it still counts for the end, the delay and the on-time share.
+    assert (result.end, result.delay, result.projected) == (at(10, 0), mins(-60), False)
+    assert result.on_time_stage_percent == 100.0
+
+
+def test_a_work_order_whose_done_stages_all_lack_a_start_has_no_efficiency() -> None:
+    imported = metrics(planned=(at(8, 0), at(9, 0)), status=StageStatus.DONE, log=events((DONE, at(9, 0))), now=at(12))
+    result = work_order_metrics(planned_start=at(8, 0), planned_end=at(9, 0), stages=[outcome(imported, 1, 0)])
+    assert (result.efficiency_percent, result.actual_duration) == (None, None)
 
 
 def test_work_order_with_no_stage_started() -> None:

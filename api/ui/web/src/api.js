@@ -167,6 +167,15 @@ export async function get(path, params, { signal } = {}) {
   return answerOf(await withToken(path + queryString(params), { signal }));
 }
 
+/** GET a list with the session's token: its items (the JSON array) and the size of the whole list, which the API
+ * sends in `X-Total-Count` (a list may be longer than the page asked for). */
+export async function getList(path, params, { signal } = {}) {
+  const response = await withToken(path + queryString(params), { signal });
+  const items = await answerOf(response);
+  const total = Number.parseInt(response.headers.get("X-Total-Count") ?? "", 10);
+  return { items, total: Number.isNaN(total) ? items.length : total };
+}
+
 /** POST (no body) with the session's token; answers the JSON the API sent back. */
 export async function post(path, { signal } = {}) {
   return answerOf(await withToken(path, { method: "POST", signal }));
@@ -182,8 +191,7 @@ export async function getOptional(path, params, options) {
   }
 }
 
-/** The items of a list answer, whether it is a page (`{items}`) or a bare array. */
+/** The items of a list answer (a JSON array); none for a missing one (`getOptional`'s null). */
 export function itemsOf(answer) {
-  if (!answer) return [];
-  return Array.isArray(answer) ? answer : answer.items || [];
+  return Array.isArray(answer) ? answer : [];
 }

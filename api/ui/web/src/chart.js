@@ -3,23 +3,24 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 
 import { h } from "./dom.js";
-import { number, plotData } from "./format.js";
+import { number, plantZoneName, plotData, wallClock } from "./format.js";
 
 export const COLORS = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626"];
 const HEIGHT = 200;
 const AXIS = { stroke: "#475569", grid: { stroke: "#e2e8f0", width: 1 }, ticks: { stroke: "#cbd5e1", width: 1 } };
 
 const pad = (n) => String(n).padStart(2, "0");
-const DAY = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short" });
 
-/** Time-axis labels in 24-hour local time; the date under the first label of each day (alone for day steps). */
+/** Time-axis labels in 24-hour plant time; the date under the first label of each day (alone for day steps). */
 function timeTicks(_u, ticks, _axis, _space, step) {
+  const dayOf = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", timeZone: plantZoneName() });
   return ticks.map((tick, index) => {
     const moment = new Date(tick * 1000);
-    const day = DAY.format(moment);
+    const day = dayOf.format(moment);
     if (step >= 86400) return day;
-    const clock = `${pad(moment.getHours())}:${pad(moment.getMinutes())}`;
-    const firstOfDay = index === 0 || DAY.format(new Date(ticks[index - 1] * 1000)) !== day;
+    const wall = wallClock(moment);
+    const clock = `${pad(wall.hour)}:${pad(wall.minute)}`;
+    const firstOfDay = index === 0 || dayOf.format(new Date(ticks[index - 1] * 1000)) !== day;
     return firstOfDay ? `${clock}\n${day}` : clock;
   });
 }
@@ -49,6 +50,8 @@ export function tagChart(parent, { tag, color, syncKey, onResize }) {
       cursor: { sync: { key: syncKey }, drag: { x: false, y: false } },
       legend: { show: true, live: true },
       scales: { x: { time: true, range: () => range } },
+      // Ticks and the legend's time on the plant's clock (ticks fall on its hours and midnights).
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), plantZoneName()),
       series: [
         { value: "{YYYY}-{MM}-{DD} {HH}:{mm}" },
         {

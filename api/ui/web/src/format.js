@@ -51,7 +51,20 @@ export function ago(iso, now = Date.now()) {
   return dateTime(iso);
 }
 
-/** A moment in the browser's local time, e.g. "26 Nov 14:05". */
+// Every time is shown on the plant's clock (PLANT_TIMEZONE, from GET /config), whatever the browser's own zone.
+let plantZone = "UTC";
+
+/** Show times in `zone` (an IANA name) from now on. */
+export function setPlantZone(zone) {
+  plantZone = zone;
+}
+
+/** The IANA name of the zone times are shown in. */
+export function plantZoneName() {
+  return plantZone;
+}
+
+/** A moment on the plant's clock, e.g. "26 Nov 14:05". */
 export function dateTime(iso) {
   if (!iso) return "–";
   return new Date(iso).toLocaleString("en-GB", {
@@ -59,13 +72,59 @@ export function dateTime(iso) {
     month: "short",
     hour: "2-digit",
     minute: "2-digit",
+    timeZone: plantZone,
   });
 }
 
-/** The value of an `<input type="datetime-local">` for a Date (local time, minutes). */
+/** The plant's wall-clock time of a Date, e.g. "14:05". */
+export function clockTime(date) {
+  return date.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: plantZone });
+}
+
+/** A Date's fields on the plant's wall clock, as numbers: year, month (1-12), day, hour, minute, second. */
+export function wallClock(date) {
+  const fields = {};
+  const format = new Intl.DateTimeFormat("en-GB", {
+    timeZone: plantZone,
+    hourCycle: "h23",
+    year: "numeric",
+    month: "numeric",
+    day: "numeric",
+    hour: "numeric",
+    minute: "numeric",
+    second: "numeric",
+  });
+  for (const { type, value } of format.formatToParts(date)) fields[type] = Number(value);
+  return fields;
+}
+
+// Milliseconds the plant's clock is ahead of UTC at `ms`.
+function offsetAt(ms) {
+  const w = wallClock(new Date(ms));
+  return Date.UTC(w.year, w.month - 1, w.day, w.hour, w.minute, w.second) - Math.floor(ms / 1000) * 1000;
+}
+
+/** The value of an `<input type="datetime-local">` for a Date: the plant's wall clock, to the minute. */
 export function toLocalInput(date) {
   const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  const w = wallClock(date);
+  return `${w.year}-${pad(w.month)}-${pad(w.day)}T${pad(w.hour)}:${pad(w.minute)}`;
+}
+
+/**
+ * The Date an `<input type="datetime-local">` value means on the plant's clock, read as the API reads a time
+ * without an offset: in an hour repeated when clocks go back, the first one; in an hour skipped when they go
+ * forward, as if they had not moved yet.
+ */
+export function fromLocalInput(value) {
+  const match = /^(\d{4,})-(\d\d)-(\d\d)T(\d\d):(\d\d)/.exec(value || "");
+  if (!match) return new Date(Number.NaN);
+  const [year, month, date, hour, minute] = match.slice(1).map(Number);
+  const wall = Date.UTC(year, month - 1, date, hour, minute);
+  const before = offsetAt(wall - 86400e3);
+  const after = offsetAt(wall + 86400e3);
+  const fits = [before, after].map((offset) => wall - offset).filter((ms) => wall - offsetAt(ms) === ms);
+  return new Date(fits.length ? Math.min(...fits) : wall - before);
 }
 
 /** Seconds of a bucket name the API answers ("1m", "5m", "15m", "1h", "1d"); null for "raw". */

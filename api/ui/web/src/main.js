@@ -2,6 +2,7 @@
 import "./styles.css";
 
 import { SESSION_ENDED, logout, session } from "./api.js";
+import { clockTime, plantZoneName, setPlantZone } from "./format.js";
 import { loginView } from "./views/login.js";
 import { machineView } from "./views/machine.js";
 import { machinesView } from "./views/machines.js";
@@ -48,4 +49,34 @@ window.addEventListener(SESSION_ENDED, (event) => {
   // Several calls may fail at once with the same expired token: show the form once.
   if (app.dataset.view !== "login") render(`Your session ended (${event.detail}). Please log in again.`);
 });
-render();
+
+/** The plant's time zone (GET /config, no token needed); times stay in UTC when it cannot be read. */
+async function loadPlantZone() {
+  try {
+    const response = await fetch("/config");
+    if (response.ok) setPlantZone((await response.json()).plant_timezone);
+  } catch {
+    // The views report an unreachable server themselves.
+  }
+}
+
+/** The top bar's clock: the plant's time, whatever the zone of the tablet or PC showing it. */
+function startClock() {
+  const clock = document.getElementById("plant-clock");
+  const zone = plantZoneName();
+  clock.title = `Plant time (${zone})`;
+  clock.dataset.zone = zone;
+  const tick = () => {
+    const now = new Date();
+    clock.dateTime = now.toISOString();
+    clock.textContent = `${clockTime(now)} ${zone}`;
+  };
+  tick();
+  clock.hidden = false;
+  setInterval(tick, 1000);
+}
+
+loadPlantZone().then(() => {
+  startClock();
+  render();
+});

@@ -2,7 +2,7 @@
 import { ApiError, get, getOptional, itemsOf } from "../api.js";
 import { COLORS, tagChart } from "../chart.js";
 import { fromTemplate, h, showError } from "../dom.js";
-import { ago, dateTime, duration, number, toLocalInput } from "../format.js";
+import { ago, dateTime, duration, fromLocalInput, number, toLocalInput } from "../format.js";
 import { follow } from "../live.js";
 import { renderOee, stageContext } from "../oee.js";
 import { alignTimeline, renderTimeline } from "../timeline.js";
@@ -244,8 +244,9 @@ export function machineView(app, machineId, params) {
   refs.custom.addEventListener("submit", (event) => {
     event.preventDefault();
     if (!machine) return;
-    const from = new Date(refs.custom.from.value);
-    const to = new Date(refs.custom.to.value);
+    // The inputs hold plant time (see toLocalInput), whatever the browser's zone.
+    const from = fromLocalInput(refs.custom.from.value);
+    const to = fromLocalInput(refs.custom.to.value);
     if (!(from < to)) {
       showError(refs.error, "The range must start before it ends.");
       return;

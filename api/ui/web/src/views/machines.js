@@ -1,5 +1,5 @@
 // The machine list: online / offline, current state and last seen of each machine, refreshed every few seconds.
-import { get, getOptional } from "../api.js";
+import { getList, getOptional } from "../api.js";
 import { fromTemplate, showError } from "../dom.js";
 import { STATE_LABELS, ago } from "../format.js";
 
@@ -35,6 +35,7 @@ export function machinesView(app) {
   app.replaceChildren(root);
   app.dataset.view = "machines";
   let machines = [];
+  let total = 0;
   const states = new Map();
   let timer = null;
   let stopped = false;
@@ -61,13 +62,16 @@ export function machinesView(app) {
     );
     const online = machines.filter((machine) => machine.online).length;
     const alarms = [...states.values()].filter((state) => state?.state === "alarm").length;
-    refs.summary.textContent = `${machines.length} machines · ${online} online${alarms ? ` · ${alarms} in alarm` : ""}`;
+    // More machines than one page holds: say how many are not shown rather than under-count the plant.
+    const count = total > machines.length ? `${machines.length} of ${total}` : `${machines.length}`;
+    refs.summary.textContent = `${count} machines · ${online} online${alarms ? ` · ${alarms} in alarm` : ""}`;
     refs.empty.hidden = machines.length > 0;
   };
 
   const load = async () => {
     try {
-      const page = await get("/machines", { limit: 500 });
+      const page = await getList("/machines", { limit: 500 });
+      total = page.total;
       machines = [...page.items].sort(
         (a, b) => a.site.localeCompare(b.site) || a.name.localeCompare(b.name) || a.id - b.id,
       );

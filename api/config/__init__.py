@@ -1,0 +1,1 @@
+"""What clients need to know about this installation before they show anything."""
