@@ -69,6 +69,9 @@ RUN_BY: dict[str, tuple[str, ...]] = {
     "shopfloor gateway": ("tests/integration/test_gateway.py",),
     "shopfloor simulate": ("tests/integration/test_gateway.py", "tests/integration/test_modbus_station.py"),
     "shopfloor import-sqlite": ("tests/integration/test_import_sqlite.py",),
+    "shopfloor import-legacy": (
+        "tests/integration/test_import_legacy.py::test_the_command_prints_a_json_report_and_refuses_a_second_run",
+    ),
     "export": ("tests/e2e/test_cli.py::test_production_without_secret_key_exits_with_one_line",),
     "cp .env.example": ("tests/unit/test_settings.py",),
     "docker compose": ("tests/unit/test_deploy_files.py::test_docker_compose_renders_the_file_with_every_profile",),
