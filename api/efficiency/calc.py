@@ -9,6 +9,9 @@ from datetime import datetime, timedelta
 from core.models import StageEventKind, StageStatus
 
 _ZERO = timedelta(0)
+# Below this much working time efficiency is not computed (null): a stage started and finished within a second
+# would otherwise show an efficiency of a million percent. The same rule as OEE's factors (core.losses).
+MIN_WORKING = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def stage_metrics(
     else:
         end, projected = _plus(max(now, planned_start), planned), True
     efficiency = None
-    if not projected and timing.working > _ZERO:
+    if not projected and timing.working >= MIN_WORKING:
         efficiency = round(planned / timing.working * 100, 2)
     return StageMetrics(
         planned_duration=planned,
@@ -163,7 +166,7 @@ def work_order_metrics(
         paused=sum((stage.metrics.paused for stage in stages), _ZERO),
         end=end,
         delay=end - planned_end,
-        efficiency_percent=round(done_planned / done_working * 100, 2) if done_working > _ZERO else None,
+        efficiency_percent=round(done_planned / done_working * 100, 2) if done_working >= MIN_WORKING else None,
         on_time=end <= planned_end,
         projected=any(stage.metrics.projected for stage in stages),
         on_time_stage_percent=round(sum(m.on_time for m in done) / len(done) * 100, 2) if done else None,

@@ -135,6 +135,21 @@ def test_late_done_stage() -> None:
     )
 
 
+@pytest.mark.parametrize(("worked", "expected"), [(timedelta(milliseconds=300), None), (timedelta(seconds=59), None),
+                                                   (timedelta(seconds=60), 6000.0)])  # fmt: skip
+def test_a_stage_done_within_a_minute_has_no_efficiency(worked: timedelta, expected: float | None) -> None:
+    """A stage started and finished in 0.3 s of a 1 h plan showed 1,200,000 %: below a minute of working time there
+    is no meaningful efficiency (MIN_WORKING)."""
+    result = metrics(
+        planned=(at(8, 0), at(9, 0)),
+        status=StageStatus.DONE,
+        log=events((START, at(8, 0)), (DONE, at(8, 0) + worked)),
+        now=at(12),
+    )
+    assert result.efficiency_percent == expected
+    assert result.actual_duration == worked
+
+
 def test_early_done_stage() -> None:
     result = metrics(
         planned=(at(8, 0), at(9, 0)),
