@@ -42,7 +42,7 @@ from api.machines.schemas import (
 from api.pagination import COUNTED, PAGED, Id, Pagination, counted
 from core.contract import CODE_PATTERN, TelemetryPayload
 from core.errors import Forbidden, Unauthenticated
-from core.models import Role, UserAccount
+from core.models import Machine, Role, UserAccount
 
 router = APIRouter(prefix="/machines", tags=["machines"])
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="A machine's own key")
@@ -58,24 +58,34 @@ async def create_machine(body: MachineCreate, session: Session, admin: AdminUser
 @router.get("", response_model=list[MachineRead], responses=PAGED)
 async def list_machines(
     session: Session,
-    _user: CurrentUser,
+    actor: CurrentUser,
     page: Pagination,
     site: Annotated[str | None, Query(pattern=f"^{CODE_PATTERN}$")] = None,
     online: bool | None = None,
     archived: bool = False,
 ) -> list[MachineRead]:
-    """List machines with online / offline and last seen (archived ones only with archived=true)."""
+    """List machines with online / offline, last seen, current state and since when, and the stage running on each
+    (archived ones only with archived=true)."""
     machines, total = await service.list_machines(
         session, site=site, online=online, limit=page.limit, offset=page.offset, archived=archived
     )
-    items = [MachineRead.model_validate(machine) for machine in machines]
+    now = await service.machines_now(session, actor=actor, machine_ids=[machine.id for machine in machines])
+    items = [_machine_read(machine, now[machine.id]) for machine in machines]
     return page.respond(items, total)
 
 
+def _machine_read(machine: Machine, now: service.MachineNow) -> MachineRead:
+    return MachineRead.model_validate(machine).model_copy(
+        update={"state": now.state, "state_since": now.state_since, "running_stage_id": now.running_stage_id}
+    )
+
+
 @router.get("/{machine_id}", response_model=MachineRead)
-async def get_machine(machine_id: Id, session: Session, _user: CurrentUser) -> MachineRead:
-    """One machine."""
-    return MachineRead.model_validate(await service.get_machine(session, machine_id=machine_id))
+async def get_machine(machine_id: Id, session: Session, actor: CurrentUser) -> MachineRead:
+    """One machine, with its current state and the stage running on it."""
+    machine = await service.get_machine(session, machine_id=machine_id)
+    now = await service.machines_now(session, actor=actor, machine_ids=[machine.id])
+    return _machine_read(machine, now[machine.id])
 
 
 @router.patch("/{machine_id}", response_model=MachineRead)

@@ -60,6 +60,11 @@ class MachineRead(BaseModel):
     last_seen_at: datetime | None
     archived_at: datetime | None
     created_at: datetime
+    state: str | None = Field(default=None, description="The last state the machine reported")
+    state_since: datetime | None = Field(default=None, description="When it entered that state")
+    running_stage_id: int | None = Field(
+        default=None, description="The stage in progress (or paused) on it; for a worker only their own"
+    )
 
 
 class ApiKeyCreate(InputModel):

@@ -13,7 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.contract import ContractError, TimeWindow, decode_telemetry, telemetry_topic
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ingest import IngestBatch, MachineRegistry, WriteResult, write_batch
-from core.models import Machine, MachineApiKey, MachineLatest, MachineStateChange, Reading
+from core.models import (
+    Machine,
+    MachineApiKey,
+    MachineLatest,
+    MachineStateChange,
+    Reading,
+    Role,
+    StageAssignment,
+    StageStatus,
+    WorkOrderStage,
+)
 from core.security import Principal
 
 KEY_PREFIX = "sfk_"
@@ -188,3 +198,57 @@ async def ingest_readings(
     return await write_batch(
         connection, IngestBatch(telemetry=[message]), registry=MachineRegistry(auto_register=False)
     )
+
+
+@dataclass(frozen=True)
+class MachineNow:
+    """What a machine is doing: its last reported state and since when, and the stage running on it."""
+
+    state: str | None
+    state_since: datetime | None
+    running_stage_id: int | None
+
+
+async def machines_now(session: AsyncSession, *, actor: Principal, machine_ids: list[int]) -> dict[int, MachineNow]:
+    """The current state and running stage of each machine, in two queries (the operator's list in one request).
+
+    A worker sees the running stage only when it is assigned to them, as everywhere else."""
+    if not machine_ids:
+        return {}
+    latest = (
+        select(MachineStateChange.machine_id, func.max(MachineStateChange.ts).label("ts"))
+        .where(MachineStateChange.machine_id.in_(machine_ids))
+        .group_by(MachineStateChange.machine_id)
+        .subquery()
+    )
+    states = {
+        machine_id: (state.value, ts)
+        for machine_id, state, ts in await session.execute(
+            select(MachineStateChange.machine_id, MachineStateChange.state, MachineStateChange.ts).join(
+                latest,
+                (latest.c.machine_id == MachineStateChange.machine_id) & (latest.c.ts == MachineStateChange.ts),
+            )
+        )
+    }
+    running = (
+        select(WorkOrderStage.machine_id, WorkOrderStage.id, WorkOrderStage.status)
+        .where(WorkOrderStage.machine_id.in_(machine_ids))
+        .where(WorkOrderStage.status.in_((StageStatus.IN_PROGRESS, StageStatus.PAUSED)))
+        .order_by(WorkOrderStage.status, WorkOrderStage.id.desc())
+    )
+    if actor.role is Role.WORKER:
+        mine = select(StageAssignment.stage_id).where(StageAssignment.user_id == actor.user_id)
+        running = running.where(WorkOrderStage.id.in_(mine))
+    stages: dict[int, int] = {}
+    for machine_id, stage_id, _status in await session.execute(running):
+        # Ordered in progress before paused ("in_progress" < "paused"), then the newest: the first one wins.
+        if machine_id is not None:
+            stages.setdefault(machine_id, stage_id)
+    return {
+        machine_id: MachineNow(
+            state=states[machine_id][0] if machine_id in states else None,
+            state_since=states[machine_id][1] if machine_id in states else None,
+            running_stage_id=stages.get(machine_id),
+        )
+        for machine_id in machine_ids
+    }

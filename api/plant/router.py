@@ -209,8 +209,15 @@ async def create_loss_reason(body: ReasonCreate, session: Session, _admin: Admin
 # ---- downtime ------------------------------------------------------------------------------------------------------
 
 
-def _downtime_read(machine_id: int, piece: service.DowntimePiece, now: datetime) -> DowntimeRead:
+def _downtime_read(
+    machine_id: int, piece: service.DowntimePiece, now: datetime, visible: set[int] | None
+) -> DowntimeRead:
+    """One piece; a worker sees the stage and the issues only when they are theirs."""
     row = piece.classification
+
+    def shown(stage_id: int | None) -> bool:
+        return stage_id is not None and (visible is None or stage_id in visible)
+
     return DowntimeRead(
         machine_id=machine_id,
         start=piece.start,
@@ -218,13 +225,13 @@ def _downtime_read(machine_id: int, piece: service.DowntimePiece, now: datetime)
         duration_s=round(((piece.end or now) - piece.start).total_seconds(), 3),
         states=[state.value for state in piece.stop.states],
         cut_by_silence=piece.stop.cut_by_silence and piece.end == piece.stop.end,
-        stage_id=piece.stage_id,
+        stage_id=piece.stage_id if shown(piece.stage_id) else None,
         reason_code=row.reason_code if row else None,
         category=piece.reason.category if piece.reason else None,
         classified_by_id=row.classified_by_id if row else None,
         classified_at=row.classified_at if row else None,
         note=row.note if row else None,
-        issue_ids=list(piece.issue_ids),
+        issue_ids=[issue_id for issue_id, stage_id in piece.issues if shown(stage_id)],
     )
 
 
@@ -232,7 +239,7 @@ def _downtime_read(machine_id: int, piece: service.DowntimePiece, now: datetime)
 async def downtimes(
     machine_id: Id,
     session: Session,
-    _user: CurrentUser,
+    actor: CurrentUser,
     now: Now,
     settings: Settings,
     start: From,
@@ -244,12 +251,13 @@ async def downtimes(
         session, machine_id=machine_id, start=start, end=end, now=now, rules=rules_of(settings)
     )
     pieces = [piece for piece in found.pieces if not unclassified or piece.classification is None]
+    visible = await service.visible_stages(session, actor=actor)
     return DowntimesRead(
         machine_id=found.machine_id,
         start=found.start,
         end=found.end,
         micro_stop_s=settings.oee.micro_stop_s,
-        events=[_downtime_read(found.machine_id, piece, found.now) for piece in pieces],
+        events=[_downtime_read(found.machine_id, piece, found.now, visible) for piece in pieces],
         minor_stops=len(found.minor),
         minor_stop_s=round(sum(((stop.end or found.now) - stop.start).total_seconds() for stop in found.minor), 3),
     )
@@ -272,7 +280,8 @@ async def classify(
         now=now,
         rules=rules_of(settings),
     )
-    return [_downtime_read(machine_id, piece, now) for piece in pieces]
+    visible = await service.visible_stages(session, actor=actor)
+    return [_downtime_read(machine_id, piece, now, visible) for piece in pieces]
 
 
 @router.get(

@@ -288,7 +288,8 @@ class DowntimePiece:
     stage_id: int | None
     classification: DowntimeClassification | None
     reason: LossReason | None
-    issue_ids: tuple[int, ...] = ()
+    # (issue id, its stage id) of the breakdown / shortage issues raised meanwhile.
+    issues: tuple[tuple[int, int], ...] = ()
 
 
 # Issues of these types raised during a stop are shown with it.
@@ -421,21 +422,31 @@ async def _pieces(
                     stage_id=await _stage_running(session, machine_id=machine_id, at=cut),
                     classification=row,
                     reason=reasons_by_code.get(row.reason_code) if row else None,
-                    issue_ids=await _issues_during(session, machine_id=machine_id, start=cut, end=piece_end or now),
+                    issues=await _issues_during(session, machine_id=machine_id, start=cut, end=piece_end or now),
                 )
             )
     return pieces
 
 
-async def _issues_during(session: AsyncSession, *, machine_id: int, start: datetime, end: datetime) -> tuple[int, ...]:
-    rows = await session.scalars(
-        select(Issue.id)
+async def _issues_during(
+    session: AsyncSession, *, machine_id: int, start: datetime, end: datetime
+) -> tuple[tuple[int, int], ...]:
+    rows = await session.execute(
+        select(Issue.id, Issue.stage_id)
         .join(WorkOrderStage, WorkOrderStage.id == Issue.stage_id)
         .where(WorkOrderStage.machine_id == machine_id, Issue.type.in_(DOWNTIME_ISSUE_TYPES))
         .where(Issue.created_at >= start, Issue.created_at < end)
         .order_by(Issue.id)
     )
-    return tuple(rows)
+    return tuple((issue_id, stage_id) for issue_id, stage_id in rows)
+
+
+async def visible_stages(session: AsyncSession, *, actor: Principal) -> set[int] | None:
+    """The stages whose ids the actor may see: a worker's assigned ones; None for planners and admins (all)."""
+    if actor.role is not Role.WORKER:
+        return None
+    rows = await session.scalars(select(StageAssignment.stage_id).where(StageAssignment.user_id == actor.user_id))
+    return set(rows)
 
 
 async def machine_downtimes(

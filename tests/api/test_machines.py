@@ -8,8 +8,10 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select
 
-from core.models import Reading, Role
+from core.contract import MachineState
+from core.models import Reading, Role, StageStatus
 from tests.support.api import Api, Headers, total_of
+from tests.support.factories import add_states, make_machine, make_work_order
 
 
 async def register_machine(api: Api, headers: Headers, **overrides: Any) -> dict[str, Any]:
@@ -178,3 +180,30 @@ async def test_posted_states_and_latest_values(api: Api) -> None:
     assert response.json()["states_inserted"] == 2
     machine = (await api.client.get(f"/machines/{press['id']}", headers=admin)).json()
     assert machine["last_seen_at"] is not None
+
+
+async def test_the_machine_list_says_what_each_machine_is_doing(api: Api) -> None:
+    """The operator's list in one request: current state, since when, and the stage running on each machine
+    (for a worker only their own stage)."""
+    press = await api.add(make_machine, "press-now")
+    idle = await api.add(make_machine, "idle-now")
+    await api.add(make_machine, "quiet-now")
+    since = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+    await api.add(
+        add_states, press.id, [(since - timedelta(hours=1), MachineState.IDLE), (since, MachineState.RUNNING)]
+    )
+    await api.add(add_states, idle.id, [(since, MachineState.IDLE)])
+    order = await api.add(
+        make_work_order, start=since, stages=[StageStatus.DONE, StageStatus.IN_PROGRESS], machine_id=press.id
+    )
+    planner = await api.actor(Role.PLANNER)
+    rows = {row["code"]: row for row in (await api.client.get("/machines", headers=planner)).json()}
+    assert (rows["press-now"]["state"], rows["press-now"]["running_stage_id"]) == ("running", order.stages[1].id)
+    assert datetime.fromisoformat(rows["press-now"]["state_since"]) == since
+    assert (rows["idle-now"]["state"], rows["idle-now"]["running_stage_id"]) == ("idle", None)
+    assert (rows["quiet-now"]["state"], rows["quiet-now"]["state_since"]) == (None, None)
+    one = (await api.client.get(f"/machines/{press.id}", headers=planner)).json()
+    assert one["running_stage_id"] == order.stages[1].id
+    worker = await api.actor(Role.WORKER)
+    seen_by_worker = (await api.client.get(f"/machines/{press.id}", headers=worker)).json()
+    assert (seen_by_worker["state"], seen_by_worker["running_stage_id"]) == ("running", None)  # not their stage

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select, update
 
 from core.contract import MachineState
-from core.models import Issue, Role, StageStatus, WorkOrderStage
+from core.models import Issue, Role, StageEvent, StageEventKind, StageStatus, WorkOrderStage
 from core.settings import OeeSettings, TrackingSettings
 from tests.support.api import Api, Headers, make_settings, running_api
 from tests.support.db import Database
@@ -409,3 +409,21 @@ async def test_a_breakdown_reported_during_a_stop_is_linked_to_it(app: Api) -> N
         )
     ).json()["events"]
     assert [row["issue_ids"] for row in events] == [[], [linked]]
+
+
+async def test_a_worker_sees_stages_and_issues_in_the_downtime_list_only_when_they_are_theirs(app: Api) -> None:
+    machine_id = await monday_press(app)
+    order = await app.add(make_work_order, start=local(6), stages=[StageStatus.IN_PROGRESS], machine_id=machine_id)
+    async with app.session() as session:
+        issue = Issue(stage_id=order.stages[0].id, type="machine_breakdown", description="x", created_at=local(12, 5))
+        started = StageEvent(stage_id=order.stages[0].id, kind=StageEventKind.START, at=local(6))
+        session.add_all([issue, started])
+    params = {"from": "2026-11-30T06:00:00", "to": "2026-11-30T14:00:00"}
+    url = f"/machines/{machine_id}/downtimes"
+    stranger = await app.actor(Role.WORKER)
+    hidden = (await app.client.get(url, params=params, headers=stranger)).json()["events"]
+    assert [(row["stage_id"], row["issue_ids"]) for row in hidden] == [(None, []), (None, [])]
+    planner = await app.actor(Role.PLANNER)
+    shown = (await app.client.get(url, params=params, headers=planner)).json()["events"]
+    assert [row["stage_id"] for row in shown] == [order.stages[0].id, order.stages[0].id]
+    assert shown[1]["issue_ids"] != []
