@@ -13,6 +13,7 @@ from api.pagination import COUNTED, PAGED, Id, Pagination, counted
 from api.stages import service
 from api.stages.schemas import (
     AssignmentCreate,
+    CountsRequest,
     DoneRequest,
     MyStageRead,
     PauseRequest,
@@ -106,8 +107,27 @@ async def finish_stage(
 ) -> StageRead:
     """Finish a running or paused stage, with its good and scrap quantities when known (no body: not reported)."""
     reported = body or DoneRequest()
-    action = StageAction(StageEventKind.DONE, good_qty=reported.good_qty, scrap_qty=reported.scrap_qty)
+    action = StageAction(
+        StageEventKind.DONE,
+        good_qty=reported.good_qty,
+        scrap_qty=reported.scrap_qty,
+        scrap=tuple((line.reason, line.qty) for line in reported.scrap),
+    )
     return await _act(session, actor, stage_id, action, now, settings)
+
+
+@router.post("/{stage_id}/counts", response_model=StageRead)
+async def report_counts(now: Now, stage_id: Id, body: CountsRequest, session: Session, actor: CurrentUser) -> StageRead:
+    """Interim counts while a long stage runs: good parts since the last report, and scrap by reason."""
+    details = await service.report_counts(
+        session,
+        actor=actor,
+        stage_id=stage_id,
+        good_qty=body.good_qty,
+        scrap=[(line.reason, line.qty) for line in body.scrap],
+        now=now,
+    )
+    return StageRead.of(details)
 
 
 @router.post("/{stage_id}/assignments", response_model=StageRead, status_code=status.HTTP_201_CREATED)

@@ -68,11 +68,33 @@ class PauseRequest(InputModel):
     reason: Reason
 
 
+class ScrapLineIn(InputModel):
+    """Scrap of one reason (a quality-loss reason of GET /loss-reasons)."""
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    qty: Annotated[int, Field(ge=1, le=1_000_000_000)]
+
+
+ScrapLines = Annotated[list[ScrapLineIn], Field(max_length=50)]
+
+
 class DoneRequest(InputModel):
-    """What the stage produced; either quantity may be left out (not reported), as the original app's clients do."""
+    """What the stage produced; either quantity may be left out (not reported), as the original app's clients do.
+
+    `scrap` gives the scrap by reason: its total is the scrap quantity (and must equal `scrap_qty` when both are
+    sent). Scrap reported earlier with POST /stages/{id}/counts counts too.
+    """
 
     good_qty: Quantity | None = None
     scrap_qty: Quantity | None = None
+    scrap: ScrapLines = Field(default_factory=list)
+
+
+class CountsRequest(InputModel):
+    """Interim counts during a long stage: good parts made since the last report, and scrap by reason."""
+
+    good_qty: Quantity = 0
+    scrap: ScrapLines = Field(default_factory=list)
 
 
 class AssigneeRead(ReadModel):
@@ -100,6 +122,9 @@ class StageRead(ReadModel):
     actual_end: datetime | None
     good_qty: int | None
     scrap_qty: int | None
+    scrap_by_reason: dict[str, int] = Field(
+        default_factory=dict, description="Scrap reported with a reason (done or interim counts), by reason code"
+    )
     open_issues: int
     assignees: list[AssigneeRead]
 
@@ -115,6 +140,7 @@ class StageRead(ReadModel):
             actual_end=actual_end,
             open_issues=details.open_issues,
             assignees=[AssigneeRead.from_object(assignee) for assignee in details.assignees],
+            scrap_by_reason=details.scrap_by_reason,
         )
 
 

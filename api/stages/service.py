@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -12,12 +12,15 @@ from sqlalchemy.orm import selectinload
 
 from api.efficiency.calc import EventPoint
 from api.stages.transitions import transition
+from core.downtime import LossCategory
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import (
     Issue,
     IssueStatus,
+    LossReason,
     Machine,
     Role,
+    ScrapLine,
     StageAssignment,
     StageEvent,
     StageEventKind,
@@ -57,6 +60,7 @@ class StageDetails:
     events: list[EventPoint]
     assignees: list[Assignee]
     open_issues: int
+    scrap_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class StageAction:
     reason: str | None = None
     good_qty: int | None = None
     scrap_qty: int | None = None
+    scrap: tuple[tuple[str, int], ...] = ()
 
 
 async def stage_details(session: AsyncSession, stages: Sequence[WorkOrderStage]) -> list[StageDetails]:
@@ -104,8 +109,17 @@ async def stage_details(session: AsyncSession, stages: Sequence[WorkOrderStage])
             )
         ).all()
     )
+    scrap: dict[int, dict[str, int]] = {stage_id: {} for stage_id in ids}
+    for stage_id, reason, qty in await session.execute(
+        select(ScrapLine.stage_id, ScrapLine.reason_code, func.sum(ScrapLine.qty))
+        .where(ScrapLine.stage_id.in_(ids))
+        .group_by(ScrapLine.stage_id, ScrapLine.reason_code)
+        .order_by(ScrapLine.stage_id, ScrapLine.reason_code)
+    ):
+        scrap[stage_id][reason] = int(qty)
     return [
-        StageDetails(stage, events[stage.id], assignees[stage.id], open_issues.get(stage.id, 0)) for stage in stages
+        StageDetails(stage, events[stage.id], assignees[stage.id], open_issues.get(stage.id, 0), scrap[stage.id])
+        for stage in stages
     ]
 
 
@@ -206,7 +220,20 @@ async def act_on_stage(
             reason = f"started before {skipped.stage_name!r} (#{skipped.id}) by a {actor.role.value}"
     values: dict[str, object] = {"status": target, "updated_at": now}
     if action.kind is StageEventKind.DONE:
-        values |= {"good_qty": action.good_qty, "scrap_qty": action.scrap_qty}
+        await _check_scrap_reasons(session, action.scrap)
+        lined = sum(qty for _, qty in action.scrap)
+        earlier = await _scrap_reported(session, stage.id)
+        scrap_qty = action.scrap_qty
+        if action.scrap and scrap_qty is not None and scrap_qty != earlier + lined:
+            raise InvalidInput(
+                f"scrap_qty {scrap_qty} is not the sum of the scrap lines ({earlier} reported before, {lined} now)",
+                fields={"scrap_qty": "must equal the scrap lines' total"},
+                code="scrap_mismatch",
+            )
+        if scrap_qty is None and (action.scrap or earlier):
+            scrap_qty = earlier + lined
+        good_qty = action.good_qty if action.good_qty is not None else stage.good_qty
+        values |= {"good_qty": good_qty, "scrap_qty": scrap_qty}
     # Conditional on the status read above: of two concurrent requests only one matches (PostgreSQL re-checks
     # the condition after the first commits; SQLite serialises writers).
     result = await session.execute(
@@ -220,6 +247,66 @@ async def act_on_stage(
         transition(stage.status, action.kind)
         raise Conflict("The stage was changed by someone else; reload it", code="concurrent_change")
     session.add(StageEvent(stage_id=stage.id, kind=action.kind, at=now, user_id=actor.user_id, reason=reason))
+    session.add_all(
+        ScrapLine(stage_id=stage.id, reason_code=code, qty=qty, reported_by_id=actor.user_id, reported_at=now)
+        for code, qty in action.scrap
+    )
+    await session.flush()
+    return await one_stage_details(session, stage)
+
+
+async def _check_scrap_reasons(session: AsyncSession, scrap: Sequence[tuple[str, int]]) -> None:
+    codes = sorted({code for code, _ in scrap})
+    if not codes:
+        return
+    known = set(
+        await session.scalars(
+            select(LossReason.code).where(
+                LossReason.code.in_(codes), LossReason.active.is_(True), LossReason.category == LossCategory.QUALITY
+            )
+        )
+    )
+    unknown = [code for code in codes if code not in known]
+    if unknown:
+        raise InvalidInput(
+            f"Not a scrap reason: {', '.join(unknown)} (GET /loss-reasons, category quality)",
+            fields={"scrap": f"unknown scrap reason {unknown[0]}"},
+            code="unknown_scrap_reason",
+        )
+
+
+async def _scrap_reported(session: AsyncSession, stage_id: int) -> int:
+    total = await session.scalar(select(func.sum(ScrapLine.qty)).where(ScrapLine.stage_id == stage_id))
+    return int(total or 0)
+
+
+async def report_counts(
+    session: AsyncSession,
+    *,
+    actor: Principal,
+    stage_id: int,
+    good_qty: int,
+    scrap: Sequence[tuple[str, int]],
+    now: datetime,
+) -> StageDetails:
+    """Interim counts of a running or paused stage: good parts add to its good quantity, scrap lines are kept by
+    reason (and add up to its scrap quantity)."""
+    stage = await get_visible_stage(session, actor=actor, stage_id=stage_id)
+    ensure_open(stage.work_order)
+    if stage.status not in (StageStatus.IN_PROGRESS, StageStatus.PAUSED):
+        raise Conflict(
+            f"Stage {stage.id} is {stage.status.value}: counts are reported while it runs (or is paused)",
+            code="stage_not_running",
+        )
+    await _check_scrap_reasons(session, scrap)
+    session.add_all(
+        ScrapLine(stage_id=stage.id, reason_code=code, qty=qty, reported_by_id=actor.user_id, reported_at=now)
+        for code, qty in scrap
+    )
+    await session.flush()
+    stage.good_qty = (stage.good_qty or 0) + good_qty
+    stage.scrap_qty = await _scrap_reported(session, stage.id) if (scrap or stage.scrap_qty is not None) else None
+    stage.updated_at = now
     await session.flush()
     return await one_stage_details(session, stage)
 

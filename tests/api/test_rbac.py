@@ -147,7 +147,7 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
 
 def _paths(path: str, target: Target) -> str:
     stage = target.planned_stage_id
-    if path.endswith(("/pause", "/done", "/oee")):
+    if path.endswith(("/pause", "/done", "/oee", "/counts")):
         stage = target.running_stage_id
     elif path.endswith("/resume"):
         stage = target.paused_stage_id
@@ -207,6 +207,12 @@ ROUTES = [
     Rule("POST", "/stages/{stage_id}/pause", ANY_USER, lambda _: {"reason": "mould change"}),
     Rule("POST", "/stages/{stage_id}/resume", ANY_USER),
     Rule("POST", "/stages/{stage_id}/done", ANY_USER, lambda _: {"good_qty": 9, "scrap_qty": 1}),
+    Rule(
+        "POST",
+        "/stages/{stage_id}/counts",
+        ANY_USER,
+        lambda _: {"good_qty": 5, "scrap": [{"reason": "flash", "qty": 1}]},
+    ),
     Rule("POST", "/stages/{stage_id}/assignments", PLANNERS, lambda t: {"user_id": t.user_id}),
     Rule("DELETE", "/stages/{stage_id}/assignments/{user_id}", PLANNERS),
     Rule("GET", "/stages/{stage_id}/events", ANY_USER),
