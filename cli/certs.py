@@ -36,7 +36,10 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
 
 def cmd_list_certs(args: argparse.Namespace) -> int:
-    """Print the gateway's own, trusted and rejected certificates: subject, thumbprint, validity."""
+    """Print the gateway's own, trusted and rejected certificates: subject, thumbprint, validity.
+
+    What trusted/ lists here is exactly what the gateway trusts (pinned certificates); unreadable files are named.
+    """
     config = _config(args)
     if config is None:
         return EXIT_USAGE
@@ -44,10 +47,12 @@ def cmd_list_certs(args: argparse.Namespace) -> int:
     print(f"pki folder: {application.pki.root}")
     print(f"application uri: {application.application_uri}")
     for folder in ("own", "trusted", "rejected"):
-        infos = application.pki.certificates(folder)
+        infos, skipped = application.pki.scan(folder)
         print(f"{folder}:{'' if infos else ' (none)'}")
         for info in infos:
             state = "  EXPIRED" if info.expired else ""
             print(f"  {info.thumbprint}  {info.subject}")
             print(f"      valid {info.not_before:%Y-%m-%d} .. {info.not_after:%Y-%m-%d}{state}  file {info.path.name}")
+        for item in skipped:
+            print(f"  skipped {item.path.name}: {item.reason} (not used)")
     return 0

@@ -6,6 +6,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -264,7 +265,19 @@ class OpcUaDevice(_Device):
     password_file: Path | None = None
     user_certificate: Path | None = None
     user_key: Path | None = None
+    # Lab use only: let the password travel readable on the network (security policy None, or a server whose
+    # username token would carry it unencrypted over a Sign channel). Refused otherwise.
+    allow_insecure_password: bool = False
     tags: list[OpcUaTag] = Field(min_length=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str) -> str:
+        # The endpoint is logged with every event of the device; a login in it would end up in the logs, and it
+        # would bypass the username/password checks below. The value itself is left out of the message.
+        if "@" in urlsplit(value).netloc:
+            raise ValueError("a user name or password in the URL is not allowed; use username and password_file")
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
@@ -291,6 +304,13 @@ class OpcUaDevice(_Device):
             raise ValueError("user_certificate: a user certificate needs both user_certificate and user_key")
         if self.user_certificate is not None and self.username:
             raise ValueError("user_certificate: one user identity per device, a username or a user certificate")
+        if self.username and not has_password:
+            raise ValueError("password: a username needs a password (password or password_file)")
+        if self.username and policy is SecurityPolicy.NONE and not self.allow_insecure_password:
+            raise ValueError(
+                "security_policy: with security policy None the password would travel in clear; use a secured "
+                "policy (SignAndEncrypt), or set allow_insecure_password: true (lab use only)"
+            )
         return self
 
     @property
@@ -331,7 +351,8 @@ class OpcUaClientConfig(_Strict):
     """The gateway as an OPC-UA application: its ApplicationURI and the folder of its certificates."""
 
     # Written into the subjectAltName of the gateway's certificate; servers check that the two match.
-    application_uri: str = Field(default_factory=default_application_uri, pattern=r"^urn:\S+$")
+    # None: `urn:<gateway_id>.<site>:shopfloor:gateway` (GatewayConfig.application_uri).
+    application_uri: str | None = Field(default=None, pattern=r"^urn:\S+$")
     # own/, trusted/, rejected/, issuers/. Default: `opcua-pki` beside the buffer file. Relative: from the file.
     pki_dir: Path | None = None
 
@@ -368,9 +389,14 @@ class GatewayConfig(_Strict):
         """The OPC-UA certificate folder: the configured one, or `opcua-pki` beside the buffer file."""
         return self.opcua.pki_dir or self.buffer.path.parent / "opcua-pki"
 
+    @property
+    def application_uri(self) -> str:
+        """The ApplicationURI the gateway announces: the configured one, or one made of gateway_id and site."""
+        return self.opcua.application_uri or default_application_uri(self.site, self.gateway_id)
+
     def client_application(self, config_file: Path | None = None) -> ClientApplication:
         """The gateway as an OPC-UA client: its ApplicationURI and certificate folder."""
-        return ClientApplication(self.opcua.application_uri, Pki(self.pki_dir), config_file)
+        return ClientApplication(self.application_uri, Pki(self.pki_dir), config_file)
 
     def to_yaml(self) -> str:
         """The config as the YAML `parse_config` reads back to an equal config (secrets written in clear)."""

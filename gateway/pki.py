@@ -4,11 +4,15 @@ Layout (the one OPC-UA stacks use, so tools and habits carry over):
 
     pki_dir/own/cert.der        the gateway's application certificate (made on first start)
     pki_dir/own/key.pem         its private key (mode 0600)
-    pki_dir/trusted/            server certificates (or the CAs that signed them) the gateway connects to
+    pki_dir/trusted/            the exact server certificates the gateway connects to (pinned, see below)
     pki_dir/rejected/           server certificates that were refused, named `<subject>_<thumbprint>.der`
-    pki_dir/issuers/            reserved for intermediate CA certificates (not read yet)
+    pki_dir/issuers/            reserved for intermediate CA certificates (not read)
 
 A thumbprint is the SHA-1 of the certificate's DER bytes, in hex: what OPC-UA servers and their admin tools show.
+
+Trust is pinning: a server is trusted when the certificate it presents is byte for byte one of the files in trusted/
+(`.der`, `.pem`, `.crt` or `.cer`, the files `list-certs` shows; anything else there, such as `plc.der.disabled`, is
+not read). A CA certificate in trusted/ trusts no other certificate, only a server presenting that very certificate.
 Used by the OPC-UA source (refusing and recording servers) and by `shopfloor gateway trust` / `list-certs`.
 """
 
@@ -18,20 +22,24 @@ import hashlib
 import os
 import re
 import socket
+import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.clock import utcnow
 
 FOLDERS = ("own", "trusted", "rejected", "issuers")
 # Long enough that a PLC admin does not have to accept a new gateway certificate every year.
 VALIDITY_DAYS = 5 * 365
+CERTIFICATE_SUFFIXES = frozenset({".der", ".pem", ".crt", ".cer"})
 _THUMBPRINT = re.compile(r"^[0-9a-f]{40}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Several devices connect at once at start: only one of them may make the certificate.
@@ -52,6 +60,7 @@ class CertificateInfo:
     thumbprint: str
     not_before: datetime
     not_after: datetime
+    certificate: x509.Certificate = field(compare=False, repr=False)
 
     @property
     def expired(self) -> bool:
@@ -72,6 +81,74 @@ def load_private_key_bytes(data: bytes) -> PrivateKeyTypes:
     if data.lstrip().startswith(b"-----BEGIN"):
         return serialization.load_pem_private_key(data, password=None)
     return serialization.load_der_private_key(data, password=None)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file in a certificate folder that could not be read as a certificate (left out, with the reason)."""
+
+    path: Path
+    reason: str
+
+
+def is_self_signed(certificate: x509.Certificate) -> bool:
+    """Whether the certificate names itself as issuer and its own key verifies its signature."""
+    if certificate.issuer != certificate.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def server_certificate_problem(certificate: x509.Certificate) -> str | None:
+    """Why a certificate must not identify an OPC-UA server even when pinned, or None.
+
+    Refused: a certificate whose extended key usage leaves out serverAuth (a client's certificate), and a CA
+    certificate (CA:TRUE) unless it is a self-signed application certificate naming serverAuth: OPC-UA 1.04 stacks
+    (asyncua among them) make their self-signed application certificates with CA:TRUE, and pinning one trusts only
+    itself. A CA issued by another CA, or a CA without serverAuth, is an issuer, not a server.
+    """
+    try:
+        usages: x509.ExtendedKeyUsage | None = certificate.extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage
+        ).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usages:
+        return "its extended key usage does not include serverAuth (it is not a server certificate)"
+    try:
+        is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if is_ca and (usages is None or not is_self_signed(certificate)):
+        return "it is a CA certificate (CA:TRUE), not a server's application certificate"
+    return None
+
+
+def key_matches(certificate: x509.Certificate, key: PrivateKeyTypes) -> bool:
+    """Whether `key` is the private key of `certificate`."""
+    der, info = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    try:
+        return key.public_key().public_bytes(der, info) == certificate.public_key().public_bytes(der, info)
+    except (TypeError, ValueError):
+        return False
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Replace `path` with `data` in one rename: a crash leaves the old file or the new one, never half of one."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def file_format(path: Path) -> str:
@@ -133,23 +210,44 @@ class Pki:
         return self.root / "rejected"
 
     def create_folders(self) -> None:
-        """Make the four folders (owner-only: they hold the private key)."""
+        """Make the four folders, owner-only (they hold the private key), tightening ones that exist already."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
         for folder in FOLDERS:
-            (self.root / folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = self.root / folder
+            path.mkdir(exist_ok=True, mode=0o700)
+            path.chmod(0o700)
 
-    def ensure_own_certificate(self, application_uri: str) -> tuple[x509.Certificate, bool]:
-        """The gateway's certificate, made (with a new key) when missing, expired or naming another URI.
+    def ensure_own_certificate(self, application_uri: str) -> tuple[x509.Certificate, str | None]:
+        """The gateway's certificate, made (with a new key) when missing, unreadable, expired, naming another URI,
+        or not matching the key beside it.
 
-        Returns the certificate and whether it was made now (a new certificate must be trusted again by servers).
+        Returns the certificate and why it was made now (None: it was there already); a new certificate must be
+        trusted again by servers.
         """
         self.create_folders()
-        if self.own_certificate.exists() and self.own_key.exists():
+        reason = self._own_certificate_problem(application_uri)
+        if reason is None:
+            self.own_key.chmod(0o600)
+            return load_certificate_bytes(self.own_certificate.read_bytes()), None
+        return self._make_own_certificate(application_uri), reason
+
+    def _own_certificate_problem(self, application_uri: str) -> str | None:
+        """Why the gateway's certificate must be made again (`missing`, `unreadable`, ...), or None."""
+        if not (self.own_certificate.exists() and self.own_key.exists()):
+            return "missing"
+        try:
             current = load_certificate_bytes(self.own_certificate.read_bytes())
-            now = utcnow()
-            if application_uris(current) == [application_uri] and current.not_valid_after_utc > now:
-                return current, False
-        certificate = self._make_own_certificate(application_uri)
-        return certificate, True
+            key = load_private_key_bytes(self.own_key.read_bytes())
+        except (OSError, ValueError, TypeError):
+            return "unreadable"
+        if application_uris(current) != [application_uri]:
+            return "application_uri_changed"
+        if current.not_valid_after_utc <= utcnow():
+            return "expired"
+        if not key_matches(current, key):
+            return "key_mismatch"
+        return None
 
     def _make_own_certificate(self, application_uri: str) -> x509.Certificate:
         # asyncua is heavy to import; only a secured connection needs its certificate generator.
@@ -166,11 +264,10 @@ class Pki:
             extended=[ExtendedKeyUsageOID.CLIENT_AUTH],
             days=VALIDITY_DAYS,
         )
-        key_bytes = cert_gen.dump_private_key_as_pem(key)
-        descriptor = os.open(self.own_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(key_bytes)
-        self.own_certificate.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+        # Key first, certificate last: a crash between the two leaves a certificate that does not match the key,
+        # which the next start detects (key_mismatch) and repairs.
+        _write_atomically(self.own_key, cert_gen.dump_private_key_as_pem(key), 0o600)
+        _write_atomically(self.own_certificate, certificate.public_bytes(serialization.Encoding.DER), 0o644)
         return certificate
 
     def reject(self, certificate: x509.Certificate) -> Path:
@@ -215,16 +312,28 @@ class Pki:
 
     def certificates(self, folder: str) -> list[CertificateInfo]:
         """The certificates in one folder (own: the gateway's), sorted by file name; unreadable files left out."""
+        return self.scan(folder)[0]
+
+    def scan(self, folder: str) -> tuple[list[CertificateInfo], list[Skipped]]:
+        """The certificates in one folder, and the certificate files in it that could not be read (and why).
+
+        Only files named `*.der`, `*.pem`, `*.crt` or `*.cer` are read; for trusted/ this is exactly the set of
+        pinned certificates.
+        """
         directory = self.root / folder
         if not directory.is_dir():
-            return []
-        infos = []
+            return [], []
+        infos, skipped = [], []
         for path in sorted(directory.iterdir()):
-            if not path.is_file() or path.suffix.lower() not in {".der", ".pem", ".crt", ".cer"}:
+            if not path.is_file() or path.suffix.lower() not in CERTIFICATE_SUFFIXES:
                 continue
             try:
                 certificate = load_certificate_bytes(path.read_bytes())
-            except (OSError, ValueError):
+            except OSError as error:
+                skipped.append(Skipped(path, f"cannot read: {error.strerror}"))
+                continue
+            except ValueError:
+                skipped.append(Skipped(path, "not a PEM or DER certificate"))
                 continue
             infos.append(
                 CertificateInfo(
@@ -234,9 +343,10 @@ class Pki:
                     thumbprint=thumbprint(certificate),
                     not_before=certificate.not_valid_before_utc,
                     not_after=certificate.not_valid_after_utc,
+                    certificate=certificate,
                 )
             )
-        return infos
+        return infos, skipped
 
 
 @dataclass(frozen=True)
@@ -253,14 +363,21 @@ class ClientApplication:
         config = str(self.config_file) if self.config_file is not None else "GATEWAY.yaml"
         return f"shopfloor gateway trust --config {config} {what}"
 
-    def ensure_certificate(self) -> tuple[x509.Certificate, bool]:
-        """The gateway's certificate, made on first use (one maker at a time); whether it was made now."""
+    def ensure_certificate(self) -> tuple[x509.Certificate, str | None]:
+        """The gateway's certificate, made on first use (one maker at a time); why it was made now, or None."""
         with _OWN_LOCK:
             return self.pki.ensure_own_certificate(self.application_uri)
 
 
-def default_application_uri() -> str:
-    """`urn:<hostname>:shopfloor:gateway`: the ApplicationURI the gateway announces when none is configured."""
+def default_application_uri(site: str | None = None, gateway_id: str | None = None) -> str:
+    """The ApplicationURI the gateway announces when none is configured.
+
+    `urn:<gateway_id>.<site>:shopfloor:gateway` when both are known: it stays the same when the gateway moves to
+    another host or container (the host name of a container changes with every re-creation, and with it the
+    certificate servers must trust). `urn:<hostname>:shopfloor:gateway` otherwise.
+    """
+    if site and gateway_id:
+        return f"urn:{gateway_id}.{site}:shopfloor:gateway"
     return f"urn:{socket.gethostname()}:shopfloor:gateway"
 
 

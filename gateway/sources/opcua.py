@@ -18,16 +18,19 @@ sample). Values the contract cannot carry (bad status, text, NaN, arrays) are le
 
 Security: with a policy other than None the source first asks the server for its endpoints over an unsecured channel
 (the standard GetEndpoints step), picks the one with the configured policy and mode, and checks the server's
-certificate against the gateway's trusted/ folder (asyncua's TrustStore and CertificateValidator: validity period,
-the ApplicationURI in its subjectAltName, trust). A certificate that is not trusted is copied into rejected/ and the
-connection fails with one log line naming the command that trusts it. Then it opens the secured session with the
-gateway's own certificate (made on first use, see gateway.pki) and the configured user identity.
+certificate: validity period and the ApplicationURI in its subjectAltName (asyncua's CertificateValidator), usable
+as a server certificate (not a CA issued by another CA, serverAuth in its extended key usage if it has one), and
+pinned: byte for byte one of the certificates in the gateway's trusted/ folder (see gateway.pki). A certificate that
+is not trusted is copied into rejected/ and the connection fails with one log line naming the command that trusts
+it. A password is sent only where it cannot be read on the network: over SignAndEncrypt, or encrypted by the
+username token's policy; otherwise the connection is refused (unless the device sets allow_insecure_password, for
+labs). Then it opens the secured session with the gateway's own certificate (made on first use, see gateway.pki) and
+the configured user identity.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -42,7 +45,6 @@ from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.common.utils import ServiceError
 from asyncua.crypto import security_policies
-from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorMethod, CertificateValidatorOptions
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
@@ -54,7 +56,14 @@ from core.clock import utcnow
 from core.contract import MachineState
 from core.logging import get_logger
 from gateway.config import ConfigError, OpcUaDevice, SecurityMode, SecurityPolicy
-from gateway.pki import ClientApplication, Pki, default_client_application, file_format, thumbprint
+from gateway.pki import (
+    ClientApplication,
+    Pki,
+    default_client_application,
+    file_format,
+    server_certificate_problem,
+    thumbprint,
+)
 from gateway.sources.base import SourceError, TagValue
 
 log = get_logger("shopfloor.gateway.opcua")
@@ -67,9 +76,6 @@ QUEUE_SIZE = 10_000
 KEEP_ALIVE_MS = 10_000
 LIFETIME_MS = 60_000
 
-# asyncua's TrustStore logs a traceback for every certificate it does not trust; the source logs one line instead.
-logging.getLogger("asyncuagds.validate").setLevel(logging.CRITICAL)
-
 _POLICIES: dict[SecurityPolicy, type[security_policies.SecurityPolicy]] = {
     SecurityPolicy.BASIC256SHA256: security_policies.SecurityPolicyBasic256Sha256,
     SecurityPolicy.AES128_SHA256_RSAOAEP: security_policies.SecurityPolicyAes128Sha256RsaOaep,
@@ -79,12 +85,10 @@ _MODES = {
     SecurityMode.SIGN: ua.MessageSecurityMode.Sign,
     SecurityMode.SIGN_AND_ENCRYPT: ua.MessageSecurityMode.SignAndEncrypt,
 }
-# The server's certificate: within its validity, naming the server's ApplicationURI, and trusted.
+# asyncua's part of the server certificate check: within its validity and naming the server's ApplicationURI.
+# Trust is not asyncua's TrustStore (it accepts whatever a CA in trusted/ signed) but pinning, see gateway.pki.
 _SERVER_CHECKS = (
-    CertificateValidatorOptions.TIME_RANGE
-    | CertificateValidatorOptions.URI
-    | CertificateValidatorOptions.TRUSTED
-    | CertificateValidatorOptions.PEER_SERVER
+    CertificateValidatorOptions.TIME_RANGE | CertificateValidatorOptions.URI | CertificateValidatorOptions.PEER_SERVER
 )
 # Status codes that mean the server refused the user, or the gateway's certificate, rather than the network failing.
 _USER_REFUSED = {
@@ -155,6 +159,33 @@ class _Handler:
             _put(self._queue, _Lost(f"subscription status {status.Status.name}"), self._stats)
 
 
+class PasswordInClear(UaError):
+    """The password would travel readable on the network; the gateway does not send it."""
+
+
+class GuardedClient(Client):
+    """asyncua's client, refusing at ActivateSession to send a password readable on the network.
+
+    `OpcUaSource._identify` checks the endpoint from GetEndpoints, which travels unsigned (a man in the middle could
+    change it); this checks the endpoint the server signed in its CreateSession answer, which is the one asyncua
+    takes the username token policy from.
+    """
+
+    protect_password = False
+
+    def server_policy(self, token_type: ua.UserTokenType) -> ua.UserTokenPolicy:
+        """asyncua's choice of token policy; PasswordInClear for a username token it would send unencrypted."""
+        policy = super().server_policy(token_type)
+        clear = policy.SecurityPolicyUri in ("", security_policies.SecurityPolicyNone.URI)
+        encrypted_channel = self.security_policy.Mode == ua.MessageSecurityMode.SignAndEncrypt
+        if self.protect_password and token_type == ua.UserTokenType.UserName and clear and not encrypted_channel:
+            raise PasswordInClear(
+                "refused to send the password: the server's session endpoint has username token policy None on a "
+                "channel that is not encrypted; use security_mode SignAndEncrypt"
+            )
+        return policy
+
+
 def _parse_node_id(text: str) -> ua.NodeId:
     try:
         return ua.NodeId.from_string(text)
@@ -195,7 +226,7 @@ class OpcUaSource:
 
     async def __aenter__(self) -> Self:
         """Connect and open a session within `timeout_s`; SourceError when the server cannot be reached or refuses."""
-        client = Client(self.device.endpoint, timeout=self.device.timeout_s)
+        client = GuardedClient(self.device.endpoint, timeout=self.device.timeout_s)
         client.application_uri = self.application.application_uri
         client.connection_lost_callback = self._connection_lost
         self._lost = None
@@ -216,6 +247,12 @@ class OpcUaSource:
                 await self._close(client)
             if isinstance(error, _FAILURES):
                 raise SourceError(f"opc-ua {self.device.endpoint}: cannot connect: {self._refusal(error)}") from error
+            if isinstance(error, ValueError | AssertionError) and not connected:
+                # What the server sent in the handshake could not be read: this device's problem, so it reconnects
+                # with backoff instead of ending the gateway.
+                raise SourceError(
+                    f"opc-ua {self.device.endpoint}: cannot connect: {self._unreadable(error)}"
+                ) from error
             raise
         self._client = client
         self.stats.connects += 1
@@ -235,7 +272,7 @@ class OpcUaSource:
             await self._close(client)
             self._log.info("opcua_disconnected")
 
-    async def _identify(self, client: Client) -> None:
+    async def _identify(self, client: GuardedClient) -> None:
         """Set the user identity and, for a secured device, the channel's security (after checking the server)."""
         device = self.device
         try:
@@ -246,6 +283,7 @@ class OpcUaSource:
             client.set_user(device.username)
         if password is not None:
             client.set_password(password)
+            client.protect_password = not device.allow_insecure_password
         if device.user_certificate is not None and device.user_key is not None:
             # asyncua picks PEM or DER by the file's suffix; the content decides here (a PEM key is often `.key`).
             certificate_format = await asyncio.to_thread(file_format, device.user_certificate)
@@ -253,14 +291,18 @@ class OpcUaSource:
             await client.load_client_certificate(str(device.user_certificate), certificate_format)
             await client.load_private_key(device.user_key, extension=key_format)
         if not device.secured or device.security_mode is None:
+            if password is not None:
+                # Only reachable with allow_insecure_password (the config refuses it otherwise).
+                self._log.warning("opcua_password_in_clear", reason="security policy None (allow_insecure_password)")
             return
         policy, mode = _POLICIES[device.security_policy], _MODES[device.security_mode]
         pki = self.application.pki
-        _, created = await asyncio.to_thread(self.application.ensure_certificate)
-        if created:
+        _, reason = await asyncio.to_thread(self.application.ensure_certificate)
+        if reason is not None:
             own = await asyncio.to_thread(pki.certificates, "own")
             self._log.warning(
                 "opcua_certificate_created",
+                reason=reason,
                 path=str(pki.own_certificate),
                 thumbprint=own[0].thumbprint if own else None,
                 application_uri=self.application.application_uri,
@@ -273,10 +315,19 @@ class OpcUaSource:
                 f"opc-ua {device.endpoint}: the server offers no {device.security_policy}/{device.security_mode} "
                 f"endpoint (it offers {', '.join(choices) or 'none'})"
             )
-        server_der = _first_certificate(offered[0].ServerCertificate)
+        endpoint = offered[0]
+        if password is not None:
+            self._check_password_protected(endpoint)
+        server_der = _first_certificate(endpoint.ServerCertificate)
         if not server_der:
             raise SourceError(f"opc-ua {device.endpoint}: the server sent no certificate with its secured endpoint")
-        await self._check_server(pki, x509.load_der_x509_certificate(server_der), offered[0].Server)
+        try:
+            server_certificate = x509.load_der_x509_certificate(server_der)
+        except ValueError:
+            raise SourceError(
+                f"opc-ua {device.endpoint}: the server sent a certificate that is not a valid DER certificate"
+            ) from None
+        await self._check_server(pki, server_certificate, endpoint.Server)
         # Checked again against the certificate the server signs its session with (asyncua also insists it is the same).
         client.certificate_validator = self._validator(pki)
         await client.set_security(
@@ -287,19 +338,56 @@ class OpcUaSource:
             mode=mode,
         )
 
+    def _check_password_protected(self, endpoint: ua.EndpointDescription) -> None:
+        """SourceError when the endpoint's username token would carry the password readable on the network.
+
+        asyncua encrypts the password with the token policy's SecurityPolicyUri, the endpoint's own policy when that
+        is empty; a token policy of None sends it as plain UTF-8, which only a SignAndEncrypt channel then hides.
+        """
+        if endpoint.SecurityMode == ua.MessageSecurityMode.SignAndEncrypt:
+            return
+        tokens = [token for token in endpoint.UserIdentityTokens if token.TokenType == ua.UserTokenType.UserName]
+        if not tokens:
+            return  # the server will refuse the login (BadIdentityTokenInvalid), the password is not sent
+        effective = tokens[0].SecurityPolicyUri or endpoint.SecurityPolicyUri
+        if effective and effective != security_policies.SecurityPolicyNone.URI:
+            return
+        if self.device.allow_insecure_password:
+            self._log.warning("opcua_password_in_clear", reason="username token policy None on a Sign channel")
+            return
+        self._log.error(
+            "opcua_password_would_travel_in_clear",
+            security_mode=self.device.security_mode,
+            token_policy=effective or "(empty)",
+        )
+        raise SourceError(
+            f"opc-ua {self.device.endpoint}: refused to send the password: the server's username token policy is "
+            f"None on this {self.device.security_policy}/{self.device.security_mode} endpoint, so the password "
+            "would travel unencrypted; use security_mode SignAndEncrypt"
+        )
+
     def _validator(self, pki: Pki) -> CertificateValidatorMethod:
-        """asyncua's validator over trusted/, re-read at every check (so `trust` needs no restart)."""
-        store = TrustStore([pki.trusted], [])
-        validator = CertificateValidator(_SERVER_CHECKS, store)
-        untrusted = CertificateValidator(_SERVER_CHECKS & ~CertificateValidatorOptions.TRUSTED)
+        """The server certificate check: validity period and ApplicationURI (asyncua), usable as a server
+        certificate, and pinned in trusted/ (re-read at every check, so `trust` needs no restart)."""
+        basic = CertificateValidator(_SERVER_CHECKS)
 
         async def validate(certificate: x509.Certificate, server: ua.ApplicationDescription) -> None:
-            try:
-                await store.load()
-            except ValueError:  # cryptography refuses to build an empty store: trusted/ is empty, nothing is trusted
-                await untrusted.validate(certificate, server)
-                raise ServiceError(StatusCodes.BadCertificateUntrusted) from None
-            await validator.validate(certificate, server)
+            await basic.validate(certificate, server)
+            problem = server_certificate_problem(certificate)
+            if problem is not None:
+                self._log.error(
+                    "opcua_server_certificate_not_usable", thumbprint=thumbprint(certificate), problem=problem
+                )
+                raise ServiceError(StatusCodes.BadCertificateUseNotAllowed)
+            pinned, skipped = await asyncio.to_thread(pki.scan, "trusted")
+            for item in skipped:
+                # Checked twice per connect (endpoint, then session): one warning per file and connection.
+                if ("trusted", str(item.path)) not in self._warned:
+                    self._warned.add(("trusted", str(item.path)))
+                    self._log.warning("opcua_trusted_file_skipped", path=str(item.path), reason=item.reason)
+            der = certificate.public_bytes(serialization.Encoding.DER)
+            if not any(info.certificate.public_bytes(serialization.Encoding.DER) == der for info in pinned):
+                raise ServiceError(StatusCodes.BadCertificateUntrusted)
 
         return validate
 
@@ -310,6 +398,11 @@ class OpcUaSource:
         except ServiceError as error:
             status = ua.StatusCode(ua.UInt32(error.code))
             digest = thumbprint(certificate)
+            if error.code == StatusCodes.BadCertificateUseNotAllowed:
+                raise SourceError(
+                    f"opc-ua {self.device.endpoint}: server certificate {digest} refused: "
+                    f"{server_certificate_problem(certificate) or status.name}"
+                ) from None
             if error.code != StatusCodes.BadCertificateUntrusted:
                 raise SourceError(
                     f"opc-ua {self.device.endpoint}: server certificate {digest} refused: {status.name} ({status.doc})"
@@ -329,6 +422,8 @@ class OpcUaSource:
 
     def _refusal(self, error: BaseException) -> str:
         """The connect failure, with what to do when the server refused the user or the gateway's certificate."""
+        if isinstance(error, PasswordInClear):
+            return str(error)
         if isinstance(error, UaStatusCodeError):
             if error.code in _USER_REFUSED:
                 who = f"user {self.device.username!r}" if self.device.username else "the user identity"
@@ -339,6 +434,17 @@ class OpcUaSource:
                     f"{_describe(error)}; trust it on the server"
                 )
         return _describe(error)
+
+    def _unreadable(self, error: ValueError | AssertionError) -> str:
+        """A handshake answer asyncua could not read: a malformed certificate (ValueError from cryptography), or a
+        fault in answer to OpenSecureChannel, which asyncua 2.1 trips an internal assertion on (node-opcua answers
+        that way when it does not trust the gateway's certificate)."""
+        if isinstance(error, AssertionError) and self.device.secured:
+            return (
+                "the server refused to open the secure channel; most often it does not trust the gateway's "
+                f"certificate ({self.application.pki.own_certificate}): trust it on the server"
+            )
+        return f"the server's answer could not be read: {_describe(error)}"
 
     async def _prepare(self, client: Client) -> None:
         """Resolve `nsu=` node ids against the server's namespace array and learn its per-request limits."""

@@ -29,7 +29,7 @@ from asyncua.ua.uaprotocol_auto import MessageSecurityMode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import GatewayConfig, OpcUaDevice, load_config
-from gateway.pki import Pki, application_uris, load_certificate_bytes, thumbprint
+from gateway.pki import ClientApplication, Pki, application_uris, load_certificate_bytes, thumbprint
 from gateway.sources.base import SourceError
 from gateway.sources.opcua import OpcUaSource
 from simulators.opcua import (
@@ -41,6 +41,7 @@ from simulators.opcua import (
     node_id,
 )
 from tests.integration.test_gateway import Observed, gateway_settings, running_gateway, wait_until_stored
+from tests.support.certificates import CLIENT_AUTH, SERVER_AUTH, der, issue, make_ca, write_server_identity
 from tests.support.logs import logged_events
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.nodeopcua import (
@@ -66,6 +67,8 @@ ALL_POLICIES = [
     ("Aes256_Sha256_RsaPss", "Sign"),
 ]
 SERVER_NODE_TAGS = [{"name": tag, "node_id": node} for tag, node in SERVER_TAGS.items()]
+# The gateway as the node-opcua server knows it: its certificate is trusted there before the server starts.
+NODE_GATEWAY_URI = "urn:edge-node.plant1:shopfloor:gateway"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -108,10 +111,22 @@ async def secured(
 
 
 @pytest.fixture(scope="module")
-def nodeopcua_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeOpcUaServer]:
-    """The node-opcua server for this module; if it cannot start, the tests that need it fail (never skip)."""
+def node_gateway_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The PKI folder of the gateway that reads the node-opcua server, its certificate made in advance."""
+    pki = Pki(tmp_path_factory.mktemp("node-gateway-pki"))
+    pki.ensure_own_certificate(NODE_GATEWAY_URI)
+    return pki
+
+
+@pytest.fixture(scope="module")
+def nodeopcua_server(tmp_path_factory: pytest.TempPathFactory, node_gateway_pki: Pki) -> Iterator[NodeOpcUaServer]:
+    """The node-opcua server for this module, trusting only `node_gateway_pki`'s certificate (an operator's copy
+    of `own/cert.der` into the server's trusted folder); if it cannot start, the tests that need it fail."""
     with running_nodeopcua_server(
-        tmp_path_factory.mktemp("nodeopcua"), user="gateway", password="node-secret"
+        tmp_path_factory.mktemp("nodeopcua"),
+        user="gateway",
+        password="node-secret",
+        trusted_clients=[node_gateway_pki.own_certificate],
     ) as server:
         yield server
 
@@ -324,7 +339,7 @@ async def test_the_chain_from_a_secured_simulator_stores_what_it_exposed(
         running_gateway(settings, observed) as gateway,
     ):
         await asyncio.wait_for(gateway.connected.wait(), timeout=15)
-        await asyncio.sleep(3)
+        await wait_for_readings(observed, machine, more_than=20, within_s=30)
     expected = observed.readings(machine)
     rows = await wait_until_stored(pipeline_engine, machine, expected)
     assert len(expected) > 20
@@ -396,6 +411,7 @@ async def test_asyncua_and_nodeopcua_clients_read_the_secured_simulator(
 @pytest.mark.postgres
 async def test_the_gateway_polls_and_subscribes_to_a_nodeopcua_server_into_the_database(
     nodeopcua_server: NodeOpcUaServer,
+    node_gateway_pki: Pki,
     broker: MosquittoBroker,
     ingest_database: str,
     pipeline_engine: AsyncEngine,
@@ -419,9 +435,10 @@ async def test_the_gateway_polls_and_subscribes_to_a_nodeopcua_server_into_the_d
     (tmp_path / "password").write_text(nodeopcua_server.password + "\n", encoding="utf-8")
     devices = [common | {"machine": polled, "mode": "poll"}, common | {"machine": subscribed, "mode": "subscribe"}]
     settings = gateway_settings(broker, tmp_path / "buffer.db", devices)
-    settings["opcua"] = {"pki_dir": str(tmp_path / "pki")}
+    # The gateway whose certificate the node-opcua server trusts (it refuses any other, see the next test).
+    settings["opcua"] = {"pki_dir": str(node_gateway_pki.root), "application_uri": NODE_GATEWAY_URI}
     # The server's own certificate file, as an operator would copy it from the server.
-    Pki(tmp_path / "pki").trust(str(nodeopcua_server.certificate))
+    node_gateway_pki.trust(str(nodeopcua_server.certificate))
     GatewayConfig.model_validate(settings)
     async with (
         running_ingestor(broker, ingest_database, pipeline_engine),
@@ -429,10 +446,8 @@ async def test_the_gateway_polls_and_subscribes_to_a_nodeopcua_server_into_the_d
     ):
         await asyncio.wait_for(gateway.connected.wait(), timeout=15)
         # Both devices read for a while: at least 15 counter values each (about 3 s of polling at 0.2 s).
-        for _ in range(300):
-            if all(len(observed.readings(machine)) >= 30 for machine in (polled, subscribed)):
-                break
-            await asyncio.sleep(0.1)
+        for machine in (polled, subscribed):
+            await wait_for_readings(observed, machine, more_than=29, within_s=30)
     written = {(ts, tag, value) for ts, tag, value in nodeopcua_server.written()}
     for machine in (polled, subscribed):
         assert {value.tag for value in observed.values[machine]} == set(SERVER_TAGS), machine
@@ -488,8 +503,12 @@ async def test_the_secured_simulator_process_serves_nodeopcua_and_refuses_unsecu
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        await asyncio.wait_for(uaread.communicate(), 30)
+        out, err = await asyncio.wait_for(uaread.communicate(), 30)
         assert uaread.returncode != 0
+        # Refused for the reason under test (no None endpoint), not for a crash or a wrong node id.
+        output = (out + err).decode(errors="replace")
+        # asyncua names the mode by its number: 1 is None.
+        assert "No matching endpoints: 1, http://opcfoundation.org/UA/SecurityPolicy#None" in output, output
     finally:
         process.terminate()
         returncode = await asyncio.wait_for(process.wait(), 10)
@@ -542,6 +561,15 @@ async def test_the_gateway_process_logs_the_trust_command_and_connects_after_it_
     assert "Traceback" not in log_path.read_text()
 
 
+async def wait_for_readings(observed: Observed, machine: str, *, more_than: int, within_s: float) -> None:
+    """Until the gateway reported more than `more_than` readings of `machine`; AssertionError after `within_s`."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while len(observed.readings(machine)) <= more_than:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{machine}: {len(observed.readings(machine))} readings within {within_s} s")
+        await asyncio.sleep(0.1)
+
+
 def json_lines(path: Path) -> list[dict[str, Any]]:
     lines = []
     for line in path.read_text(errors="replace").splitlines():
@@ -588,3 +616,98 @@ async def test_a_server_that_does_not_trust_the_gateway_says_so_until_it_does(tm
         source = OpcUaSource(device, application=application)
         async with source, aclosing(source.values()) as stream:
             assert {value.tag for value in await anext(stream)} == set(strict.current())
+
+
+@pytest.mark.nodeopcua
+async def test_the_nodeopcua_server_refuses_a_gateway_whose_certificate_it_does_not_trust(
+    nodeopcua_server: NodeOpcUaServer, node_gateway_pki: Pki, tmp_path: Path
+) -> None:
+    # Another gateway (its own new certificate), trusting the server: node-opcua, not the gateway, says no.
+    device = OpcUaDevice.model_validate(
+        {
+            "machine": "press-node",
+            "protocol": "opcua",
+            "endpoint": nodeopcua_server.endpoint,
+            "mode": "poll",
+            "timeout_s": 5.0,
+            "security_policy": "Basic256Sha256",
+            "security_mode": "SignAndEncrypt",
+            "username": nodeopcua_server.user,
+            "password": nodeopcua_server.password,
+            "state_tag": "state",
+            "state_map": SERVER_STATES,
+            "tags": SERVER_NODE_TAGS,
+        }
+    )
+    stranger = ClientApplication(NODE_GATEWAY_URI.replace("edge-node", "edge-stranger"), Pki(tmp_path / "pki"))
+    stranger.pki.trust(str(nodeopcua_server.certificate))
+    # node-opcua answers OpenSecureChannel with a fault asyncua cannot read: still this device's SourceError.
+    with pytest.raises(SourceError, match=r"cannot connect: the server refused to open the secure channel; .*"):
+        async with OpcUaSource(device, application=stranger):
+            pass
+    # The server saw that very certificate and put it in its rejected folder.
+    refused = {
+        thumbprint(load_certificate_bytes(path.read_bytes()))
+        for path in nodeopcua_server.rejected.iterdir()
+        if path.is_file()
+    }
+    assert thumbprint(load_certificate_bytes(stranger.pki.own_certificate.read_bytes())) in refused
+    assert thumbprint(load_certificate_bytes(node_gateway_pki.own_certificate.read_bytes())) not in refused
+    # The trusted gateway, same server, same login: connects.
+    trusted = ClientApplication(NODE_GATEWAY_URI, node_gateway_pki)
+    node_gateway_pki.trust(str(nodeopcua_server.certificate))
+    source = OpcUaSource(device, application=trusted)
+    async with source, aclosing(source.values()) as stream:
+        assert {value.tag for value in await anext(stream)} == set(SERVER_TAGS)
+
+
+async def test_a_ca_in_trusted_does_not_let_a_server_with_a_certificate_it_signed_in(tmp_path: Path) -> None:
+    """The attack: the plant CA is in trusted/; a machine with any certificate from that CA poses as the server."""
+    ca, ca_key = make_ca()
+    certificate, key = issue(ca, ca_key, application_uri=APPLICATION_URI, usages=[SERVER_AUTH, CLIENT_AUTH])
+    write_server_identity(tmp_path / "server", certificate, key)
+    async with InjectionMachineServer(
+        port=0,
+        update_interval_s=0.2,
+        users=USERS,
+        allow_anonymous=False,
+        security=SECURED,
+        certificate_dir=tmp_path / "server",
+    ) as server:
+        config_file = write_config(tmp_path, [secured_device(server.endpoint)])
+        pki = Pki(tmp_path / "pki")
+        pki.create_folders()
+        (pki.trusted / "plant-ca.der").write_bytes(der(ca))
+        config = load_config(config_file)
+        device = config.devices[0]
+        assert isinstance(device, OpcUaDevice)
+        application = config.client_application(config_file)
+        with pytest.raises(SourceError, match=f"server certificate {thumbprint(certificate)} is not trusted"):
+            async with OpcUaSource(device, application=application):
+                pass
+        # Pinning the server's own certificate is what trusts it.
+        pki.trust(thumbprint(certificate))
+        source = OpcUaSource(device, application=application)
+        async with source, aclosing(source.values()) as stream:
+            assert {value.tag for value in await anext(stream)} == set(server.current())
+
+
+async def test_a_pinned_client_only_certificate_is_refused_as_a_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca, ca_key = make_ca()
+    certificate, key = issue(ca, ca_key, application_uri=APPLICATION_URI, usages=[CLIENT_AUTH])
+    write_server_identity(tmp_path / "server", certificate, key)
+    async with InjectionMachineServer(
+        port=0, update_interval_s=0.2, users=USERS, security=SECURED, certificate_dir=tmp_path / "server"
+    ) as server:
+        config_file = write_config(tmp_path, [secured_device(server.endpoint)])
+        Pki(tmp_path / "pki").trust(str(tmp_path / "server" / "cert.der"))
+        config = load_config(config_file)
+        device = config.devices[0]
+        assert isinstance(device, OpcUaDevice)
+        with pytest.raises(SourceError, match="extended key usage does not include serverAuth"):
+            async with OpcUaSource(device, application=config.client_application(config_file)):
+                pass
+    [event] = logged_events(caplog, "opcua_server_certificate_not_usable")
+    assert event["thumbprint"] == thumbprint(certificate)

@@ -292,10 +292,12 @@ async def test_a_plc_clock_far_off_is_replaced_by_gateway_time(simulator: Inject
 async def test_username_and_password_are_sent_and_a_wrong_password_is_refused(
     simulator: InjectionMachineServer,
 ) -> None:
-    source = OpcUaSource(make_device(simulator, username="gateway", password=USERS["gateway"]))
+    # The simulator's unsecured endpoint: a password over security policy None needs the lab-only opt-in.
+    login = {"username": "gateway", "allow_insecure_password": True}
+    source = OpcUaSource(make_device(simulator, password=USERS["gateway"], **login))
     async with source, aclosing(source.values()) as stream:
         assert {value.tag for value in await anext(stream)} == ALL_TAGS
-    refused = OpcUaSource(make_device(simulator, username="gateway", password="not-the-password"))
+    refused = OpcUaSource(make_device(simulator, password="not-the-password", **login))
     with pytest.raises(SourceError, match="BadUserAccessDenied"):
         async with refused:
             pass

@@ -1,6 +1,7 @@
 """node-opcua, a third-party OPC-UA stack, for the interoperability tier: a secured server and a one-shot client.
 
-`nodeopcua/server.mjs` serves a press whose values change every 100 ms and prints each value it writes;
+`nodeopcua/server.mjs` serves a press whose values change every 100 ms and prints each value it writes; it accepts
+only the client certificates given when it starts (copied into its PKI folder's `trusted/certs`);
 `nodeopcua/client.mjs` reads nodes of a secured server once and prints them as JSON. Both come from npm at the
 versions pinned in `nodeopcua/package-lock.json` (`make nodeopcua-deps`, or installed here on first use). If node,
 npm or the server is missing or does not start, ServiceUnavailable: the tier fails, never skips.
@@ -81,6 +82,8 @@ class NodeOpcUaServer:
     user: str
     password: str
     log_file: Path
+    # Client certificates the server refused (node-opcua keeps them here).
+    rejected: Path
 
     def written(self) -> list[tuple[datetime, str, float]]:
         """Every `(source timestamp, tag, value)` the server has written so far."""
@@ -121,11 +124,20 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_nodeopcua_server(folder: Path, *, user: str, password: str) -> Iterator[NodeOpcUaServer]:
-    """Start the node-opcua server (Basic256Sha256 SignAndEncrypt, one login) with its PKI in `folder`; stop it."""
+def running_nodeopcua_server(
+    folder: Path, *, user: str, password: str, trusted_clients: Sequence[Path] = ()
+) -> Iterator[NodeOpcUaServer]:
+    """Start the node-opcua server (Basic256Sha256 SignAndEncrypt, one login) with its PKI in `folder`; stop it.
+
+    `trusted_clients`: the client certificate files (DER) it accepts; any other client certificate is refused (and
+    lands in `folder/pki/rejected`).
+    """
     node = _tool("node")
     install_nodeopcua()
-    folder.mkdir(parents=True, exist_ok=True)
+    trusted = folder / "pki" / "trusted" / "certs"
+    trusted.mkdir(parents=True, exist_ok=True)
+    for index, certificate in enumerate(trusted_clients):
+        shutil.copyfile(certificate, trusted / f"client-{index}.der")
     log_file = folder / "server.log"
     port = free_port()
     with log_file.open("wb") as log:
@@ -141,7 +153,9 @@ def running_nodeopcua_server(folder: Path, *, user: str, password: str) -> Itera
             raise ServiceUnavailable(f"the node-opcua server could not be started: {error}") from None
         try:
             certificate = _wait_until_ready(process, log_file, port)
-            yield NodeOpcUaServer(f"opc.tcp://{HOST}:{port}", certificate, user, password, log_file)
+            yield NodeOpcUaServer(
+                f"opc.tcp://{HOST}:{port}", certificate, user, password, log_file, folder / "pki" / "rejected"
+            )
         finally:
             _stop(process)
 

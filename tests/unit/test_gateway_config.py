@@ -67,6 +67,7 @@ devices:
     mode: poll
     username: reader
     password: also-secret
+    allow_insecure_password: true
     tags:
       - {name: barrel_temp_c, node_id: "ns=2;s=Machine.BarrelTemp", deadband: 0.2}
       - {name: cycle_count, node_id: "ns=2;i=1004"}

@@ -4,7 +4,8 @@
 //   PORT      TCP port on 127.0.0.1
 //   PKI_DIR   node-opcua's certificate folder; the server makes its own certificate there on first start
 //   USER, PASSWORD   the only login (anonymous sessions are refused)
-// One endpoint: Basic256Sha256, SignAndEncrypt. Client certificates are accepted (and kept in PKI_DIR/trusted).
+// One endpoint: Basic256Sha256, SignAndEncrypt. Only client certificates in PKI_DIR/trusted/certs are accepted
+// (put them there before starting); an unknown one is refused and kept in PKI_DIR/rejected.
 //
 // Address space: object Press (ns=1;s=Press) with
 //   ns=1;s=Press.Counter      UInt32, +1 every 100 ms
@@ -36,7 +37,7 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535 || !pkiDir || !user || 
 
 const serverCertificateManager = new OPCUACertificateManager({
   rootFolder: pkiDir,
-  automaticallyAcceptUnknownCertificate: true,
+  automaticallyAcceptUnknownCertificate: false,
 })
 await serverCertificateManager.initialize()
 
