@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from cli.errors import CommandError
 from core.logging import configure_logging
@@ -26,15 +26,31 @@ DEMO_WORK_ORDERS = (
     ("HOUSING-B", "DEMO-002", 250, (("Enjeksiyon", "press-2", 90), ("Montaj", "assembly-1", 90))),
     ("COVER-C", "DEMO-003", 1000, (("Enjeksiyon", "press-1", 240),)),
 )
+# The demo plant's calendar: three 8-hour shifts every day, a 30-minute break each (local wall time).
+DEMO_SHIFTS = (
+    ("Sabah", time(6), time(14), time(10), time(10, 30)),
+    ("Akşam", time(14), time(22), time(18), time(18, 30)),
+    ("Gece", time(22), time(6), time(2), time(2, 30)),
+)
+# Yesterday's morning shift of press-1, so the OEE by shift has losses to show from the start: minutes after 06:00
+# and the state entered, the stops classified or not, and parts made per hour.
+DEMO_HISTORY = (
+    (0, "running"), (95, "idle"), (96.5, "running"), (130, "setup"), (155, "running"),
+    (300, "alarm"), (315, "running"), (400, "idle"), (408, "running"),
+)  # fmt: skip
+DEMO_CLASSIFIED = ((130, "setup"), (300, "breakdown"))  # the idle at 400 is left for someone to explain
+DEMO_PARTS_PER_HOUR = 270
 
 
 @dataclass(frozen=True)
 class SeedResult:
-    """What `seed` created: users with their one-time passwords, machine codes, work-order lots."""
+    """What `seed` created: users with their one-time passwords, machine codes, work-order lots, and whether it
+    made the calendar (with yesterday's history of press-1)."""
 
     users: list[tuple[str, str, str]]
     machines: list[str]
     work_orders: list[str]
+    calendar: bool = False
 
 
 async def seed_demo(settings: ToolSettings) -> SeedResult:
@@ -55,6 +71,7 @@ async def seed_demo(settings: ToolSettings) -> SeedResult:
         time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
     )
     result = SeedResult([], [], [])
+    calendar = False
     try:
         async with transaction(session_factory(engine)) as session:
             for role in (Role.ADMIN, Role.PLANNER, Role.WORKER):
@@ -104,9 +121,71 @@ async def seed_demo(settings: ToolSettings) -> SeedResult:
                 for stage in details.stages:
                     await assign(session, actor=actor, stage_id=stage.stage.id, user_id=worker.id, now=utcnow())
                 result.work_orders.append(lot)
+            calendar = await _seed_calendar(session, actor=actor, settings=settings, press_id=machine_ids["press-1"])
     finally:
         await engine.dispose()
-    return result
+    return SeedResult(result.users, result.machines, result.work_orders, calendar)
+
+
+async def _seed_calendar(session: object, *, actor: object, settings: ToolSettings, press_id: int) -> bool:
+    """The demo's shift pattern and yesterday's morning shift of press-1 (stops, two classified, parts), once."""
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import insert, select
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from api.plant.service import ShiftSpec, create_pattern
+    from core.clock import utcnow
+    from core.contract import MachineState
+    from core.models import DowntimeClassification, MachineStateChange, Reading, ShiftPattern
+    from core.security import Principal
+
+    if not isinstance(session, AsyncSession) or not isinstance(actor, Principal):
+        raise TypeError("an AsyncSession and a Principal are needed")
+    if await session.scalar(select(ShiftPattern.id).limit(1)) is not None:
+        return False
+    zone = ZoneInfo(settings.tracking.plant_timezone)
+    today = utcnow().astimezone(zone).date()
+    specs = [
+        ShiftSpec(name, range(7), start, end, [(rest, rest_end)]) for name, start, end, rest, rest_end in DEMO_SHIFTS
+    ]
+    await create_pattern(
+        session, actor=actor, valid_from=today - timedelta(days=7), name="Demo: 3 vardiya", shifts=specs
+    )
+    morning = datetime.combine(today - timedelta(days=1), time(6), tzinfo=zone)
+
+    def at(minutes: float) -> datetime:
+        return morning + timedelta(minutes=minutes)
+
+    await session.execute(
+        insert(MachineStateChange),
+        [{"machine_id": press_id, "ts": at(minutes), "state": MachineState(state)} for minutes, state in DEMO_HISTORY],
+    )
+    # The counters read every minute (the gateway re-sends at least that often, so the state is known throughout);
+    # parts are made only while running.
+    readings, made, state = [], 0.0, "running"
+    changes = dict(DEMO_HISTORY)
+    for minute in range(8 * 60):
+        state = changes.get(minute, state)
+        for at_minute, entered in DEMO_HISTORY:  # a change inside this minute
+            if minute < at_minute < minute + 1:
+                state = entered
+        readings += [
+            {"machine_id": press_id, "tag": "cycle_count", "ts": at(minute), "value": made},
+            {"machine_id": press_id, "tag": "good_count", "ts": at(minute), "value": float(int(made * 0.97))},
+        ]
+        if state == "running":
+            made += DEMO_PARTS_PER_HOUR / 60
+    await session.execute(insert(Reading), readings)
+    session.add_all(
+        DowntimeClassification(
+            machine_id=press_id, start_at=at(minutes), reason_code=reason, classified_by_id=actor.user_id,
+            classified_at=at(minutes + 30), note="demo",
+        )
+        for minutes, reason in DEMO_CLASSIFIED
+    )  # fmt: skip
+    await session.flush()
+    return True
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -124,4 +203,6 @@ def cmd_seed(args: argparse.Namespace) -> int:
         print(f"demo machines registered: {', '.join(result.machines)} (site {DEMO_SITE})")
     if result.work_orders:
         print(f"demo work orders planned: {', '.join(result.work_orders)} (stages assigned to 'worker')")
+    if result.calendar:
+        print("demo calendar: three shifts a day; yesterday's morning shift of press-1 has stops to explain (GET /oee)")
     return 0

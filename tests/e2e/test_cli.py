@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -169,6 +170,23 @@ def test_seed_creates_demo_users_once(served: tuple[str, dict[str, str]], workdi
         assert httpx.post(f"{base}/auth/login", json={"username": username, "password": password}).status_code == 200
     second = shopfloor("seed", env=env, cwd=workdir)
     assert "nothing created" in second.stdout
+    # The calendar and yesterday's morning shift of press-1: stops to explain in the OEE by shift from the start.
+    assert "demo calendar" in first.stdout
+    assert "demo calendar" not in second.stdout
+    token = httpx.post(f"{base}/auth/login", json={"username": "planner", "password": credentials["planner"]})
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    assert len(httpx.get(f"{base}/calendar", headers=headers).json()["patterns"]) == 1
+    [press] = [row for row in httpx.get(f"{base}/machines", headers=headers).json() if row["code"] == "press-1"]
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
+    window = {"from": f"{yesterday}T06:00:00", "to": f"{yesterday}T14:00:00"}
+    oee = httpx.get(f"{base}/oee", params={"machine_id": press["id"], "group_by": "shift", **window}, headers=headers)
+    assert oee.status_code == 200, oee.text
+    [morning] = oee.json()["rows"]
+    assert morning["losses_by_reason_min"] == {"setup": 25.0, "breakdown": 15.0, "unclassified": 8.0}
+    assert morning["minor_stops"] == 1
+    assert morning["total_count"] > 1500  # 270 an hour while running
+    assert morning["quality"] == pytest.approx(0.97, abs=0.01)
+    assert morning["oee"] is not None
 
 
 def test_seed_refuses_production_without_force(workdir: Path) -> None:
