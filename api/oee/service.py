@@ -134,7 +134,7 @@ async def _oee(session: AsyncSession, *, machine: Machine, start: datetime, end:
         for ts, state in await state_changes(session, machine_id=machine.id, start=start, end=end)
     ]
     tags = (rules.total_tag, rules.good_tag, rules.scrap_tag)
-    readings = await _counter_readings(
+    readings = await counter_readings(
         session, machine_id=machine.id, tags=tags, since=start - rules.max_silence, start=start, end=end
     )
     return compute_oee(
@@ -150,7 +150,7 @@ async def _oee(session: AsyncSession, *, machine: Machine, start: datetime, end:
     )
 
 
-async def _counter_readings(
+async def counter_readings(
     session: AsyncSession, *, machine_id: int, tags: Sequence[str], since: datetime, start: datetime, end: datetime
 ) -> dict[str, list[CounterPoint]]:
     """Each counter tag's readings in [since, end), plus its last reading before `start` (its value then)."""

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.machines.history import state_changes
 from api.machines.service import get_machine
-from api.oee.calc import CounterPoint, counter_increase
+from api.oee.calc import counter_increase
+from api.oee.service import counter_readings
 from core.calendar import (
     Break,
     CalendarError,
@@ -667,8 +668,8 @@ async def grouped_oee(
             max_silence=rules.max_silence,
         )
     ]
-    counters = await _counters(
-        session, machine_id=machine.id, tags=(rules.total_tag, rules.good_tag), start=start, end=until
+    counters = await counter_readings(
+        session, machine_id=machine.id, tags=(rules.total_tag, rules.good_tag), since=start, start=start, end=until
     )
 
     def report(span: Interval) -> LossReport:
@@ -688,31 +689,6 @@ async def grouped_oee(
     rows = [(bucket, report(bucket.span)) for bucket in rows_of]
     whole = Bucket("total", f"{start.astimezone(zone).isoformat()} / {until.astimezone(zone).isoformat()}", window)
     return GroupedOee(machine.id, group_by, zone, calendar is not None, rows, (whole, report(window)))
-
-
-async def _counters(
-    session: AsyncSession, *, machine_id: int, tags: Sequence[str], start: datetime, end: datetime
-) -> dict[str, list[CounterPoint]]:
-    found: dict[str, list[CounterPoint]] = {tag: [] for tag in tags}
-    for tag in dict.fromkeys(tags):
-        baseline = (
-            await session.execute(
-                select(Reading.ts, Reading.value)
-                .where(Reading.machine_id == machine_id, Reading.tag == tag, Reading.ts < start)
-                .order_by(Reading.ts.desc())
-                .limit(1)
-            )
-        ).first()
-        if baseline is not None:
-            found[tag].append(CounterPoint(baseline.ts, baseline.value))
-        rows = await session.execute(
-            select(Reading.ts, Reading.value)
-            .where(Reading.machine_id == machine_id, Reading.tag == tag, Reading.ts >= start, Reading.ts < end)
-            .order_by(Reading.ts)
-            .limit(MAX_HEARD)
-        )
-        found[tag] += [CounterPoint(ts, value) for ts, value in rows]
-    return found
 
 
 def pareto(report: LossReport, reason_categories: dict[str, LossCategory]) -> list[tuple[str, float]]:

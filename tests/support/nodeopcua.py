@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from tests.support.npm import node_tool, npm_ci
 from tests.support.postgres import ServiceUnavailable, free_port
 
 SERVER_DIR = Path(__file__).with_name("nodeopcua")
 HOST = "127.0.0.1"
-INSTALL_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 CLIENT_TIMEOUT_S = 60.0
@@ -37,40 +37,9 @@ SERVER_TAGS = {
 SERVER_STATES = {1: "idle", 2: "running"}
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise ServiceUnavailable(f"{name} not found: the node-opcua interop tier needs Node.js 20+ with npm")
-    return found
-
-
-def _installed() -> bool:
-    # npm writes node_modules/.package-lock.json last; a lock file changed since means installing again.
-    marker = SERVER_DIR / "node_modules" / ".package-lock.json"
-    lock = SERVER_DIR / "package-lock.json"
-    return marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime
-
-
 def install_nodeopcua() -> None:
     """Install the pinned node-opcua (`npm ci`) unless it is installed already."""
-    if _installed():
-        return
-    npm = _tool("npm")
-    try:
-        result = subprocess.run(  # noqa: S603 -- fixed arguments, no shell
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=SERVER_DIR,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=INSTALL_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        raise ServiceUnavailable(f"npm ci in {SERVER_DIR} took longer than {INSTALL_TIMEOUT_S} s") from None
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()[-3000:]
-        raise ServiceUnavailable(f"npm ci in {SERVER_DIR} failed ({result.returncode}):\n{output}")
+    npm_ci(SERVER_DIR, "node-opcua interop")
 
 
 @dataclass(frozen=True)
@@ -132,7 +101,7 @@ def running_nodeopcua_server(
     `trusted_clients`: the client certificate files (DER) it accepts; any other client certificate is refused (and
     lands in `folder/pki/rejected`).
     """
-    node = _tool("node")
+    node = node_tool("node", "node-opcua interop")
     install_nodeopcua()
     trusted = folder / "pki" / "trusted" / "certs"
     trusted.mkdir(parents=True, exist_ok=True)
@@ -167,7 +136,7 @@ def nodeopcua_read(
 
     AssertionError with the client's message when it cannot connect or read; ServiceUnavailable when node is missing.
     """
-    node = _tool("node")
+    node = node_tool("node", "node-opcua interop")
     install_nodeopcua()
     result = subprocess.run(  # noqa: S603 -- fixed binary and our own script, no shell
         [node, "client.mjs", endpoint, policy, mode, str(pki), user, password, *node_ids],

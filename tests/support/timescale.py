@@ -17,50 +17,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.npm import node_tool, npm_ci
 from tests.support.postgres import ServiceUnavailable, free_port
 
 SERVER_DIR = Path(__file__).with_name("timescale")
 HOST = "127.0.0.1"
-INSTALL_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise ServiceUnavailable(f"{name} not found: the timescale tier needs Node.js 20+ with npm")
-    return found
-
-
-def _installed() -> bool:
-    # npm writes node_modules/.package-lock.json last, so a half-finished install does not count; a lock file
-    # changed since (a version bump) means installing again.
-    marker = SERVER_DIR / "node_modules" / ".package-lock.json"
-    lock = SERVER_DIR / "package-lock.json"
-    return marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime
-
-
 def install_server() -> None:
     """Install the pinned npm packages of the WASM server (`npm ci`) unless they are installed already."""
-    if _installed():
-        return
-    npm = _tool("npm")
-    try:
-        result = subprocess.run(  # noqa: S603 -- fixed arguments, no shell
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=SERVER_DIR,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=INSTALL_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        raise ServiceUnavailable(f"npm ci in {SERVER_DIR} took longer than {INSTALL_TIMEOUT_S} s") from None
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()[-3000:]
-        raise ServiceUnavailable(f"npm ci in {SERVER_DIR} failed ({result.returncode}):\n{output}")
+    npm_ci(SERVER_DIR, "timescale")
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], log_file: Path, port: int) -> None:
@@ -99,7 +67,7 @@ def running_timescale() -> Iterator[str]:
     Data lives in memory and is gone when the server stops. ServiceUnavailable if node or npm is missing or the
     server does not start; callers turn that into a failure, never a skip.
     """
-    node = _tool("node")
+    node = node_tool("node", "timescale")
     install_server()
     root = Path(tempfile.mkdtemp(prefix="shopfloor-timescale-"))
     log_file = root / "server.log"
