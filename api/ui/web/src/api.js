@@ -117,9 +117,10 @@ function renew() {
 async function withToken(path, init) {
   const current = session.read();
   if (current && current.expiresAt - Date.now() < RENEW_BEFORE_MS) await renew();
-  const response = await fetch(path, { ...init, headers: authorised() });
+  const headers = () => ({ ...authorised(), ...init.headers });
+  const response = await fetch(path, { ...init, headers: headers() });
   if (response.status !== 401 || !(await renew())) return response;
-  return fetch(path, { ...init, headers: authorised() });
+  return fetch(path, { ...init, headers: headers() });
 }
 
 /** End the login on the server too (its refresh token stops working), then forget it here. */
@@ -179,6 +180,16 @@ export async function getList(path, params, { signal } = {}) {
 /** POST (no body) with the session's token; answers the JSON the API sent back. */
 export async function post(path, { signal } = {}) {
   return answerOf(await withToken(path, { method: "POST", signal }));
+}
+
+/** POST a JSON body (or none) with the session's token and an `Idempotency-Key`: sent again with the same key, the
+ * API answers what it answered the first time instead of acting twice. */
+export async function postAction(path, body, key) {
+  const headers = { "Idempotency-Key": key };
+  if (body !== undefined && body !== null) headers["Content-Type"] = "application/json";
+  const init = { method: "POST", headers };
+  if (body !== undefined && body !== null) init.body = JSON.stringify(body);
+  return answerOf(await withToken(path, init));
 }
 
 /** Like `get`, but a missing route or resource (404) or a route not deployed yet (405) answers null. */

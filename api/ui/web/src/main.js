@@ -1,11 +1,15 @@
-// The operator view: a hash router over three views (login, machines, one machine).
+// The operator view: a hash router over its views (login, machines, one machine, the worker's tablet, the manager's
+// page).
 import "./styles.css";
 
 import { SESSION_ENDED, logout, session } from "./api.js";
 import { clockTime, plantZoneName, setPlantZone } from "./format.js";
+import { language, setLanguage, t, translate } from "./i18n.js";
 import { loginView } from "./views/login.js";
 import { machineView } from "./views/machine.js";
 import { machinesView } from "./views/machines.js";
+import { managerView } from "./views/manager.js";
+import { tabletView } from "./views/tablet.js";
 
 const app = document.getElementById("app");
 let current = null;
@@ -34,11 +38,27 @@ function render(notice) {
   const id = Number(parts[1]);
   if (parts[0] === "machines" && Number.isInteger(id) && id > 0) {
     current = machineView(app, id, params);
+  } else if (parts[0] === "tablet") {
+    current = tabletView(app, Number.isInteger(id) && id > 0 ? id : null);
+  } else if (parts[0] === "manager") {
+    current = managerView(app, params);
   } else {
     if (location.hash && location.hash !== "#/machines") history.replaceState(null, "", "#/machines");
     current = machinesView(app);
   }
 }
+
+/** The top bar's links and language switch, in the current language. */
+function drawChrome() {
+  document.documentElement.lang = language();
+  translate(document.querySelector(".topbar"));
+}
+
+document.getElementById("language").addEventListener("click", () => {
+  setLanguage(language() === "tr" ? "en" : "tr");
+  drawChrome();
+  render();
+});
 
 document.getElementById("logout").addEventListener("click", async () => {
   await logout();
@@ -77,6 +97,7 @@ function startClock() {
 }
 
 loadPlantZone().then(() => {
+  drawChrome();
   startClock();
   render();
 });
