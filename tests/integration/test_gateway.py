@@ -213,16 +213,15 @@ async def test_the_whole_chain_over_tls_stores_what_the_station_exposed(
     assert {(tag, value) for tag, _, value in rows} <= exposed
 
 
-@pytest.mark.parametrize("transport", ["plain", "tls"])
 async def test_a_30_second_broker_outage_loses_and_duplicates_nothing(
-    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path, transport: str
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
 ) -> None:
+    """Over TLS, as compose runs both (every other test here exercises the plain transport): gateway and ingestor
+    reconnect over TLS after the outage, with the same checks as the first time."""
     machine, port, observed = unique("outage"), free_port(), Observed()
     settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
-    mqtt: dict[str, Any] = {}
-    if transport == "tls":  # both reconnect over TLS after the outage, with the same checks as the first time
-        settings["broker"] |= {"port": broker.tls_port, "tls": {"ca_file": str(broker.certs / "ca.crt")}}
-        mqtt = tls_settings(broker)
+    settings["broker"] |= {"port": broker.tls_port, "tls": {"ca_file": str(broker.certs / "ca.crt")}}
+    mqtt = tls_settings(broker)
     async with (
         ModbusStation("127.0.0.1", port, seed=6, speed=10) as _station,
         running_ingestor(broker, ingest_database, pipeline_engine, mqtt=mqtt),
@@ -297,16 +296,15 @@ async def test_modbus_down_opcua_keeps_flowing_and_modbus_comes_back_online(
                 await wait_online(flaky, True)
 
 
-@pytest.mark.parametrize("transport", ["plain", "tls"])
 async def test_sigkill_during_a_broker_outage_loses_only_the_dead_seconds(
-    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path, transport: str
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
 ) -> None:
+    """Over TLS, as compose runs both: the restarted gateway replays its disk buffer over TLS, the ingestor reads
+    over TLS (every other test here exercises the plain transport)."""
     machine, port = unique("killed"), free_port()
     settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
-    mqtt: dict[str, Any] = {}
-    if transport == "tls":  # the restarted gateway replays its disk buffer over TLS, the ingestor reads over TLS
-        settings["broker"] |= {"port": broker.tls_port, "tls": {"ca_file": str(broker.certs / "ca.crt")}}
-        mqtt = tls_settings(broker)
+    settings["broker"] |= {"port": broker.tls_port, "tls": {"ca_file": str(broker.certs / "ca.crt")}}
+    mqtt = tls_settings(broker)
     config_file = tmp_path / "gateway.yaml"
     config_file.write_text(yaml.safe_dump(settings))
     log = tmp_path / "gateway.log"
