@@ -6,6 +6,11 @@ switched off is not producing, but whether that was planned is the calendar's bu
 A stop longer than the micro-stop threshold (`MICRO_STOP_S`, default 120 s) is a **downtime event** that someone
 classifies with a reason; a shorter one is a **minor stop**, counted as a performance loss and never asked about.
 
+A machine that reports no state at all is judged by its cycle counter instead (`states_from_counter`): it runs
+while the counter rises, and a **stall** (the counter not rising for longer than twice the ideal cycle time, or
+`DEFAULT_STALL` without one) is an `idle` stop from when the next part was due (the last rise plus one ideal cycle)
+until the reading that shows the counter rising again.
+
 Data gaps stay unknown, never `running` and never stopped: with `max_silence`, a state is known only while the
 machine is heard from (each change or reading vouches for the following `max_silence`), so a stop whose machine
 falls silent ends where the silence begins, marked `cut_by_silence`.
@@ -27,6 +32,8 @@ from core.contract import MachineState
 ZERO = timedelta(0)
 STOP_STATES = frozenset({MachineState.IDLE, MachineState.SETUP, MachineState.ALARM})
 DEFAULT_MICRO_STOP = timedelta(seconds=120)
+# Without an ideal cycle time, a counter that does not rise for this long has stalled.
+DEFAULT_STALL = timedelta(seconds=120)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,34 @@ def detect_stops(
         events.append(pending)
         pending = None
     return Stops(events=events, minor=minor, pending=pending)
+
+
+def states_from_counter(
+    readings: Sequence[tuple[datetime, float]], *, now: datetime, ideal_cycle: timedelta | None = None
+) -> list[StateChange]:
+    """The state changes a cycle counter implies for a machine without a state tag (see the module's rules).
+
+    `readings` are (time, value) of the counter; a value below the one before is a counter reset, which counts as a
+    rise. The machine is taken as running from its first reading; a stall still going on at `now` is an open stop.
+    """
+    ordered = sorted((reading for reading in readings if reading[0] <= now), key=lambda reading: reading[0])
+    if not ordered:
+        return []
+    cycle = ideal_cycle if ideal_cycle is not None and ideal_cycle > ZERO else None
+    stall = 2 * cycle if cycle is not None else DEFAULT_STALL
+    due = cycle or ZERO
+    changes = [StateChange(ordered[0][0], MachineState.RUNNING)]
+    last_rise, last_value = ordered[0]
+    for ts, value in ordered[1:]:
+        if value == last_value:
+            continue
+        if ts - last_rise > stall and ts > last_rise + due:
+            changes.append(StateChange(last_rise + due, MachineState.IDLE))
+            changes.append(StateChange(ts, MachineState.RUNNING))
+        last_rise, last_value = ts, value
+    if now - last_rise > stall and now > last_rise + due:
+        changes.append(StateChange(last_rise + due, MachineState.IDLE))
+    return changes
 
 
 def _silence_between(moments: Sequence[datetime], start: datetime, end: datetime, limit: timedelta) -> datetime | None:

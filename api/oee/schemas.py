@@ -43,6 +43,22 @@ class OeeIssueRead(BaseModel):
     description: str
 
 
+class ReportedRead(BaseModel):
+    """The stage's counts as reported by its workers next to what the machine counted over the stage's run.
+
+    `total_difference` = reported good + scrap − the machine's total count; `good_difference` = reported good − the
+    machine's good count; null when either side is missing. A non-zero difference is also said in `notes`.
+    """
+
+    good_qty: int | None
+    scrap_qty: int | None
+    total: int | None
+    machine_total: int | None
+    machine_good: int | None
+    total_difference: int | None
+    good_difference: int | None
+
+
 class OeeRead(BaseModel):
     """OEE over [`from`, `to`): planned production = running + alarm + setup + idle; off and unknown left out.
 
@@ -69,12 +85,16 @@ class OeeRead(BaseModel):
     quality: float | None
     oee: float | None
     issues: list[OeeIssueRead]
+    reported: ReportedRead | None = Field(
+        default=None, description="For a stage: its reported counts against the machine's counters"
+    )
     notes: list[str]
 
     @classmethod
     def of(cls, report: OeeReport) -> Self:
         """Serialise a report: seconds to the millisecond, factors to four decimals."""
         result = report.oee
+        counted = report.reported
         downtime = {
             key: _seconds(result.downtime[key].total_seconds())
             for key in (MachineState.ALARM, MachineState.SETUP, MachineState.IDLE, UNKNOWN)
@@ -98,7 +118,18 @@ class OeeRead(BaseModel):
             quality=_fraction(result.quality),
             oee=_fraction(result.oee),
             issues=[OeeIssueRead(**vars(issue)) for issue in report.issues],
-            notes=result.notes,
+            reported=None
+            if counted is None
+            else ReportedRead(
+                good_qty=counted.good_qty,
+                scrap_qty=counted.scrap_qty,
+                total=counted.total,
+                machine_total=counted.machine_total,
+                machine_good=counted.machine_good,
+                total_difference=counted.total_difference,
+                good_difference=counted.good_difference,
+            ),
+            notes=[*result.notes, *(counted.notes() if counted is not None else [])],
         )
 
 

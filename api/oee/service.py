@@ -77,6 +77,50 @@ class OeeReport:
     stage_id: int | None
     oee: Oee
     issues: list[IssueBrief]
+    reported: ReportedCounts | None = None
+
+
+@dataclass(frozen=True)
+class ReportedCounts:
+    """What the workers reported for a stage (good and scrap) against what its machine counted over the stage's run;
+    a difference is shown, never hidden (None when either side is missing)."""
+
+    good_qty: int | None
+    scrap_qty: int | None
+    machine_total: int | None
+    machine_good: int | None
+
+    @property
+    def total(self) -> int | None:
+        """Good plus scrap as reported; None until something is reported."""
+        if self.good_qty is None and self.scrap_qty is None:
+            return None
+        return (self.good_qty or 0) + (self.scrap_qty or 0)
+
+    @property
+    def total_difference(self) -> int | None:
+        """Reported total minus the machine's total count."""
+        return None if self.total is None or self.machine_total is None else self.total - self.machine_total
+
+    @property
+    def good_difference(self) -> int | None:
+        """Reported good minus the machine's good count."""
+        return None if self.good_qty is None or self.machine_good is None else self.good_qty - self.machine_good
+
+    def notes(self) -> list[str]:
+        """One line per count that disagrees."""
+        found = []
+        if self.total_difference:
+            found.append(
+                f"reported {self.total} parts (good + scrap), the machine counted {self.machine_total}: "
+                f"difference {self.total_difference:+d}"
+            )
+        if self.good_difference:
+            found.append(
+                f"reported {self.good_qty} good parts, the machine counted {self.machine_good}: "
+                f"difference {self.good_difference:+d}"
+            )
+        return found
 
 
 async def machine_oee(
@@ -125,7 +169,8 @@ async def stage_oee(
         .order_by(Issue.created_at, Issue.id)
     )
     issues = [IssueBrief(row.id, row.type, row.status, row.created_at, row.description) for row in rows]
-    return OeeReport(machine_id=machine.id, stage_id=stage.id, oee=result, issues=issues)
+    reported = ReportedCounts(stage.good_qty, stage.scrap_qty, result.total_count, result.good_count)
+    return OeeReport(machine_id=machine.id, stage_id=stage.id, oee=result, issues=issues, reported=reported)
 
 
 async def _oee(session: AsyncSession, *, machine: Machine, start: datetime, end: datetime, rules: OeeRules) -> Oee:

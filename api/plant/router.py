@@ -26,6 +26,7 @@ from api.plant.schemas import (
     PatternRead,
     ReasonCreate,
     ReasonRead,
+    ReasonUpdate,
     ShiftInstanceRead,
     ShiftOeeRead,
     ShiftRead,
@@ -202,6 +203,15 @@ async def create_loss_reason(body: ReasonCreate, session: Session, _admin: Admin
     """A plant's own reason."""
     row = await service.create_reason(
         session, code=body.code, category=body.category, label_tr=body.label_tr, label_en=body.label_en
+    )
+    return ReasonRead.from_object(row)
+
+
+@router.patch("/loss-reasons/{code}", response_model=ReasonRead, tags=["calendar"])
+async def update_loss_reason(code: str, body: ReasonUpdate, session: Session, _admin: AdminUser) -> ReasonRead:
+    """Relabel a reason, or deactivate it (no longer offered to workers nor accepted; history keeps it) and back."""
+    row = await service.update_reason(
+        session, code=code, label_tr=body.label_tr, label_en=body.label_en, active=body.active
     )
     return ReasonRead.from_object(row)
 

@@ -139,6 +139,17 @@ class ReasonCreate(InputModel):
     label_en: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
+class ReasonUpdate(InputModel):
+    """Rename a reason or take it out of use; its code and category stay (past figures are kept as they were: a
+    reason that should count elsewhere is deactivated and a new one created). Absent fields stay."""
+
+    label_tr: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    label_en: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    active: bool | None = Field(
+        default=None, description="false: no longer offered nor accepted; past classifications and scrap keep it"
+    )
+
+
 class DowntimeRead(ReadModel):
     """A stop longer than the micro-stop threshold, as the machine's states show it, and what was said about it."""
 

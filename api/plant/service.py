@@ -34,7 +34,15 @@ from core.calendar import (
     local_day,
 )
 from core.calendar import CalendarException as CalendarEntry
-from core.downtime import LossCategory, Reason, StateChange, Stop, detect_stops, unknown_spans
+from core.downtime import (
+    LossCategory,
+    Reason,
+    StateChange,
+    Stop,
+    detect_stops,
+    states_from_counter,
+    unknown_spans,
+)
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.losses import UNCLASSIFIED, ClassifiedStop, LossReport, loss_report
 from core.models import (
@@ -43,6 +51,7 @@ from core.models import (
     DowntimeClassification,
     Issue,
     LossReason,
+    Machine,
     PatternShift,
     Reading,
     Role,
@@ -271,6 +280,23 @@ async def create_reason(
     return row
 
 
+async def update_reason(
+    session: AsyncSession, *, code: str, label_tr: str | None, label_en: str | None, active: bool | None
+) -> LossReason:
+    """New labels, or in or out of use; code and category never change (they are what past losses were booked as)."""
+    row = await session.get(LossReason, code)
+    if row is None:
+        raise NotFound(f"Reason {code} does not exist")
+    if label_tr is not None:
+        row.label_tr = label_tr
+    if label_en is not None:
+        row.label_en = label_en
+    if active is not None:
+        row.active = active
+    await session.flush()
+    return row
+
+
 def _reason(row: LossReason) -> Reason:
     return Reason(row.code, row.category, row.label_tr, row.label_en)
 
@@ -330,13 +356,16 @@ def _check_window(start: datetime, end: datetime, now: datetime) -> datetime:
 
 
 async def _observe(
-    session: AsyncSession, *, machine_id: int, start: datetime, end: datetime, now: datetime, rules: DowntimeRules
+    session: AsyncSession, *, machine: Machine, start: datetime, end: datetime, now: datetime, rules: DowntimeRules
 ) -> _Observed:
+    machine_id = machine.id
     since = start - LOOKBACK
     changes = [
         StateChange(ts, state)
         for ts, state in await state_changes(session, machine_id=machine_id, start=since, end=end)
     ]
+    if not changes:  # a machine without a state tag: its cycle counter says when it ran
+        changes = await _counter_changes(session, machine=machine, since=since, end=end, now=now, rules=rules)
     heard: list[datetime] = []
     if rules.max_silence > timedelta(0):
         heard = list(
@@ -361,6 +390,21 @@ async def _observe(
         first_known=changes[0].ts if changes else None,
         heard=heard,
     )
+
+
+async def _counter_changes(
+    session: AsyncSession, *, machine: Machine, since: datetime, end: datetime, now: datetime, rules: DowntimeRules
+) -> list[StateChange]:
+    """The state changes the machine's total counter implies (its good counter when it has no total one)."""
+    for tag in (rules.total_tag, rules.good_tag):
+        points = (
+            await counter_readings(session, machine_id=machine.id, tags=(tag,), since=since, start=since, end=end)
+        )[tag]
+        if points:
+            cycle = timedelta(seconds=machine.ideal_cycle_time_s) if machine.ideal_cycle_time_s else None
+            readings = [(point.ts, point.value) for point in points]
+            return states_from_counter(readings, now=min(end, now), ideal_cycle=cycle)
+    return []
 
 
 async def _stage_running(session: AsyncSession, *, machine_id: int, at: datetime) -> int | None:
@@ -456,7 +500,7 @@ async def machine_downtimes(
     """The downtime events (and pieces of them classified apart) of [start, min(end, now)), newest last."""
     machine = await get_machine(session, machine_id=machine_id)
     until = _check_window(start, end, now)
-    observed = await _observe(session, machine_id=machine.id, start=start, end=until, now=now, rules=rules)
+    observed = await _observe(session, machine=machine, start=start, end=until, now=now, rules=rules)
     pieces = await _pieces(session, machine_id=machine.id, stops=observed.stops, now=until)
     return Downtimes(machine.id, start, until, pieces, observed.minor, until)
 
@@ -507,7 +551,7 @@ async def classify(
             code="not_a_downtime_reason",
         )
     observed = await _observe(
-        session, machine_id=machine.id, start=start - timedelta(microseconds=1), end=now, now=now, rules=rules
+        session, machine=machine, start=start - timedelta(microseconds=1), end=now, now=now, rules=rules
     )
     pieces = await _pieces(session, machine_id=machine.id, stops=observed.stops, now=now)
     target = next((piece for piece in pieces if piece.start == start), None)
@@ -651,7 +695,7 @@ async def grouped_oee(
     window = Interval(start, until)
     calendar = await load_calendar(session, zone)
     rows_of = buckets(calendar, zone, window, group_by)
-    observed = await _observe(session, machine_id=machine.id, start=start, end=until, now=now, rules=rules)
+    observed = await _observe(session, machine=machine, start=start, end=until, now=now, rules=rules)
     pieces = await _pieces(session, machine_id=machine.id, stops=observed.stops, now=until)
     stops = [
         ClassifiedStop(Interval(piece.start, piece.end or until), _reason(piece.reason) if piece.reason else None)

@@ -120,6 +120,7 @@ async def test_machine_oee_of_a_shift_with_stops_matches_the_worked_example(api:
         "to": "2026-11-26T14:00:00Z",
         **SHIFT_OEE,
         "issues": [],
+        "reported": None,  # a machine's window has no reported counts; a stage's has
     }
 
 
@@ -221,7 +222,17 @@ async def test_stage_oee_covers_the_stage_run_and_lists_its_issues(api: Api) -> 
     assert response.status_code == 200, response.text
     body = response.json()
     issues = body.pop("issues")
+    reported = body.pop("reported")
     assert body == {"machine_id": machine_id, "stage_id": stage_id, "from": z(at(6)), "to": z(at(14)), **SHIFT_OEE}
+    assert reported == {
+        "good_qty": 570,
+        "scrap_qty": 30,
+        "total": 600,
+        "machine_total": 600,
+        "machine_good": 570,
+        "total_difference": 0,
+        "good_difference": 0,
+    }
     assert [{key: issue[key] for key in ("type", "status", "opened_at", "description")} for issue in issues] == [
         {"type": "machine_breakdown", "status": "ack", "opened_at": z(at(8, 5)), "description": "nozzle blocked"}
     ]
@@ -363,3 +374,32 @@ async def test_the_stages_of_a_machine_newest_first(api: Api) -> None:
     assert await ids(await api.login("op-1")) == ([running], 1)
     bad = await api.client.get(f"/machines/{machine_id}/stages", params={"status": "busy"}, headers=planner)
     assert_problem(bad, 422, "validation_failed", "status.0")  # the first (only) `status` given
+
+
+async def test_reported_counts_that_disagree_with_the_machine_show_the_difference(api: Api) -> None:
+    machine_id = await shift_machine(api)  # counts 600 parts, 570 good, over 06:00-14:00
+    planner = await api.actor(Role.PLANNER)
+    stage = {"stage_name": "Enjeksiyon", "planned_start": z(at(6)), "planned_end": z(at(14)), "machine_id": machine_id}
+    order = {"product_code": "PX-2", "lot_no": "L-8", "qty": 600, "planned_start": z(at(6)), "planned_end": z(at(14))}
+    stage_id = (await create_work_order(api, planner, **order, stages=[stage]))["stages"][0]["id"]
+    api.set_now(at(6))
+    assert (await api.client.post(f"/stages/{stage_id}/start", headers=planner)).status_code == 200
+    api.set_now(at(14))
+    body = {"good_qty": 580, "scrap": [{"reason": "flash", "qty": 10}]}  # 590 reported, 10 short; 10 good too many
+    assert (await api.client.post(f"/stages/{stage_id}/done", json=body, headers=planner)).status_code == 200
+    oee = (await api.client.get(f"/stages/{stage_id}/oee", headers=planner)).json()
+    assert oee["reported"] == {
+        "good_qty": 580,
+        "scrap_qty": 10,
+        "total": 590,
+        "machine_total": 600,
+        "machine_good": 570,
+        "total_difference": -10,
+        "good_difference": 10,
+    }
+    assert oee["notes"] == [
+        "reported 590 parts (good + scrap), the machine counted 600: difference -10",
+        "reported 580 good parts, the machine counted 570: difference +10",
+    ]
+    # The machine's own figures are what OEE is computed from: the reported counts do not change them.
+    assert (oee["total_count"], oee["good_count"], oee["quality"]) == (600, 570, 0.95)

@@ -161,6 +161,7 @@ def _paths(path: str, target: Target) -> str:
         key_id=target.key_id,
         pattern_id=target.pattern_id,
         exception_id=target.exception_id,
+        code="reduced_speed",
     )
 
 
@@ -292,6 +293,7 @@ ROUTES = [
             "label_en": "x",
         },
     ),
+    Rule("PATCH", "/loss-reasons/{code}", ADMIN, lambda _: {"label_en": "Reduced speed"}),
     Rule(
         "GET",
         "/machines/{machine_id}/downtimes",

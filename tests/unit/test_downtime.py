@@ -15,6 +15,7 @@ from core.downtime import (
     Stop,
     detect_stops,
     reason_tree,
+    states_from_counter,
     unknown_spans,
 )
 
@@ -124,3 +125,41 @@ def test_unknown_spans_are_before_the_first_state_and_in_long_silences() -> None
     assert unknown_spans(first_known=None, heard=[], start=T0, end=T0 + S, max_silence=S) == [(T0, T0 + S)]
     # Without a silence limit a state holds until the next one.
     assert unknown_spans(first_known=T0 - S, heard=[], start=T0, end=T0 + 1000 * S, max_silence=0 * S) == []
+
+
+# --- machines without a state tag: the cycle counter -----------------------------------------------------------
+
+
+def counter(*steps: tuple[int, float]) -> list[tuple[datetime, float]]:
+    """Counter readings at T0 + seconds."""
+    return [(T0 + seconds * S, value) for seconds, value in steps]
+
+
+def test_a_counter_that_stops_rising_is_a_stop_from_when_the_next_part_was_due() -> None:
+    # A part every 60 s, then nothing from 120 s until the reading at 1,500 s shows the next part.
+    readings = counter((0, 10), (60, 11), (120, 12), (600, 12), (1200, 12), (1500, 13), (1560, 14))
+    changes = states_from_counter(readings, now=T0 + 1600 * S, ideal_cycle=60 * S)
+    assert changes == timeline((0, RUN), (180, IDLE), (1500, RUN))
+    stops = detect_stops(changes, now=T0 + 1600 * S)
+    assert stops.events == [Stop(T0 + 180 * S, T0 + 1500 * S, (IDLE,))]
+
+
+def test_a_counter_slower_than_twice_its_cycle_only_then_stalls() -> None:
+    # Rises 110 s apart with a 60 s cycle are slow running (a performance loss), not stops; 130 s apart is a stall.
+    readings = counter((0, 1), (110, 2), (220, 3), (350, 4))
+    assert states_from_counter(readings, now=T0 + 360 * S, ideal_cycle=60 * S) == timeline(
+        (0, RUN), (280, IDLE), (350, RUN)
+    )
+
+
+def test_a_stall_that_lasts_is_an_open_stop_and_a_reset_is_a_rise() -> None:
+    readings = counter((0, 500), (30, 501), (60, 0), (90, 0))
+    changes = states_from_counter(readings, now=T0 + 1000 * S, ideal_cycle=30 * S)
+    assert changes == timeline((0, RUN), (90, IDLE))
+    assert detect_stops(changes, now=T0 + 1000 * S).events == [Stop(T0 + 90 * S, None, (IDLE,))]
+
+
+def test_without_an_ideal_cycle_a_counter_stalls_after_two_minutes() -> None:
+    readings = counter((0, 1), (100, 2), (221, 3), (240, 4))
+    assert states_from_counter(readings, now=T0 + 300 * S) == timeline((0, RUN), (100, IDLE), (221, RUN))
+    assert states_from_counter([], now=T0) == []
