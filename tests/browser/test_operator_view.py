@@ -64,12 +64,13 @@ STATE_PLAN = ((-240, "running"), (-150, "alarm"), (-135, "setup"), (-120, "runni
 
 @dataclass(frozen=True)
 class Site:
-    """What was seeded: the machine to open, the values a chart must show, the server's address."""
+    """What was seeded: the machine to open, the values a chart must show, the database, the stage running."""
 
     machine_id: int
     machine_name: str
     values: dict[str, list[float]]
     database_url: str
+    stage_id: int
 
 
 def require_prerequisites() -> None:
@@ -194,7 +195,7 @@ async def site(tmp_path: Path) -> Site:
             insert(StageEvent).values(stage_id=stage_id, kind=StageEventKind.START, at=start, user_id=worker_id)
         )
     await engine.dispose()
-    return Site(machine_id=machine_id, machine_name="Press 7", values=values, database_url=url)
+    return Site(machine_id=machine_id, machine_name="Press 7", values=values, database_url=url, stage_id=stage_id)
 
 
 @pytest.fixture
@@ -361,10 +362,85 @@ async def test_operator_logs_in_and_reads_the_machine(browser: Browser, server: 
 
 
 async def log_in(page: Page, username: str = "operator") -> None:
-    """Fill the login form and send it."""
-    await page.get_by_label("Username").fill(username)
-    await page.get_by_label("Password").fill(TEST_PASSWORD)
-    await page.get_by_role("button", name="Log in").click()
+    """Fill the login form and send it, in whichever language it is shown."""
+    form = page.locator("#login-form")
+    await form.locator("input[name=username]").fill(username)
+    await form.locator("input[name=password]").fill(TEST_PASSWORD)
+    await form.locator("button[type=submit]").click()
+
+
+async def test_login_and_machines_in_turkish_then_english(browser: Browser, server: str, site: Site) -> None:
+    """A Turkish browser gets the login form and the machine views in Turkish; the switch (on the login screen too)
+    turns them English. The list shows each machine's state, since when and its running stage from GET /machines
+    alone: no request per machine."""
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="tr-TR", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    paths: list[str] = []
+    page.on("request", lambda request: paths.append(request.url.removeprefix(server).partition("?")[0]))
+
+    await page.goto(f"{server}/ui")
+    await expect(page.locator("html")).to_have_attribute("lang", "tr")
+    await expect(page.locator("#app h1")).to_have_text("Operatör ekranı")
+    await expect(page.locator("#language")).to_have_text("English")
+    await page.get_by_label("Kullanıcı adı").fill("operator")
+    await page.get_by_label("Şifre").fill("not-the-password")
+    await page.get_by_role("button", name="Giriş yap").click()
+    await expect(page.get_by_role("alert")).to_have_text("Kullanıcı adı veya şifre yanlış.")
+    await page.get_by_label("Şifre").fill(TEST_PASSWORD)
+    await page.get_by_role("button", name="Giriş yap").click()
+
+    await expect(page.locator("#app[data-view=machines][data-loaded=true]")).to_be_attached()
+    await expect(page.locator("#app h1")).to_have_text("Makineler")
+    await expect(page.locator("#user-name")).to_have_text("operator (operatör)")
+    await expect(page.locator("[data-ref=summary]")).to_have_text("2 makine · 1 çevrimiçi")
+    press = page.locator(".machine-card").filter(has_text="Press 7")
+    # The last seeded state: running since 30 minutes before the fixture's minute.
+    await expect(press.locator(".state-badge")).to_have_text("Çalışıyor")
+    await expect(press.locator("[data-ref=since]")).to_have_text(re.compile(r"itibarıyla \(3[01] dk\)$"))
+    await expect(press.locator("[data-ref=stage]")).to_have_text(f"İş #{site.stage_id}")
+    assembly = page.locator(".machine-card").filter(has_text="Assembly 2")
+    await expect(assembly.locator(".state-badge")).to_have_text("Bilinmiyor")
+    await expect(assembly.locator("[data-ref=seen]")).to_contain_text("çevrimdışı · son görülme")
+    assert "/machines" in paths
+    assert [path for path in paths if path.startswith("/machines/")] == []
+    await page.screenshot(path=ARTIFACTS / "operator-view-machines-tr.png")
+
+    # The machine in Turkish: its values, the timeline's states and totals, the stage's OEE.
+    await press.click()
+    await expect(page.locator("#app[data-view=machine][data-loaded=true]")).to_be_attached()
+    await expect(page.locator(".values-card h2")).to_have_text("Güncel değerler")
+    await expect(page.locator(".machine-head .state-badge")).to_have_text("Çalışıyor")
+    await expect(page.locator(".ranges [data-range='7d']")).to_have_text("7 gün")
+    await expect(page.locator("[data-ref=totals] li[data-state=alarm]")).to_have_text("Alarmda 15 dk")
+    await expect(page.locator("[data-ref=oee-context]")).to_contain_text("İş Enjeksiyon · iş emri")
+    await expect(page.locator("[data-ref=oee] .figure[data-field=availability] .figure-label")).to_have_text(
+        "Kullanılabilirlik"
+    )
+
+    # Switched: the same machine in English, then the list.
+    await page.locator("#language").click()
+    await expect(page.locator("#app[data-view=machine][data-loaded=true]")).to_be_attached()
+    await expect(page.locator(".values-card h2")).to_have_text("Current values")
+    await expect(page.locator(".machine-head .state-badge")).to_have_text("Running")
+    await expect(page.locator("[data-ref=totals] li[data-state=alarm]")).to_have_text("Alarm 15 min")
+    await page.get_by_role("link", name="← Machines").click()
+    await expect(page.locator("#app[data-view=machines][data-loaded=true]")).to_be_attached()
+    await expect(page.locator("[data-ref=summary]")).to_have_text("2 machines · 1 online")
+    await expect(press.locator(".state-badge")).to_have_text("Running")
+    await expect(press.locator("[data-ref=since]")).to_have_text(re.compile(r"^since .* \(3[01] min\)$"))
+    await expect(press.locator("[data-ref=stage]")).to_have_text(f"Stage #{site.stage_id}")
+
+    # Logged out, the form is English; the switch on the login screen makes it Turkish again.
+    await page.locator("#logout").click()
+    await expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    await expect(page.get_by_label("Username")).to_be_visible()
+    await page.locator("#language").click()
+    await expect(page.get_by_role("button", name="Giriş yap")).to_be_visible()
+    await expect(page.get_by_label("Kullanıcı adı")).to_be_visible()
+    await expect(page.locator("html")).to_have_attribute("lang", "tr")
+    assert problems == []
+    await context.close()
 
 
 async def test_a_deep_link_without_the_stream_falls_back_to_polling(browser: Browser, server: str, site: Site) -> None:

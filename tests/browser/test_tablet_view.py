@@ -4,7 +4,8 @@ A press ran for three hours with one 20-minute stop nobody has explained yet, an
 it. The worker starts it, reports counts, pauses and resumes, finishes it with scrap lines, reports an issue and
 classifies the stop, in English on a landscape tablet and in Turkish on a portrait one; the Turkish run does most of
 it with the network cut, and everything must reach the API once, in order, when the network returns. The manager
-reads OEE by shift and the loss Pareto, and classifies the stop from there. What reached the API is checked over HTTP.
+reads OEE by shift and the loss Pareto, and classifies the stop from there; the current shift's card follows the
+shift live. What reached the API is checked over HTTP.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -40,12 +42,14 @@ STOP_FROM, STOP_TO = 50, 30  # minutes before now: the unexplained stop
 
 @dataclass(frozen=True)
 class Plant:
-    """What was seeded: the press, the worker's stage, when the stop began, the database."""
+    """What was seeded: the press, the worker's stage, when the stop began, the database, and "now" of the history
+    (the minute its last reading closes)."""
 
     machine_id: int
     stage_id: int
     stop_start: datetime
     database_url: str
+    now: datetime
 
 
 @pytest.fixture
@@ -86,7 +90,7 @@ async def plant(tmp_path: Path) -> Plant:
         stage = order.stages[0]
         session.add(StageAssignment(stage_id=stage.id, user_id=worker.id))
     await engine.dispose()
-    return Plant(machine_id=press.id, stage_id=stage.id, stop_start=stop_start, database_url=url)
+    return Plant(machine_id=press.id, stage_id=stage.id, stop_start=stop_start, database_url=url, now=now)
 
 
 @pytest.fixture
@@ -358,5 +362,81 @@ async def test_the_manager_reads_oee_by_shift_and_works_through_the_stops(
     await expect(page.locator(".chip[data-by=day]")).to_have_attribute("aria-pressed", "true")
     await expect(loaded).to_be_attached()
     assert 7 <= await rows.count() <= 8
+    assert problems == []
+    await context.close()
+
+
+async def test_the_manager_follows_the_current_shift(browser: Browser, server: str, plant: Plant) -> None:
+    """The current-shift card: "no calendar" until there is one, then the running shift's OEE from its start to
+    now, drawn again every 30 s (the page's clock is Playwright's, moved by hand) until the page is left."""
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    shift_start = plant.now - timedelta(hours=2)
+    asked: list[dict[str, list[str]]] = []
+
+    def on_request(request: Request) -> None:
+        url = urlsplit(request.url)
+        if url.path == "/oee" and parse_qs(url.query)["group_by"] == ["shift"]:
+            asked.append(parse_qs(url.query))
+
+    def shift_requests() -> list[dict[str, list[str]]]:
+        """The card's OEE requests: from the shift's start."""
+        return [query for query in asked if datetime.fromisoformat(query["from"][0]) == shift_start]
+
+    page.on("request", on_request)
+    await page.clock.install(time=plant.now - timedelta(minutes=1))
+    await page.goto(f"{server}/ui#/manager")
+    await page.clock.pause_at(plant.now - timedelta(seconds=30))
+    await log_in(page, "planner")
+    await expect(page.locator("#app[data-view=manager][data-loaded=true]")).to_be_attached()
+    card = page.locator("[data-ref=current-shift]")
+    await expect(card).to_have_attribute("data-state", "no_calendar")
+    await expect(card).to_contain_text("No shift calendar, so no current shift to show.")
+
+    # A shift that began two hours before the history's last minute and runs four more.
+    shift = {
+        "name": "A",
+        "weekdays": list(range(7)),
+        "start": f"{shift_start:%H:%M}",
+        "end": f"{plant.now + timedelta(hours=4):%H:%M}",
+        "breaks": [],
+    }
+    pattern = {"valid_from": f"{plant.now.date() - timedelta(days=30)}", "name": "One shift", "shifts": [shift]}
+    async with httpx.AsyncClient(base_url=server) as client:
+        login = await client.post("/auth/login", json={"username": "planner", "password": TEST_PASSWORD})
+        created = await client.post("/calendar/patterns", json=pattern, headers=bearer(login.json()["access_token"]))
+        assert created.status_code == 201, created.text
+
+    # 30 s later the card finds the shift and shows its two hours by hand: 20 minutes stopped (not classified), 100
+    # running at 2 parts a minute (200 parts of 30 s ideal cycle: 100 minutes' worth), all good.
+    await page.clock.run_for(30_000)
+    await expect(card).to_have_attribute("data-state", "shown")
+    figures = {"availability": "83.3 %", "performance": "100.0 %", "quality": "100.0 %", "oee": "83.3 %"}
+    for field, text in figures.items():
+        await expect(card.locator(f".figure[data-field={field}] .figure-value")).to_have_text(text)
+    await expect(card.locator("[data-field=run_min] dd")).to_have_text("100")
+    await expect(card.locator("[data-field=unclassified_min] dd")).to_have_text("20")
+    await expect(card.locator("[data-ref=shift-note]")).to_have_text(
+        f"A ({shift_start:%H:%M} \N{EN DASH} {plant.now + timedelta(hours=4):%H:%M}) · up to {plant.now:%H:%M}"
+    )
+    [first] = shift_requests()
+    assert datetime.fromisoformat(first["to"][0]) == plant.now
+    await page.screenshot(path=ARTIFACTS / "manager-current-shift.png", full_page=True)
+
+    # Another 30 s: asked again up to then. Still running, no new parts: 100.5 of 120.5 minutes.
+    await page.clock.run_for(30_000)
+    await expect(card.locator("[data-field=run_min] dd")).to_have_text("100.5")
+    await expect(card.locator(".figure[data-field=availability] .figure-value")).to_have_text("83.4 %")
+    assert datetime.fromisoformat(shift_requests()[-1]["to"][0]) == plant.now + timedelta(seconds=30)
+
+    # Left for the machine list, the page asks no more.
+    await page.locator("#user-box").get_by_role("link", name="Machines").click()
+    await expect(page.locator("#app[data-view=machines][data-loaded=true]")).to_be_attached()
+    count = len(shift_requests())
+    # The list's own 10-second refresh shows the clock's timers did run.
+    async with page.expect_request(lambda request: urlsplit(request.url).path == "/machines"):
+        await page.clock.run_for(90_000)
+    assert len(shift_requests()) == count
     assert problems == []
     await context.close()

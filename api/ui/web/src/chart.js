@@ -4,6 +4,7 @@ import "uplot/dist/uPlot.min.css";
 
 import { h } from "./dom.js";
 import { number, plantZoneName, plotData, wallClock } from "./format.js";
+import { dateLocale, t } from "./i18n.js";
 
 export const COLORS = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626"];
 const HEIGHT = 200;
@@ -13,7 +14,7 @@ const pad = (n) => String(n).padStart(2, "0");
 
 /** Time-axis labels in 24-hour plant time; the date under the first label of each day (alone for day steps). */
 function timeTicks(_u, ticks, _axis, _space, step) {
-  const dayOf = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", timeZone: plantZoneName() });
+  const dayOf = new Intl.DateTimeFormat(dateLocale(), { day: "numeric", month: "short", timeZone: plantZoneName() });
   return ticks.map((tick, index) => {
     const moment = new Date(tick * 1000);
     const day = dayOf.format(moment);
@@ -30,7 +31,7 @@ function timeTicks(_u, ticks, _axis, _space, step) {
  * then carries data-points (plotted, non-null points), data-bucket, data-y-min and data-y-max.
  */
 export function tagChart(parent, { tag, color, syncKey, onResize }) {
-  const empty = h("p", { class: "chart-empty muted small", hidden: true }, `No readings of ${tag} in this range.`);
+  const empty = h("p", { class: "chart-empty muted small", hidden: true }, t("chart.empty", { tag }));
   const plot = h("div", { class: "chart-plot" });
   const element = h(
     "figure",

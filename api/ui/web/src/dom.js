@@ -1,12 +1,10 @@
-// DOM helpers: clone a <template> of index.html and build small elements (text nodes only, never HTML strings).
+// DOM helpers: build small elements (text nodes only, never HTML strings) and find the ones a view names.
 
-/** A copy of `<template id=…>` and its elements with a `data-ref`, by name. */
-export function fromTemplate(id) {
-  const template = document.getElementById(id);
-  const fragment = template.content.cloneNode(true);
+/** The elements under `root` with a `data-ref`, by name. */
+export function refsOf(root) {
   const refs = {};
-  for (const element of fragment.querySelectorAll("[data-ref]")) refs[element.dataset.ref] = element;
-  return { fragment, refs, root: fragment.firstElementChild };
+  for (const element of root.querySelectorAll("[data-ref]")) refs[element.dataset.ref] = element;
+  return refs;
 }
 
 /** An element with attributes (`class`, `dataset`, properties) and children (nodes or text). */

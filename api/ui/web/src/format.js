@@ -1,17 +1,16 @@
-// Small formatting helpers shared by the views (pure functions, no DOM).
+// Small formatting helpers shared by the views (pure functions, no DOM), in the current language.
+import { dateLocale, t } from "./i18n.js";
 
 export const STATES = ["running", "idle", "setup", "alarm", "off"];
 
-export const STATE_LABELS = {
-  running: "Running",
-  idle: "Idle",
-  setup: "Setup",
-  alarm: "Alarm",
-  off: "Off",
-  unknown: "Unknown",
-};
+/** A machine state's name in the current language ("unknown" for none, the code itself for one we do not know). */
+export function stateLabel(state) {
+  const name = state || "unknown";
+  return [...STATES, "unknown"].includes(name) ? t(`state.${name}`) : name;
+}
 
-/** "2 h 05 min", "15 min", "4 min 10 s", "12 s" for a number of seconds (seconds only below 10 minutes). */
+/** "2 h 05 min", "15 min", "4 min 10 s", "12 s" ("2 sa 05 dk"…) for a number of seconds (seconds only below 10
+ * minutes). */
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "–";
   const total = Math.max(0, Math.round(seconds));
@@ -19,11 +18,12 @@ export function duration(seconds) {
   const hours = Math.floor((total % 86400) / 3600);
   const minutes = Math.floor((total % 3600) / 60);
   const secs = total % 60;
-  if (days) return `${days} d ${hours} h`;
-  if (hours) return `${hours} h ${String(minutes).padStart(2, "0")} min`;
-  if (minutes >= 10 || (minutes && !secs)) return `${minutes} min`;
-  if (minutes) return `${minutes} min ${String(secs).padStart(2, "0")} s`;
-  return `${secs} s`;
+  const [d, h, min, s] = ["unit.d", "unit.h", "unit.min", "unit.s"].map((key) => t(key));
+  if (days) return `${days} ${d} ${hours} ${h}`;
+  if (hours) return `${hours} ${h} ${String(minutes).padStart(2, "0")} ${min}`;
+  if (minutes >= 10 || (minutes && !secs)) return `${minutes} ${min}`;
+  if (minutes) return `${minutes} ${min} ${String(secs).padStart(2, "0")} ${s}`;
+  return `${secs} ${s}`;
 }
 
 /** A fraction as a percentage with one decimal, or a dash when unknown. */
@@ -40,14 +40,14 @@ export function number(value) {
   return value.toLocaleString("en-GB", { maximumFractionDigits: digits });
 }
 
-/** "12 s ago", "5 min ago", "3 h ago", or the date for older moments. */
+/** "12 s ago", "5 min ago", "3 h ago" ("5 dk önce"…), or the date for older moments. */
 export function ago(iso, now = Date.now()) {
-  if (!iso) return "never";
+  if (!iso) return t("time.never");
   const seconds = (now - Date.parse(iso)) / 1000;
-  if (seconds < 0) return "just now";
-  if (seconds < 60) return `${Math.round(seconds)} s ago`;
-  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  if (seconds < 0) return t("time.just_now");
+  if (seconds < 60) return t("time.ago", { time: `${Math.round(seconds)} ${t("unit.s")}` });
+  if (seconds < 3600) return t("time.ago", { time: `${Math.round(seconds / 60)} ${t("unit.min")}` });
+  if (seconds < 86400) return t("time.ago", { time: `${Math.round(seconds / 3600)} ${t("unit.h")}` });
   return dateTime(iso);
 }
 
@@ -64,10 +64,10 @@ export function plantZoneName() {
   return plantZone;
 }
 
-/** A moment on the plant's clock, e.g. "26 Nov 14:05". */
+/** A moment on the plant's clock, e.g. "26 Nov 14:05" ("26 Kas 14:05" in Turkish). */
 export function dateTime(iso) {
   if (!iso) return "–";
-  return new Date(iso).toLocaleString("en-GB", {
+  return new Date(iso).toLocaleString(dateLocale(), {
     day: "numeric",
     month: "short",
     hour: "2-digit",

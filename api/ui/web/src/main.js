@@ -21,7 +21,7 @@ function route() {
 
 function showUser(user) {
   document.getElementById("user-box").hidden = !user;
-  document.getElementById("user-name").textContent = user ? `${user.username} (${user.role})` : "";
+  document.getElementById("user-name").textContent = user ? `${user.username} (${t(`role.${user.role}`)})` : "";
 }
 
 function render(notice) {
@@ -48,10 +48,11 @@ function render(notice) {
   }
 }
 
-/** The top bar's links and language switch, in the current language. */
+/** The top bar's links, clock and language switch, in the current language. */
 function drawChrome() {
   document.documentElement.lang = language();
   translate(document.querySelector(".topbar"));
+  document.getElementById("plant-clock").title = t("clock.title", { zone: plantZoneName() });
 }
 
 document.getElementById("language").addEventListener("click", () => {
@@ -67,7 +68,7 @@ document.getElementById("logout").addEventListener("click", async () => {
 window.addEventListener("hashchange", () => render());
 window.addEventListener(SESSION_ENDED, (event) => {
   // Several calls may fail at once with the same expired token: show the form once.
-  if (app.dataset.view !== "login") render(`Your session ended (${event.detail}). Please log in again.`);
+  if (app.dataset.view !== "login") render(t("session.ended", { reason: event.detail }));
 });
 
 /** The plant's time zone (GET /config, no token needed); times stay in UTC when it cannot be read. */
@@ -84,7 +85,6 @@ async function loadPlantZone() {
 function startClock() {
   const clock = document.getElementById("plant-clock");
   const zone = plantZoneName();
-  clock.title = `Plant time (${zone})`;
   clock.dataset.zone = zone;
   const tick = () => {
     const now = new Date();

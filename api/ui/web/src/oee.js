@@ -1,19 +1,28 @@
 // The OEE card: the current stage's OEE (or the machine's over the shown range when no stage runs).
 import { h } from "./dom.js";
-import { dateTime, duration, percent } from "./format.js";
+import { dateTime, duration, percent, stateLabel } from "./format.js";
+import { t } from "./i18n.js";
 
-const FIGURES = [
-  ["oee", "OEE"],
-  ["availability", "Availability"],
-  ["performance", "Performance"],
-  ["quality", "Quality"],
-];
+export const FIGURES = ["oee", "availability", "performance", "quality"];
 
 function level(fraction) {
   if (fraction === null || fraction === undefined) return "unknown";
   if (fraction >= 0.85) return "good";
   if (fraction >= 0.6) return "fair";
   return "poor";
+}
+
+/** One figure of the OEE (`field` of FIGURES) as a labelled percentage with a meter, coloured by its level. */
+export function oeeFigure(field, value) {
+  const meter = h("span", { class: "meter-fill" });
+  meter.style.width = `${Math.min(Math.max((value || 0) * 100, 0), 100)}%`;
+  return h(
+    "div",
+    { class: `figure level-${level(value)} ${field === "oee" ? "main" : ""}`, dataset: { field } },
+    h("span", { class: "figure-label" }, t(`oee.${field}`)),
+    h("span", { class: "figure-value" }, percent(value)),
+    h("span", { class: "meter" }, meter),
+  );
 }
 
 /** Show `oee` (fields of the OEE endpoints) with a line saying what it covers; `oee` null says it is not known. */
@@ -25,30 +34,17 @@ export function renderOee(refs, { oee, context }) {
   refs["oee-notes"].replaceChildren();
   if (!oee) return;
 
-  for (const [field, label] of FIGURES) {
-    const value = oee[field];
-    const meter = h("span", { class: "meter-fill" });
-    meter.style.width = `${Math.min(Math.max((value || 0) * 100, 0), 100)}%`;
-    refs["oee-figures"].append(
-      h(
-        "div",
-        { class: `figure level-${level(value)} ${field === "oee" ? "main" : ""}`, dataset: { field } },
-        h("span", { class: "figure-label" }, label),
-        h("span", { class: "figure-value" }, percent(value)),
-        h("span", { class: "meter" }, meter),
-      ),
-    );
-  }
+  refs["oee-figures"].append(...FIGURES.map((field) => oeeFigure(field, oee[field])));
 
   const downtime = oee.downtime_s || {};
   const details = [
-    ["Counted", oee.total_count ?? "–"],
-    ["Good / scrap", `${oee.good_count ?? "–"} / ${oee.scrap_count ?? "–"}`],
-    ["Running", duration(oee.running_s)],
-    ["Planned production", duration(oee.planned_production_s)],
+    [t("oee.counted"), oee.total_count ?? "–"],
+    [t("oee.good_scrap"), `${oee.good_count ?? "–"} / ${oee.scrap_count ?? "–"}`],
+    [t("oee.running"), duration(oee.running_s)],
+    [t("oee.planned_production"), duration(oee.planned_production_s)],
     ...["alarm", "setup", "idle", "unknown"]
       .filter((kind) => downtime[kind])
-      .map((kind) => [`Downtime (${kind})`, duration(downtime[kind])]),
+      .map((kind) => [t("oee.downtime", { kind: stateLabel(kind) }), duration(downtime[kind])]),
   ];
   for (const [term, value] of details) {
     refs["oee-details"].append(h("div", {}, h("dt", {}, term), h("dd", {}, String(value))));
@@ -59,7 +55,7 @@ export function renderOee(refs, { oee, context }) {
       h(
         "li",
         { class: "issue" },
-        `Issue (${issue.status}): ${issue.type}, ${issue.description} · ${dateTime(issue.opened_at)}`,
+        t("oee.issue", { ...issue, at: dateTime(issue.opened_at) }),
       ),
     );
   }
@@ -72,11 +68,13 @@ export function renderOee(refs, { oee, context }) {
 export function stageContext(item) {
   const stage = item.stage || item;
   const order = item.work_order;
-  const parts = [`Stage ${stage.stage_name}`];
+  const parts = [t("oee.stage", { name: stage.stage_name })];
   parts.push(
-    order ? `work order ${order.id} (${order.product_code}, lot ${order.lot_no})` : `work order ${stage.work_order_id}`,
+    order
+      ? t("oee.work_order", { id: order.id, product: order.product_code, lot: order.lot_no })
+      : t("oee.work_order_id", { id: stage.work_order_id }),
   );
-  if (stage.status === "paused") parts.push("paused");
-  if (stage.actual_start) parts.push(`started ${dateTime(stage.actual_start)}`);
+  if (stage.status === "paused") parts.push(t("oee.paused"));
+  if (stage.actual_start) parts.push(t("oee.started", { at: dateTime(stage.actual_start) }));
   return parts.join(" · ");
 }

@@ -1,6 +1,7 @@
 // The state timeline: one bar over the chosen range, a coloured segment per state interval, and the totals.
 import { h } from "./dom.js";
-import { STATES, STATE_LABELS, dateTime, duration } from "./format.js";
+import { STATES, dateTime, duration, stateLabel } from "./format.js";
+import { t } from "./i18n.js";
 
 /** Draw `answer` (the states endpoint's `{from, to, timeline, totals}`) into the bar, its axis and the totals. */
 export function renderTimeline(refs, answer) {
@@ -11,7 +12,7 @@ export function renderTimeline(refs, answer) {
   for (const interval of answer.timeline) {
     const left = ((Date.parse(interval.start) - start) / span) * 100;
     const width = ((Date.parse(interval.end) - Date.parse(interval.start)) / span) * 100;
-    const label = `${STATE_LABELS[interval.state] || interval.state}: ${dateTime(interval.start)} – ${dateTime(
+    const label = `${stateLabel(interval.state)}: ${dateTime(interval.start)} – ${dateTime(
       interval.end,
     )} (${duration(interval.duration_s)})`;
     const segment = h("div", {
@@ -28,7 +29,7 @@ export function renderTimeline(refs, answer) {
   }
   bar.dataset.segments = String(answer.timeline.length);
   bar.classList.toggle("is-empty", answer.timeline.length === 0);
-  bar.title = answer.timeline.length ? "" : "No state known in this range";
+  bar.title = answer.timeline.length ? "" : t("timeline.empty");
 
   refs["timeline-axis"].replaceChildren(h("span", {}, dateTime(answer.from)), h("span", {}, dateTime(answer.to)));
 
@@ -41,7 +42,7 @@ export function renderTimeline(refs, answer) {
         "li",
         { dataset: { state, seconds: String(seconds) }, class: seconds ? "" : "zero" },
         h("span", { class: "swatch" }),
-        `${STATE_LABELS[state]} `,
+        `${stateLabel(state)} `,
         h("strong", {}, duration(seconds)),
       ),
     );

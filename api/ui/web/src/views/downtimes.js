@@ -2,7 +2,7 @@
 // worker's tablet and the manager's page.
 import { act } from "../actions.js";
 import { h } from "../dom.js";
-import { dateTime, duration } from "../format.js";
+import { dateTime, duration, stateLabel } from "../format.js";
 import { labelOf, t } from "../i18n.js";
 
 // Quality reasons are for scrap, not for stops.
@@ -68,7 +68,7 @@ export function drawDowntimes(list, { machineId, events, reasons, onQueued }) {
         "div",
         { class: "downtime-head" },
         h("strong", {}, when),
-        h("span", { class: "muted small" }, event.states.join(", ")),
+        h("span", { class: "muted small" }, event.states.map(stateLabel).join(", ")),
       ),
     );
     const open = () => {

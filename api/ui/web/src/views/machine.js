@@ -1,12 +1,13 @@
 // One machine: live header and current values, charts of chosen tags over a chosen range, the state timeline, OEE.
 import { ApiError, get, getOptional, itemsOf } from "../api.js";
 import { COLORS, tagChart } from "../chart.js";
-import { fromTemplate, h, showError } from "../dom.js";
-import { ago, dateTime, duration, fromLocalInput, number, toLocalInput } from "../format.js";
+import { h, refsOf, showError } from "../dom.js";
+import { ago, dateTime, fromLocalInput, number, toLocalInput } from "../format.js";
+import { t } from "../i18n.js";
 import { follow } from "../live.js";
 import { renderOee, stageContext } from "../oee.js";
 import { alignTimeline, renderTimeline } from "../timeline.js";
-import { setOnline, setStateBadge } from "./machines.js";
+import { setOnline, setStateBadge, since } from "./machines.js";
 
 const RANGES = { "1h": 3600e3, "8h": 8 * 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
 const DEFAULT_RANGE = "8h";
@@ -14,11 +15,104 @@ const DEFAULT_TAGS = 2;
 const MAX_TAGS = 8;
 // Charts over a range that ends now are redrawn this often, so new buckets appear.
 const REFRESH_MS = 30000;
-const MODES = { live: "● Live", reconnecting: "Reconnecting…", polling: "Updating every 5 s" };
+
+/** The page's parts, in the current language; the ones the view fills carry a `data-ref`. */
+function layout() {
+  const ref = (name, attributes = {}) => ({ ...attributes, dataset: { ...attributes.dataset, ref: name } });
+  return h(
+    "section",
+    { class: "page" },
+    h("a", { class: "back", href: "#/machines" }, t("machine.back")),
+    h(
+      "div",
+      { class: "machine-head card" },
+      h("div", {}, h("h1", ref("name")), h("p", ref("meta", { class: "muted small" }))),
+      h(
+        "div",
+        { class: "machine-head-status" },
+        h("span", ref("state", { class: "state-badge big" })),
+        h("span", ref("since", { class: "muted small" })),
+        h("span", ref("online", { class: "online-pill" })),
+        h("span", ref("mode", { class: "live-mode small" })),
+      ),
+    ),
+    h("p", ref("error", { class: "form-error", role: "alert", hidden: true })),
+    h(
+      "div",
+      { class: "columns" },
+      h(
+        "section",
+        { class: "card values-card" },
+        h("h2", {}, t("machine.values")),
+        h(
+          "table",
+          { class: "values" },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", {}, t("machine.tag")),
+              h("th", { class: "num" }, t("machine.value")),
+              h("th", {}, t("machine.at")),
+            ),
+          ),
+          h("tbody", ref("values")),
+        ),
+        h("p", ref("no-values", { class: "muted small", hidden: true }), t("machine.no_values")),
+      ),
+      h(
+        "section",
+        ref("oee", { class: "card oee-card" }),
+        h("h2", {}, t("oee.oee")),
+        h("p", ref("oee-context", { class: "muted small" }), t("machine.loading")),
+        h("div", ref("oee-figures", { class: "oee-figures" })),
+        h("dl", ref("oee-details", { class: "oee-details" })),
+        h("ul", ref("oee-notes", { class: "notes small" })),
+      ),
+    ),
+    h(
+      "section",
+      { class: "card history" },
+      h(
+        "div",
+        { class: "history-head" },
+        h("h2", {}, t("machine.history")),
+        h(
+          "div",
+          ref("ranges", { class: "ranges", role: "group", "aria-label": t("machine.time_range") }),
+          [...Object.keys(RANGES), "custom"].map((range) =>
+            h("button", { type: "button", class: "chip", dataset: { range } }, t(`machine.range.${range}`)),
+          ),
+        ),
+      ),
+      h(
+        "form",
+        ref("custom", { class: "custom-range", hidden: true }),
+        h("label", {}, `${t("machine.from")} `, h("input", { type: "datetime-local", name: "from", required: true })),
+        h("label", {}, `${t("machine.to")} `, h("input", { type: "datetime-local", name: "to", required: true })),
+        h("button", { type: "submit", class: "button" }, t("machine.show")),
+      ),
+      h("div", ref("tags", { class: "tag-picker", role: "group", "aria-label": t("machine.tags_label") })),
+      h("p", ref("range-label", { class: "muted small" })),
+      h("div", ref("charts", { class: "charts" })),
+      h(
+        "div",
+        { class: "timeline-block" },
+        h("h3", {}, t("machine.timeline")),
+        h("div", ref("timeline", { class: "timeline" })),
+        h("div", ref("timeline-axis", { class: "timeline-axis small muted" })),
+        h("ul", ref("totals", { class: "timeline-totals small" })),
+      ),
+    ),
+  );
+}
 
 /** Render machine `machineId` into `app`; `params` (the hash's query) holds range, from, to and tags. */
 export function machineView(app, machineId, params) {
-  const { root, refs } = fromTemplate("tpl-machine");
+  const root = layout();
+  const refs = refsOf(root);
   app.replaceChildren(root);
   app.dataset.view = "machine";
   app.dataset.loaded = "false";
@@ -46,14 +140,12 @@ export function machineView(app, machineId, params) {
   const drawHead = () => {
     refs.name.textContent = machine.name;
     const meta = [`${machine.site} / ${machine.code}`, machine.machine_type, machine.location];
-    if (machine.ideal_cycle_time_s) meta.push(`ideal cycle ${number(machine.ideal_cycle_time_s)} s`);
+    if (machine.ideal_cycle_time_s) meta.push(t("machine.ideal_cycle", { n: number(machine.ideal_cycle_time_s) }));
     refs.meta.textContent = meta.filter(Boolean).join(" · ");
     setStateBadge(refs.state, state?.state);
-    refs.since.textContent = state?.since
-      ? `since ${dateTime(state.since)} (${duration((Date.now() - Date.parse(state.since)) / 1000)})`
-      : "";
+    refs.since.textContent = since(state?.since);
     setOnline(refs.online, machine.online);
-    refs.online.title = `Last seen ${ago(machine.last_seen_at)}`;
+    refs.online.title = t("machine.last_seen", { ago: ago(machine.last_seen_at) });
     document.title = `${machine.name} · Shopfloor`;
   };
 
@@ -111,7 +203,7 @@ export function machineView(app, machineId, params) {
   const drawTagPicker = () => {
     const known = [...new Set([...latest.keys(), ...view.tags])].sort();
     if (!known.length) {
-      refs.tags.replaceChildren(h("span", { class: "muted small" }, "No tags recorded yet."));
+      refs.tags.replaceChildren(h("span", { class: "muted small" }, t("machine.no_tags")));
       return;
     }
     refs.tags.replaceChildren(
@@ -167,12 +259,13 @@ export function machineView(app, machineId, params) {
     const running = stages.find((item) => (item.stage || item).status === "in_progress") || stages[0];
     if (running) {
       const oee = await getOptional(`/stages/${(running.stage || running).id}/oee`);
-      return { oee, context: oee ? stageContext(running) : `${stageContext(running)}: no OEE yet.` };
+      const context = stageContext(running);
+      return { oee, context: oee ? context : t("machine.no_stage_oee", { context }) };
     }
     const oee = await getOptional(`/machines/${machineId}/oee`, { from, to });
     return {
       oee,
-      context: oee ? "No stage running: the machine's OEE over the shown range." : "No stage running on this machine.",
+      context: oee ? t("machine.range_oee") : t("machine.no_stage"),
     };
   };
 
@@ -188,14 +281,17 @@ export function machineView(app, machineId, params) {
           ? get(`/machines/${machineId}/readings`, { ...range, tags: view.tags, bucket: "auto", agg: "avg" })
           : null,
         get(`/machines/${machineId}/states`, range),
-        loadOee(range.from, range.to).catch((error) => ({ oee: null, context: `OEE: ${error.message}` })),
+        loadOee(range.from, range.to).catch((error) => ({
+          oee: null,
+          context: t("machine.oee_failed", { error: error.message }),
+        })),
       ]);
       if (load !== loads || stopped) return;
       showError(refs.error, "");
       drawHead();
       for (const chart of charts.values()) chart.update(readings, "avg");
       const bucket = readings
-        ? ` · ${readings.bucket === "raw" ? "raw readings" : `averages per ${readings.bucket}`}`
+        ? ` · ${readings.bucket === "raw" ? t("machine.raw") : t("machine.averages", { bucket: readings.bucket })}`
         : "";
       refs["range-label"].textContent = `${dateTime(range.from)} – ${dateTime(range.to)}${bucket}`;
       renderTimeline(refs, timeline);
@@ -204,8 +300,8 @@ export function machineView(app, machineId, params) {
       app.dataset.loaded = "true";
     } catch (error) {
       if (load !== loads || stopped) return;
-      const detail = error instanceof ApiError ? error.message : "the server cannot be reached";
-      showError(refs.error, `Could not load the history: ${detail}`);
+      const detail = error instanceof ApiError ? error.message : t("machine.unreachable");
+      showError(refs.error, t("machine.history_failed", { error: detail }));
       app.dataset.loaded = "error";
     }
   };
@@ -248,7 +344,7 @@ export function machineView(app, machineId, params) {
     const from = fromLocalInput(refs.custom.from.value);
     const to = fromLocalInput(refs.custom.to.value);
     if (!(from < to)) {
-      showError(refs.error, "The range must start before it ends.");
+      showError(refs.error, t("machine.bad_range"));
       return;
     }
     Object.assign(view, { from: from.toISOString(), to: to.toISOString() });
@@ -290,7 +386,7 @@ export function machineView(app, machineId, params) {
       drawValues();
     },
     onMode(mode) {
-      refs.mode.textContent = MODES[mode];
+      refs.mode.textContent = t(`mode.${mode}`);
       refs.mode.dataset.mode = mode;
     },
   };
@@ -305,8 +401,11 @@ export function machineView(app, machineId, params) {
       takeLatest(answer);
     } catch (error) {
       if (stopped) return;
-      refs.name.textContent = "Machine";
-      showError(refs.error, error.status === 404 ? "There is no such machine." : `Could not load it: ${error.message}`);
+      refs.name.textContent = t("machine.title");
+      showError(
+        refs.error,
+        error.status === 404 ? t("machine.not_found") : t("machine.load_failed", { error: error.message }),
+      );
       app.dataset.loaded = "error";
       return;
     }

@@ -1,23 +1,16 @@
-// The machine list: online / offline, current state and last seen of each machine, refreshed every few seconds.
-import { getList, getOptional } from "../api.js";
-import { fromTemplate, showError } from "../dom.js";
-import { STATE_LABELS, ago } from "../format.js";
+// The machine list: online / offline, current state (since when) and running stage, and last seen of each machine,
+// all from one GET /machines, refreshed every few seconds.
+import { getList } from "../api.js";
+import { h, showError } from "../dom.js";
+import { ago, dateTime, duration, stateLabel } from "../format.js";
+import { t } from "../i18n.js";
 
 const REFRESH_MS = 10000;
-const PARALLEL = 6;
-
-async function eachLimited(items, limit, work) {
-  const queue = [...items];
-  const workers = Array.from({ length: Math.min(limit, queue.length) }, async () => {
-    while (queue.length) await work(queue.shift());
-  });
-  await Promise.all(workers);
-}
 
 /** Fill a state badge element: its text, and data-state (which the stylesheet colours). */
 export function setStateBadge(element, state) {
   const name = state || "unknown";
-  element.textContent = STATE_LABELS[name] || name;
+  element.textContent = stateLabel(name);
   element.dataset.state = name;
 }
 
@@ -25,47 +18,103 @@ export function setStateBadge(element, state) {
 export function setOnline(element, online) {
   const name = online === true ? "online" : online === false ? "offline" : "unknown";
   element.dataset.online = name;
-  element.title = { online: "Online", offline: "Offline", unknown: "No status received" }[name];
+  element.title = t(`online.${name}`);
   if (element.classList.contains("online-pill")) element.textContent = element.title;
+}
+
+/** "since 26 Nov 14:05 (2 h 05 min)": when a state began, and how long ago. */
+export function since(iso) {
+  if (!iso) return "";
+  return t("machines.since", { time: dateTime(iso), duration: duration((Date.now() - Date.parse(iso)) / 1000) });
+}
+
+function machineCard(machine) {
+  const online = h("span", { class: "online-dot", dataset: { ref: "online" } });
+  const state = h("span", { class: "state-badge", dataset: { ref: "state" } });
+  setOnline(online, machine.online);
+  setStateBadge(state, machine.state);
+  const seen = t(machine.online === false ? "machines.offline_seen" : "machines.seen", {
+    ago: ago(machine.last_seen_at),
+  });
+  return h(
+    "li",
+    {},
+    h(
+      "a",
+      { class: "card machine-card", href: `#/machines/${machine.id}`, dataset: { machineId: String(machine.id) } },
+      h("div", { class: "machine-card-head" }, online, h("strong", { dataset: { ref: "name" } }, machine.name)),
+      h(
+        "span",
+        { class: "muted small", dataset: { ref: "code" } },
+        `${machine.site} / ${machine.code}${machine.location ? ` · ${machine.location}` : ""}`,
+      ),
+      h(
+        "div",
+        { class: "machine-card-state" },
+        state,
+        h("span", { class: "muted small", dataset: { ref: "since" } }, since(machine.state_since)),
+      ),
+      h(
+        "div",
+        { class: "machine-card-foot" },
+        h(
+          "span",
+          { class: "small", dataset: { ref: "stage" } },
+          machine.running_stage_id ? t("machines.stage", { id: machine.running_stage_id }) : "",
+        ),
+        h("span", { class: "muted small", dataset: { ref: "seen" } }, seen),
+      ),
+    ),
+  );
 }
 
 /** Render the list into `app` and keep it fresh until `destroy()`. */
 export function machinesView(app) {
-  const { root, refs } = fromTemplate("tpl-machines");
-  app.replaceChildren(root);
+  const summary = h("p", { class: "muted", dataset: { ref: "summary" } });
+  const filter = h("input", {
+    type: "search",
+    class: "filter",
+    placeholder: t("machines.filter"),
+    "aria-label": t("machines.filter_label"),
+    dataset: { ref: "filter" },
+  });
+  const error = h("p", { class: "form-error", role: "alert", hidden: true, dataset: { ref: "error" } });
+  const grid = h("ul", { class: "machine-grid", dataset: { ref: "grid" } });
+  const empty = h("p", { class: "muted empty", hidden: true, dataset: { ref: "empty" } }, t("machines.empty"));
+  app.replaceChildren(
+    h(
+      "section",
+      { class: "page" },
+      h("div", { class: "page-head" }, h("h1", {}, t("machines.title")), summary, filter),
+      error,
+      grid,
+      empty,
+    ),
+  );
   app.dataset.view = "machines";
   let machines = [];
   let total = 0;
-  const states = new Map();
   let timer = null;
   let stopped = false;
 
   const draw = () => {
-    const needle = refs.filter.value.trim().toLowerCase();
+    const needle = filter.value.trim().toLowerCase();
     const shown = machines.filter((machine) =>
       [machine.name, machine.code, machine.site].some((text) => text.toLowerCase().includes(needle)),
     );
-    refs.grid.replaceChildren(
-      ...shown.map((machine) => {
-        const card = fromTemplate("tpl-machine-card");
-        const link = card.root.querySelector("a");
-        link.href = `#/machines/${machine.id}`;
-        link.dataset.machineId = String(machine.id);
-        card.refs.name.textContent = machine.name;
-        card.refs.code.textContent = `${machine.site} / ${machine.code}${machine.location ? ` · ${machine.location}` : ""}`;
-        setOnline(card.refs.online, machine.online);
-        setStateBadge(card.refs.state, states.get(machine.id)?.state);
-        const seen = `seen ${ago(machine.last_seen_at)}`;
-        card.refs.seen.textContent = machine.online === false ? `offline · ${seen}` : seen;
-        return card.root;
-      }),
-    );
+    grid.replaceChildren(...shown.map(machineCard));
     const online = machines.filter((machine) => machine.online).length;
-    const alarms = [...states.values()].filter((state) => state?.state === "alarm").length;
+    const alarms = machines.filter((machine) => machine.state === "alarm").length;
     // More machines than one page holds: say how many are not shown rather than under-count the plant.
-    const count = total > machines.length ? `${machines.length} of ${total}` : `${machines.length}`;
-    refs.summary.textContent = `${count} machines · ${online} online${alarms ? ` · ${alarms} in alarm` : ""}`;
-    refs.empty.hidden = machines.length > 0;
+    const count = total > machines.length ? t("machines.some_of", { shown: machines.length, total }) : machines.length;
+    summary.textContent = [
+      t("machines.count", { count }),
+      t("machines.online", { n: online }),
+      alarms ? t("machines.in_alarm", { n: alarms }) : null,
+    ]
+      .filter(Boolean)
+      .join(" · ");
+    empty.hidden = machines.length > 0;
   };
 
   const load = async () => {
@@ -75,20 +124,16 @@ export function machinesView(app) {
       machines = [...page.items].sort(
         (a, b) => a.site.localeCompare(b.site) || a.name.localeCompare(b.name) || a.id - b.id,
       );
-      await eachLimited(machines, PARALLEL, async (machine) => {
-        const latest = await getOptional(`/machines/${machine.id}/latest`);
-        states.set(machine.id, latest?.state || null);
-      });
-      showError(refs.error, "");
+      showError(error, "");
       if (!stopped) draw();
       app.dataset.loaded = "true";
-    } catch (error) {
-      if (!stopped) showError(refs.error, `Could not load the machines: ${error.message}`);
+    } catch (failure) {
+      if (!stopped) showError(error, t("machines.load_failed", { error: failure.message }));
     }
     if (!stopped) timer = setTimeout(load, REFRESH_MS);
   };
 
-  refs.filter.addEventListener("input", draw);
+  filter.addEventListener("input", draw);
   load();
   return {
     destroy() {

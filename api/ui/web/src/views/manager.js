@@ -1,15 +1,19 @@
-// The manager's page: a machine's OEE by shift or by day over the last days, the loss Pareto, and its unclassified
-// stops to work through (classified from here too).
+// The manager's page: a machine's OEE in the current shift (kept fresh), by shift or by day over the last days, the
+// loss Pareto, and its unclassified stops to work through (classified from here too).
 import { ACTIONS_CHANGED, pendingActions } from "../actions.js";
 import { ApiError, get, getList } from "../api.js";
 import { h, showError } from "../dom.js";
-import { dateTime, fromLocalInput, number, percent, wallClock } from "../format.js";
+import { clockTime, dateTime, fromLocalInput, number, percent, wallClock } from "../format.js";
 import { labelOf, t } from "../i18n.js";
+import { FIGURES as SHIFT_FIGURES, oeeFigure } from "../oee.js";
 import { drawDowntimes } from "./downtimes.js";
 
 const DAYS = [1, 7, 14];
 const DEFAULT_DAYS = 7;
 const FIGURES = ["availability", "performance", "quality", "oee"];
+const SHIFT_REFRESH_MS = 30000;
+// The shifts asked for reach this far back: enough for any shift that is still running.
+const SHIFT_LOOKBACK_MS = 24 * 3600e3;
 
 /** Midnight on the plant's clock `days - 1` days before today: the start of the last `days` production days. */
 function plantDaysAgo(days) {
@@ -75,12 +79,24 @@ export function managerView(app, params) {
   const table = h("table", { class: "values oee-table", dataset: { ref: "oee-rows" } });
   const pareto = h("ol", { class: "pareto", dataset: { ref: "pareto" } });
   const stops = h("ul", { class: "downtimes", dataset: { ref: "downtimes" } });
+  const shiftNote = h("p", { class: "muted small", dataset: { ref: "shift-note" } });
+  const shiftFigures = h("div", { class: "oee-figures", dataset: { ref: "shift-figures" } });
+  const shiftDetails = h("dl", { class: "oee-details", dataset: { ref: "shift-details" } });
+  const shiftCard = h(
+    "section",
+    { class: "card current-shift", dataset: { ref: "current-shift" } },
+    h("h2", {}, t("manager.current_shift")),
+    shiftNote,
+    shiftFigures,
+    shiftDetails,
+  );
   app.replaceChildren(
     h(
       "section",
       { class: "page manager" },
       h("div", { class: "page-head" }, h("h1", {}, t("manager.title")), controls),
       error,
+      shiftCard,
       h("section", { class: "card" }, note, h("div", { class: "table-scroll" }, table)),
       h(
         "div",
@@ -92,6 +108,7 @@ export function managerView(app, params) {
   );
   let stopped = false;
   let reasons = [];
+  let shiftTimer = null;
 
   const navigate = () => {
     location.hash = `#/manager?machine=${view.machine}&days=${view.days}&by=${view.by}`;
@@ -184,11 +201,85 @@ export function managerView(app, params) {
     }
   };
 
+  /** The card says what it shows on data-state: shown, no_calendar, no_shift or error. */
+  const drawShift = (state, text, row = null) => {
+    shiftCard.dataset.state = state;
+    shiftNote.textContent = text;
+    shiftFigures.replaceChildren(...(row ? SHIFT_FIGURES.map((field) => oeeFigure(field, row[field])) : []));
+    const details = row
+      ? [
+          ["run_min", t("manager.run_min"), row.run_min],
+          ["unclassified_min", t("manager.unclassified"), row.unclassified_min],
+        ]
+      : [];
+    shiftDetails.replaceChildren(
+      ...details.map(([field, term, minutes]) =>
+        h("div", { dataset: { field } }, h("dt", {}, term), h("dd", {}, number(minutes))),
+      ),
+    );
+  };
+
+  // The shift running now (plant calendar, times as instants), then its OEE from its start to now.
+  const loadShift = async () => {
+    const now = new Date();
+    const at = now.getTime();
+    const shifts = await getList("/calendar/shifts", {
+      from: new Date(at - SHIFT_LOOKBACK_MS).toISOString(),
+      to: new Date(at + 1000).toISOString(),
+    });
+    const shift = shifts.items.find((item) => Date.parse(item.start) <= at && at < Date.parse(item.end));
+    if (!shift) {
+      // No shift now: with no calendar at all, OEE by shift says so (409 no_calendar).
+      try {
+        await get("/oee", {
+          machine_id: view.machine,
+          group_by: "shift",
+          from: new Date(at - 60e3).toISOString(),
+          to: now.toISOString(),
+        });
+      } catch (failure) {
+        if (failure instanceof ApiError && failure.code === "no_calendar") {
+          return () => drawShift("no_calendar", t("manager.shift_no_calendar"));
+        }
+        throw failure;
+      }
+      return () => drawShift("no_shift", t("manager.no_shift_now"));
+    }
+    const answer = await get("/oee", {
+      machine_id: view.machine,
+      group_by: "shift",
+      from: shift.start,
+      to: now.toISOString(),
+    });
+    const span = {
+      name: shift.name,
+      start: clockTime(new Date(shift.start)),
+      end: clockTime(new Date(shift.end)),
+      now: clockTime(now),
+    };
+    return () => drawShift("shown", t("manager.shift_window", span), answer.total);
+  };
+
+  const refreshShift = async () => {
+    let draw;
+    try {
+      draw = await loadShift();
+    } catch (failure) {
+      draw = () => drawShift("error", t("manager.shift_failed", { error: failure.message }));
+    }
+    if (stopped) return;
+    draw();
+    // A refresh asked meanwhile (a classification sent) may have set a timer too: keep one.
+    clearTimeout(shiftTimer);
+    shiftTimer = setTimeout(refreshShift, SHIFT_REFRESH_MS);
+  };
+
   // A classification sent from here changes the figures: draw them again once the queue is empty.
   const onActions = (event) => {
     const { kind, action } = event.detail || {};
     if (kind === "changed" || pendingActions().length) return;
     // Drawn again, then the refusal shown (a successful load clears the error line).
+    refreshShift();
     load().then(() => {
       if (kind === "failed")
         showError(error, t("pending.failed", { label: action.label, error: event.detail.error.message }));
@@ -202,6 +293,7 @@ export function managerView(app, params) {
       reasons = found.items;
       if (stopped) return;
       if (!machines.items.length) {
+        shiftCard.hidden = true;
         note.textContent = t("manager.no_machines");
         app.dataset.loaded = "true";
         return;
@@ -216,7 +308,7 @@ export function managerView(app, params) {
         view.machine = Number(machineSelect.value);
         navigate();
       });
-      await load();
+      await Promise.all([load(), refreshShift()]);
     } catch (failure) {
       if (!stopped) showError(error, t("manager.load_failed", { error: failure.message }));
     }
@@ -224,6 +316,7 @@ export function managerView(app, params) {
   return {
     destroy() {
       stopped = true;
+      clearTimeout(shiftTimer);
       window.removeEventListener(ACTIONS_CHANGED, onActions);
     },
   };
