@@ -32,6 +32,7 @@ from core.calendar import (
     Shift,
     WeeklyPattern,
     local_day,
+    merge,
 )
 from core.calendar import CalendarException as CalendarEntry
 from core.downtime import (
@@ -236,6 +237,10 @@ async def create_exception(
     """A holiday or an extra shift on one local date."""
     if kind is CalendarExceptionKind.EXTRA_SHIFT and start is not None and end is not None and start == end:
         raise InvalidInput("an extra shift cannot start and end at the same time", code="invalid_shift")
+    if kind is CalendarExceptionKind.EXTRA_SHIFT and shift_name is not None and start is not None and end is not None:
+        await _refuse_overlapping_extra(
+            session, CalendarEntry(day, ExceptionKind.EXTRA_SHIFT, Shift(shift_name, day.weekday(), start, end))
+        )
     row = CalendarException(
         day=day,
         kind=kind,
@@ -248,6 +253,22 @@ async def create_exception(
     session.add(row)
     await session.flush()
     return row
+
+
+async def _refuse_overlapping_extra(session: AsyncSession, entry: CalendarEntry) -> None:
+    """An extra shift may not overlap a shift of its day or of the days around it (wall time, as for patterns)."""
+    plant = await load_calendar(session, ZoneInfo("UTC"))
+    calendar = PlantCalendar(
+        ZoneInfo("UTC"), plant.patterns if plant else (), (*(plant.exceptions if plant else ()), entry)
+    )
+    instances = sorted(
+        (shift for offset in (-1, 0, 1) for shift in calendar.shifts_on(entry.day + timedelta(days=offset))),
+        key=lambda shift: shift.span.start,
+    )
+    for earlier, later in itertools.pairwise(instances):
+        if later.span.start < earlier.span.end:
+            message = f"shifts {earlier.name} and {later.name} overlap on {later.day}"
+            raise InvalidInput(message, fields={"start": message}, code="overlapping_shifts")
 
 
 async def delete_exception(session: AsyncSession, *, exception_id: int) -> None:
@@ -716,17 +737,30 @@ async def grouped_oee(
         session, machine_id=machine.id, tags=(rules.total_tag, rules.good_tag), since=start, start=start, end=until
     )
 
+    def counted(tag: str, span: Interval) -> int | None:
+        """The parts a counter rose by inside the span's shifts (the whole span without a calendar), so parts made
+        on a holiday or between shifts count in no row, and shifts, days and weeks add up."""
+        pieces = (
+            [span]
+            if calendar is None
+            else merge(
+                Interval(max(shift.span.start, span.start), min(shift.span.end, span.end))
+                for shift in calendar.shifts_between(span)
+            )
+        )
+        found = [counter_increase(counters[tag], start=piece.start, end=piece.end) for piece in pieces or [span]]
+        rises = [increase.count if pieces else 0.0 for increase in found if increase is not None]
+        return round(sum(rises)) if rises else None
+
     def report(span: Interval) -> LossReport:
-        total = counter_increase(counters[rules.total_tag], start=span.start, end=span.end)
-        good = counter_increase(counters[rules.good_tag], start=span.start, end=span.end)
         return loss_report(
             span,
             scheduled=calendar.planned_intervals(span) if calendar is not None else None,
             stops=stops,
             minor_stops=minor,
             unknown=unknown,
-            total_count=round(total.count) if total is not None else None,
-            good_count=round(good.count) if good is not None else None,
+            total_count=counted(rules.total_tag, span),
+            good_count=counted(rules.good_tag, span),
             ideal_cycle_time_s=machine.ideal_cycle_time_s,
         )
 

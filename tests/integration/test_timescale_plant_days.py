@@ -2,6 +2,10 @@
 across Europe/Berlin's clock changes, and a day whose midnight comes twice (America/Havana) begins at the first, the
 same answers as SQLite and PostgreSQL give in tests/api/test_plant_time.py. The server takes one connection at a
 time: one app, one pooled connection, and the Havana case asks `core.timeseries` on that app's engine.
+
+The same app also answers OEE by shift, production day and week across Berlin's clock changes with the figures
+tests/api/test_plant_dst.py checks on SQLite and PostgreSQL (the scenario and its hand computation:
+tests/support/plant.py), on presses of their own.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from api.app import create_app
 from api.context import context_of
 from core.models import Reading, Role
 from core.schema import upgrade
-from core.settings import DatabaseSettings, TrackingSettings
+from core.settings import DatabaseSettings, OeeSettings, TrackingSettings
 from core.timeseries import Backend, backend_of, bucketed_points
 from tests.support.api import Api, make_settings
 from tests.support.db import committed
 from tests.support.factories import make_machine
+from tests.support.plant import DST_WEEKS, EVERY_DAY, DstWeek, assert_dst_week, oee_by, seed_dst_week
 from tests.support.planttime import (
     DST_CASES,
     DST_READINGS,
@@ -48,6 +53,8 @@ async def berlin() -> AsyncIterator[tuple[Api, int]]:
             update={
                 "database": DatabaseSettings(database_url=url, db_pool_size=1, db_max_overflow=0),
                 "tracking": TrackingSettings(plant_timezone="Europe/Berlin"),
+                # The OEE scenario reads its counters once a shift: a state holds until the next one.
+                "oee": OeeSettings(oee_max_silence_s=0),
             }
         )
         app = create_app(settings)
@@ -99,3 +106,28 @@ async def test_a_day_whose_midnight_comes_twice_begins_at_the_first(berlin: tupl
             zone=HAVANA,
         )
     assert [(point["t"], point["count"], point["last"]) for point in points["temp"]] == HAVANA_DAYS
+
+
+@pytest.fixture(scope="module")
+async def dst_presses(berlin: tuple[Api, int]) -> dict[str, int]:
+    """The plant's every-day calendar and one press per week of `DST_WEEKS` (the ids by week name); seeded once, as
+    the module's rows are committed."""
+    api, _ = berlin
+    api.set_now(utc(2026, 12, 1, 12))
+    planner = await api.actor(Role.PLANNER)
+    response = await api.client.post("/calendar/patterns", json=EVERY_DAY, headers=planner)
+    assert response.status_code == 201, response.text
+    return {name: await seed_dst_week(api, planner, week) for name, week in DST_WEEKS.items()}
+
+
+@pytest.mark.parametrize("week", list(DST_WEEKS.values()), ids=list(DST_WEEKS))
+async def test_oee_by_shift_day_and_week_across_a_clock_change(
+    berlin: tuple[Api, int], dst_presses: dict[str, int], week: DstWeek
+) -> None:
+    api, _ = berlin
+    headers = await api.actor(Role.WORKER)
+    machine_id = dst_presses[week.name]
+    by_shift, by_day, by_week = [
+        await oee_by(api, headers, machine_id, week, group_by) for group_by in ("shift", "day", "week")
+    ]
+    assert_dst_week(week, by_shift, by_day, by_week)
