@@ -12,7 +12,8 @@ Rules a plant manager can check by hand:
 - Wall times become instants in the plant's zone. Across a DST change a shift lasts what the clocks say: a night shift
   22:00-06:00 is 7 h when the clocks go forward and 9 h when they go back. A wall time that does not exist (inside
   the skipped hour) is read as if the clocks had not moved yet; one that exists twice (the repeated hour) as its first
-  occurrence (`fold=0`).
+  occurrence (`fold=0`). A break starts at its wall time read the same way and lasts its wall-clock length: a
+  30-minute break is 30 minutes even when the clocks change during it.
 - Planned production time = scheduled shift time minus breaks (a break outside its shift counts for nothing).
 - A window's planned time counts only the part of each shift (and break) inside the window, so planned time over
   adjacent windows adds up to the planned time over their union.
@@ -203,16 +204,26 @@ class PlantCalendar:
         span = Interval(start, self._instant(end_day, shift.end))
         breaks = []
         for pause in shift.breaks:
-            # A break's wall time is read on the date that puts it inside its shift.
+            # A break's start is read on the date that puts it inside its shift; it lasts its wall-clock length
+            # whatever the clocks do meanwhile (a 30-minute break across a DST change is still 30 minutes), cut to
+            # the shift.
             pause_day = day if pause.start >= shift.start else day + timedelta(days=1)
-            pause_end_day = pause_day + timedelta(days=1) if pause.end <= pause.start else pause_day
-            breaks.append(Interval(self._instant(pause_day, pause.start), self._instant(pause_end_day, pause.end)))
+            pause_start = self._instant(pause_day, pause.start)
+            pause_end = min(pause_start + _wall_length(pause.start, pause.end), span.end)
+            breaks.append(Interval(pause_start, max(pause_end, pause_start)))
         return ShiftInstance(shift.name, day, span, tuple(breaks))
 
     def _instant(self, day: date, wall: time) -> datetime:
         """A local wall time as a UTC instant. `fold=0` (the default) is the module's DST rule: the first occurrence
         of a repeated wall time, and a skipped one read with the offset from before the change."""
         return datetime.combine(day, wall, tzinfo=self.zone).astimezone(UTC)
+
+
+def _wall_length(start: time, end: time) -> timedelta:
+    """From `start` to `end` on a wall clock, across midnight when `end` is at or before `start`."""
+    base = date(2001, 1, 1)
+    length = datetime.combine(base, end) - datetime.combine(base, start)
+    return length if length > ZERO else length + timedelta(days=1)
 
 
 def local_day(zone: ZoneInfo, day: date) -> Interval:

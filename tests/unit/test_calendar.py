@@ -18,6 +18,7 @@ from core.calendar import (
     Interval,
     PlantCalendar,
     Shift,
+    WeeklyPattern,
     group_by_day,
     local_day,
     total,
@@ -225,3 +226,23 @@ def test_planned_intervals_leave_out_breaks() -> None:
         (time(9), time(10)),
         (time(10, 30), time(15)),  # early and late shifts touch at 14:00: one piece
     ]
+
+
+@pytest.mark.parametrize(
+    ("saturday", "start", "end", "starts_at"),
+    [
+        # Spring: 02:30 does not exist (read as 01:30 UTC); 03:00 is CEST (01:00 UTC), before its start.
+        (date(2026, 3, 28), time(2, 30), time(3), datetime(2026, 3, 29, 1, 30, tzinfo=UTC)),
+        # Autumn: 02:45 is its first occurrence (CEST, 00:45 UTC); 03:15 CET would be 90 minutes later.
+        (date(2026, 10, 24), time(2, 45), time(3, 15), datetime(2026, 10, 25, 0, 45, tzinfo=UTC)),
+    ],
+    ids=["spring", "autumn"],
+)
+def test_a_break_across_a_clock_change_keeps_its_length(
+    saturday: date, start: time, end: time, starts_at: datetime
+) -> None:
+    night = Shift("night", 5, time(22), time(6), (Break(start, end),))
+    calendar = PlantCalendar(BERLIN, (WeeklyPattern(date(2026, 1, 1), (night,)),))
+    [shift] = calendar.shifts_on(saturday)
+    assert shift.breaks == (Interval(starts_at, starts_at + 30 * M),)
+    assert shift.planned() == shift.span.duration - 30 * M
