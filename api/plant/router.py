@@ -372,12 +372,16 @@ async def oee(
     machine_id: Annotated[int, Query(ge=1, le=2_147_483_647)],
     start: From,
     end: To,
-    group_by: Literal["shift", "day", "week"] = "day",
+    group_by: Annotated[
+        Literal["shift", "day", "week", "stage", "work_order"],
+        Query(description="shift, production day or week; or the stages (work orders) that ran on the machine"),
+    ] = "day",
     format: Annotated[Literal["json", "csv"], Query(description="csv: the rows as a spreadsheet")] = "json",
 ) -> ShiftOeeRead | Response:
-    """OEE of a machine by shift, production day or week over planned production time, with losses by reason and
-    category (the Pareto), unclassified downtime as its own bar, and the window's total. Shifts add up to their
-    day and days to their week."""
+    """OEE of a machine by shift, production day or week, or by the stages or work orders it ran, over planned
+    production time (the same calculation for every row), with losses by reason and category (the Pareto),
+    unclassified downtime as its own bar, and the window's total. Shifts add up to their day and days to their week;
+    stage and work-order rows cover their run on the machine and need not cover the window."""
     grouped = await service.grouped_oee(
         session,
         machine_id=machine_id,

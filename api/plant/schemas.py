@@ -235,7 +235,7 @@ class ShiftOeeRead(ReadModel):
     """OEE of a machine by shift, production day or week, with the totals and the loss Pareto of the whole window."""
 
     machine_id: int
-    group_by: Literal["shift", "day", "week"]
+    group_by: Literal["shift", "day", "week", "stage", "work_order"]
     timezone: str
     calendar: bool
     rows: list[LossRow]

@@ -62,6 +62,7 @@ from core.models import (
     StageEvent,
     StageEventKind,
     StageStatus,
+    WorkOrder,
     WorkOrderStage,
 )
 from core.security import Principal
@@ -658,6 +659,43 @@ class GroupedOee:
     total: tuple[Bucket, LossReport]
 
 
+async def run_buckets(session: AsyncSession, *, machine_id: int, window: Interval, group_by: str) -> list[Bucket]:
+    """The stages (or work orders) that ran on the machine in the window: a stage from its first start to its done
+    (or the window's end while it runs), a work order over its stages on the machine; clipped to the window, oldest
+    first. Cancelled work orders are left out."""
+    rows = await session.execute(
+        select(
+            WorkOrderStage.id, WorkOrderStage.stage_name, WorkOrder.id, WorkOrder.lot_no, StageEvent.kind, StageEvent.at
+        )
+        .join(WorkOrder, WorkOrder.id == WorkOrderStage.work_order_id)
+        .join(StageEvent, StageEvent.stage_id == WorkOrderStage.id)
+        .where(WorkOrderStage.machine_id == machine_id, WorkOrder.cancelled_at.is_(None))
+        .where(StageEvent.kind.in_((StageEventKind.START, StageEventKind.DONE)), StageEvent.at < window.end)
+    )
+    starts: dict[int, datetime] = {}
+    dones: dict[int, datetime] = {}
+    labels: dict[int, tuple[int, str, str]] = {}
+    for stage_id, stage_name, order_id, lot_no, kind, at in rows:
+        labels[stage_id] = (order_id, f"{lot_no} {stage_name} (stage {stage_id})", f"{lot_no} (work order {order_id})")
+        if kind is StageEventKind.START:
+            starts[stage_id] = min(at, starts.get(stage_id, at))
+        else:
+            dones[stage_id] = max(at, dones.get(stage_id, at))
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for stage_id, started in starts.items():
+        order_id, stage_label, order_label = labels[stage_id]
+        ended = dones[stage_id] if stage_id in dones and dones[stage_id] >= started else window.end
+        label = stage_label if group_by == "stage" else order_label
+        low, high = spans.get(label, (started, ended))
+        spans[label] = (min(low, started), max(high, ended))
+    found = []
+    for label, (low, high) in spans.items():
+        start, end = max(low, window.start), min(high, window.end)
+        if end > start:
+            found.append(Bucket(group_by, label, Interval(start, end)))
+    return sorted(found, key=lambda bucket: (bucket.span.start, bucket.label))
+
+
 def buckets(calendar: PlantCalendar | None, zone: ZoneInfo, window: Interval, group_by: str) -> list[Bucket]:
     """The shifts, production days or weeks overlapping the window, each clipped to it."""
     found: list[Bucket] = []
@@ -715,7 +753,10 @@ async def grouped_oee(
     until = _check_window(start, end, now)
     window = Interval(start, until)
     calendar = await load_calendar(session, zone)
-    rows_of = buckets(calendar, zone, window, group_by)
+    if group_by in ("stage", "work_order"):
+        rows_of = await run_buckets(session, machine_id=machine.id, window=window, group_by=group_by)
+    else:
+        rows_of = buckets(calendar, zone, window, group_by)
     observed = await _observe(session, machine=machine, start=start, end=until, now=now, rules=rules)
     pieces = await _pieces(session, machine_id=machine.id, stops=observed.stops, now=until)
     stops = [

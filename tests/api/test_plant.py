@@ -427,3 +427,46 @@ async def test_a_worker_sees_stages_and_issues_in_the_downtime_list_only_when_th
     shown = (await app.client.get(url, params=params, headers=planner)).json()["events"]
     assert [row["stage_id"] for row in shown] == [order.stages[0].id, order.stages[0].id]
     assert shown[1]["issue_ids"] != []
+
+
+async def test_oee_by_stage_and_work_order_is_the_same_calculation_over_their_run(app: Api) -> None:
+    machine_id, planner = await classified_monday(app)
+    # Lot L-A: Enjeksiyon 06:00-14:00 (done) then Çapak alma 14:00 on, still running at 22:00. Lot L-C: cancelled.
+    first = await app.add(make_work_order, start=local(6), stages=[StageStatus.DONE, StageStatus.IN_PROGRESS],
+                          stage_names=["Enjeksiyon", "Çapak alma"], machine_id=machine_id, lot_no="L-A")  # fmt: skip
+    cancelled = await app.add(make_work_order, start=local(6), stages=[StageStatus.IN_PROGRESS],
+                              machine_id=machine_id, lot_no="L-C", cancelled=True)  # fmt: skip
+    injection, trimming = (stage.id for stage in first.stages)
+    async with app.session() as session:
+        session.add_all(
+            [
+                StageEvent(stage_id=injection, kind=StageEventKind.START, at=local(6)),
+                StageEvent(stage_id=injection, kind=StageEventKind.DONE, at=local(14)),
+                StageEvent(stage_id=trimming, kind=StageEventKind.START, at=local(14)),
+                StageEvent(stage_id=cancelled.stages[0].id, kind=StageEventKind.START, at=local(6)),
+            ]
+        )
+    window: dict[str, str | int] = {
+        "machine_id": machine_id,
+        "from": "2026-11-30T06:00:00",
+        "to": "2026-11-30T22:00:00",
+    }
+    by_shift = (await app.client.get("/oee", params=window | {"group_by": "shift"}, headers=planner)).json()
+    by_stage = (await app.client.get("/oee", params=window | {"group_by": "stage"}, headers=planner)).json()
+    by_order = (await app.client.get("/oee", params=window | {"group_by": "work_order"}, headers=planner)).json()
+    assert [row["label"] for row in by_stage["rows"]] == [
+        f"L-A Enjeksiyon (stage {injection})",
+        f"L-A Çapak alma (stage {trimming})",
+    ]
+    # The stages ran exactly the early and the late shift: the same figures, from the same function.
+    figures = ("scheduled_min", "run_min", "unclassified_min", "total_count", "good_count", "availability", "oee")
+    for stage_row, shift_row in zip(by_stage["rows"], by_shift["rows"][:2], strict=True):
+        assert {name: stage_row[name] for name in figures} == {name: shift_row[name] for name in figures}
+    [order] = by_order["rows"]
+    assert (order["label"], order["start"], order["end"]) == (
+        f"L-A (work order {first.id})",
+        by_shift["rows"][0]["start"],
+        by_shift["rows"][1]["end"],
+    )
+    assert order["total_count"] == 800
+    assert order["scheduled_min"] == 2 * 450
