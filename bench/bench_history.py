@@ -454,7 +454,7 @@ async def direct(
         async with AsyncSession(bind=conn) as session:
             started = time.perf_counter()
             result = await history._raw(
-                session, machine_id=window.machine_id, tags=tags, start=window.start, end=window.end
+                session, machine_id=window.machine_id, tags=tags, start=window.start, end=window.end, good_only=False
             )
             elapsed = time.perf_counter() - started
         return elapsed * 1000, {

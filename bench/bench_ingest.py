@@ -76,17 +76,18 @@ BATCHES_METRIC = "shopfloor_ingest_batch_seconds_count"
 BATCH_SECONDS_METRIC = "shopfloor_ingest_batch_seconds_sum"
 # The statements of core/ingest.py::_copy_readings, verbatim, so the raw run measures exactly that SQL.
 STAGING_DDL = (
-    "CREATE TEMP TABLE IF NOT EXISTS reading_staging "
-    "(machine_id integer, tag varchar(64), ts timestamptz, value double precision) ON COMMIT DELETE ROWS"
+    "CREATE TEMP TABLE IF NOT EXISTS reading_staging_q (machine_id integer, tag varchar(64), ts timestamptz, "
+    "value double precision, quality smallint) ON COMMIT DELETE ROWS"
 )
-STAGING_COPY = "COPY reading_staging (machine_id, tag, ts, value) FROM STDIN (FORMAT BINARY)"
+STAGING_COPY = "COPY reading_staging_q (machine_id, tag, ts, value, quality) FROM STDIN (FORMAT BINARY)"
 STAGING_INSERT = (
-    "INSERT INTO reading (machine_id, tag, ts, value) SELECT machine_id, tag, ts, value FROM reading_staging "
-    "ON CONFLICT DO NOTHING"
+    "INSERT INTO reading (machine_id, tag, ts, value, quality) "
+    "SELECT machine_id, tag, ts, value, quality FROM reading_staging_q ON CONFLICT DO NOTHING"
 )
-STAGING_TRUNCATE = "TRUNCATE reading_staging"
+STAGING_TRUNCATE = "TRUNCATE reading_staging_q"
 DIRECT_COPY = "COPY reading (machine_id, tag, ts, value) FROM STDIN (FORMAT BINARY)"
 COPY_TYPES = ["int4", "varchar", "timestamptz", "float8"]
+STAGING_TYPES = [*COPY_TYPES, "int2"]  # and the quality (None: good), as the ingestor writes it
 
 Row = tuple[int, str, datetime, float]
 
@@ -617,9 +618,9 @@ def raw_staging_path(conn: psycopg.Connection, rows: Iterator[Row], batch_size: 
         with conn.cursor() as cursor:
             cursor.execute(STAGING_DDL)
             with cursor.copy(STAGING_COPY) as copy:
-                copy.set_types(COPY_TYPES)
+                copy.set_types(STAGING_TYPES)
                 for row in batch:
-                    copy.write_row(row)
+                    copy.write_row((*row, None))
             cursor.execute(STAGING_INSERT)
             inserted = cursor.rowcount
             cursor.execute(STAGING_TRUNCATE)

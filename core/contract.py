@@ -10,8 +10,8 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Annotated, Any
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -105,13 +105,68 @@ def parse_topic(topic: str) -> TopicInfo:
     raise ContractError(f"unknown topic shape {topic[:200]!r}")
 
 
+class QualityLevel(IntEnum):
+    """How far a value can be trusted; stored as this small integer (`reading.quality`, NULL for good)."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A value's quality: its level, and what the device said (an OPC-UA status code and its name, a Modbus
+    exception code and its name, or the gateway's own reason such as `out_of_range`)."""
+
+    level: QualityLevel
+    code: int | None = None
+    detail: str | None = None
+
+    def encode(self) -> str | dict[str, Any]:
+        """The contract's form: the level's name alone, or an object with the code and detail."""
+        name = self.level.name.lower()
+        if self.code is None and self.detail is None:
+            return name
+        body: dict[str, Any] = {"level": name}
+        if self.code is not None:
+            body["code"] = self.code
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return body
+
+
+QualityName = Literal["good", "uncertain", "bad"]
+
+
+def quality_name(level: int | None) -> QualityName:
+    """The name of a stored quality (`reading.quality`: NULL is good)."""
+    if level is None or level == QualityLevel.GOOD:
+        return "good"
+    return "uncertain" if level == QualityLevel.UNCERTAIN else "bad"
+
+
+class QualityPayload(BaseModel):
+    """A quality with what the device said: `{"level": "bad", "code": 2156658688, "detail": "BadSensorFailure"}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: QualityName
+    code: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    detail: Annotated[str, Field(max_length=200)] | None = None
+
+
 class SamplePayload(BaseModel):
-    """One moment of one machine: source time and tag values."""
+    """One moment of one machine: source time, tag values, and (optionally) the quality of some of them.
+
+    A tag missing from `quality` is good. A value may be null only when its quality is bad: the device could not
+    give one (a failed read), and the tag is then known to be bad rather than silently absent.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ts: AwareDatetime
-    values: Annotated[dict[str, float | bool | str], Field(min_length=1, max_length=MAX_VALUES_PER_SAMPLE)]
+    values: Annotated[dict[str, float | bool | str | None], Field(min_length=1, max_length=MAX_VALUES_PER_SAMPLE)]
+    quality: Annotated[dict[str, QualityName | QualityPayload], Field(max_length=MAX_VALUES_PER_SAMPLE)] | None = None
 
 
 class TelemetryPayload(BaseModel):
@@ -134,11 +189,12 @@ class StatusPayload(BaseModel):
 
 @dataclass(frozen=True)
 class TagReading:
-    """One numeric value of one tag at one time (booleans become 1.0 / 0.0)."""
+    """One numeric value of one tag at one time (booleans become 1.0 / 0.0); a bad one may have no value."""
 
     ts: datetime
     tag: str
-    value: float
+    value: float | None
+    quality: Quality | None = None  # None: good
 
 
 @dataclass(frozen=True)
@@ -205,24 +261,48 @@ def decode_telemetry(topic: str, payload: bytes, *, received_at: datetime, windo
                 f"samples.{index}.ts {sample.ts.isoformat()} is outside the accepted window "
                 f"({earliest.isoformat()} .. {latest.isoformat()})"
             )
+        qualities = _qualities(index, sample)
         for tag, value in sample.values.items():
             if not _TAG.match(tag):
                 raise ContractError(f"samples.{index}.values: tag {tag[:80]!r} is not {TAG_PATTERN}")
-            if tag == STATE_TAG:
+            quality = qualities.get(tag)
+            if value is None:
+                if quality is None or quality.level is not QualityLevel.BAD:
+                    raise ContractError(f"samples.{index}.values.{tag}: null is allowed only with quality bad")
+                readings.append(TagReading(sample.ts, tag, None, quality))
+            elif tag == STATE_TAG:
                 if not isinstance(value, str) or value not in MachineState.__members__.values():
                     raise ContractError(
                         f"samples.{index}.values.state must be one of {', '.join(s.value for s in MachineState)}"
                     )
                 states.append(StateReport(sample.ts, MachineState(value)))
             elif isinstance(value, bool):
-                readings.append(TagReading(sample.ts, tag, 1.0 if value else 0.0))
+                readings.append(TagReading(sample.ts, tag, 1.0 if value else 0.0, quality))
             elif isinstance(value, str):
                 raise ContractError(f"samples.{index}.values.{tag}: text is allowed only for 'state'")
             elif not math.isfinite(value):
                 raise ContractError(f"samples.{index}.values.{tag}: not a finite number")
             else:
-                readings.append(TagReading(sample.ts, tag, float(value)))
+                readings.append(TagReading(sample.ts, tag, float(value), quality))
     return Telemetry(info.site, info.machine, message.seq, readings, states)
+
+
+def _qualities(index: int, sample: SamplePayload) -> dict[str, Quality]:
+    """The sample's non-good qualities by tag; good ones are left out (good is what a missing entry means)."""
+    found: dict[str, Quality] = {}
+    for tag, given in (sample.quality or {}).items():
+        if tag not in sample.values:
+            raise ContractError(f"samples.{index}.quality.{tag[:80]}: no such tag in values")
+        if tag == STATE_TAG:
+            raise ContractError(f"samples.{index}.quality.state: a state has no quality (leave a doubtful one out)")
+        quality = (
+            Quality(QualityLevel[given.upper()])
+            if isinstance(given, str)
+            else Quality(QualityLevel[given.level.upper()], given.code, given.detail)
+        )
+        if quality.level is not QualityLevel.GOOD:
+            found[tag] = quality
+    return found
 
 
 def decode_status(topic: str, payload: bytes) -> tuple[TopicInfo, StatusPayload]:

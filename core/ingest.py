@@ -11,21 +11,25 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.clock import utcnow
-from core.contract import MachineState, Telemetry, telemetry_topic
+from core.contract import MachineState, QualityLevel, Telemetry, quality_name, telemetry_topic
 from core.lru import LruCache
-from core.models import Base, DeadLetter, Machine, MachineLatest, MachineStateChange, Reading
+from core.models import Base, DeadLetter, Machine, MachineLatest, MachineStateChange, Reading, TagRange
 
 MachineKey = tuple[str, str]  # (site, code)
 
-_READING_COLUMNS = ("machine_id", "tag", "ts", "value")
+_READING_COLUMNS = ("machine_id", "tag", "ts", "value", "quality")
+ReadingRow = tuple[int, str, datetime, float | None, int | None]  # machine id, tag, ts, value, quality (None: good)
+# Conflicts (the same machine, tag and time offered again with another value) kept as dead letters per batch, at most.
+MAX_CONFLICTS_KEPT = 100
 
 # Defaults of DEAD_LETTER_MAX_PAYLOAD_BYTES and of the machine cache (the ingestor's settings override the first).
 DEAD_LETTER_MAX_PAYLOAD_BYTES = 4096
@@ -91,11 +95,15 @@ class WriteResult:
     dead_lettered: int
     machine_ids: dict[MachineKey, int] = field(repr=False, default_factory=dict)
     statuses_ignored: int = 0
+    conflicts: int = 0
+    not_good: int = 0
+    out_of_range: int = 0  # good values outside their registered range, stored as bad (counted in not_good too)
 
     @property
     def duplicates(self) -> int:
-        """Readings that were stored already (redelivery, retries, double publishing)."""
-        return self.readings_offered - self.readings_inserted
+        """Readings that were stored already with the same value and quality (redelivery, retries, double
+        publishing); a different value for a stored (machine, tag, time) is a conflict, not a duplicate."""
+        return self.readings_offered - self.readings_inserted - self.conflicts
 
     def __add__(self, other: WriteResult) -> WriteResult:
         return WriteResult(
@@ -106,6 +114,9 @@ class WriteResult:
             self.dead_lettered + other.dead_lettered,
             self.machine_ids | other.machine_ids,
             self.statuses_ignored + other.statuses_ignored,
+            self.conflicts + other.conflicts,
+            self.not_good + other.not_good,
+            self.out_of_range + other.out_of_range,
         )
 
 
@@ -290,12 +301,21 @@ async def write_batch(
         else:
             reason = resolution.refused.get(key, "unknown machine")
             rejected.append(RejectedMessage("ingest", telemetry_topic(*key), b"", reason))
-    rows = [
-        (ids[(message.site, message.machine)], reading.tag, reading.ts, reading.value)
+    rows: list[ReadingRow] = [
+        (
+            ids[(message.site, message.machine)],
+            reading.tag,
+            reading.ts,
+            reading.value,
+            None if reading.quality is None else int(reading.quality.level),
+        )
         for message in telemetry
         for reading in message.readings
     ]
+    rows, out_of_range = await _check_ranges(conn, rows)
     inserted = await _insert_readings(conn, rows)
+    conflicts = await _conflicts(conn, rows) if inserted < len(rows) else []
+    rejected.extend(_conflict_letters(conflicts, ids))
     await _upsert_latest(conn, rows)
     states = await _insert_states(conn, ids, telemetry)
     await _touch_last_seen(conn, ids, telemetry)
@@ -309,7 +329,103 @@ async def write_batch(
             insert(DeadLetter),
             [dead_letter_row(r, max_payload_bytes=dead_letter_max_payload_bytes) for r in rejected],
         )
-    return WriteResult(len(rows), inserted, states, resolution.registered, len(rejected), ids, statuses_ignored=ignored)
+    return WriteResult(
+        len(rows),
+        inserted,
+        states,
+        resolution.registered,
+        len(rejected),
+        ids,
+        statuses_ignored=ignored,
+        conflicts=len(conflicts),
+        not_good=sum(1 for row in rows if row[4] is not None),
+        out_of_range=out_of_range,
+    )
+
+
+async def _check_ranges(conn: AsyncConnection, rows: list[ReadingRow]) -> tuple[list[ReadingRow], int]:
+    """Rows with a good value outside their tag's registered range become bad (the value is kept); how many."""
+    machine_ids = sorted({row[0] for row in rows})
+    if not machine_ids:
+        return rows, 0
+    ranges = {
+        (machine_id, tag): (low, high)
+        for machine_id, tag, low, high in await conn.execute(
+            select(TagRange.machine_id, TagRange.tag, TagRange.low, TagRange.high).where(
+                TagRange.machine_id.in_(machine_ids)
+            )
+        )
+    }
+    if not ranges:
+        return rows, 0
+    checked: list[ReadingRow] = []
+    flagged = 0
+    for row in rows:
+        machine_id, tag, ts, value, quality = row
+        bounds = ranges.get((machine_id, tag))
+        if bounds is not None and value is not None and quality is None and not bounds[0] <= value <= bounds[1]:
+            checked.append((machine_id, tag, ts, value, int(QualityLevel.BAD)))
+            flagged += 1
+        else:
+            checked.append(row)
+    return checked, flagged
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A reading offered for a (machine, tag, time) that holds another value or quality already: the first stays."""
+
+    machine_id: int
+    tag: str
+    ts: datetime
+    stored: tuple[float | None, int | None]
+    offered: tuple[float | None, int | None]
+
+
+async def _conflicts(conn: AsyncConnection, rows: Sequence[ReadingRow]) -> list[Conflict]:
+    """The offered rows whose key holds a different value or quality once the batch is in (run only when some rows
+    were not inserted, so a batch without repeats pays nothing)."""
+    stored: dict[tuple[int, str, datetime], tuple[float | None, int | None]] = {}
+    keys = sorted({(machine_id, tag, ts) for machine_id, tag, ts, _, _ in rows})
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        found = await conn.execute(
+            select(Reading.machine_id, Reading.tag, Reading.ts, Reading.value, Reading.quality).where(
+                tuple_(Reading.machine_id, Reading.tag, Reading.ts).in_(chunk)
+            )
+        )
+        for machine_id, tag, ts, value, quality in found:
+            stored[(machine_id, tag, _utc(ts))] = (value, quality)
+    conflicts = []
+    for machine_id, tag, ts, value, quality in rows:
+        kept = stored.get((machine_id, tag, _utc(ts)))
+        if kept is not None and kept != (value, quality):
+            conflicts.append(Conflict(machine_id, tag, ts, kept, (value, quality)))
+    return conflicts
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite gives naive UTC datetimes back: keys compare as aware UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _conflict_letters(conflicts: Sequence[Conflict], ids: dict[MachineKey, int]) -> list[RejectedMessage]:
+    """Conflicts as dead letters (source `conflict`), at most MAX_CONFLICTS_KEPT per batch (all are counted)."""
+    keys = {machine_id: key for key, machine_id in ids.items()}
+    letters = []
+    for conflict in conflicts[:MAX_CONFLICTS_KEPT]:
+        offered = {"ts": conflict.ts.isoformat(), "tag": conflict.tag, "value": conflict.offered[0]}
+        if conflict.offered[1] is not None:
+            offered["quality"] = conflict.offered[1]
+        reason = (
+            f"conflict: {conflict.tag} at {conflict.ts.isoformat()} holds {conflict.stored[0]!r}"
+            f" (quality {quality_name(conflict.stored[1])}); offered {conflict.offered[0]!r}"
+            f" (quality {quality_name(conflict.offered[1])}): the first value stays"
+        )
+        letters.append(
+            RejectedMessage("conflict", telemetry_topic(*keys[conflict.machine_id]), orjson.dumps(offered), reason)
+        )
+    return letters
 
 
 async def purge_dead_letters(conn: AsyncConnection, *, before: datetime) -> int:
@@ -318,7 +434,7 @@ async def purge_dead_letters(conn: AsyncConnection, *, before: datetime) -> int:
     return int(result.rowcount or 0)
 
 
-async def _insert_readings(conn: AsyncConnection, rows: Sequence[tuple[int, str, datetime, float]]) -> int:
+async def _insert_readings(conn: AsyncConnection, rows: Sequence[ReadingRow]) -> int:
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
@@ -332,47 +448,50 @@ async def _insert_readings(conn: AsyncConnection, rows: Sequence[tuple[int, str,
     return int(after - before)
 
 
-async def _copy_readings(conn: AsyncConnection, rows: Sequence[tuple[int, str, datetime, float]]) -> int:
+async def _copy_readings(conn: AsyncConnection, rows: Sequence[ReadingRow]) -> int:
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     async with driver.cursor() as cursor:
-        # The staging table lives as long as the connection and is emptied by every commit.
+        # The staging table lives as long as the connection and is emptied by every commit (its name is new with
+        # the quality column, so a connection pooled across an upgrade never meets the old shape).
         await cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS reading_staging "
-            "(machine_id integer, tag varchar(64), ts timestamptz, value double precision) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS reading_staging_q (machine_id integer, tag varchar(64), ts timestamptz, "
+            "value double precision, quality smallint) ON COMMIT DELETE ROWS"
         )
-        async with cursor.copy("COPY reading_staging (machine_id, tag, ts, value) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int4", "varchar", "timestamptz", "float8"])
+        async with cursor.copy(
+            "COPY reading_staging_q (machine_id, tag, ts, value, quality) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int4", "varchar", "timestamptz", "float8", "int2"])
             for row in rows:
                 await copy.write_row(row)
         await cursor.execute(
-            "INSERT INTO reading (machine_id, tag, ts, value) SELECT machine_id, tag, ts, value FROM reading_staging "
-            "ON CONFLICT DO NOTHING"
+            "INSERT INTO reading (machine_id, tag, ts, value, quality) "
+            "SELECT machine_id, tag, ts, value, quality FROM reading_staging_q ON CONFLICT DO NOTHING"
         )
         inserted: int = cursor.rowcount
-        await cursor.execute("TRUNCATE reading_staging")
+        await cursor.execute("TRUNCATE reading_staging_q")
     return inserted
 
 
-async def _upsert_latest(conn: AsyncConnection, rows: Iterable[tuple[int, str, datetime, float]]) -> None:
-    latest: dict[tuple[int, str], tuple[datetime, float]] = {}
-    for machine_id, tag, ts, value in rows:
+async def _upsert_latest(conn: AsyncConnection, rows: Iterable[ReadingRow]) -> None:
+    latest: dict[tuple[int, str], tuple[datetime, float | None, int | None]] = {}
+    for machine_id, tag, ts, value, quality in rows:
         current = latest.get((machine_id, tag))
         if current is None or ts > current[0]:
-            latest[(machine_id, tag)] = (ts, value)
+            latest[(machine_id, tag)] = (ts, value, quality)
     if not latest:
         return
     statement = _dialect_insert(conn, MachineLatest)
     upsert = statement.on_conflict_do_update(
         index_elements=["machine_id", "tag"],
-        set_={"ts": statement.excluded.ts, "value": statement.excluded.value},
+        set_={"ts": statement.excluded.ts, "value": statement.excluded.value, "quality": statement.excluded.quality},
         where=MachineLatest.ts < statement.excluded.ts,
     )
     await conn.execute(
         upsert,
         [
-            {"machine_id": machine_id, "tag": tag, "ts": ts, "value": value}
-            for (machine_id, tag), (ts, value) in sorted(latest.items())
+            {"machine_id": machine_id, "tag": tag, "ts": ts, "value": value, "quality": quality}
+            for (machine_id, tag), (ts, value, quality) in sorted(latest.items())
         ],
     )
 

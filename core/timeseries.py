@@ -22,19 +22,25 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.contract import quality_name
 from core.models import Machine, Reading
 from core.planttime import DAY, align_days, day_from_number, midnight, offsets
 
 ROLLUP_VIEWS = {timedelta(minutes=1): "reading_1m", timedelta(hours=1): "reading_1h"}
-# Every aggregate a bucket has, in the order the columns (and the JSON keys) come.
+# Every aggregate a bucket has, in the order the columns (and the JSON keys) come. Aggregates are over good values
+# only (quality NULL); `not_good`, how many uncertain or bad readings the bucket also held, comes with every point.
 AGGREGATES = ("avg", "min", "max", "last", "count")
+NOT_GOOD = "not_good"
+_GOOD = "quality IS NULL"
 _AGGREGATE_SQL = {
-    "avg": "avg(value) AS avg",
-    "min": "min(value) AS min",
-    "max": "max(value) AS max",
-    "last": "max(CASE WHEN newest = 1 THEN value END) AS last",
-    "count": "count(*) AS count",
+    "avg": f"avg(value) FILTER (WHERE {_GOOD}) AS avg",
+    "min": f"min(value) FILTER (WHERE {_GOOD}) AS min",
+    "max": f"max(value) FILTER (WHERE {_GOOD}) AS max",
+    "last": f"max(CASE WHEN newest = 1 AND {_GOOD} THEN value END) AS last",
+    "count": f"count(*) FILTER (WHERE {_GOOD}) AS count",
+    NOT_GOOD: f"count(*) FILTER (WHERE NOT ({_GOOD})) AS not_good",
 }
+
 # Rows only of a registered machine (`reading` has no foreign key): an unknown id finds nothing, in the same
 # statement, so the caller need not look the machine up first.
 _REGISTERED = "EXISTS (SELECT 1 FROM machine WHERE machine.id = {machine_id})"
@@ -72,13 +78,13 @@ def _grouped_sql(bucket_expression: str, aggs: Sequence[str]) -> str:
     # The last value of a bucket is the one with the newest ts: rows are ranked inside each (tag, bucket), a
     # window (and its sort) paid only when `last` is asked for.
     newest = (
-        f", row_number() OVER (PARTITION BY tag, {bucket_expression} ORDER BY ts DESC) AS newest"
+        f", row_number() OVER (PARTITION BY tag, {bucket_expression}, {_GOOD} ORDER BY ts DESC) AS newest"
         if "last" in aggs
         else ""
     )
     return (
         "SELECT tag, bucket" + "".join(f", {_AGGREGATE_SQL[agg]}" for agg in aggs) + " FROM ("  # noqa: S608
-        f"  SELECT {bucket_expression} AS bucket, tag, value{newest} FROM reading "
+        f"  SELECT {bucket_expression} AS bucket, tag, value, quality{newest} FROM reading "
         "  WHERE machine_id = {machine_id} AND tag {in_tags} AND ts >= {start} AND ts < {end} AND "
         + _REGISTERED
         + ") ranked GROUP BY tag, bucket ORDER BY tag, bucket"
@@ -116,17 +122,20 @@ async def bucketed_points(
     aggs: Sequence[str] = AGGREGATES,
     zone: ZoneInfo | None = None,
 ) -> Points:
-    """The asked aggregates of each tag per bucket: `{tag: [{"t": bucket start, agg: value, ...}, ...]}`.
+    """The asked aggregates of each tag per bucket: `{tag: [{"t": bucket start, agg: value, ..., "not_good": n}]}`.
+
+    Aggregates cover good values only; `not_good` counts the uncertain and bad readings of the bucket (a bucket of
+    bad readings alone has null aggregates, a count of 0 and its `not_good`).
 
     Every asked tag is a key (an empty list when it has no readings), points oldest first, the keys of a point
     in `AGGREGATES` order. Whole buckets are answered: [start, end) is widened to bucket boundaries, as rollups
     can only be cut there. With a `zone`, one-day buckets are that zone's local days (23 or 25 hours across a
     daylight-saving change). A machine that is not registered has no points.
     """
-    unknown = [agg for agg in aggs if agg not in _AGGREGATE_SQL]
+    unknown = [agg for agg in aggs if agg not in AGGREGATES]
     if unknown:
         raise ValueError(f"unknown aggregates {unknown}")
-    chosen = [agg for agg in AGGREGATES if agg in aggs]
+    chosen = [*(agg for agg in AGGREGATES if agg in aggs), NOT_GOOD]
     points: Points = {tag: [] for tag in tags}
     if not tags:
         return points
@@ -229,8 +238,11 @@ async def raw_points(
     start: datetime,
     end: datetime,
     limit: int,
+    good_only: bool = False,
 ) -> tuple[Points, int]:
-    """The readings of each tag in [start, end) as `{"t": ts (UTC), "value": v}` points, oldest first.
+    """The readings of each tag in [start, end) as `{"t": ts (UTC), "value": v}` points, oldest first; a reading
+    that is not good carries `"quality": "uncertain" | "bad"` too (and its value may be null), unless `good_only`
+    leaves such readings out.
 
     At most `limit` rows in all are read, and how many were read is returned with them, so a caller that allows
     fewer than `limit` sees an overflow without counting first. A machine that is not registered has none.
@@ -239,27 +251,29 @@ async def raw_points(
     if not tags:
         return points, 0
     if await backend_of(conn) is Backend.SQLITE:
-        rows: Sequence[tuple[Any, ...]] = (
-            await conn.execute(
-                select(Reading.tag, Reading.ts, Reading.value)
-                .where(
-                    Reading.machine_id == machine_id,
-                    Reading.tag.in_(tags),
-                    Reading.ts >= start,
-                    Reading.ts < end,
-                    select(Machine.id).where(Machine.id == machine_id).exists(),
-                )
-                .order_by(Reading.tag, Reading.ts)
-                .limit(limit)
+        query = (
+            select(Reading.tag, Reading.ts, Reading.value, Reading.quality)
+            .where(
+                Reading.machine_id == machine_id,
+                Reading.tag.in_(tags),
+                Reading.ts >= start,
+                Reading.ts < end,
+                select(Machine.id).where(Machine.id == machine_id).exists(),
             )
-        ).all()
+            .order_by(Reading.tag, Reading.ts)
+            .limit(limit)
+        )
+        if good_only:
+            query = query.where(Reading.quality.is_(None))
+        rows: Sequence[tuple[Any, ...]] = (await conn.execute(query)).all()
         utc = True  # UTCDateTime restores the zone
     else:
         placeholders = _PLACEHOLDERS[Backend.POSTGRESQL]
         sql = (
-            "SELECT tag, ts, value FROM reading "  # noqa: S608 -- this module's constants, every value bound
+            "SELECT tag, ts, value, quality FROM reading "  # noqa: S608 -- this module's constants, every value bound
             "WHERE machine_id = {machine_id} AND tag {in_tags} AND ts >= {start} AND ts < {end} AND "
             + _REGISTERED
+            + (f" AND {_GOOD}" if good_only else "")
             + " ORDER BY tag, ts LIMIT %(limit)s"
         ).format_map(placeholders)
         params = {"machine_id": machine_id, "tags": list(tags), "start": start, "end": end, "limit": limit}
@@ -267,8 +281,11 @@ async def raw_points(
         # psycopg gives the session's time zone (one for all rows): UTC as UTCDateTime would, without a conversion
         # per row when the session already is in UTC.
         utc = not rows or _is_utc(rows[0][1].tzinfo)
-    for tag, ts, value in rows:
-        points[tag].append({"t": ts if utc else ts.astimezone(UTC), "value": value})
+    for tag, ts, value, quality in rows:
+        point = {"t": ts if utc else ts.astimezone(UTC), "value": value}
+        if quality is not None:
+            point["quality"] = quality_name(quality)
+        points[tag].append(point)
     return points, len(rows)
 
 

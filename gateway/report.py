@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from core.contract import MAX_PAYLOAD_BYTES, MAX_SAMPLES, MAX_VALUES_PER_SAMPLE
+from core.contract import MAX_PAYLOAD_BYTES, MAX_SAMPLES, MAX_VALUES_PER_SAMPLE, Quality, QualityLevel
 from gateway.sources.base import TagValue
 
 # Room kept in every chunk for `{"samples":[...]}` and a `"seq"` of up to 19 digits around the samples.
@@ -23,8 +23,9 @@ _ENVELOPE_BYTES = 64
 
 @dataclass
 class _Sent:
-    value: float | bool | str
+    value: float | bool | str | None
     at: float
+    quality: Quality | None
 
 
 class ChangeFilter:
@@ -34,7 +35,8 @@ class ChangeFilter:
     tag's deadband (numbers; a None or 0 deadband, or a tag without an entry, means any change); when a bool or
     a text changes (or the value changes type); or when the tag's last send is at least `full_refresh_s` old.
     Comparing with the last *sent* value, not the last seen one, means a slow drift is still reported once it
-    has crossed the deadband. NaN and infinities are dropped (the contract forbids them) and counted.
+    has crossed the deadband. NaN and infinities are dropped (the contract forbids them) and counted. A change of
+    quality is a change: a value turning bad (or good again) is always reported.
     """
 
     def __init__(self, full_refresh_s: float, deadbands: dict[str, float | None]) -> None:
@@ -53,18 +55,23 @@ class ChangeFilter:
         accepted: list[TagValue] = []
         for item in values:
             value = item.value
-            if not isinstance(value, bool | str) and not math.isfinite(value):
+            if isinstance(value, float | int) and not isinstance(value, bool) and not math.isfinite(value):
                 self.dropped_non_finite += 1
                 continue
             last = self._sent.get(item.tag)
-            if last is None or now - last.at >= self.full_refresh_s or self._changed(item.tag, last.value, value):
-                self._sent[item.tag] = _Sent(value, now)
+            if (
+                last is None
+                or now - last.at >= self.full_refresh_s
+                or last.quality != item.quality
+                or self._changed(item.tag, last.value, value)
+            ):
+                self._sent[item.tag] = _Sent(value, now, item.quality)
                 accepted.append(item)
         return accepted
 
-    def _changed(self, tag: str, last: float | bool | str, value: float | bool | str) -> bool:
+    def _changed(self, tag: str, last: float | bool | str | None, value: float | bool | str | None) -> bool:
         # bool is an int in Python: a bool or a text is compared as such, and a change of kind is a change.
-        if isinstance(value, bool | str) or isinstance(last, bool | str):
+        if value is None or last is None or isinstance(value, bool | str) or isinstance(last, bool | str):
             return type(value) is not type(last) or value != last
         deadband = self.deadbands.get(tag)
         if not deadband:
@@ -83,7 +90,7 @@ def format_ts(ts: datetime) -> str:
 def group_samples(
     values: Sequence[TagValue], max_samples: int, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
 ) -> list[list[dict[str, Any]]]:
-    """Contract samples `{"ts", "values"}` in time order, one per source time, chunked into messages.
+    """Contract samples `{"ts", "values"[, "quality"]}` in time order, one per source time, chunked into messages.
 
     Tags of the same ts share a sample (the last value wins if a tag repeats within one ts). A chunk holds at most
     `max_samples` samples and stays under `max_payload_bytes` once encoded; a ts with more than the contract's
@@ -91,19 +98,31 @@ def group_samples(
     """
     if not 1 <= max_samples <= MAX_SAMPLES:
         raise ValueError(f"max_samples must be within 1..{MAX_SAMPLES}, not {max_samples!r}")
-    by_ts: dict[datetime, dict[str, float | bool | str]] = {}
+    by_ts: dict[datetime, dict[str, TagValue]] = {}
     for item in values:
-        if not isinstance(item.value, bool | str) and not math.isfinite(item.value):
+        value = item.value
+        if isinstance(value, float | int) and not isinstance(value, bool) and not math.isfinite(value):
             raise ValueError(f"{item.tag}: {item.value!r} is not a finite number (filter values first)")
+        if value is None and (item.quality is None or item.quality.level is not QualityLevel.BAD):
+            raise ValueError(f"{item.tag}: a value may be missing only when its quality is bad")
         format_ts(item.ts)  # refuses a naive datetime before it is used as a key next to aware ones
-        by_ts.setdefault(item.ts, {})[item.tag] = item.value
+        by_ts.setdefault(item.ts, {})[item.tag] = item
 
     samples: list[dict[str, Any]] = []
     for ts in sorted(by_ts):
         text = format_ts(ts)
-        tags = list(by_ts[ts].items())
+        tags = list(by_ts[ts].values())
         for start in range(0, len(tags), MAX_VALUES_PER_SAMPLE):
-            samples.append({"ts": text, "values": dict(tags[start : start + MAX_VALUES_PER_SAMPLE])})
+            part = tags[start : start + MAX_VALUES_PER_SAMPLE]
+            sample: dict[str, Any] = {"ts": text, "values": {item.tag: item.value for item in part}}
+            quality = {
+                item.tag: item.quality.encode()
+                for item in part
+                if item.quality is not None and item.quality.level is not QualityLevel.GOOD
+            }
+            if quality:
+                sample["quality"] = quality
+            samples.append(sample)
 
     chunks: list[list[dict[str, Any]]] = []
     chunk: list[dict[str, Any]] = []

@@ -21,6 +21,9 @@ class IngestMetrics:
     received: Counter
     readings_written: Counter
     duplicates: Counter
+    conflicts: Counter
+    not_good: Counter
+    out_of_range: Counter
     dead_letters: Counter
     dead_letters_dropped: Counter
     statuses_ignored: Counter
@@ -47,6 +50,22 @@ class IngestMetrics:
             duplicates=Counter(
                 "shopfloor_ingest_readings_duplicate",
                 "Readings skipped because they were stored already",
+                registry=registry,
+            ),
+            conflicts=Counter(
+                "shopfloor_ingest_readings_conflicting",
+                "Readings offered for a stored (machine, tag, time) with another value or quality: the first stays, "
+                "the conflict is kept as a dead letter (source conflict)",
+                registry=registry,
+            ),
+            not_good=Counter(
+                "shopfloor_ingest_readings_not_good",
+                "Readings stored with quality uncertain or bad",
+                registry=registry,
+            ),
+            out_of_range=Counter(
+                "shopfloor_ingest_readings_out_of_range",
+                "Good values outside their tag's registered range (PUT /machines/{id}/tag-ranges/{tag}), stored bad",
                 registry=registry,
             ),
             dead_letters=Counter(

@@ -277,8 +277,15 @@ class Ingestor:
         self.metrics.batch_readings.observe(result.readings_offered)
         self.metrics.readings_written.inc(result.readings_inserted)
         self.metrics.duplicates.inc(result.duplicates)
+        self.metrics.conflicts.inc(result.conflicts)
+        self.metrics.not_good.inc(result.not_good)
+        self.metrics.out_of_range.inc(result.out_of_range)
         self.metrics.dead_letters.inc(result.dead_lettered)
         self.metrics.statuses_ignored.inc(result.statuses_ignored)
+        if result.conflicts:
+            # Once per batch: a publisher reposting old times with new values must be visible, not folded into
+            # the duplicates of ordinary redelivery.
+            log.warning("readings_conflicting", conflicts=result.conflicts, kept_as_dead_letters=True)
         now = time.monotonic()
         client, epoch = self._client, self._epoch
         for item in items:
@@ -292,6 +299,7 @@ class Ingestor:
             messages=len(items),
             rows=result.readings_inserted,
             duplicates=result.duplicates,
+            conflicts=result.conflicts,
             dead_letters=result.dead_lettered,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )

@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.machines.service import get_machine
-from core.contract import MachineState
+from core.contract import MachineState, QualityName, quality_name
 from core.errors import InvalidInput
 from core.models import MachineLatest, MachineStateChange, Reading
-from core.timeseries import Points, align, bucketed_points, raw_points
+from core.timeseries import NOT_GOOD, Points, align, bucketed_points, raw_points
 
 
 class Bucket(StrEnum):
@@ -81,7 +81,8 @@ class LatestValue:
 
     tag: str
     ts: datetime
-    value: float
+    value: float | None
+    quality: QualityName = "good"
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ async def latest(session: AsyncSession, *, machine_id: int) -> Latest:
     rows = await session.scalars(
         select(MachineLatest).where(MachineLatest.machine_id == machine_id).order_by(MachineLatest.tag)
     )
-    values = [LatestValue(tag=row.tag, ts=row.ts, value=row.value) for row in rows]
+    values = [LatestValue(tag=row.tag, ts=row.ts, value=row.value, quality=quality_name(row.quality)) for row in rows]
     return Latest(machine_id=machine_id, values=values, state=await _current_state(session, machine_id=machine_id))
 
 
@@ -213,14 +214,16 @@ async def readings(
     bucket: Bucket,
     aggs: Sequence[Agg],
     zone: ZoneInfo | None = None,
+    good_only: bool = False,
 ) -> Readings:
-    """Each tag's series over [start, end): bucket aggregates, or the raw readings of a small range.
+    """Each tag's series over [start, end): bucket aggregates (of good values, with how many were not good), or the
+    raw readings of a small range (only the good ones with `good_only`).
 
     With a `zone` (the plant's), `1d` buckets are its local days, from local midnight to local midnight.
     """
     bucket = resolve_bucket(bucket, start=start, end=end)
     if bucket is Bucket.RAW:
-        return await _raw(session, machine_id=machine_id, tags=tags, start=start, end=end)
+        return await _raw(session, machine_id=machine_id, tags=tags, start=start, end=end, good_only=good_only)
     size = BUCKET_SIZES[bucket]
     points = await bucketed_points(
         await session.connection(),
@@ -239,7 +242,7 @@ async def readings(
         bucket=bucket,
         start=low,
         end=high,
-        columns=tuple(agg.value for agg in aggs),
+        columns=(*(agg.value for agg in aggs), NOT_GOOD),
         series=[Series(tag=tag, points=series) for tag, series in points.items()],
     )
 
@@ -252,13 +255,19 @@ async def _found_or_registered(session: AsyncSession, *, machine_id: int, points
 
 
 async def _raw(
-    session: AsyncSession, *, machine_id: int, tags: Sequence[str], start: datetime, end: datetime
+    session: AsyncSession, *, machine_id: int, tags: Sequence[str], start: datetime, end: datetime, good_only: bool
 ) -> Readings:
     # One read: at most RAW_MAX_POINTS per tag can be answered, so more rows than that for all tags together
     # (or for one tag) mean a refusal, whose figures the count below gives.
     limit = RAW_MAX_POINTS * len(tags)
     points, fetched = await raw_points(
-        await session.connection(), machine_id=machine_id, tags=tags, start=start, end=end, limit=limit + 1
+        await session.connection(),
+        machine_id=machine_id,
+        tags=tags,
+        start=start,
+        end=end,
+        limit=limit + 1,
+        good_only=good_only,
     )
     if fetched > limit or any(len(series) > RAW_MAX_POINTS for series in points.values()):
         counts = await session.execute(
@@ -279,7 +288,7 @@ async def _raw(
         bucket=Bucket.RAW,
         start=start,
         end=end,
-        columns=("value",),
+        columns=("value", "quality"),
         series=[Series(tag=tag, points=series) for tag, series in points.items()],
     )
 

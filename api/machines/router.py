@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.security import APIKeyHeader
 
 from api.deps import (
@@ -35,12 +35,14 @@ from api.machines.schemas import (
     ReadingsRead,
     StreamTicketRead,
     TagList,
+    TagRangeIn,
+    TagRangeRead,
     TimelineRead,
     readings_csv,
     readings_json,
 )
 from api.pagination import COUNTED, PAGED, Id, Pagination, counted
-from core.contract import CODE_PATTERN, TelemetryPayload
+from core.contract import CODE_PATTERN, TAG_PATTERN, TelemetryPayload
 from core.errors import Forbidden, Unauthenticated
 from core.models import Machine, Role, UserAccount
 
@@ -192,7 +194,42 @@ async def post_readings(
         readings_inserted=result.readings_inserted,
         duplicates=result.duplicates,
         states_inserted=result.states_inserted,
+        conflicts=result.conflicts,
+        not_good=result.not_good,
+        out_of_range=result.out_of_range,
     )
+
+
+@router.get("/{machine_id}/tag-ranges", response_model=list[TagRangeRead], responses=COUNTED)
+async def get_tag_ranges(
+    machine_id: Id, session: Session, _user: CurrentUser, response: Response
+) -> list[TagRangeRead]:
+    """The machine's tag ranges: values outside them are stored with quality bad."""
+    rows = await service.tag_ranges(session, machine_id=machine_id)
+    return counted(response, [TagRangeRead.model_validate(row) for row in rows])
+
+
+@router.put("/{machine_id}/tag-ranges/{tag}", response_model=TagRangeRead)
+async def put_tag_range(
+    machine_id: Id,
+    tag: Annotated[str, Path(pattern=f"^{TAG_PATTERN}$")],
+    body: TagRangeIn,
+    session: Session,
+    _admin: AdminUser,
+) -> TagRangeRead:
+    """Set a tag's engineering range (plausibility): from the ingestor's next batch on, a good value outside
+    [low, high] is stored with quality bad, kept, and counted."""
+    row = await service.set_tag_range(session, machine_id=machine_id, tag=tag, low=body.low, high=body.high)
+    return TagRangeRead.model_validate(row)
+
+
+@router.delete("/{machine_id}/tag-ranges/{tag}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_tag_range(
+    machine_id: Id, tag: Annotated[str, Path(pattern=f"^{TAG_PATTERN}$")], session: Session, _admin: AdminUser
+) -> Response:
+    """Remove a tag's range."""
+    await service.delete_tag_range(session, machine_id=machine_id, tag=tag)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{machine_id}/latest", response_model=LatestRead)
@@ -252,6 +289,13 @@ async def get_readings(
         ),
     ] = Bucket.AUTO,
     agg: Annotated[AggList, Query(description="Aggregates per bucket, comma-separated (ignored for raw)")] = (Agg.AVG,),
+    quality: Annotated[
+        Literal["all", "good"],
+        Query(
+            description="raw: `good` leaves uncertain and bad readings out; buckets always aggregate good values "
+            "only and count the others in `not_good`"
+        ),
+    ] = "all",
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """A machine's readings over a range: aggregates per bucket (whole buckets, from midnight UTC; `1d`: the
@@ -265,6 +309,7 @@ async def get_readings(
         bucket=bucket,
         aggs=agg,
         zone=settings.tracking.plant_zone,
+        good_only=quality == "good",
     )
     if wants_csv(accept):
         return Response(readings_csv(result), media_type=CSV, headers={"Vary": "Accept"})

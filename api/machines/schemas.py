@@ -6,7 +6,7 @@ import csv
 import io
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from api.machines.history import MAX_TAGS, Agg, Readings
 from api.planttime import PlantDateTime
 from api.schemas import InputModel
-from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
+from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState, QualityName
 
 Code = Annotated[str, StringConstraints(pattern=f"^{CODE_PATTERN}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -106,6 +106,26 @@ class IngestResultRead(BaseModel):
     readings_inserted: int
     duplicates: int
     states_inserted: int
+    conflicts: int = Field(default=0, description="Readings for a stored time with another value: the first stays")
+    not_good: int = Field(default=0, description="Readings stored with quality uncertain or bad")
+    out_of_range: int = Field(default=0, description="Good values outside the tag's range, stored as bad")
+
+
+class TagRangeIn(InputModel):
+    """A tag's engineering range: values outside [low, high] are stored with quality bad and counted."""
+
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+
+
+class TagRangeRead(BaseModel):
+    """A tag's engineering range on a machine."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    tag: str
+    low: float
+    high: float
 
 
 # Machine history. Query values are parsed here; rules that depend on the range live in api/machines/history.py.
@@ -163,7 +183,8 @@ class LatestValueRead(BaseModel):
 
     tag: str
     ts: datetime
-    value: float
+    value: float | None = Field(description="None only when the quality is bad: the device gave no value")
+    quality: QualityName = Field(default="good", description="good, uncertain or bad, as the device or gateway said")
 
 
 class CurrentStateRead(BaseModel):
@@ -186,7 +207,9 @@ class LatestRead(BaseModel):
 
 
 class PointRead(BaseModel):
-    """A bucket (`t` is its start; only the asked aggregates appear) or a raw reading (`t`, `value`)."""
+    """A bucket (`t` is its start; only the asked aggregates appear, computed over good values, and `not_good`, how
+    many uncertain or bad readings the bucket also held) or a raw reading (`t`, `value`, and `quality` when it is not
+    good; a bad reading's value may be null)."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -196,7 +219,9 @@ class PointRead(BaseModel):
     max: float | None = None
     last: float | None = None
     count: int | None = None
+    not_good: int | None = None
     value: float | None = None
+    quality: Literal["uncertain", "bad"] | None = None
 
 
 class SeriesRead(BaseModel):
@@ -244,7 +269,9 @@ def readings_csv(readings: Readings) -> str:
     writer.writerow(["tag", "t", *readings.columns])
     for series in readings.series:
         for point in series.points:
-            writer.writerow([series.tag, _json_time(point["t"]), *(point[column] for column in readings.columns)])
+            # A good raw reading has no `quality` key (the JSON leaves it out): the CSV says good.
+            row = [point.get(column, "good" if column == "quality" else None) for column in readings.columns]
+            writer.writerow([series.tag, _json_time(point["t"]), *row])
     return out.getvalue()
 
 

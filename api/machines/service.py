@@ -22,6 +22,7 @@ from core.models import (
     Role,
     StageAssignment,
     StageStatus,
+    TagRange,
     WorkOrderStage,
 )
 from core.security import Principal
@@ -252,3 +253,35 @@ async def machines_now(session: AsyncSession, *, actor: Principal, machine_ids: 
         )
         for machine_id in machine_ids
     }
+
+
+async def tag_ranges(session: AsyncSession, *, machine_id: int) -> list[TagRange]:
+    """The machine's tag ranges, by tag."""
+    await get_machine(session, machine_id=machine_id)
+    return list(await session.scalars(select(TagRange).where(TagRange.machine_id == machine_id).order_by(TagRange.tag)))
+
+
+async def set_tag_range(session: AsyncSession, *, machine_id: int, tag: str, low: float, high: float) -> TagRange:
+    """Set (or replace) a tag's range; from the next batch on, the ingestor stores values outside it as bad."""
+    await get_machine(session, machine_id=machine_id)
+    if low > high:
+        raise InvalidInput(
+            f"low {low} is above high {high}", fields={"low": "must not be above high"}, code="invalid_range"
+        )
+    row = await session.get(TagRange, (machine_id, tag))
+    if row is None:
+        row = TagRange(machine_id=machine_id, tag=tag, low=low, high=high)
+        session.add(row)
+    else:
+        row.low, row.high = low, high
+    await session.flush()
+    return row
+
+
+async def delete_tag_range(session: AsyncSession, *, machine_id: int, tag: str) -> None:
+    """Remove a tag's range (what was stored as bad stays so)."""
+    row = await session.get(TagRange, (machine_id, tag))
+    if row is None:
+        raise NotFound(f"Machine {machine_id} has no range for {tag}")
+    await session.delete(row)
+    await session.flush()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import StreamingResponse
@@ -46,7 +46,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from api.machines import history
 from api.machines.service import get_machine
-from core.contract import MachineState
+from core.contract import MachineState, QualityName, quality_name
 from core.db import TRANSIENT_DB_ERRORS
 from core.errors import NotFound, RateLimited, Unavailable
 from core.logging import get_logger
@@ -69,7 +69,8 @@ class ReadingEvent(BaseModel):
 
     tag: str
     ts: datetime
-    value: float
+    value: float | None = Field(description="None only when the quality is bad: the device gave no value")
+    quality: QualityName = "good"
 
 
 class StreamEvent(BaseModel):
@@ -274,7 +275,10 @@ async def snapshot(session: AsyncSession, *, machine_id: int) -> tuple[list[Even
     events: list[Event] = []
     if latest.values:
         cursor.latest = {value.tag: value.ts for value in latest.values}
-        readings = [ReadingEvent(tag=value.tag, ts=value.ts, value=value.value) for value in latest.values]
+        readings = [
+            ReadingEvent(tag=value.tag, ts=value.ts, value=value.value, quality=value.quality)
+            for value in latest.values
+        ]
         events.append(ReadingsEvent(machine_id=machine_id, readings=readings).as_event())
     if latest.state is not None:
         cursor.state = latest.state.state
@@ -295,11 +299,15 @@ async def poll(session: AsyncSession, *, cursor: Cursor) -> list[Event]:
         raise NotFound(f"Machine {machine_id} does not exist")
     events: list[Event] = []
     rows = await session.execute(
-        select(MachineLatest.tag, MachineLatest.ts, MachineLatest.value)
+        select(MachineLatest.tag, MachineLatest.ts, MachineLatest.value, MachineLatest.quality)
         .where(MachineLatest.machine_id == machine_id)
         .order_by(MachineLatest.tag)
     )
-    fresh = [ReadingEvent(tag=tag, ts=ts, value=value) for tag, ts, value in rows if _newer(ts, cursor.latest.get(tag))]
+    fresh = [
+        ReadingEvent(tag=tag, ts=ts, value=value, quality=quality_name(quality))
+        for tag, ts, value, quality in rows
+        if _newer(ts, cursor.latest.get(tag))
+    ]
     if fresh:
         cursor.latest.update((reading.tag, reading.ts) for reading in fresh)
         events.append(ReadingsEvent(machine_id=machine_id, readings=fresh).as_event())

@@ -208,19 +208,22 @@ async def counter_readings(
             code="range_too_large",
         )
     found: dict[str, dict[datetime, float]] = {tag: {} for tag in tags}
+    # A counter is read from its good values only: an uncertain or bad count (or a missing one) is not a count.
+    good = (Reading.machine_id == machine_id, Reading.quality.is_(None), Reading.value.is_not(None))
     for tag in dict.fromkeys(tags):
         baseline = (
             await session.execute(
                 select(Reading.ts, Reading.value)
-                .where(Reading.machine_id == machine_id, Reading.tag == tag, Reading.ts < start)
+                .where(*good, Reading.tag == tag, Reading.ts < start)
                 .order_by(Reading.ts.desc())
                 .limit(1)
             )
         ).first()
-        if baseline is not None:
+        if baseline is not None and baseline.value is not None:
             found[tag][baseline.ts] = baseline.value
-    for tag, ts, value in await session.execute(select(Reading.tag, Reading.ts, Reading.value).where(*in_range)):
-        found[tag][ts] = value
+    for tag, ts, value in await session.execute(select(Reading.tag, Reading.ts, Reading.value).where(*in_range, *good)):
+        if value is not None:  # excluded in SQL already; says so to the type checker
+            found[tag][ts] = value
     return {tag: [CounterPoint(ts, value) for ts, value in sorted(values.items())] for tag, values in found.items()}
 
 

@@ -13,7 +13,15 @@ from core.models.plant import (
     ShiftBreak,
     ShiftPattern,
 )
-from core.models.telemetry import DeadLetter, Machine, MachineApiKey, MachineLatest, MachineStateChange, Reading
+from core.models.telemetry import (
+    DeadLetter,
+    Machine,
+    MachineApiKey,
+    MachineLatest,
+    MachineStateChange,
+    Reading,
+    TagRange,
+)
 from core.models.tracking import (
     Issue,
     IssueStatus,
@@ -54,6 +62,7 @@ __all__ = [
     "StageEventKind",
     "StageStatus",
     "StreamTicket",
+    "TagRange",
     "UserAccount",
     "WorkOrder",
     "WorkOrderStage",

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -57,7 +58,10 @@ class Reading(Base):
     machine_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)
     ts: Mapped[datetime] = mapped_column(primary_key=True)
-    value: Mapped[float] = mapped_column(Float)
+    # None only with quality bad: the device could not give a value.
+    value: Mapped[float | None] = mapped_column(Float)
+    # None: good; 1 uncertain, 2 bad (core.contract.QualityLevel).
+    quality: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class MachineLatest(Base):
@@ -68,7 +72,8 @@ class MachineLatest(Base):
     machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)
     ts: Mapped[datetime]
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)
+    quality: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class MachineStateChange(Base):
@@ -79,6 +84,18 @@ class MachineStateChange(Base):
     machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), primary_key=True)
     ts: Mapped[datetime] = mapped_column(primary_key=True)
     state: Mapped[MachineState] = mapped_column(str_enum(MachineState, "machine_state"))
+
+
+class TagRange(Base):
+    """A tag's engineering range on a machine (the registry's plausibility check): the ingestor stores a value
+    outside [low, high] with quality bad and counts it, never as if it were good."""
+
+    __tablename__ = "machine_tag_range"
+
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
 
 
 class DeadLetter(Base):

@@ -8,14 +8,20 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
+from core.contract import Quality
+
 
 @dataclass(frozen=True)
 class TagValue:
-    """One value of one tag. Numbers and booleans go to readings; the state tag carries a state name."""
+    """One value of one tag. Numbers and booleans go to readings; the state tag carries a state name.
+
+    `quality` None is good; a bad value the device could not give (a failed read) has `value` None.
+    """
 
     tag: str
-    value: float | bool | str
+    value: float | bool | str | None
     ts: datetime
+    quality: Quality | None = None
 
 
 class SourceError(Exception):

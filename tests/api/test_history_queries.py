@@ -36,7 +36,8 @@ async def test_points_hold_only_the_asked_aggregates_with_the_right_values(
         assert expected
         assert [point["t"] for point in series] == [row.bucket for row in expected]
         for point, row in zip(series, expected, strict=True):
-            assert list(point) == ["t", *(agg for agg in AGGREGATES if agg in aggs)]
+            assert list(point) == ["t", *(agg for agg in AGGREGATES if agg in aggs), "not_good"]
+            assert point["not_good"] == 0  # every generated reading is good
             for agg in aggs:
                 assert point[agg] == pytest.approx(getattr(row, agg), rel=1e-9, abs=1e-9), agg
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.contract import MachineState, StateReport, TagReading, Telemetry
+from core.contract import MachineState, Quality, QualityLevel, StateReport, TagReading, Telemetry
 from core.db import session_factory
 from core.ingest import (
     IngestBatch,
@@ -247,3 +247,52 @@ async def test_archived_machines_store_nothing_and_are_never_registered_again(en
     assert all(reason.startswith("machine archived") for reason in reasons)
     assert await count(engine, Machine) == 1
     assert await count(engine, ReadingRow) == 1
+
+
+# --- quality and conflicts ---------------------------------------------------------------------------------------
+
+
+async def test_quality_is_stored_with_the_value_and_a_bad_read_may_have_none(engine: AsyncEngine) -> None:
+    registry = MachineRegistry(auto_register=True)
+    bad = Quality(QualityLevel.BAD, 2156658688, "BadSensorFailure")
+    message = Telemetry(
+        site="plant1",
+        machine="press-q",
+        seq=None,
+        readings=[
+            TagReading(T0, "temp", 210.0),
+            TagReading(T0, "pressure", None, bad),
+            TagReading(T0, "speed", 12.5, Quality(QualityLevel.UNCERTAIN)),
+        ],
+        states=[],
+    )
+    result = await store(engine, registry, IngestBatch(telemetry=[message]))
+    assert (result.readings_inserted, result.not_good, result.conflicts) == (3, 2, 0)
+    async with session_factory(engine)() as session:
+        stored = (await session.execute(select(ReadingRow.tag, ReadingRow.value, ReadingRow.quality))).all()
+        latest = (await session.execute(select(MachineLatest.tag, MachineLatest.value, MachineLatest.quality))).all()
+    expected = {("temp", 210.0, None), ("pressure", None, 2), ("speed", 12.5, 1)}
+    assert set(stored) == expected
+    assert set(latest) == expected
+
+
+async def test_a_different_value_for_a_stored_time_is_a_conflict_kept_not_a_duplicate(engine: AsyncEngine) -> None:
+    registry = MachineRegistry(auto_register=True)
+    await store(engine, registry, IngestBatch(telemetry=[telemetry("press-c", (0, "temp", 210.0), (1, "temp", 211.0))]))
+    # A misbehaving publisher reposts 08:00:00 with another value, and 08:00:01 unchanged (a plain redelivery).
+    again = await store(
+        engine, registry, IngestBatch(telemetry=[telemetry("press-c", (0, "temp", 999.0), (1, "temp", 211.0))])
+    )
+    assert (again.readings_inserted, again.duplicates, again.conflicts, again.dead_lettered) == (0, 1, 1, 1)
+    # Inside one batch too: the first value offered stays, the second is the conflict.
+    inside = await store(
+        engine, registry, IngestBatch(telemetry=[telemetry("press-c", (5, "temp", 1.0), (5, "temp", 2.0))])
+    )
+    assert (inside.readings_inserted, inside.duplicates, inside.conflicts) == (1, 0, 1)
+    async with session_factory(engine)() as session:
+        values = dict((await session.execute(select(ReadingRow.ts, ReadingRow.value))).all())
+        letters = list(await session.scalars(select(DeadLetter).order_by(DeadLetter.id)))
+    assert sorted(value for value in values.values() if value is not None) == [1.0, 210.0, 211.0]
+    assert [letter.source for letter in letters] == ["conflict", "conflict"]
+    assert letters[0].topic == "shopfloor/v1/plant1/press-c/telemetry"
+    assert "holds 210.0 (quality good); offered 999.0 (quality good): the first value stays" in letters[0].reason

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert
 
 from core.contract import MachineState
-from core.models import MachineLatest, Role
+from core.models import MachineLatest, Reading, Role
 from tests.support.api import Api
 from tests.support.factories import add_readings, add_states, make_machine
 from tests.support.history import (
@@ -66,13 +66,13 @@ async def test_only_the_asked_aggregates_default_avg(api: Api) -> None:
     headers = await api.actor(Role.PLANNER)
     window = {"tags": "temp", "from": iso(T0), "to": iso(T0 + timedelta(hours=2)), "bucket": "15m"}
     default = (await api.client.get(f"/machines/{machine_id}/readings", params=window, headers=headers)).json()
-    assert {key for point in default["series"][0]["points"] for key in point} == {"t", "avg"}
+    assert {key for point in default["series"][0]["points"] for key in point} == {"t", "avg", "not_good"}
     chosen = await api.client.get(
         f"/machines/{machine_id}/readings", params={**window, "agg": "max,count,max"}, headers=headers
     )
     points = chosen.json()["series"][0]["points"]
     assert len(points) == 8
-    assert {key for point in points for key in point} == {"t", "max", "count"}
+    assert {key for point in points for key in point} == {"t", "max", "count", "not_good"}
     assert sum(point["count"] for point in points) == len(rows)
     repeated = await api.client.get(
         f"/machines/{machine_id}/readings",
@@ -186,17 +186,17 @@ async def test_csv_equals_the_json(api: Api, bucket: str) -> None:
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert response.headers["vary"] == "Accept"
     table = list(csv.reader(io.StringIO(response.text)))
-    columns = ["value"] if bucket == "raw" else ["last", "avg", "count", "min", "max"]
+    columns = ["value", "quality"] if bucket == "raw" else ["last", "avg", "count", "min", "max", "not_good"]
     assert table[0] == ["tag", "t", *columns]
     expected = [
-        [series["tag"], point["t"], *(point[column] for column in columns)]
+        [series["tag"], point["t"], *(point.get(column, "good") for column in columns)]
         for series in as_json["series"]
         for point in series["points"]
     ]
     assert len(table) - 1 == len(expected) > 10
     for got, want in zip(table[1:], expected, strict=True):
         assert got[:2] == want[:2]
-        assert [float(value) for value in got[2:]] == want[2:]
+        assert [value if value == "good" else float(value) for value in got[2:]] == want[2:]
 
     preferred_json = await api.client.get(
         url, params=params, headers={**headers, "Accept": "application/json, text/csv;q=0.5"}
@@ -320,6 +320,9 @@ async def test_latest_values_and_the_current_state(api: Api) -> None:
                 {"machine_id": other, "tag": "alpha", "ts": T0, "value": 5.0},
             ],
         )
+        # A failed read: no value, quality bad (2).
+        pressure = {"machine_id": machine_id, "tag": "pressure", "ts": T0 + timedelta(seconds=4), "value": None}
+        await session.execute(insert(MachineLatest), [pressure | {"quality": 2}])
         # The 07:30 row repeats idle (a late sample): the machine has been idle since 07:00.
         await add_states(
             session,
@@ -337,9 +340,10 @@ async def test_latest_values_and_the_current_state(api: Api) -> None:
     assert body == {
         "machine_id": machine_id,
         "values": [
-            {"tag": "cycle_count", "ts": "2026-11-26T06:00:03Z", "value": 10234.0},
-            {"tag": "door", "ts": "2026-11-26T06:00:00Z", "value": 1.0},
-            {"tag": "temp", "ts": "2026-11-26T06:00:05Z", "value": 212.5},
+            {"tag": "cycle_count", "ts": "2026-11-26T06:00:03Z", "value": 10234.0, "quality": "good"},
+            {"tag": "door", "ts": "2026-11-26T06:00:00Z", "value": 1.0, "quality": "good"},
+            {"tag": "pressure", "ts": "2026-11-26T06:00:04Z", "value": None, "quality": "bad"},
+            {"tag": "temp", "ts": "2026-11-26T06:00:05Z", "value": 212.5, "quality": "good"},
         ],
         "state": {"state": "idle", "since": "2026-11-26T07:00:00Z"},
     }
@@ -442,3 +446,41 @@ async def test_the_open_interval_ends_at_the_app_clock(api: Api) -> None:
     api.set_now(at(5, 30))
     future = await timeline(api, machine_id, at(6), at(8), headers)
     assert (future["timeline"], future["totals"]) == ([], totals())
+
+
+async def test_buckets_aggregate_good_values_and_count_the_others_raw_says_which(api: Api) -> None:
+    async with api.session() as session:
+        machine_id = (await make_machine(session, "press-quality")).id
+        # 08:00:00 good 10; :10 uncertain 50; :20 bad without a value; :30 good 20 (Reading rows, as ingested).
+        rows = [(0, 10.0, None), (10, 50.0, 1), (20, None, 2), (30, 20.0, None)]
+        await session.execute(
+            insert(Reading),
+            [
+                {"machine_id": machine_id, "tag": "temp", "ts": T0 + timedelta(seconds=s), "value": v, "quality": q}
+                for s, v, q in rows
+            ],
+        )
+    headers = await api.actor(Role.WORKER)
+
+    def zulu(moment: datetime) -> str:
+        return iso(moment).replace("+00:00", "Z")
+
+    url = f"/machines/{machine_id}/readings"
+    window = {"tags": "temp", "from": iso(T0), "to": iso(T0 + timedelta(minutes=1))}
+    buckets = await api.client.get(
+        url, params=window | {"bucket": "1m", "agg": "avg,min,max,last,count"}, headers=headers
+    )
+    assert buckets.status_code == 200, buckets.text
+    [point] = buckets.json()["series"][0]["points"]
+    assert point == {"t": zulu(T0), "avg": 15.0, "min": 10.0, "max": 20.0, "last": 20.0, "count": 2, "not_good": 2}
+    raw = (await api.client.get(url, params=window | {"bucket": "raw"}, headers=headers)).json()
+    assert raw["series"][0]["points"] == [
+        {"t": zulu(T0), "value": 10.0},
+        {"t": zulu(T0 + timedelta(seconds=10)), "value": 50.0, "quality": "uncertain"},
+        {"t": zulu(T0 + timedelta(seconds=20)), "value": None, "quality": "bad"},
+        {"t": zulu(T0 + timedelta(seconds=30)), "value": 20.0},
+    ]
+    good = (await api.client.get(url, params=window | {"bucket": "raw", "quality": "good"}, headers=headers)).json()
+    assert [point["value"] for point in good["series"][0]["points"]] == [10.0, 20.0]
+    refused = await api.client.get(url, params=window | {"quality": "best"}, headers=headers)
+    assert refused.status_code == 422

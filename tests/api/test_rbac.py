@@ -245,6 +245,9 @@ ROUTES = [
         lambda _: {"ts": datetime.now(UTC).isoformat(), "values": {"temp": 21.5}},
     ),
     Rule("GET", "/machines/{machine_id}/latest", ANY_USER),
+    Rule("GET", "/machines/{machine_id}/tag-ranges", ANY_USER),
+    Rule("PUT", "/machines/{machine_id}/tag-ranges/temp", ADMIN, lambda _: {"low": -20, "high": 400}),
+    Rule("DELETE", "/machines/{machine_id}/tag-ranges/temp", ADMIN),
     Rule(
         "GET",
         "/machines/{machine_id}/readings",

@@ -219,8 +219,8 @@ async def test_snapshot_on_connect_then_new_rows_as_events(live: Live, caplog: p
         assert readings.data == {
             "machine_id": machine_id,
             "readings": [
-                {"tag": "cycle_count", "ts": zulu(NOW - timedelta(seconds=3)), "value": 10234.0},
-                {"tag": "temp", "ts": zulu(NOW - timedelta(seconds=5)), "value": 212.5},
+                {"tag": "cycle_count", "ts": zulu(NOW - timedelta(seconds=3)), "value": 10234.0, "quality": "good"},
+                {"tag": "temp", "ts": zulu(NOW - timedelta(seconds=5)), "value": 212.5, "quality": "good"},
             ],
         }
         # Idle since the first idle row: the repeated one half an hour later is no change.
@@ -242,7 +242,10 @@ async def test_snapshot_on_connect_then_new_rows_as_events(live: Live, caplog: p
             )
         written = asyncio.get_running_loop().time()
         fresh = await reader.until(named("readings"), within_s=3)
-        assert fresh.data == {"machine_id": machine_id, "readings": [{"tag": "temp", "ts": zulu(NOW), "value": 215.25}]}
+        assert fresh.data == {
+            "machine_id": machine_id,
+            "readings": [{"tag": "temp", "ts": zulu(NOW), "value": 215.25, "quality": "good"}],
+        }
         assert fresh.received_at - written < 1.0
 
         async with api.begin() as conn:

@@ -65,10 +65,14 @@ def test_import_into_a_hypertable_refreshes_the_rollups_and_force_and_rollback_w
     assert all(entry.checksum_ok for entry in report.tables)
     imported = all_rows(timescale_target)
     assert imported == all_rows(f"sqlite:///{source}")
-    # 3 tags x 300 one-second readings from 08:00:00 of press 4, plus one reading each of machines 999 and 9.
-    assert materialised_rows(timescale_target, "reading_1m") == 3 * 5 + 2
-    assert materialised_rows(timescale_target, "reading_1h") == 3 + 2
+    # 3 tags x 300 one-second readings from 08:00:00 of press 4, plus one reading each of machines 999 and 9, and
+    # machine 9's torque_nm (one bad, one uncertain reading) in a bucket of its own.
+    assert materialised_rows(timescale_target, "reading_1m") == 3 * 5 + 3
+    assert materialised_rows(timescale_target, "reading_1h") == 3 + 3
+    # The rollups count good values only (the orphan and the largest float among them); the bad and the uncertain
+    # reading are counted apart.
     assert scalar(timescale_target, "SELECT sum(count) FROM reading_1m") == 3 * READINGS_PER_TAG + 2
+    assert scalar(timescale_target, "SELECT sum(not_good) FROM reading_1m") == 2
 
     forced = import_sqlite(source, timescale_target, force=True)
     assert forced.emptied_first

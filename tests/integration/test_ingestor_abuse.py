@@ -35,8 +35,9 @@ from tests.support.pipeline import (
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres]
 
-# Valid JSON whose tag is a NUL: decoding rejects it, and the reason names the tag.
-POISON = b'{"ts": "2026-11-26T08:00:00Z", "values": {"\\u0000": null}}'
+# Valid JSON whose tag is a NUL with a value no tag may have (a list): decoding rejects it, and the reason names
+# the tag raw (the schema's location), so only escaping keeps the NUL out of the database.
+POISON = b'{"ts": "2026-11-26T08:00:00Z", "values": {"\\u0000": [1]}}'
 
 
 async def publish_many(broker: MosquittoBroker, messages: list[tuple[str, bytes]], *, retain: bool = False) -> None:

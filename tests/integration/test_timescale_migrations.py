@@ -74,6 +74,16 @@ def test_migrations_build_the_timescaledb_branch_and_undo_it(timescale_db: str) 
         "WHERE proc_name IN ('policy_compression', 'policy_refresh_continuous_aggregate', 'policy_retention')",
     )
     assert jobs == "policy_compression,policy_refresh_continuous_aggregate,policy_refresh_continuous_aggregate"
+    # Revision 0006 rebuilt the rollups over good values, with the count of the others.
+    columns = (
+        "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
+        "WHERE table_name = '{}'"
+    )
+    assert scalar(timescale_db, columns.format("reading_1m")) == "avg,bucket,count,last,machine_id,max,min,not_good,tag"
+    downgrade(timescale_db, "0005")
+    assert scalar(timescale_db, columns.format("reading_1m")) == "avg,bucket,count,last,machine_id,max,min,tag"
+    assert scalar(timescale_db, "SELECT compression_enabled FROM timescaledb_information.hypertables") is True
+    upgrade(timescale_db)
     # The models and the revisions agree here too (views and TimescaleDB's own schemas are not tables of ours).
     engine = create_engine(sync_url(timescale_db), poolclass=NullPool)
     with engine.connect() as conn:

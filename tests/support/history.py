@@ -76,7 +76,8 @@ def naive_points(rows: list[Row], tag: str, start: datetime, end: datetime, size
 def assert_points_equal(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
     assert [datetime.fromisoformat(point["t"]) for point in got] == [point["t"] for point in want]
     for actual, expected in zip(got, want, strict=True):
-        assert set(actual) == {"t", *AGGS}
+        assert set(actual) == {"t", *AGGS, "not_good"}
+        assert actual["not_good"] == 0  # every generated reading is good
         assert actual["avg"] == pytest.approx(expected["avg"], rel=1e-9, abs=1e-9)
         assert (actual["min"], actual["max"], actual["last"], actual["count"]) == (
             expected["min"],

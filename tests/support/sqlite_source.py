@@ -41,6 +41,7 @@ from core.models import (
     StageEventKind,
     StageStatus,
     StreamTicket,
+    TagRange,
     UserAccount,
     WorkOrder,
     WorkOrderStage,
@@ -151,10 +152,14 @@ def fill(path: Path) -> None:
         # A reading of a machine the registry no longer knows: `reading` has no foreign key by design.
         session.add(Reading(machine_id=999, tag="orphan", ts=T0, value=-0.0))
         session.add(Reading(machine_id=station.id, tag="big", ts=T0, value=1.7976931348623157e308))
+        # A failed read (no value, quality bad) and an uncertain one travel with their quality.
+        session.add(Reading(machine_id=station.id, tag="torque_nm", ts=T0, value=None, quality=2))
+        session.add(Reading(machine_id=station.id, tag="torque_nm", ts=T0 + timedelta(seconds=1), value=1.5, quality=1))
+        session.add(TagRange(machine_id=press.id, tag="barrel_temp_c", low=-20.0, high=450.5))
         session.add_all(
             [
                 MachineLatest(machine_id=press.id, tag="barrel_temp_c", ts=T0 + timedelta(seconds=299), value=312.1),
-                MachineLatest(machine_id=station.id, tag="torque_nm", ts=T0, value=-1.25),
+                MachineLatest(machine_id=station.id, tag="torque_nm", ts=T0, value=None, quality=2),
             ]
         )
         session.add_all(

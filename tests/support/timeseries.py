@@ -28,6 +28,7 @@ class BucketRow:
     max: float | None = None
     count: int | None = None
     last: float | None = None
+    not_good: int | None = None
 
 
 async def bucketed(conn: AsyncConnection, *, tags: Sequence[str], **query: Any) -> list[BucketRow]:

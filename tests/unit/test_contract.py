@@ -13,6 +13,8 @@ from core.contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
     MachineState,
+    Quality,
+    QualityLevel,
     Telemetry,
     TimeWindow,
     TopicKind,
@@ -20,6 +22,7 @@ from core.contract import (
     encode_telemetry,
     gateway_status_topic,
     parse_topic,
+    quality_name,
     shared,
     status_topic,
     telemetry_topic,
@@ -202,3 +205,52 @@ def test_seq_gaps_are_counted_per_publisher() -> None:
         tracker.observe(message("a", seq))
     assert tracker.observe(message("a", 1)) == 0  # restarted publisher (a large drop)
     assert tracker.observe(message("a", 3)) == 1
+
+
+# --- quality ------------------------------------------------------------------------------------------------------
+
+
+def test_quality_travels_per_tag_and_a_missing_entry_is_good() -> None:
+    message = decode(
+        '{"samples": [{"ts": "2026-11-26T07:59:00Z", "values": {"temp": 21.5, "speed": 3, "pressure": null, '
+        '"ok": true}, "quality": {"speed": "uncertain", "pressure": {"level": "bad", "code": 2156658688, '
+        '"detail": "BadSensorFailure"}, "ok": "good"}}]}'
+    )
+    by_tag = {reading.tag: reading for reading in message.readings}
+    assert by_tag["temp"].quality is None
+    assert by_tag["ok"].quality is None  # good said out loud is good
+    assert by_tag["speed"].quality == Quality(QualityLevel.UNCERTAIN)
+    assert (by_tag["speed"].value, by_tag["pressure"].value) == (3.0, None)
+    assert by_tag["pressure"].quality == Quality(QualityLevel.BAD, 2156658688, "BadSensorFailure")
+
+
+def test_old_publishers_without_quality_stay_valid() -> None:
+    message = decode('{"ts": "2026-11-26T07:59:00Z", "values": {"temp": 21.5}}')
+    assert [(reading.value, reading.quality) for reading in message.readings] == [(21.5, None)]
+
+
+@pytest.mark.parametrize(
+    ("sample", "reason"),
+    [
+        ('"values": {"temp": null}', "null is allowed only with quality bad"),
+        ('"values": {"temp": null}, "quality": {"temp": "uncertain"}', "null is allowed only with quality bad"),
+        ('"values": {"temp": 1}, "quality": {"speed": "bad"}', "quality.speed: no such tag in values"),
+        ('"values": {"state": "running"}, "quality": {"state": "bad"}', "a state has no quality"),
+        ('"values": {"temp": 1}, "quality": {"temp": "excellent"}', "schema: samples.0.quality.temp"),
+        ('"values": {"temp": 1}, "quality": {"temp": {"level": "bad", "why": 1}}', "schema: samples.0.quality.temp"),
+    ],
+    ids=["null-good", "null-uncertain", "unknown-tag", "state", "unknown-level", "extra-field"],
+)
+def test_quality_that_cannot_hold_is_refused(sample: str, reason: str) -> None:
+    with pytest.raises(ContractError, match=reason.replace(".", r"\.")):
+        decode('{"samples": [{"ts": "2026-11-26T07:59:00Z", ' + sample + "}]}")
+
+
+def test_stored_quality_names() -> None:
+    assert [quality_name(level) for level in (None, 0, 1, 2)] == ["good", "good", "uncertain", "bad"]
+    assert Quality(QualityLevel.BAD).encode() == "bad"
+    assert Quality(QualityLevel.BAD, 2, "IllegalDataAddress").encode() == {
+        "level": "bad",
+        "code": 2,
+        "detail": "IllegalDataAddress",
+    }
