@@ -219,13 +219,6 @@ class PlantCalendar:
         return datetime.combine(day, wall, tzinfo=self.zone).astimezone(UTC)
 
 
-def _wall_length(start: time, end: time) -> timedelta:
-    """From `start` to `end` on a wall clock, across midnight when `end` is at or before `start`."""
-    base = date(2001, 1, 1)
-    length = datetime.combine(base, end) - datetime.combine(base, start)
-    return length if length > ZERO else length + timedelta(days=1)
-
-
 def local_day(zone: ZoneInfo, day: date) -> Interval:
     """A local calendar day, midnight to midnight, as instants (23 or 25 hours across a DST change)."""
     return Interval(

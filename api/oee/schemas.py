@@ -46,7 +46,7 @@ class OeeIssueRead(BaseModel):
 class ReportedRead(BaseModel):
     """The stage's counts as reported by its workers next to what the machine counted over the stage's run.
 
-    `total_difference` = reported good + scrap − the machine's total count; `good_difference` = reported good − the
+    `total_difference` = reported good + scrap - the machine's total count; `good_difference` = reported good - the
     machine's good count; null when either side is missing. A non-zero difference is also said in `notes`.
     """
 
