@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export UV_COMPILE_BYTECODE := 1
 # System packages: the demo needs only the broker; the tests start real services and use third-party clients.
 DEMO_APT_PACKAGES := mosquitto
-APT_PACKAGES := $(DEMO_APT_PACKAGES) postgresql mosquitto-clients mbpoll chromium chromium-driver
+APT_PACKAGES := $(DEMO_APT_PACKAGES) postgresql mosquitto-clients mbpoll socat chromium chromium-driver
 TIMESCALE_DIR := tests/support/timescale
 NODEOPCUA_DIR := tests/support/nodeopcua
 UI_DIR := api/ui/web
@@ -51,7 +51,7 @@ define apt_install
 	fi
 endef
 
-system-deps: ## install the Debian packages the tests run for real (PostgreSQL, Mosquitto, mbpoll, Chromium)
+system-deps: ## install the Debian packages the tests run for real (PostgreSQL, Mosquitto, mbpoll, socat, Chromium)
 	$(call apt_install,$(APT_PACKAGES))
 
 demo-deps: ## install the Debian package the demo runs (Mosquitto; without it the demo uses an embedded broker)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
 from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, check_tls_port
@@ -24,6 +35,22 @@ from gateway.pki import (
 
 Code = Annotated[str, Field(pattern=f"^{CODE_PATTERN}$")]
 TagName = Annotated[str, Field(pattern=f"^{TAG_PATTERN}$")]
+
+
+def _ordered_range(bounds: tuple[float, float]) -> tuple[float, float]:
+    low, high = bounds
+    if math.isnan(low) or math.isnan(high):
+        raise ValueError("a bound is not a number")
+    if low > high:
+        raise ValueError(f"min {low:g} is above max {high:g}")
+    return bounds
+
+
+# A tag's engineering range `[min, max]` (inclusive; `.inf` / `-.inf` for one side only): a number read outside it is
+# published with quality bad "out_of_range" (gateway.plausibility).
+EngineeringRange = Annotated[tuple[float, float], AfterValidator(_ordered_range)]
+# Whose clock stamps an OPC-UA value: the device's (SourceTimestamp), the server's, or the gateway's read time.
+TimestampMode = Literal["source", "server", "gateway"]
 
 
 class ConfigError(Exception):
@@ -135,6 +162,7 @@ class ModbusTag(_Strict):
     scale: float = 1.0
     offset: float = 0.0
     deadband: float | None = Field(default=None, ge=0)
+    range: EngineeringRange | None = None
 
     @property
     def count(self) -> int:
@@ -154,6 +182,9 @@ class OpcUaTag(_Strict):
     name: TagName
     node_id: str = Field(min_length=3, max_length=512)
     deadband: float | None = Field(default=None, ge=0)
+    range: EngineeringRange | None = None
+    # None: the device's `timestamp`.
+    timestamp: TimestampMode | None = None
 
 
 class _Device(_Strict):
@@ -179,12 +210,34 @@ class _Device(_Strict):
         return self
 
 
+# Serial line speeds a Modbus RTU device is set to (the rates of the spec's table and of common converters).
+STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+# The Modbus serial line spec's defaults: 9600 baud, 8 data bits, even parity, 1 stop bit.
+RTU_LINE_DEFAULTS: dict[str, object] = {"baudrate": 9600, "bytesize": 8, "parity": "E", "stopbits": 1}
+_RTU_LINE_SETTINGS = ("serial_port", "baudrate", "parity", "stopbits", "bytesize")
+
+
 class ModbusDevice(_Device):
-    """A Modbus TCP device, polled."""
+    """A Modbus device, polled: over TCP, on an RTU serial line, or RTU framed through a serial device server."""
 
     protocol: Literal["modbus"]
-    host: str = Field(min_length=1)
-    port: int = Field(default=502, ge=1, le=65535)
+    # tcp: Modbus TCP at host:port. rtu: RTU frames on the serial line `serial_port` (RS-485/RS-232), shared with
+    # every device of that line. rtu_over_tcp: RTU frames through a serial device server (a transparent RS-485 to
+    # TCP converter) at host:port, shared with every device behind it.
+    transport: Literal["tcp", "rtu", "rtu_over_tcp"] = "tcp"
+    host: str | None = Field(default=None, min_length=1)
+    # tcp: 502 when left out; rtu_over_tcp: required (serial device servers have no standard port).
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # rtu only; the devices of one serial_port must agree on the line settings (RTU_LINE_DEFAULTS when left out).
+    serial_port: str | None = Field(default=None, min_length=1)
+    baudrate: int | None = None
+    parity: Literal["N", "E", "O"] | None = None
+    stopbits: Literal[1, 2] | None = None
+    bytesize: Literal[7, 8] | None = None
+    # rtu and rtu_over_tcp: silence the line keeps after each request to this device, for slow devices and RS-485
+    # converters. On rtu never less than the 3.5-character gap that ends an RTU frame (the default).
+    inter_request_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
+    # On a serial line (rtu, rtu_over_tcp) 1..247: 0 is the broadcast address, which no device answers.
     unit_id: int = Field(default=1, ge=0, le=255)
     poll_interval_s: float = Field(default=1.0, ge=0.01, le=3600)
     # A gap of up to this many unused registers is read through rather than split into another request.
@@ -218,6 +271,114 @@ class ModbusDevice(_Device):
                 )
         _check_state_tag(self.state_tag, names)
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _transport_defaults(cls, data: object) -> object:
+        # Defaults that depend on the transport are filled in before validation, so that a setting left out and a
+        # setting that does not apply to the transport stay apart: `_transport_settings` refuses the second.
+        if isinstance(data, dict):
+            transport = data.get("transport", "tcp")
+            if transport == "tcp":
+                return {"port": 502, **data}
+            if transport == "rtu":
+                return {**RTU_LINE_DEFAULTS, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _transport_settings(self) -> Self:
+        given = {name: getattr(self, name) for name in ("host", "port", *_RTU_LINE_SETTINGS)}
+        if self.transport == "rtu":
+            if self.serial_port is None:
+                raise ValueError("serial_port: Field required (transport rtu)")
+            for name in ("host", "port"):
+                if given[name] is not None:
+                    raise ValueError(f"{name}: not used by transport rtu (the line is serial_port)")
+            if self.baudrate not in STANDARD_BAUDRATES:
+                rates = ", ".join(str(rate) for rate in STANDARD_BAUDRATES)
+                raise ValueError(f"baudrate: {self.baudrate} is not a standard rate ({rates})")
+            gap_ms = self.silent_interval_s * 1000
+            if self.inter_request_delay_ms is not None and self.inter_request_delay_ms < gap_ms:
+                raise ValueError(
+                    f"inter_request_delay_ms: {self.inter_request_delay_ms:g} is shorter than the 3.5-character gap "
+                    f"of this line ({gap_ms:.2f} ms), which the gateway always keeps; leave it out for that minimum"
+                )
+        else:
+            for name in _RTU_LINE_SETTINGS:
+                if given[name] is not None:
+                    raise ValueError(f"{name}: applies to transport rtu only, not {self.transport}")
+            if self.host is None:
+                raise ValueError("host: Field required")
+            if self.port is None:
+                why = " (a serial device server has no standard port)" if self.transport == "rtu_over_tcp" else ""
+                raise ValueError(f"port: Field required{why}")
+            if self.transport == "tcp" and self.inter_request_delay_ms is not None:
+                raise ValueError(
+                    "inter_request_delay_ms: applies to the shared lines of rtu and rtu_over_tcp; "
+                    "a tcp device paces its own requests with request_pause_s"
+                )
+        if self.transport != "tcp" and not 1 <= self.unit_id <= 247:
+            raise ValueError(f"unit_id: {self.unit_id} on a serial line; use 1..247 (0 is broadcast, never answered)")
+        return self
+
+    @property
+    def line(self) -> str:
+        """Where the requests go: `serial_port`, or `host:port`. Devices with the same line share one connection
+        (rtu and rtu_over_tcp) and have one request on it at a time."""
+        return self.serial_port if self.serial_port is not None else f"{self.host}:{self.port}"
+
+    @property
+    def line_settings(self) -> tuple[int | None, str | None, int | None, int | None]:
+        """baudrate, parity, stopbits, bytesize: what the devices of one serial line must agree on."""
+        return self.baudrate, self.parity, self.stopbits, self.bytesize
+
+    @property
+    def silent_interval_s(self) -> float:
+        """rtu: the 3.5-character silence that ends a frame (a fixed 1.75 ms above 19200 baud, as the Modbus serial
+        line spec says); 0 for the other transports."""
+        if self.transport != "rtu" or self.baudrate is None:
+            return 0.0
+        if self.baudrate > 19200:
+            return 0.00175
+        bits = 1 + (self.bytesize or 8) + (self.parity != "N") + (self.stopbits or 1)
+        return 3.5 * bits / self.baudrate
+
+    @property
+    def line_pause_s(self) -> float:
+        """The silence the line keeps after each request to this device."""
+        return max((self.inter_request_delay_ms or 0.0) / 1000, self.silent_interval_s)
+
+
+def check_modbus_lines(devices: Sequence[object]) -> None:
+    """Devices sharing a serial line (or serial device server) agree on its settings, one unit id each, and a
+    host:port speaks one framing; ValueError names both devices."""
+    first: dict[str, tuple[int, ModbusDevice]] = {}
+    units: dict[tuple[str, int], ModbusDevice] = {}
+    for index, device in enumerate(devices):
+        if not isinstance(device, ModbusDevice):
+            continue
+        seen = first.setdefault(device.line, (index, device))[1]
+        if device.transport != seen.transport and "tcp" in (device.transport, seen.transport):
+            raise ValueError(
+                f"devices.{index}.transport: {device.machine!r} ({device.transport}) and {seen.machine!r} "
+                f"({seen.transport}) use the same {device.line}; one connection speaks one framing"
+            )
+        if device.transport == "tcp":
+            continue
+        for name, mine, theirs in zip(
+            ("baudrate", "parity", "stopbits", "bytesize"), device.line_settings, seen.line_settings, strict=True
+        ):
+            if mine != theirs:
+                raise ValueError(
+                    f"devices.{index}.{name}: {device.machine!r} sets {mine} but {seen.machine!r} sets {theirs} on "
+                    f"the same serial line {device.line}; a line has one setting"
+                )
+        clash = units.setdefault((device.line, device.unit_id), device)
+        if clash is not device:
+            raise ValueError(
+                f"devices.{index}.unit_id: {device.machine!r} and {clash.machine!r} both use unit {device.unit_id} "
+                f"on {device.line}"
+            )
 
 
 def _check_state_tag(state_tag: str | None, names: set[str]) -> None:
@@ -255,6 +416,10 @@ class OpcUaDevice(_Device):
     publishing_interval_ms: int = Field(default=500, ge=10, le=60_000)
     # A subscription silent this long is rebuilt; after repeated silence the device falls back to polling.
     watchdog_s: float = Field(default=10.0, gt=0, le=3600)
+    # Whose time a value carries (falling back to the server's, then the gateway's, when absent), and how far from
+    # the gateway's clock it may be before the gateway's read time replaces it (flagged uncertain "clock_skew").
+    timestamp: TimestampMode = "source"
+    max_clock_skew_s: float = Field(default=300.0, gt=0, le=86_400)
     # Both or neither: a policy without a mode (or the reverse) is refused, never guessed.
     security_policy: SecurityPolicy = SecurityPolicy.NONE
     security_mode: SecurityMode | None = None
@@ -382,6 +547,11 @@ class GatewayConfig(_Strict):
         duplicates = sorted({machine for machine in machines if machines.count(machine) > 1})
         if duplicates:
             raise ValueError(f"devices: machine {', '.join(duplicates)} is configured more than once")
+        return self
+
+    @model_validator(mode="after")
+    def _modbus_lines(self) -> Self:
+        check_modbus_lines(self.devices)
         return self
 
     @property

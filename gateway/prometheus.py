@@ -17,6 +17,7 @@ class GatewayMetrics:
     device_online: Gauge
     values_read: Counter
     values_reported: Counter
+    values_out_of_range: Counter
     buffered: Counter
     published: Counter
     dropped: Gauge
@@ -44,6 +45,11 @@ class GatewayMetrics:
             values_read=counter("shopfloor_gateway_values_read", "Tag values read", ("machine",)),
             values_reported=counter(
                 "shopfloor_gateway_values_reported", "Tag values passed by report-by-exception", ("machine",)
+            ),
+            values_out_of_range=counter(
+                "shopfloor_gateway_values_out_of_range",
+                "Numbers read outside their tag's configured range (published with quality bad)",
+                ("machine",),
             ),
             buffered=counter("shopfloor_gateway_messages_buffered", "Messages written to the disk buffer"),
             published=counter("shopfloor_gateway_messages_published", "Messages acknowledged by the broker"),

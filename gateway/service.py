@@ -27,6 +27,7 @@ from core.retry import Backoff, keep_connected, wait_or_stop
 from gateway.buffer import AsyncDiskBuffer
 from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
 from gateway.pki import ClientApplication
+from gateway.plausibility import check_ranges
 from gateway.prometheus import GatewayMetrics
 from gateway.puback import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS, PubackTracker
 from gateway.report import ChangeFilter, group_samples
@@ -129,7 +130,9 @@ class Gateway:
         other exception is a bug, and it fails the gateway rather than looping."""
         machine = device.machine
         deadbands = {tag.name: tag.deadband for tag in device.tags}
+        ranges = {tag.name: tag.range for tag in device.tags if tag.range is not None}
         changes = ChangeFilter(self.config.full_refresh_s, deadbands)
+        warned_ranges: set[str] = set()
 
         async def poll(healthy: Callable[[], None]) -> None:
             async with self.source_factory(device) as source:
@@ -139,6 +142,20 @@ class Gateway:
                         healthy()
                     self.metrics.polls.labels(machine).inc()
                     self.metrics.values_read.labels(machine).inc(len(values))
+                    # Before report by exception: leaving the range is a change of quality, reported at once.
+                    values, outside = check_ranges(values, ranges)
+                    if outside:
+                        self.metrics.values_out_of_range.labels(machine).inc(len(outside))
+                        for item in outside:
+                            if item.tag not in warned_ranges:  # once per tag: a broken sensor must not flood the log
+                                warned_ranges.add(item.tag)
+                                log.warning(
+                                    "value_out_of_range",
+                                    machine=machine,
+                                    tag=item.tag,
+                                    value=item.value,
+                                    range=list(ranges[item.tag]),
+                                )
                     accepted = changes.accept(values, time.monotonic())
                     self.metrics.values_reported.labels(machine).inc(len(accepted))
                     await self._add(machine, accepted)

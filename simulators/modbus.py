@@ -6,7 +6,8 @@ it up for another variant. Everything is drawn from one `random.Random(seed)` on
 always gives the same sequence of values; `speed` only maps the simulated clock to wall time (speed 60 runs an
 hour in a minute).
 
-Register map (protocol addresses, 0-based; unit id 1, any other unit id answers exception 2):
+Register map (protocol addresses, 0-based; unit id 1 by default; over TCP any other unit id answers exception 2,
+on an RTU line it stays silent, as a missing device on a real line does):
 
     address  table     type     tag               unit   meaning
     0        holding   uint16   state             -      0 off, 1 idle, 2 running, 3 setup, 4 alarm
@@ -37,6 +38,16 @@ In-process (tests):
 Standalone: `python -m simulators.modbus --port 5020 --seed 1 --speed 1 --order ABCD` prints
 `READY modbus <host>:<port>` once listening and exits cleanly on SIGTERM or SIGINT. `--warmup 3600` runs an hour
 of simulated shift at once before serving, so counters start far from zero; `--port 0` picks a free port.
+
+Modbus RTU: `--transport rtu --serial-port /dev/ttyUSB0` (with `--baudrate`, `--parity`, `--stopbits`,
+`--bytesize`; defaults 9600 8E1, the spec's) serves RTU frames on a serial device and prints
+`READY modbus rtu <serial port>`; `--transport rtu_over_tcp` serves RTU frames over TCP, as a serial device server
+passes them on. `--unit-id` may be given several times: every unit id shows the same station (one state, mirrored),
+the way several identical stations on one RS-485 line would look. A pseudo-terminal pair made by
+`socat -d -d pty,raw,echo=0,link=/tmp/sim pty,raw,echo=0,link=/tmp/gw` stands in for a cable; Linux ptys refuse
+parity and 7 data bits, so use `--parity N` there. `--fail input:0` makes that range answer exception 2
+(illegal data address), for testing how a client handles one failing block; in-process, `station.fail(...)` and
+`station.heal()` do the same at run time.
 """
 
 from __future__ import annotations
@@ -48,12 +59,15 @@ import itertools
 import math
 import random
 import sys
+import termios
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
@@ -79,6 +93,9 @@ STATE_MAP: dict[int, MachineState] = {code: state for state, code in STATE_CODES
 TABLE_SIZE = {RegisterType.COIL: 16, RegisterType.DISCRETE: 16, RegisterType.HOLDING: 32, RegisterType.INPUT: 16}
 # Function codes pymodbus's datastore uses to pick a table when the simulator writes its own values.
 _WRITE_CODE = {RegisterType.COIL: 5, RegisterType.DISCRETE: 2, RegisterType.HOLDING: 16, RegisterType.INPUT: 4}
+# The table a read function code reads.
+_READ_TABLE = {1: RegisterType.COIL, 2: RegisterType.DISCRETE, 3: RegisterType.HOLDING, 4: RegisterType.INPUT}
+Transport = Literal["tcp", "rtu", "rtu_over_tcp"]
 
 
 @dataclass(frozen=True)
@@ -279,8 +296,34 @@ class StationModel:
 # ---- the Modbus server -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SerialSettings:
+    """The serial line of an RTU station (the Modbus serial line spec's default: 9600 baud, 8E1)."""
+
+    port: str
+    baudrate: int = 9600
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: int = 1
+    bytesize: int = 8
+
+
+@dataclass(frozen=True)
+class FailingRange:
+    """Reads touching `count` registers (or bits) of `register` from `address` answer exception `code`."""
+
+    register: RegisterType
+    address: int
+    count: int
+    code: int = int(ExcCodes.ILLEGAL_ADDRESS)
+
+    def hit(self, register: RegisterType, address: int, count: int) -> bool:
+        """Whether a read of `count` from `address` in `register` touches the range."""
+        return register is self.register and address < self.address + self.count and self.address < address + count
+
+
 class ModbusStation:
-    """The assembly station served over Modbus TCP, in-process (`async with`) or standalone (`main`)."""
+    """The assembly station served over Modbus TCP, RTU on a serial line, or RTU framed over TCP, in-process
+    (`async with`) or standalone (`main`)."""
 
     def __init__(
         self,
@@ -294,13 +337,24 @@ class ModbusStation:
         params: StationParams | None = None,
         warmup_s: float = 0.0,
         keep_record: bool = True,
+        transport: Transport = "tcp",
+        serial: SerialSettings | None = None,
+        unit_ids: tuple[int, ...] = (),
+        failing: tuple[FailingRange, ...] = (),
     ) -> None:
         if speed <= 0 or warmup_s < 0:
             raise ValueError("speed must be > 0 and warmup_s >= 0")
+        if (transport == "rtu") != (serial is not None):
+            raise ValueError("transport rtu needs serial settings, and only it uses them")
         self.host, self.port = host, port
         self.speed = speed
         self.order = Order(order)
-        self.unit_id = unit_id
+        self.transport: Transport = transport
+        self.serial = serial
+        # Every unit id shows the same station; the first is `unit_id`.
+        self.unit_ids = unit_ids or (unit_id,)
+        self.unit_id = self.unit_ids[0]
+        self.failing: list[FailingRange] = list(failing)
         self.model = StationModel(seed, params)
         # Simulated seconds run at once before serving: the station starts mid-shift, counters already counting.
         self.warmup_s = warmup_s
@@ -308,8 +362,47 @@ class ModbusStation:
         self.record: list[tuple[datetime, str, Value | str]] = []
         self._keep_record = keep_record
         self._current: dict[str, Value | str] = {}
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusBaseServer | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def where(self) -> str:
+        """Where it serves: `host:port`, or the serial port."""
+        return self.serial.port if self.serial is not None else f"{self.host}:{self.port}"
+
+    def fail(
+        self, register: RegisterType, address: int, count: int = 1, code: int = int(ExcCodes.ILLEGAL_ADDRESS)
+    ) -> None:
+        """From now on, reads touching this range answer exception `code` (2: illegal data address)."""
+        self.failing.append(FailingRange(register, address, count, code))
+
+    def heal(self) -> None:
+        """Every range reads normally again."""
+        self.failing.clear()
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        # Called by pymodbus for every access; the station's own writes (set_values) always go through.
+        table = _READ_TABLE.get(function_code)
+        if set_values is not None or table is None:
+            return None
+        for failing in self.failing:
+            if failing.hit(table, address, max(count, 1)):
+                return ExcCodes(failing.code)
+        return None
+
+    def _silence_other_units(self, sending: bool, packet: bytes) -> bytes:
+        # On an RTU line a unit id nobody has gets no answer at all (pymodbus would answer for device 0).
+        if sending and packet and packet[0] not in self.unit_ids:
+            return b""
+        return packet
 
     def current(self) -> dict[str, Value | str]:
         """What a correct client decodes from the registers right now (state as its name)."""
@@ -322,25 +415,53 @@ class ModbusStation:
         def words(size: int) -> list[SimData]:
             return [SimData(0, count=size, values=0, datatype=SimType.REGISTERS)]
 
-        station = SimDevice(
-            id=self.unit_id,
-            simdata=(
-                bits(TABLE_SIZE[RegisterType.COIL]),
-                bits(TABLE_SIZE[RegisterType.DISCRETE]),
-                words(TABLE_SIZE[RegisterType.HOLDING]),
-                words(TABLE_SIZE[RegisterType.INPUT]),
-            ),
-        )
-        if self.unit_id == 0:  # device 0 answers every unit id
-            return [station]
+        stations = [
+            SimDevice(
+                id=unit,
+                simdata=(
+                    bits(TABLE_SIZE[RegisterType.COIL]),
+                    bits(TABLE_SIZE[RegisterType.DISCRETE]),
+                    words(TABLE_SIZE[RegisterType.HOLDING]),
+                    words(TABLE_SIZE[RegisterType.INPUT]),
+                ),
+                action=self._action,
+            )
+            for unit in self.unit_ids
+        ]
+        if 0 in self.unit_ids:  # device 0 answers every unit id
+            return stations
         # pymodbus sends every other unit id to device 0; without one it fails with a logged KeyError.
         nobody = SimDevice(id=0, simdata=[SimData(0, count=1, datatype=SimType.INVALID)])
-        return [station, nobody]
+        return [*stations, nobody]
+
+    def _make_server(self) -> ModbusBaseServer:
+        if self.serial is not None:
+            return ModbusSerialServer(
+                self._device(),
+                framer=FramerType.RTU,
+                port=self.serial.port,
+                baudrate=self.serial.baudrate,
+                parity=self.serial.parity,
+                stopbits=self.serial.stopbits,
+                bytesize=self.serial.bytesize,
+                trace_packet=self._silence_other_units,
+            )
+        if self.transport == "rtu_over_tcp":
+            return ModbusTcpServer(
+                self._device(),
+                address=(self.host, self.port),
+                framer=FramerType.RTU,
+                trace_packet=self._silence_other_units,
+            )
+        return ModbusTcpServer(self._device(), address=(self.host, self.port))
 
     async def __aenter__(self) -> ModbusStation:
         """Listen, expose the initial values, start the machine."""
-        server = ModbusTcpServer(self._device(), address=(self.host, self.port))
-        await server.serve_forever(background=True)  # RuntimeError when the port cannot be bound
+        server = self._make_server()
+        try:
+            await server.serve_forever(background=True)  # RuntimeError when the port cannot be bound (or opened)
+        except termios.error as error:  # pyserial setting up a serial device that refuses a setting (a pty, parity)
+            raise RuntimeError(f"{self.where}: the serial device refuses these line settings ({error})") from error
         self._server = server
         sockets = getattr(server.transport, "sockets", None)
         if sockets:
@@ -353,7 +474,7 @@ class ModbusStation:
                 break
             initial.update(changes)
         await self._expose(initial)
-        self._task = asyncio.create_task(self._run(events), name=f"sim:modbus:{self.port}")
+        self._task = asyncio.create_task(self._run(events), name=f"sim:modbus:{self.where}")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -392,7 +513,8 @@ class ModbusStation:
                 registers = encode(STATE_CODES[value], tag.data_type, Order.ABCD)
                 exposed: Value | str = STATE_MAP[int(decode(registers, tag.data_type, Order.ABCD))].value
             elif tag.register in (RegisterType.COIL, RegisterType.DISCRETE):
-                await server.async_setValues(self.unit_id, _WRITE_CODE[tag.register], tag.address, [bool(value)])
+                for unit in self.unit_ids:
+                    await server.async_setValues(unit, _WRITE_CODE[tag.register], tag.address, [bool(value)])
                 self._note(ts, name, bool(value))
                 continue
             else:
@@ -400,7 +522,8 @@ class ModbusStation:
                 raw = unapply_scale(value, tag.scale, 0.0) if tag.scale != 1.0 else value
                 registers = encode(raw, tag.data_type, order)
                 exposed = apply_scale(decode(registers, tag.data_type, order), tag.scale, 0.0)
-            await server.async_setValues(self.unit_id, _WRITE_CODE[tag.register], tag.address, registers)
+            for unit in self.unit_ids:
+                await server.async_setValues(unit, _WRITE_CODE[tag.register], tag.address, registers)
             self._note(ts, name, exposed)
 
     def _note(self, ts: datetime, name: str, value: Value | str) -> None:
@@ -420,11 +543,43 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall-clock second")
     parser.add_argument("--warmup", type=float, default=0.0, help="simulated seconds run at once before serving")
     parser.add_argument("--order", choices=[order.value for order in Order], default=Order.ABCD.value)
-    parser.add_argument("--unit-id", type=int, default=DEFAULT_UNIT_ID)
+    parser.add_argument(
+        "--unit-id", type=int, action="append", help=f"repeat for several units on one line (default {DEFAULT_UNIT_ID})"
+    )
     parser.add_argument("--cycle-time", type=float, default=StationParams.ideal_cycle_s, help="ideal cycle, s")
     parser.add_argument("--scrap-rate", type=float, default=StationParams.scrap_rate)
+    parser.add_argument("--transport", choices=["tcp", "rtu", "rtu_over_tcp"], default="tcp")
+    parser.add_argument("--serial-port", help="the serial device of --transport rtu")
+    parser.add_argument("--baudrate", type=int, default=9600)
+    parser.add_argument("--parity", choices=["N", "E", "O"], default="E")
+    parser.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    parser.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
+    parser.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="TABLE:ADDRESS[:COUNT[:CODE]]",
+        help="reads touching this range answer a Modbus exception (default code 2), e.g. input:0 or holding:10:2:4",
+    )
     add_ready_file_option(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.transport == "rtu") != (args.serial_port is not None):
+        parser.error("--serial-port goes with --transport rtu, and --transport rtu needs it")
+    try:
+        args.fail = tuple(_failing_range(text) for text in args.fail)
+    except ValueError as error:
+        parser.error(f"--fail: {error}")
+    return args
+
+
+def _failing_range(text: str) -> FailingRange:
+    """`holding:40:4:2` (table, address, count, exception code; count 1 and code 2 when left out)."""
+    table, *numbers = text.split(":")
+    if not 1 <= len(numbers) <= 3:
+        raise ValueError(f"{text!r} is not TABLE:ADDRESS[:COUNT[:CODE]]")
+    given = [int(number) for number in numbers]
+    address, count, code = given + [1, int(ExcCodes.ILLEGAL_ADDRESS)][len(given) - 1 :]
+    return FailingRange(RegisterType(table), address, count, code)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -436,15 +591,25 @@ async def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         speed=args.speed,
         order=args.order,
-        unit_id=args.unit_id,
+        unit_ids=tuple(args.unit_id or (DEFAULT_UNIT_ID,)),
         params=params,
         warmup_s=args.warmup,
         keep_record=False,
+        transport=args.transport,
+        serial=SerialSettings(args.serial_port, args.baudrate, args.parity, args.stopbits, args.bytesize)
+        if args.serial_port is not None
+        else None,
+        failing=args.fail,
     )
     with stop_on_signals() as stop:
         async with station, readiness(args.ready_file) as ready:
-            ready.ready(host=station.host, port=station.port)
-            print(f"READY modbus {station.host}:{station.port}", flush=True)
+            if station.serial is not None:
+                ready.ready(serial_port=station.serial.port, unit_ids=list(station.unit_ids))
+                print(f"READY modbus rtu {station.serial.port}", flush=True)
+            else:
+                ready.ready(host=station.host, port=station.port, unit_ids=list(station.unit_ids))
+                framing = "rtu_over_tcp " if station.transport == "rtu_over_tcp" else ""
+                print(f"READY modbus {framing}{station.host}:{station.port}", flush=True)
             await stop.wait()
 
 

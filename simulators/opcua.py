@@ -17,7 +17,8 @@ application URI). Variables, all with stable string node ids:
 
 Every `update_interval_s` of wall time the machine advances `update_interval_s * speed` simulated seconds; each value
 that changed is written with its source and server timestamp set to the wall-clock time of that update, and recorded
-in `record`. Standalone: `python -m simulators.opcua --port 4840 --seed 1 --speed 1` prints
+in `record`. Tests write single values with chosen timestamps and status codes through `expose()`.
+Standalone: `python -m simulators.opcua --port 4840 --seed 1 --speed 1` prints
 `READY opcua opc.tcp://127.0.0.1:4840` once it serves and exits cleanly on SIGTERM or SIGINT.
 
 Security is off by default (one endpoint with security mode None, anonymous access). `--security
@@ -308,6 +309,38 @@ class InjectionMachineServer:
             for node, datavalue in muted_values.items():
                 await server.write_attribute_value(node, datavalue)
 
+    async def expose(
+        self,
+        tag: str,
+        value: Exposed | None,
+        *,
+        source_time: datetime | None,
+        server_time: datetime | None,
+        status: int = StatusCodes.Good,
+    ) -> None:
+        """Write one value as a PLC would: a chosen status code and timestamps (None leaves one out), for the tests
+        of the gateway's timestamp modes, skew guard and qualities. Pause the simulator first, or its next update
+        overwrites the value.
+
+        asyncua's write nulls the value of a Bad status, as the spec asks; some PLCs send their last value along
+        anyway, so a Bad value given here is also served to reads (not to subscriptions) until the next write.
+        """
+        server = self._require_server()
+        node = self._nodes[tag]
+        variant = ua.Variant(value, VARIABLES[tag][1]) if value is not None else ua.Variant()
+        code = ua.StatusCode(ua.UInt32(status))
+        datavalue = ua.DataValue(
+            variant,
+            StatusCode=code,
+            SourceTimestamp=_opcua_time(source_time),
+            ServerTimestamp=_opcua_time(server_time),
+        )
+        await server.write_attribute_value(node, datavalue)
+        if value is not None and code.is_bad():
+            server.set_attribute_value_callback(node, lambda _node, _attribute: datavalue)
+        if value is not None:
+            self._current[tag] = value
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
@@ -426,6 +459,10 @@ class InjectionMachineServer:
             self._current[tag] = value
             if self._keep_record:
                 self.record.append((ts, tag, value))
+
+
+def _opcua_time(ts: datetime | None) -> ua.DateTime | None:
+    return None if ts is None else ua.DateTime.combine(ts.date(), ts.timetz())
 
 
 def _client_validator(folder: Path) -> CertificateValidatorMethod:

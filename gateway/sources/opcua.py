@@ -11,10 +11,22 @@ the subscription is rebuilt once; if the rebuilt one is silent for `watchdog_s` 
 polling (`opcua_watchdog_fallback`). A machine whose values really do not change for `watchdog_s` therefore ends up
 polled, which costs a read per poll interval and loses nothing.
 
-Every value carries the server's SourceTimestamp when it is present and within ±5 minutes of the gateway clock,
-else the gateway time (counted in `stats.timestamp_fallbacks`). Numbers become floats, booleans stay booleans; the
-state tag's code is mapped through `state_map` (an unmapped code is logged once, counted, and left out of the
-sample). Values the contract cannot carry (bad status, text, NaN, arrays) are left out and logged once per tag.
+Whose time a value carries is the tag's `timestamp` (else the device's): `source` (the DataValue's SourceTimestamp,
+falling back to its ServerTimestamp, then to the gateway's read time, when absent), `server` (ServerTimestamp, then
+read time) or `gateway` (the read time). A missing timestamp is counted in `stats.timestamp_fallbacks`. The skew
+guard: a source or server time further than `max_clock_skew_s` from the gateway's clock is replaced by the read time,
+counted (`stats.clock_skews`), logged once per tag, and the value flagged uncertain "clock_skew". One exception: a
+polled value read again with the same old timestamp as at its previous read on this connection has not changed
+since (its timestamp is that of its last change); it is reported at the read time without a flag
+(`stats.unchanged_since`). A wrong clock that keeps stamping new values is flagged at every value.
+
+The StatusCode becomes the value's quality: Good is good (no quality), Uncertain is published with quality uncertain,
+Bad with quality bad (code and name of the status), its value kept when it is a finite number or a boolean, else
+null. Numbers become floats, booleans stay booleans; the state tag's code is mapped through `state_map` (an unmapped
+code is logged once, counted, and left out of the sample). A state has no quality in the contract, so a state whose
+status is not Good is left out. Values the contract cannot carry with a Good or Uncertain status (text, NaN, arrays)
+are left out. Everything left out is counted in `stats.skipped_values` and logged once per tag and reason; the
+other values of the same read or notification are published as usual.
 
 Security: with a policy other than None the source first asks the server for its endpoints over an unsecured channel
 (the standard GetEndpoints step), picks the one with the configured policy and mode, and checks the server's
@@ -53,9 +65,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from core.clock import utcnow
-from core.contract import MachineState
+from core.contract import MachineState, Quality, QualityLevel
 from core.logging import get_logger
-from gateway.config import ConfigError, OpcUaDevice, SecurityMode, SecurityPolicy
+from gateway.config import ConfigError, OpcUaDevice, SecurityMode, SecurityPolicy, TimestampMode
 from gateway.pki import (
     ClientApplication,
     Pki,
@@ -64,12 +76,13 @@ from gateway.pki import (
     server_certificate_problem,
     thumbprint,
 )
+from gateway.plausibility import CLOCK_SKEW, flagged
 from gateway.sources.base import SourceError, TagValue
 
 log = get_logger("shopfloor.gateway.opcua")
 
-# A source timestamp further than this from the gateway clock is not trusted (a PLC with a wrong clock).
-TIMESTAMP_TOLERANCE = timedelta(minutes=5)
+# OPC-UA's "no timestamp" written as a value (DateTime MinValue, 1601-01-01) rather than left out.
+_NO_TIME = datetime(1601, 1, 2, tzinfo=UTC)
 # Data changes waiting for `values()`; beyond this the oldest are dropped (and counted).
 QUEUE_SIZE = 10_000
 # A quiet subscription still hears from the server this often (keep-alive), and dies after this long unpolled.
@@ -112,6 +125,10 @@ class OpcUaStats:
 
     connects: int = 0
     timestamp_fallbacks: int = 0
+    clock_skews: int = 0
+    unchanged_since: int = 0
+    uncertain_values: int = 0
+    bad_values: int = 0
     unmapped_states: int = 0
     skipped_values: int = 0
     dropped_notifications: int = 0
@@ -210,6 +227,10 @@ class OpcUaSource:
         self.mode: Literal["poll", "subscribe"] = device.mode
         self._clock = clock
         self._node_ids = {tag.name: _parse_node_id(tag.node_id) for tag in device.tags}
+        self._timestamp_modes: dict[str, TimestampMode] = {
+            tag.name: tag.timestamp or device.timestamp for tag in device.tags
+        }
+        self._max_skew = timedelta(seconds=device.max_clock_skew_s)
         self._log = log.bind(machine=device.machine, endpoint=device.endpoint)
         self._client: Client | None = None
         self._nodes: list[Node] = []
@@ -221,6 +242,8 @@ class OpcUaSource:
         self._subscription: Subscription | None = None
         self._lost: str | None = None
         self._warned: set[tuple[str, str]] = set()
+        # Each tag's timestamp at its previous read on this connection, to tell an unchanged value from a wrong clock.
+        self._stamps: dict[str, datetime] = {}
 
     # -- connection -------------------------------------------------------------------------------------------
 
@@ -231,6 +254,7 @@ class OpcUaSource:
         client.connection_lost_callback = self._connection_lost
         self._lost = None
         self._warned.clear()
+        self._stamps.clear()
         self._queue = asyncio.Queue(maxsize=QUEUE_SIZE)
         self.mode = self.device.mode
         connected = False
@@ -619,25 +643,47 @@ class OpcUaSource:
     # -- conversion -------------------------------------------------------------------------------------------
 
     def _convert(self, tag: str, datavalue: ua.DataValue, now: datetime) -> TagValue | None:
-        status = datavalue.StatusCode
-        if status is not None and status.is_bad():
-            return self._skip(tag, "bad_status", status=status.name)
+        status = datavalue.StatusCode or ua.StatusCode()
+        quality = _quality(status)
+        if quality is not None:
+            # Once per tag, status and connection: a sensor that stays failed must not flood the log.
+            self._warn_once(
+                tag,
+                "opcua_status_not_good",
+                str(quality.code),
+                status=quality.detail,
+                code=quality.code,
+                doc=status.doc,
+            )
         raw = datavalue.Value.Value if datavalue.Value is not None else None
-        value: float | bool | str
+        value: float | bool | str | None
         if tag == self.device.state_tag:
+            if quality is not None:
+                # The contract gives a state no quality: a doubtful state is left out rather than passed as sure.
+                return self._skip(tag, f"{quality.level.name.lower()}_status", status=status.name)
             state = self._state(tag, raw)
             if state is None:
                 return None
             value = state.value
         elif isinstance(raw, bool):
             value = raw
-        elif isinstance(raw, int | float):
-            if not math.isfinite(raw):
-                return self._skip(tag, "not_finite", value=repr(raw))
+        elif isinstance(raw, int | float) and math.isfinite(raw):
             value = float(raw)
+        elif quality is not None and quality.level is QualityLevel.BAD:
+            value = None  # a bad value the server could not give: null, its quality says why
+        elif isinstance(raw, int | float):
+            return self._skip(tag, "not_finite", value=repr(raw))
         else:
             return self._skip(tag, "unsupported_type", type=type(raw).__name__)
-        return TagValue(tag=tag, value=value, ts=self._timestamp(datavalue.SourceTimestamp, now))
+        ts, skewed = self._timestamp(tag, datavalue, now)
+        if skewed and tag != self.device.state_tag:  # a state cannot carry it; the skew is counted and logged
+            quality = flagged(quality, CLOCK_SKEW)
+        if quality is not None:
+            if quality.level is QualityLevel.BAD:
+                self.stats.bad_values += 1
+            elif quality.level is QualityLevel.UNCERTAIN:
+                self.stats.uncertain_values += 1
+        return TagValue(tag=tag, value=value, ts=ts, quality=quality)
 
     def _state(self, tag: str, raw: object) -> MachineState | None:
         code: int | None = None
@@ -651,14 +697,37 @@ class OpcUaSource:
             self._warn_once(tag, "unmapped_state", repr(raw), code=raw, unmapped_states=self.stats.unmapped_states)
         return state
 
-    def _timestamp(self, source: datetime | None, now: datetime) -> datetime:
-        if source is not None:
-            if source.tzinfo is None:
-                source = source.replace(tzinfo=UTC)
-            if abs(source - now) <= TIMESTAMP_TOLERANCE:
-                return source
-        self.stats.timestamp_fallbacks += 1
-        return now
+    def _timestamp(self, tag: str, datavalue: ua.DataValue, now: datetime) -> tuple[datetime, bool]:
+        """The value's time by the tag's timestamp mode, and whether the skew guard replaced it by `now`."""
+        mode = self._timestamp_modes[tag]
+        if mode == "gateway":
+            return now, False
+        server = _present(datavalue.ServerTimestamp)
+        first = _present(datavalue.SourceTimestamp) if mode == "source" else server
+        if first is None:
+            self.stats.timestamp_fallbacks += 1
+        chosen = first or server
+        if chosen is None:
+            return now, False
+        previous, self._stamps[tag] = self._stamps.get(tag), chosen
+        if chosen == previous and now - chosen > self._max_skew:
+            # Read again unchanged: its time is that of its last change, long ago, not a wrong clock; it holds now.
+            self.stats.unchanged_since += 1
+            return now, False
+        if abs(chosen - now) > self._max_skew:
+            self.stats.clock_skews += 1
+            # Once per tag and connection: a PLC clock that is off stays off, and every value would repeat it.
+            self._warn_once(
+                tag,
+                "opcua_clock_skew",
+                "",
+                timestamp=chosen.isoformat(),
+                gateway_time=now.isoformat(),
+                max_clock_skew_s=self.device.max_clock_skew_s,
+                clock_skews=self.stats.clock_skews,
+            )
+            return now, True
+        return chosen, False
 
     def _skip(self, tag: str, reason: str, **context: object) -> TagValue | None:
         """Count and log (once per tag and reason) a value the contract cannot carry; it is left out."""
@@ -672,6 +741,25 @@ class OpcUaSource:
         if key not in self._warned:
             self._warned.add(key)
             self._log.warning(event, tag=tag, **context)
+
+
+def _quality(status: ua.StatusCode) -> Quality | None:
+    """The quality an OPC-UA status code gives a value: None for Good, else its level, code and name."""
+    if status.is_good():
+        return None
+    # The low 16 bits are info bits (limits, overflow) that asyncua's name table does not know.
+    name = ua.StatusCode(ua.UInt32(status.value & 0xFFFF0000)).name
+    level = QualityLevel.BAD if status.is_bad() else QualityLevel.UNCERTAIN
+    return Quality(level, int(status.value), name)
+
+
+def _present(ts: datetime | None) -> datetime | None:
+    """An aware timestamp, or None when the server gave none (left out, or OPC-UA's MinValue)."""
+    if ts is None:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return None if ts < _NO_TIME else ts
 
 
 def _subscription_parameters(interval_ms: int) -> ua.CreateSubscriptionParameters:

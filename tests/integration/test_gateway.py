@@ -12,7 +12,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,15 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.contract import QualityLevel
 from core.db import session_factory
 from core.models import Machine, Reading
+from core.registers import RegisterType
 from gateway.buffer import DiskBuffer
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from gateway.sources.base import TagValue
-from simulators.modbus import ModbusStation, station_device
+from simulators.modbus import ModbusStation, SerialSettings, station_device
 from simulators.mqtt_device import MqttDevice
 from simulators.opcua import STATE_CODES, InjectionMachineServer, machine_tags
 from tests.support.logs import logged_events
@@ -42,11 +44,13 @@ from tests.support.pipeline import (
     wait_for_count,
 )
 from tests.support.postgres import free_port
+from tests.support.serial import PTY_LINE, pty_pair
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.modbus, pytest.mark.opcua]
 
 SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
 OUTAGE_S = float(os.environ.get("TEST_OUTAGE_S", "30"))
+BAD_SENSOR_FAILURE = 0x808C0000
 
 
 def gateway_settings(
@@ -93,9 +97,9 @@ class Observed:
     def __call__(self, machine: str, values: list[TagValue]) -> None:
         self.values[machine].extend(values)
 
-    def readings(self, machine: str) -> set[tuple[str, datetime, float]]:
+    def readings(self, machine: str) -> set[tuple[str, datetime, float | None]]:
         return {
-            (value.tag, value.ts, float(value.value))
+            (value.tag, value.ts, None if value.value is None else float(value.value))
             for value in self.values[machine]
             if value.tag != "state" and not isinstance(value.value, str)
         }
@@ -122,7 +126,7 @@ async def wait_buffer_empty(gateway: Gateway, within_s: float) -> None:
     raise AssertionError(f"the gateway still holds {(await gateway.buffer.depth())[0]} messages")
 
 
-async def stored(engine: AsyncEngine, machine: str) -> set[tuple[str, datetime, float]]:
+async def stored(engine: AsyncEngine, machine: str) -> set[tuple[str, datetime, float | None]]:
     async with session_factory(engine)() as session:
         rows = await session.execute(
             select(Reading.tag, Reading.ts, Reading.value)
@@ -351,6 +355,11 @@ async def test_a_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     for body, field in (
         (
             {"site": "p", "gateway_id": "g", "devices": [{"machine": "m", "protocol": "modbus", "tags": []}]},
+            "devices.0.tags: List should have at least 1 item",
+        ),
+        (
+            {"site": "p", "gateway_id": "g", "devices": [{"machine": "m", "protocol": "modbus",
+             "tags": [{"name": "a", "address": 0}]}]},
             "devices.0.host: Field required",
         ),
         (
@@ -428,3 +437,67 @@ async def test_a_login_of_another_site_keeps_the_messages_in_the_buffer(
     assert await stored(pipeline_engine, machine) == set()
     refusal = logged_events(caplog, "message_not_authorized")[0]
     assert (refusal["username"], refusal["site"]) == ("plant2", SITE)
+
+
+async def stored_quality(engine: AsyncEngine, machine: str) -> dict[str, list[tuple[float | None, int | None]]]:
+    """Each tag's stored (value, quality) in time order."""
+    async with session_factory(engine)() as session:
+        rows = await session.execute(
+            select(Reading.tag, Reading.value, Reading.quality)
+            .join(Machine, Machine.id == Reading.machine_id)
+            .where(Machine.code == machine)
+            .order_by(Reading.tag, Reading.ts)
+        )
+        found: dict[str, list[tuple[float | None, int | None]]] = defaultdict(list)
+        for tag, value, quality in rows:
+            found[tag].append((value, quality))
+        return found
+
+
+async def test_quality_reaches_the_database_from_an_rtu_line_and_an_opcua_server(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A station on a serial line (RTU over a pty pair) whose input block answers an exception, and a press whose
+    OPC-UA server gives one tag a Bad status: those tags are stored bad, the others as they were read."""
+    station_code, press_code, observed = unique("rtu-station"), unique("press"), Observed()
+    async with (
+        pty_pair(tmp_path) as (station_end, gateway_end),
+        ModbusStation(
+            seed=7,
+            speed=30,
+            warmup_s=3600,
+            transport="rtu",
+            serial=SerialSettings(station_end, baudrate=19200, parity="N"),
+        ) as station,  # fmt: skip
+        InjectionMachineServer(port=0, seed=7, speed=30, update_interval_s=0.2) as press,
+    ):
+        station.fail(RegisterType.INPUT, 0)  # temp_c's block: illegal data address from the start
+        serial = station_device(station_code)
+        del serial["host"], serial["port"]
+        serial |= {"transport": "rtu", "serial_port": gateway_end, "poll_interval_s": 0.2, "timeout_s": 1.0, **PTY_LINE}
+        devices = [serial, opcua(press_code, press, "poll")]
+        settings = gateway_settings(broker, tmp_path / "buffer.db", devices)
+        async with (
+            running_ingestor(broker, ingest_database, pipeline_engine),
+            running_gateway(settings, observed) as gateway,
+        ):
+            await asyncio.wait_for(gateway.connected.wait(), timeout=15)
+            await asyncio.sleep(1.5)
+            press.pause()
+            now = datetime.now(UTC)
+            await press.expose("mold_temp_c", 0.0, source_time=now, server_time=now, status=BAD_SENSOR_FAILURE)
+            await asyncio.sleep(1.5)
+            await wait_buffer_empty(gateway, within_s=15)
+    for machine in (station_code, press_code):
+        expected = observed.readings(machine)
+        assert expected, machine
+        assert await wait_until_stored(pipeline_engine, machine, expected) == expected
+    station_rows = await stored_quality(pipeline_engine, station_code)
+    # Published bad once (no value, quality 2); never a stale value. Every other tag of the station is good.
+    assert station_rows["temp_c"] == [(None, int(QualityLevel.BAD))]
+    assert all(quality is None for tag, rows in station_rows.items() if tag != "temp_c" for _, quality in rows)
+    assert len(station_rows["cycle_count"]) > 3
+    press_rows = await stored_quality(pipeline_engine, press_code)
+    assert press_rows["mold_temp_c"][-1] == (0.0, int(QualityLevel.BAD))  # the PLC's value kept, marked bad
+    assert all(quality is None for _, quality in press_rows["mold_temp_c"][:-1])
+    assert all(quality is None for tag, rows in press_rows.items() if tag != "mold_temp_c" for _, quality in rows)

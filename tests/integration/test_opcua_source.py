@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua.ua.status_codes import StatusCodes
 
 from core.clock import utcnow
-from core.contract import MachineState
+from core.contract import MachineState, Quality, QualityLevel
 from gateway.config import OpcUaDevice
+from gateway.plausibility import CLOCK_SKEW
 from gateway.sources.base import SourceError, TagValue
 from gateway.sources.opcua import OpcUaSource
 from simulators.injection import InjectionParams
@@ -244,13 +246,13 @@ async def test_state_codes_outside_the_map_are_counted_logged_once_and_left_out(
     assert len(logged_events(caplog, "unmapped_state")) == 1
 
 
-async def test_booleans_stay_booleans_and_values_without_usable_source_time_get_gateway_time(
+async def test_booleans_stay_booleans_and_a_node_that_cannot_be_read_is_published_bad_without_value(
     simulator: InjectionMachineServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     tags = [
         # The namespace by URI rather than index, resolved by the source against the server's namespace array.
         {"name": "barrel_temp_c", "node_id": "nsu=urn:shopfloor:simulator:injection;s=Machine.BarrelTempC"},
-        # Every asyncua server has this Boolean (a property of its namespace metadata), with no source timestamp.
+        # Every asyncua server has this Boolean (a property of its namespace metadata).
         {"name": "deprecated", "node_id": "i=15037"},
         {"name": "missing", "node_id": "ns=2;s=Machine.NoSuchVariable"},
     ]
@@ -262,17 +264,23 @@ async def test_booleans_stay_booleans_and_values_without_usable_source_time_get_
     assert len(batches) == 3
     for batch in batches:
         by_tag = {value.tag: value for value in batch}
-        assert set(by_tag) == {"barrel_temp_c", "deprecated"}  # the missing node is left out
+        assert set(by_tag) == {"barrel_temp_c", "deprecated", "missing"}
         assert by_tag["deprecated"].value is True
-        assert before <= by_tag["deprecated"].ts <= after
+        assert by_tag["deprecated"].quality is None
+        # The server answers BadNodeIdUnknown, with no value and no timestamps: bad, null, at the gateway's time.
+        missing = by_tag["missing"]
+        assert missing.value is None
+        assert missing.quality == Quality(QualityLevel.BAD, StatusCodes.BadNodeIdUnknown, "BadNodeIdUnknown")
+        assert before <= missing.ts <= after
     assert_all_exposed(simulator, [[value for value in batch if value.tag == "barrel_temp_c"] for batch in batches])
-    assert source.stats.timestamp_fallbacks == 3
-    assert source.stats.skipped_values == 3
-    skipped = logged_events(caplog, "opcua_value_skipped")
-    assert [(event["tag"], event["reason"]) for event in skipped] == [("missing", "bad_status")]
+    assert source.stats.bad_values == 3
+    assert source.stats.skipped_values == 0
+    assert source.stats.timestamp_fallbacks >= 3
+    not_good = logged_events(caplog, "opcua_status_not_good")
+    assert [(event["tag"], event["status"]) for event in not_good] == [("missing", "BadNodeIdUnknown")]
 
 
-async def test_a_plc_clock_far_off_is_replaced_by_gateway_time(simulator: InjectionMachineServer) -> None:
+async def test_a_plc_clock_far_off_is_replaced_by_gateway_time_and_flagged(simulator: InjectionMachineServer) -> None:
     simulator.clock_offset = timedelta(hours=1)
     try:
         await asyncio.sleep(0.2)  # a few updates stamped an hour ahead
@@ -286,7 +294,8 @@ async def test_a_plc_clock_far_off_is_replaced_by_gateway_time(simulator: Inject
     barrel = [value for batch in batches for value in batch if value.tag == "barrel_temp_c"]
     assert len(barrel) == 3
     assert all(before <= value.ts <= after for value in barrel)
-    assert source.stats.timestamp_fallbacks >= 3
+    assert all(value.quality == CLOCK_SKEW for value in barrel)
+    assert source.stats.clock_skews >= 3
 
 
 async def test_username_and_password_are_sent_and_a_wrong_password_is_refused(

@@ -57,7 +57,7 @@ devices:
     tags:
       - {name: station_state, address: 0}
       - {name: good_parts, address: 1, data_type: uint32, order: CDAB}
-      - {name: torque_nm, register: input, address: 0, data_type: float32, scale: 0.1, deadband: 0.5}
+      - {name: torque_nm, register: input, address: 0, data_type: float32, scale: 0.1, deadband: 0.5, range: [0, 80]}
       - {name: energy_wh, address: 3, data_type: int64, order: DCBA, offset: -10}
       - {name: door_closed, register: coil, address: 0, data_type: bool}
       - {name: estop, register: discrete, address: 7, data_type: bool}
@@ -68,9 +68,11 @@ devices:
     username: reader
     password: also-secret
     allow_insecure_password: true
+    timestamp: server
+    max_clock_skew_s: 60
     tags:
-      - {name: barrel_temp_c, node_id: "ns=2;s=Machine.BarrelTemp", deadband: 0.2}
-      - {name: cycle_count, node_id: "ns=2;i=1004"}
+      - {name: barrel_temp_c, node_id: "ns=2;s=Machine.BarrelTemp", deadband: 0.2, range: [-20, .inf]}
+      - {name: cycle_count, node_id: "ns=2;i=1004", timestamp: gateway}
 """
 
 
@@ -116,10 +118,13 @@ def test_the_full_example_parses_with_every_field_where_it_was_written() -> None
     )
     assert [tag.count for tag in modbus.tags] == [1, 2, 2, 4, 1, 1]
     assert (modbus.tags[3].order, modbus.tags[3].offset) == (Order.DCBA, -10)
+    assert (torque.range, modbus.tags[0].range) == ((0.0, 80.0), None)
 
     assert isinstance(opcua, OpcUaDevice)
     assert (opcua.endpoint, opcua.mode, opcua.watchdog_s) == ("opc.tcp://10.0.0.30:4840", "poll", 10.0)
     assert [tag.node_id for tag in opcua.tags] == ["ns=2;s=Machine.BarrelTemp", "ns=2;i=1004"]
+    assert (opcua.timestamp, opcua.max_clock_skew_s) == ("server", 60.0)
+    assert [(tag.timestamp, tag.range) for tag in opcua.tags] == [(None, (-20.0, float("inf"))), ("gateway", None)]
 
 
 def test_a_minimal_config_gets_the_documented_defaults() -> None:
@@ -132,6 +137,8 @@ def test_a_minimal_config_gets_the_documented_defaults() -> None:
     opcua = config.devices[0]
     assert isinstance(opcua, OpcUaDevice)
     assert opcua.mode == "subscribe"
+    assert (opcua.timestamp, opcua.max_clock_skew_s) == ("source", 300.0)
+    assert (opcua.tags[0].timestamp, opcua.tags[0].range) == (None, None)
 
 
 def test_an_unknown_data_type_names_the_tag_field() -> None:
@@ -374,3 +381,59 @@ def test_the_shipped_example_drives_both_simulators() -> None:
     assert [(tag.name, tag.node_id) for tag in press.tags] == [(t["name"], t["node_id"]) for t in machine_tags()]
     assert [tag.name for tag in station.tags] == [t["name"] for t in station_tags()]
     assert config.buffer.path.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("device", "bounds", "expected"),
+    [
+        (0, [50, 10], "devices.0.tags.2.range: min 50 is above max 10"),
+        (1, [1.5, -1.5], "devices.1.tags.1.range: min 1.5 is above max -1.5"),
+        (1, [float("nan"), 1], "devices.1.tags.1.range: a bound is not a number"),
+        (0, [10], "devices.0.tags.2.range.1: Field required"),
+        (0, [1, 2, 3], "devices.0.tags.2.range: Tuple should have at most 2 items"),
+        (1, "0..10", "devices.1.tags.1.range: Input should be a valid tuple"),
+    ],
+)
+def test_an_engineering_range_must_be_min_then_max(device: int, bounds: object, expected: str) -> None:
+    raw = full()
+    tag = raw["devices"][device]["tags"][2 if device == 0 else 1]
+    tag["range"] = bounds
+    assert f"gateway.yaml: {expected}" in message_of(raw)
+
+
+def test_a_range_of_one_value_is_allowed_and_survives_the_yaml_round_trip() -> None:
+    raw = full()
+    raw["devices"][0]["tags"][0]["range"] = [4, 4]
+    config = parse_config(yaml.safe_dump(raw))
+    assert parse_config(config.to_yaml()) == config
+    assert config.devices[0].tags[0].range == (4.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda device: device.update(timestamp="plc"), "devices.1.timestamp: Input should be 'source', 'server'"),
+        (
+            lambda device: device["tags"][0].update(timestamp="local"),
+            "devices.1.tags.0.timestamp: Input should be 'source', 'server'",
+        ),
+        (
+            lambda device: device.update(max_clock_skew_s=0),
+            "devices.1.max_clock_skew_s: Input should be greater than 0",
+        ),
+        (
+            lambda device: device.update(max_clock_skew_s=-5),
+            "devices.1.max_clock_skew_s: Input should be greater than 0",
+        ),
+    ],
+)
+def test_timestamp_modes_and_the_skew_guard_are_checked(edit: Any, expected: str) -> None:
+    raw = full()
+    edit(raw["devices"][1])
+    assert f"gateway.yaml: {expected}" in message_of(raw)
+
+
+def test_timestamp_settings_are_opc_ua_only() -> None:
+    raw = full()
+    raw["devices"][0]["tags"][0]["timestamp"] = "gateway"
+    assert "devices.0.tags.0.timestamp: Extra inputs are not permitted" in message_of(raw)

@@ -12,6 +12,8 @@ from core.contract import (
     MAX_PAYLOAD_BYTES,
     MAX_VALUES_PER_SAMPLE,
     MachineState,
+    Quality,
+    QualityLevel,
     StateReport,
     TagReading,
     TimeWindow,
@@ -231,7 +233,7 @@ def test_accepted_values_survive_encoding_and_decoding_exactly() -> None:
         (
             TagReading(v.ts, v.tag, float(v.value))
             for v in accepted
-            if v.tag != "state" and not isinstance(v.value, str)
+            if v.tag != "state" and isinstance(v.value, float | int)
         ),
         key=lambda r: (r.ts, r.tag),
     )
@@ -256,3 +258,70 @@ def test_encoded_payload_is_the_contract_shape() -> None:
         "samples": [{"ts": "2026-11-26T08:00:00.000Z", "values": {"a": 1.5, "state": "idle"}}],
         "seq": 7,
     }
+
+
+SENSOR_FAILURE = Quality(QualityLevel.BAD, 0x808C0000, "BadSensorFailure")
+LAST_USABLE = Quality(QualityLevel.UNCERTAIN, 0x40900000, "UncertainLastUsableValue")
+OUT_OF_RANGE = Quality(QualityLevel.BAD, None, "out_of_range")
+
+
+def test_a_change_of_quality_passes_even_within_the_deadband_and_good_again_passes_too() -> None:
+    change_filter = ChangeFilter(full_refresh_s=60, deadbands={"temp": 5.0})
+    polls = [
+        TagValue("temp", 20.0, T0),
+        TagValue("temp", 20.5, T0, LAST_USABLE),
+        TagValue("temp", 21.0, T0, LAST_USABLE),  # same quality, within the deadband: held back
+        TagValue("temp", 21.0, T0, SENSOR_FAILURE),
+        TagValue("temp", None, T0, SENSOR_FAILURE),  # the value went missing: a change
+        TagValue("temp", None, T0, SENSOR_FAILURE),
+        TagValue("temp", 21.0, T0),
+    ]
+    assert [bool(change_filter.accept([value], now=float(index))) for index, value in enumerate(polls)] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
+
+
+def test_samples_carry_the_quality_of_their_values_that_are_not_good() -> None:
+    values = [
+        TagValue("temp", 20.5, T0, LAST_USABLE),
+        TagValue("pressure", None, T0, SENSOR_FAILURE),
+        TagValue("torque", 999.0, T0, OUT_OF_RANGE),
+        TagValue("rpm", 1500.0, T0, Quality(QualityLevel.GOOD)),
+        TagValue("state", "running", T0),
+        TagValue("temp", 20.7, T0 + timedelta(seconds=1)),
+    ]
+    first, second = group_samples(values, max_samples=10)[0]
+    assert first == {
+        "ts": "2026-11-26T08:00:00.000Z",
+        "values": {"temp": 20.5, "pressure": None, "torque": 999.0, "rpm": 1500.0, "state": "running"},
+        "quality": {
+            "temp": {"level": "uncertain", "code": 0x40900000, "detail": "UncertainLastUsableValue"},
+            "pressure": {"level": "bad", "code": 2156658688, "detail": "BadSensorFailure"},
+            "torque": {"level": "bad", "detail": "out_of_range"},
+        },
+    }
+    assert "quality" not in second  # all good: no map at all
+    decoded = decode_telemetry(
+        telemetry_topic("plant1", "press-3"),
+        encode_telemetry([first, second]),
+        received_at=T0 + timedelta(seconds=5),
+        window=WINDOW,
+    )
+    assert {(r.tag, r.value, r.quality) for r in decoded.readings} == {
+        ("temp", 20.5, LAST_USABLE),
+        ("pressure", None, SENSOR_FAILURE),
+        ("torque", 999.0, OUT_OF_RANGE),
+        ("rpm", 1500.0, None),
+        ("temp", 20.7, None),
+    }
+
+
+def test_grouping_refuses_a_missing_value_that_is_not_marked_bad() -> None:
+    with pytest.raises(ValueError, match="only when its quality is bad"):
+        group_samples([TagValue("temp", None, T0, LAST_USABLE)], max_samples=10)
