@@ -3,7 +3,9 @@
 A machine gets four hours of history (five tags, one reading a minute), six state changes and a running stage;
 the test logs in through the form, opens the machine, and checks what an operator would look at: the charts are
 drawn from that history (plotted point counts and values, and line pixels on the canvases), the state timeline
-and its totals, the OEE of the stage, live updates, and a tablet-sized layout. Screenshots go to test-artifacts/.
+and its totals, the OEE of the stage, live updates, and a tablet-sized layout. A second machine's torque sensor
+went uncertain and bad for a while: its chart greys those spans and its current value says so. Screenshots go to
+test-artifacts/.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, expect
 from sqlalchemy import insert
 
 from api.ui.router import CONTENT_SECURITY_POLICY, STATIC_DIR
-from core.contract import MachineState
+from core.contract import MachineState, QualityLevel
 from core.db import create_engine_from_settings
 from core.models import (
     Machine,
@@ -60,6 +62,15 @@ SERIES_RGB = {"barrel_temp_c": (37, 99, 235), "cycle_count": (217, 119, 6), ADDE
 # Offsets from now (minutes) and the state that began then: alarm, setup and idle last 15, 15 and 10 minutes.
 PERCENT = re.compile(r"^\d+\.\d %$")
 STATE_PLAN = ((-240, "running"), (-150, "alarm"), (-135, "setup"), (-120, "running"), (-40, "idle"), (-30, "running"))
+# The second machine's hour before it went offline, one reading a minute: minutes of torque_nm that were not good.
+FLAWED_MINUTES = 60
+TORQUE_QUALITY = {
+    **dict.fromkeys(range(20, 30), QualityLevel.BAD),
+    **dict.fromkeys(range(30, 40), QualityLevel.UNCERTAIN),
+    **dict.fromkeys(range(55, 60), QualityLevel.BAD),
+}
+# Besides, an uncertain torque reading half a minute into this minute: a bucket with good and not-good readings.
+MIXED_MINUTE = 45
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class Site:
 
     machine_id: int
     machine_name: str
+    flawed_machine_id: int
     values: dict[str, list[float]]
     database_url: str
     stage_id: int
@@ -130,10 +142,26 @@ async def site(tmp_path: Path) -> Site:
                 .returning(Machine.id)
             )
         ).scalar_one()
-        await conn.execute(
-            insert(Machine).values(
-                site="plant1", code="assembly-2", name="Assembly 2", online=False, last_seen_at=start
+        flawed_machine_id = (
+            await conn.execute(
+                insert(Machine)
+                .values(site="plant1", code="assembly-2", name="Assembly 2", online=False, last_seen_at=start)
+                .returning(Machine.id)
             )
+        ).scalar_one()
+        await conn.execute(insert(Reading), _flawed_readings(flawed_machine_id, start))
+        await conn.execute(
+            insert(MachineLatest),
+            [
+                {"machine_id": flawed_machine_id, "tag": "spindle_rpm", "ts": start, "value": 1_450.0, "quality": None},
+                {
+                    "machine_id": flawed_machine_id,
+                    "tag": "torque_nm",
+                    "ts": start,
+                    "value": None,
+                    "quality": QualityLevel.BAD,
+                },
+            ],
         )
         await conn.execute(
             insert(Reading),
@@ -195,7 +223,32 @@ async def site(tmp_path: Path) -> Site:
             insert(StageEvent).values(stage_id=stage_id, kind=StageEventKind.START, at=start, user_id=worker_id)
         )
     await engine.dispose()
-    return Site(machine_id=machine_id, machine_name="Press 7", values=values, database_url=url, stage_id=stage_id)
+    return Site(
+        machine_id=machine_id,
+        machine_name="Press 7",
+        flawed_machine_id=flawed_machine_id,
+        values=values,
+        database_url=url,
+        stage_id=stage_id,
+    )
+
+
+def _flawed_readings(machine_id: int, end: datetime) -> list[dict[str, object]]:
+    """The hour before `end` of the second machine: spindle_rpm all good, torque_nm as TORQUE_QUALITY says (bad
+    readings without a value) plus one uncertain reading inside MIXED_MINUTE."""
+    start = end - timedelta(minutes=FLAWED_MINUTES)
+    rows: list[dict[str, object]] = []
+    for minute in range(FLAWED_MINUTES):
+        ts = start + timedelta(minutes=minute)
+        rows.append({"machine_id": machine_id, "tag": "spindle_rpm", "ts": ts, "value": 1_450.0, "quality": None})
+        quality = TORQUE_QUALITY.get(minute)
+        value = None if quality is QualityLevel.BAD else 40.0 + minute % 5
+        rows.append({"machine_id": machine_id, "tag": "torque_nm", "ts": ts, "value": value, "quality": quality})
+    mixed = start + timedelta(minutes=MIXED_MINUTE, seconds=30)
+    rows.append(
+        {"machine_id": machine_id, "tag": "torque_nm", "ts": mixed, "value": 80.0, "quality": QualityLevel.UNCERTAIN}
+    )
+    return rows
 
 
 @pytest.fixture
@@ -612,5 +665,62 @@ async def test_times_are_shown_on_the_plant_clock(browser: Browser, istanbul_ser
     assert datetime.fromisoformat(shown) == earlier
     chart = page.locator("[data-chart-tag=cycle_count]")
     await expect(chart).to_have_attribute("data-points", "90")  # one reading a minute over the 90 minutes asked
+    assert problems == []
+    await context.close()
+
+
+async def test_readings_that_are_not_good_are_greyed_out(browser: Browser, server: str, site: Site) -> None:
+    """Uncertain and bad readings do not pass for measured values: the chart shades their spans grey and breaks the
+    line where there is no good value, the current values panel marks a bad value and shows no number for it."""
+    context = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    await page.goto(f"{server}/ui#/machines/{site.flawed_machine_id}")
+    await log_in(page)
+    loaded = page.locator("#app[data-view=machine][data-loaded=true]")
+    await expect(loaded).to_be_attached()
+
+    # The current values: the bad torque greyed with its badge and no number, the good speed as ever.
+    torque_row = page.locator("[data-ref=values] tr[data-tag=torque_nm]")
+    await expect(torque_row).to_have_attribute("data-quality", "bad")
+    await expect(torque_row.locator(".quality-badge")).to_have_text("bad")
+    await expect(torque_row.locator(".value")).to_have_text("—")
+    speed_row = page.locator("[data-ref=values] tr[data-tag=spindle_rpm]")
+    await expect(speed_row).to_have_attribute("data-quality", "good")
+    await expect(speed_row.locator(".quality-badge")).to_have_count(0)
+    await expect(speed_row.locator(".value")).to_have_text("1,450")
+
+    # The charts (1-minute buckets over 8 h): only buckets with a good value are plotted; the not-good ones are bands.
+    torque = page.locator("[data-chart-tag=torque_nm]")
+    await expect(torque).to_have_attribute("data-bucket", "1m")
+    good_minutes = FLAWED_MINUTES - len(TORQUE_QUALITY)
+    await expect(torque).to_have_attribute("data-points", str(good_minutes))
+    await expect(torque).to_have_attribute("data-not-good", str(len(TORQUE_QUALITY) + 1))
+    await expect(torque.locator(".quality-note")).to_have_text(f"Not good: {len(TORQUE_QUALITY) + 1} readings")
+    # Minutes 20-39 (bad, then uncertain: no good value either way) are one band, 55-59 another; minute 45 is lighter.
+    not_good = torque.locator(".quality-band[data-quality=not-good]")
+    await expect(not_good).to_have_count(2)
+    assert [await band.get_attribute("data-readings") for band in await not_good.all()] == ["20", "5"]
+    await expect(torque.locator(".quality-band[data-quality=partly-good]")).to_have_attribute("data-readings", "1")
+    plot = await torque.locator(".u-over").bounding_box()
+    band = await not_good.first.bounding_box()
+    assert plot is not None
+    assert band is not None
+    # 20 minutes of the 8 hours shown, inside the plotting area.
+    assert band["width"] == pytest.approx(plot["width"] * 20 / (8 * 60), rel=0.1)
+    assert plot["x"] <= band["x"] < band["x"] + band["width"] <= plot["x"] + plot["width"]
+    speed = page.locator("[data-chart-tag=spindle_rpm]")
+    await expect(speed).to_have_attribute("data-points", str(FLAWED_MINUTES))
+    await expect(speed.locator(".quality-band")).to_have_count(0)
+    await expect(speed.locator(".quality-note")).to_be_hidden()
+    await page.screenshot(path=ARTIFACTS / "operator-view-quality.png", full_page=True)
+
+    # In Turkish.
+    await page.locator("#language").click()
+    await expect(loaded).to_be_attached()
+    await expect(page.locator("[data-ref=values] tr[data-tag=torque_nm] .quality-badge")).to_have_text("kötü")
+    await expect(page.locator("[data-chart-tag=torque_nm] .quality-note")).to_have_text(
+        f"İyi olmayan: {len(TORQUE_QUALITY) + 1} okuma"
+    )
     assert problems == []
     await context.close()

@@ -156,3 +156,39 @@ export function plotData(points, field, bucket) {
   }
   return [xs, ys];
 }
+
+/**
+ * The spans of a series whose data is not good, adjacent ones of the same kind merged: `{from, to, quality, n}` in
+ * seconds, `n` the not-good readings in it. Raw points: an uncertain or bad reading, from its time to the next
+ * reading's (the last one's to `end`), of its quality. Buckets holding a `not_good` reading: the bucket, "not-good"
+ * when it has no good value left (a count of 0, or no `field`, the plotted aggregate: `count` comes only when
+ * asked), "partly-good" otherwise.
+ */
+export function qualitySpans(points, field, bucket, end) {
+  const step = bucketSeconds(bucket);
+  const spans = [];
+  points.forEach((point, index) => {
+    const from = Date.parse(point.t) / 1000;
+    let quality = null;
+    let n = 0;
+    let to;
+    if (step) {
+      n = point.not_good || 0;
+      if (n > 0) quality = point.count > 0 || typeof point[field] === "number" ? "partly-good" : "not-good";
+      to = from + step;
+    } else {
+      if (point.quality === "uncertain" || point.quality === "bad") quality = point.quality;
+      n = 1;
+      to = index + 1 < points.length ? Date.parse(points[index + 1].t) / 1000 : Math.max(end, from);
+    }
+    if (!quality) return;
+    const last = spans[spans.length - 1];
+    if (last && last.quality === quality && last.to === from) {
+      last.to = to;
+      last.n += n;
+    } else {
+      spans.push({ from, to, quality, n });
+    }
+  });
+  return spans;
+}

@@ -152,15 +152,24 @@ export function machineView(app, machineId, params) {
   const drawValues = () => {
     const rows = [...latest.values()].sort((a, b) => a.tag.localeCompare(b.tag));
     refs.values.replaceChildren(
-      ...rows.map((row) =>
-        h(
+      ...rows.map((row) => {
+        // An uncertain or bad value is greyed and says so; a bad one may have no value at all.
+        const quality = row.quality || "good";
+        return h(
           "tr",
-          { dataset: { tag: row.tag } },
+          { dataset: { tag: row.tag, quality } },
           h("td", {}, row.tag),
-          h("td", { class: "num" }, number(row.value)),
+          h(
+            "td",
+            { class: "num" },
+            quality === "good"
+              ? null
+              : h("span", { class: "quality-badge", dataset: { quality } }, t(`quality.${quality}`)),
+            h("span", { class: "value" }, row.value === null || row.value === undefined ? "—" : number(row.value)),
+          ),
           h("td", { class: "muted", title: row.ts }, ago(row.ts)),
-        ),
-      ),
+        );
+      }),
     );
     refs["no-values"].hidden = rows.length > 0;
   };
