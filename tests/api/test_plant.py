@@ -19,10 +19,10 @@ from sqlalchemy import select, update
 
 from core.contract import MachineState
 from core.models import Issue, Role, StageEvent, StageEventKind, StageStatus, WorkOrderStage
-from core.settings import OeeSettings, TrackingSettings
-from tests.support.api import Api, Headers, make_settings, running_api
+from tests.support.api import Api, Headers
 from tests.support.db import Database
 from tests.support.factories import add_readings, add_states, make_machine, make_work_order
+from tests.support.plant import plant_app
 from tests.support.tracking import assign
 
 PLANT = ZoneInfo("Europe/Istanbul")
@@ -54,15 +54,8 @@ def iso(moment: datetime) -> str:
 
 @pytest.fixture
 async def app(database: Database) -> AsyncIterator[Api]:
-    """The app of a plant in Istanbul; a state holds until the next one (no silence rule) unless a test says so."""
-    settings = make_settings(database.url).model_copy(
-        update={
-            "tracking": TrackingSettings(plant_timezone="Europe/Istanbul"),
-            "oee": OeeSettings(oee_max_silence_s=0),
-        }
-    )
-    async with running_api(database, settings) as api:
-        api.set_now(local(12, days=2))
+    """The app of a plant in Istanbul."""
+    async with plant_app(database, "Europe/Istanbul", local(12, days=2)) as api:
         yield api
 
 

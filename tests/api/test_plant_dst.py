@@ -14,8 +14,7 @@ import pytest
 
 from core.contract import MachineState
 from core.models import Role
-from core.settings import OeeSettings, TrackingSettings
-from tests.support.api import Api, Headers, make_settings, running_api
+from tests.support.api import Api, Headers
 from tests.support.db import Database
 from tests.support.factories import add_readings, add_states, make_machine
 from tests.support.plant import (
@@ -39,6 +38,7 @@ from tests.support.plant import (
     assert_sums,
     counter_rows,
     oee_by,
+    plant_app,
     seed_dst_week,
     shift_counts,
     wall,
@@ -50,15 +50,8 @@ OFF = MachineState.OFF
 
 @pytest.fixture
 async def app(database: Database) -> AsyncIterator[Api]:
-    """The app of a plant in Berlin; a state holds until the next one (no silence rule)."""
-    settings = make_settings(database.url).model_copy(
-        update={
-            "tracking": TrackingSettings(plant_timezone="Europe/Berlin"),
-            "oee": OeeSettings(oee_max_silence_s=0),
-        }
-    )
-    async with running_api(database, settings) as api:
-        api.set_now(utc(2026, 12, 1, 12))
+    """The app of a plant in Berlin."""
+    async with plant_app(database, "Europe/Berlin", utc(2026, 12, 1, 12)) as api:
         yield api
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +16,16 @@ from tests.support.db import empty_tables
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
 from tests.support.pipeline import INGESTOR_GROUPS, LOGIN_SITES, PASSWORDS, IngestorProcess
 from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_asyncua() -> Iterator[None]:
+    """asyncua logs every request and publish at INFO: the OPC-UA tests' output would drown in it."""
+    logger = logging.getLogger("asyncua")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,7 @@ source yields then goes through the gateway's grouping and the contract's decode
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,16 +33,6 @@ UNCERTAIN = Quality(QualityLevel.UNCERTAIN, LAST_USABLE, "UncertainLastUsableVal
 # The tags the skew test stamps with a wrong clock.
 SKEWED = ("barrel_temp_c", "mold_temp_c", "injection_pressure_bar", "state")
 SENSOR_FAILURE = Quality(QualityLevel.BAD, SENSOR, "BadSensorFailure")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_asyncua() -> Iterator[None]:
-    """asyncua logs every request and publish at INFO."""
-    logger = logging.getLogger("asyncua")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    yield
-    logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

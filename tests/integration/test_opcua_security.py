@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import os
 import subprocess
@@ -69,16 +68,6 @@ ALL_POLICIES = [
 SERVER_NODE_TAGS = [{"name": tag, "node_id": node} for tag, node in SERVER_TAGS.items()]
 # The gateway as the node-opcua server knows it: its certificate is trusted there before the server starts.
 NODE_GATEWAY_URI = "urn:edge-node.plant1:shopfloor:gateway"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_asyncua() -> Iterator[None]:
-    """asyncua logs every request and publish at INFO."""
-    logger = logging.getLogger("asyncua")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    yield
-    logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

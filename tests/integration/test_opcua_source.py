@@ -7,10 +7,9 @@ server or run it as a process start their own.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import timedelta
 from pathlib import Path
@@ -39,16 +38,6 @@ FAST = InjectionParams(barrel_tau_s=20.0, mold_tau_s=10.0, alarm_rate_per_h=20.0
 ALL_TAGS = {tag["name"] for tag in machine_tags()}
 # asyncua's own long-lived tasks on the client side; none may survive a closed source.
 CLIENT_TASK_OWNERS = {"Client", "UaClient", "UaSession", "UASocketProtocol", "Subscription"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_asyncua() -> Iterator[None]:
-    """asyncua logs every request and publish at INFO."""
-    logger = logging.getLogger("asyncua")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    yield
-    logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,8 @@ scheduled minutes, 1 215 parts, 1 188 good. Only Saturday's night shift differs;
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -29,9 +31,23 @@ from typing import Any
 import pytest
 
 from core.contract import MachineState
-from tests.support.api import Api, Headers
+from core.settings import OeeSettings, TrackingSettings
+from tests.support.api import Api, Headers, make_settings, running_api
+from tests.support.db import Database
 from tests.support.factories import add_readings, add_states, make_machine
 from tests.support.planttime import BERLIN, utc
+
+
+@contextlib.asynccontextmanager
+async def plant_app(database: Database, zone: str, now: datetime) -> AsyncIterator[Api]:
+    """The app of a plant in `zone` at `now`; a state holds until the next one (no silence rule)."""
+    settings = make_settings(database.url).model_copy(
+        update={"tracking": TrackingSettings(plant_timezone=zone), "oee": OeeSettings(oee_max_silence_s=0)}
+    )
+    async with running_api(database, settings) as api:
+        api.set_now(now)
+        yield api
+
 
 RUN, IDLE, SETUP, ALARM = MachineState.RUNNING, MachineState.IDLE, MachineState.SETUP, MachineState.ALARM
 IDEAL_CYCLE_TIME_S = 60.0
