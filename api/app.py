@@ -15,6 +15,7 @@ from api.config.router import router as config_router
 from api.context import AppContext
 from api.efficiency.router import router as metrics_router
 from api.errors import install_error_handlers
+from api.gateways.router import router as gateways_router
 from api.headers import SecurityHeadersMiddleware
 from api.health.router import router as health_router
 from api.idempotency import IdempotencyMiddleware
@@ -132,6 +133,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         oee_router,
         plant_router,
         machines_router,
+        gateways_router,
         health_router,
         config_router,
         ui_router,

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 from core.clock import utcnow
 
@@ -178,13 +187,37 @@ class TelemetryPayload(BaseModel):
     samples: Annotated[list[SamplePayload], Field(min_length=1, max_length=MAX_SAMPLES)]
 
 
+class GatewayBacklog(BaseModel):
+    """What a gateway's disk buffer holds (on its retained status): messages and readings waiting, the oldest one's
+    age, bytes used of the bound, and how long the bound lasts at the current rate (None: not growing)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    messages: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    readings: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    oldest_age_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    bytes: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    max_bytes: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    seconds_to_full: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+def _lenient_backlog(value: object, handler: ValidatorFunctionWrapHandler) -> GatewayBacklog | None:
+    # A backlog the ingestor cannot read must not cost the gateway its online flag: it is left out instead.
+    try:
+        result: GatewayBacklog | None = handler(value)
+    except ValidationError:
+        return None
+    return result
+
+
 class StatusPayload(BaseModel):
-    """Online or offline, retained on the status topic."""
+    """Online or offline, retained on the status topic; a gateway's status may carry its buffer's backlog."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     online: bool
     ts: AwareDatetime | None = None
+    backlog: Annotated[GatewayBacklog | None, WrapValidator(_lenient_backlog)] = None
 
 
 @dataclass(frozen=True)
@@ -314,12 +347,21 @@ def decode_status(topic: str, payload: bytes) -> tuple[TopicInfo, StatusPayload]
     return info, status
 
 
-def encode_status(online: bool, *, will: bool = False, ts: datetime | None = None) -> bytes:
-    """A status payload (retained): `{"online": …, "ts": …}`; a will message, written at connect, has no time."""
+def encode_status(
+    online: bool, *, will: bool = False, ts: datetime | None = None, backlog: Mapping[str, Any] | None = None
+) -> bytes:
+    """A status payload (retained): `{"online": …, "ts": …}`; a will message, written at connect, has no time.
+
+    A gateway adds its disk buffer's `backlog` figures (see docs/mqtt_contract.md); readers ignore what they do
+    not know (`StatusPayload` has extra="ignore").
+    """
     if will:
         return orjson.dumps({"online": online})
     when = ts if ts is not None else utcnow()
-    return orjson.dumps({"online": online, "ts": when.isoformat()})
+    body: dict[str, Any] = {"online": online, "ts": when.isoformat()}
+    if backlog is not None:
+        body["backlog"] = dict(backlog)
+    return orjson.dumps(body)
 
 
 def encode_telemetry(samples: list[dict[str, Any]], *, seq: int | None = None) -> bytes:

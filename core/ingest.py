@@ -20,9 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.clock import utcnow
-from core.contract import MachineState, QualityLevel, Telemetry, quality_name, telemetry_topic
+from core.contract import GatewayBacklog, MachineState, QualityLevel, Telemetry, quality_name, telemetry_topic
 from core.lru import LruCache
-from core.models import Base, DeadLetter, Machine, MachineLatest, MachineStateChange, Reading, TagRange
+from core.models import Base, DeadLetter, Gateway, Machine, MachineLatest, MachineStateChange, Reading, TagRange
 
 MachineKey = tuple[str, str]  # (site, code)
 
@@ -67,6 +67,17 @@ class StatusUpdate:
     ts: datetime
 
 
+@dataclass(frozen=True)
+class GatewayStatus:
+    """A gateway's own retained online/offline message, with its buffer's backlog when it says."""
+
+    site: str
+    gateway_id: str
+    online: bool
+    ts: datetime
+    backlog: GatewayBacklog | None = None
+
+
 @dataclass
 class IngestBatch:
     """What one transaction stores."""
@@ -74,6 +85,7 @@ class IngestBatch:
     telemetry: list[Telemetry] = field(default_factory=list)
     rejected: list[RejectedMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
+    gateways: list[GatewayStatus] = field(default_factory=list)
 
     @property
     def reading_count(self) -> int:
@@ -81,7 +93,7 @@ class IngestBatch:
         return sum(len(message.readings) for message in self.telemetry)
 
     def __bool__(self) -> bool:
-        return bool(self.telemetry or self.rejected or self.statuses)
+        return bool(self.telemetry or self.rejected or self.statuses or self.gateways)
 
 
 @dataclass(frozen=True)
@@ -324,6 +336,7 @@ async def write_batch(
     for status in batch.statuses:
         if (status.site, status.machine) not in ids:
             registry.hold(status)
+    await _upsert_gateways(conn, batch.gateways)
     if rejected:
         await conn.execute(
             insert(DeadLetter),
@@ -554,3 +567,34 @@ async def _apply_statuses(conn: AsyncConnection, ids: dict[MachineKey, int], sta
             .values(online=status.online, status_changed_at=status.ts)
         )
     return ignored
+
+
+async def _upsert_gateways(conn: AsyncConnection, statuses: Sequence[GatewayStatus]) -> None:
+    """Each gateway's newest status (an older one arriving late changes nothing)."""
+    newest: dict[tuple[str, str], GatewayStatus] = {}
+    for status in statuses:
+        key = (status.site, status.gateway_id)
+        if key not in newest or newest[key].ts <= status.ts:
+            newest[key] = status
+    for status in newest.values():
+        backlog = status.backlog or GatewayBacklog()
+        values = {
+            "site": status.site,
+            "gateway_id": status.gateway_id,
+            "online": status.online,
+            "status_at": status.ts,
+            "backlog_messages": backlog.messages,
+            "backlog_readings": backlog.readings,
+            "backlog_oldest_age_s": backlog.oldest_age_s,
+            "backlog_bytes": backlog.bytes,
+            "backlog_max_bytes": backlog.max_bytes,
+            "backlog_seconds_to_full": backlog.seconds_to_full,
+        }
+        statement = _dialect_insert(conn, Gateway).values(values)
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["site", "gateway_id"],
+                set_={key: statement.excluded[key] for key in values if key not in ("site", "gateway_id")},
+                where=Gateway.status_at <= statement.excluded.status_at,
+            )
+        )

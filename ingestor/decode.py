@@ -14,22 +14,13 @@ from core.contract import (
     decode_telemetry,
     parse_topic,
 )
-from core.ingest import RejectedMessage, StatusUpdate
+from core.ingest import GatewayStatus, RejectedMessage, StatusUpdate
 from core.lru import LruCache
 
-Decoded = Telemetry | StatusUpdate | RejectedMessage | None
+Decoded = Telemetry | StatusUpdate | GatewayStatus | RejectedMessage | None
 
 
-@dataclass(frozen=True)
-class GatewayStatus:
-    """A gateway's own online/offline message (logged and counted, not stored)."""
-
-    site: str
-    gateway_id: str
-    online: bool
-
-
-def decode_message(topic: str, payload: bytes, *, received_at: datetime, window: TimeWindow) -> Decoded | GatewayStatus:
+def decode_message(topic: str, payload: bytes, *, received_at: datetime, window: TimeWindow) -> Decoded:
     """Telemetry, a machine status, a gateway status, or a rejection with its reason."""
     try:
         info = parse_topic(topic)
@@ -39,7 +30,7 @@ def decode_message(topic: str, payload: bytes, *, received_at: datetime, window:
             return None  # clearing a retained status: nothing to record
         info, status = decode_status(topic, payload)
         if info.kind is TopicKind.GATEWAY_STATUS:
-            return GatewayStatus(info.site, info.machine, status.online)
+            return GatewayStatus(info.site, info.machine, status.online, status.ts or received_at, status.backlog)
         return StatusUpdate(info.site, info.machine, status.online, status.ts or received_at)
     except ContractError as error:
         return RejectedMessage("mqtt", topic, payload, str(error))

@@ -28,6 +28,7 @@ from core.clock import utcnow
 from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER, Telemetry, shared
 from core.db import TRANSIENT_DB_ERRORS, create_engine_from_settings
 from core.ingest import (
+    GatewayStatus,
     IngestBatch,
     MachineRegistry,
     RejectedMessage,
@@ -44,7 +45,7 @@ from core.retry import Backoff, keep_connected, retry
 from core.settings import ConfigurationError, IngestorProcessSettings
 from ingestor.ack import ack, enable_manual_ack
 from ingestor.batching import next_batch
-from ingestor.decode import Decoded, GatewayStatus, SeqTracker, TopicRateLimit, decode_message
+from ingestor.decode import Decoded, SeqTracker, TopicRateLimit, decode_message
 from ingestor.prometheus import IngestMetrics
 
 log = get_logger("shopfloor.ingestor")
@@ -207,8 +208,6 @@ class Ingestor:
             self.metrics.received.labels(type(decoded).__name__).inc()
             if isinstance(decoded, GatewayStatus):
                 log.info("gateway_status", site=decoded.site, gateway=decoded.gateway_id, online=decoded.online)
-                ack(client, message)
-                continue
             if decoded is None:
                 ack(client, message)
                 continue
@@ -372,6 +371,8 @@ def _batch_of(items: list[Pending]) -> IngestBatch:
             batch.telemetry.append(item.decoded)
         elif isinstance(item.decoded, StatusUpdate):
             batch.statuses.append(item.decoded)
+        elif isinstance(item.decoded, GatewayStatus):
+            batch.gateways.append(item.decoded)
         elif isinstance(item.decoded, RejectedMessage):
             batch.rejected.append(item.decoded)
     return batch

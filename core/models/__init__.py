@@ -15,6 +15,7 @@ from core.models.plant import (
 )
 from core.models.telemetry import (
     DeadLetter,
+    Gateway,
     Machine,
     MachineApiKey,
     MachineLatest,
@@ -42,6 +43,7 @@ __all__ = [
     "CalendarExceptionKind",
     "DeadLetter",
     "DowntimeClassification",
+    "Gateway",
     "IdempotencyRecord",
     "Issue",
     "IssueStatus",

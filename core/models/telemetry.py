@@ -86,6 +86,23 @@ class MachineStateChange(Base):
     state: Mapped[MachineState] = mapped_column(str_enum(MachineState, "machine_state"))
 
 
+class Gateway(Base):
+    """A gateway as its retained status last described it: online or not, and its disk buffer's backlog."""
+
+    __tablename__ = "gateway"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    online: Mapped[bool]
+    status_at: Mapped[datetime]
+    backlog_messages: Mapped[int | None] = mapped_column(BigInteger)
+    backlog_readings: Mapped[int | None] = mapped_column(BigInteger)
+    backlog_oldest_age_s: Mapped[float | None] = mapped_column(Float)
+    backlog_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    backlog_max_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    backlog_seconds_to_full: Mapped[float | None] = mapped_column(Float)
+
+
 class TagRange(Base):
     """A tag's engineering range on a machine (the registry's plausibility check): the ingestor stores a value
     outside [low, high] with quality bad and counts it, never as if it were good."""

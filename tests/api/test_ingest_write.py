@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.contract import MachineState, Quality, QualityLevel, StateReport, TagReading, Telemetry
+from core.contract import GatewayBacklog, MachineState, Quality, QualityLevel, StateReport, TagReading, Telemetry
 from core.db import session_factory
 from core.ingest import (
+    GatewayStatus,
     IngestBatch,
     MachineRegistry,
     RejectedMessage,
@@ -19,7 +20,7 @@ from core.ingest import (
     purge_dead_letters,
     write_batch,
 )
-from core.models import DeadLetter, Machine, MachineLatest, MachineStateChange
+from core.models import DeadLetter, Gateway, Machine, MachineLatest, MachineStateChange
 from core.models import Reading as ReadingRow
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -296,3 +297,21 @@ async def test_a_different_value_for_a_stored_time_is_a_conflict_kept_not_a_dupl
     assert [letter.source for letter in letters] == ["conflict", "conflict"]
     assert letters[0].topic == "shopfloor/v1/plant1/press-c/telemetry"
     assert "holds 210.0 (quality good); offered 999.0 (quality good): the first value stays" in letters[0].reason
+
+
+async def test_a_gateways_newest_status_and_backlog_are_kept(engine: AsyncEngine) -> None:
+    registry = MachineRegistry(auto_register=True)
+    waiting = GatewayBacklog(messages=40, readings=8000, oldest_age_s=30.0, bytes=65536, max_bytes=2**30)
+    newer = GatewayStatus("plant1", "gw-1", True, T0 + timedelta(seconds=10), waiting)
+    older = GatewayStatus("plant1", "gw-1", False, T0)  # a late redelivery changes nothing
+    other = GatewayStatus("plant1", "gw-2", False, T0)
+    await store(engine, registry, IngestBatch(gateways=[newer, older, other]))
+    await store(engine, registry, IngestBatch(gateways=[older]))
+    async with session_factory(engine)() as session:
+        rows = {row.gateway_id: row for row in await session.scalars(select(Gateway))}
+    assert (rows["gw-1"].online, rows["gw-1"].backlog_readings, rows["gw-1"].backlog_seconds_to_full) == (
+        True,
+        8000,
+        None,
+    )
+    assert (rows["gw-2"].online, rows["gw-2"].backlog_messages) == (False, None)

@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import func, select
 
 from core.contract import MachineState
-from core.models import Reading, Role, StageStatus
+from core.models import Gateway, Reading, Role, StageStatus
 from tests.support.api import Api, Headers, total_of
 from tests.support.factories import add_states, make_machine, make_work_order
 
@@ -207,3 +207,38 @@ async def test_the_machine_list_says_what_each_machine_is_doing(api: Api) -> Non
     worker = await api.actor(Role.WORKER)
     seen_by_worker = (await api.client.get(f"/machines/{press.id}", headers=worker)).json()
     assert (seen_by_worker["state"], seen_by_worker["running_stage_id"]) == ("running", None)  # not their stage
+
+
+async def test_gateways_show_their_backlog(api: Api) -> None:
+    async with api.session() as session:
+        session.add(
+            Gateway(
+                site="plant1",
+                gateway_id="gw-hall-b",
+                online=False,
+                status_at=datetime(2026, 11, 26, 8, 0, tzinfo=UTC),
+                backlog_messages=120,
+                backlog_readings=24000,
+                backlog_oldest_age_s=600.5,
+                backlog_bytes=1 << 20,
+                backlog_max_bytes=1 << 30,
+                backlog_seconds_to_full=36000.0,
+            )
+        )
+    answer = await api.client.get("/gateways", headers=await api.actor(Role.WORKER))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-total-count"] == "1"
+    assert answer.json() == [
+        {
+            "site": "plant1",
+            "gateway_id": "gw-hall-b",
+            "online": False,
+            "status_at": "2026-11-26T08:00:00Z",
+            "backlog_messages": 120,
+            "backlog_readings": 24000,
+            "backlog_oldest_age_s": 600.5,
+            "backlog_bytes": 1048576,
+            "backlog_max_bytes": 1073741824,
+            "backlog_seconds_to_full": 36000.0,
+        }
+    ]

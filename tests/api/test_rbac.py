@@ -246,6 +246,7 @@ ROUTES = [
     ),
     Rule("GET", "/machines/{machine_id}/latest", ANY_USER),
     Rule("GET", "/machines/{machine_id}/tag-ranges", ANY_USER),
+    Rule("GET", "/gateways", ANY_USER),
     Rule("PUT", "/machines/{machine_id}/tag-ranges/temp", ADMIN, lambda _: {"low": -20, "high": 400}),
     Rule("DELETE", "/machines/{machine_id}/tag-ranges/temp", ADMIN),
     Rule(

@@ -21,6 +21,7 @@ from core.models import (
     CalendarExceptionKind,
     DeadLetter,
     DowntimeClassification,
+    Gateway,
     IdempotencyRecord,
     Issue,
     IssueStatus,
@@ -156,6 +157,10 @@ def fill(path: Path) -> None:
         session.add(Reading(machine_id=station.id, tag="torque_nm", ts=T0, value=None, quality=2))
         session.add(Reading(machine_id=station.id, tag="torque_nm", ts=T0 + timedelta(seconds=1), value=1.5, quality=1))
         session.add(TagRange(machine_id=press.id, tag="barrel_temp_c", low=-20.0, high=450.5))
+        session.add(
+            Gateway(site="plant1", gateway_id="gw-1", online=True, status_at=T0, backlog_messages=3,
+                    backlog_readings=600, backlog_oldest_age_s=2.5, backlog_bytes=4096, backlog_max_bytes=1 << 30)
+        )  # fmt: skip
         session.add_all(
             [
                 MachineLatest(machine_id=press.id, tag="barrel_temp_c", ts=T0 + timedelta(seconds=299), value=312.1),

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from core.contract import (
     MAX_PAYLOAD_BYTES,
     ContractError,
+    GatewayBacklog,
     MachineState,
     Quality,
     QualityLevel,
@@ -27,8 +28,8 @@ from core.contract import (
     status_topic,
     telemetry_topic,
 )
-from core.ingest import RejectedMessage, StatusUpdate
-from ingestor.decode import GatewayStatus, SeqTracker, decode_message
+from core.ingest import GatewayStatus, RejectedMessage, StatusUpdate
+from ingestor.decode import SeqTracker, decode_message
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 WINDOW = TimeWindow(max_past=timedelta(days=7), max_future=timedelta(minutes=5))
@@ -154,7 +155,24 @@ def test_decode_message_sorts_every_topic_kind() -> None:
     gateway = decode_message(
         gateway_status_topic("plant1", "gw"), b'{"online": false}', received_at=received, window=WINDOW
     )
-    assert gateway == GatewayStatus("plant1", "gw", False)
+    assert gateway == GatewayStatus("plant1", "gw", False, received)
+    backlog = (
+        b'{"online": true, "ts": "2026-11-26T07:59:00Z", "backlog": {"messages": 12, "readings": 2400, '
+        b'"oldest_age_s": 31.5, "bytes": 81920, "max_bytes": 1073741824, "seconds_to_full": null, "later": 1}}'
+    )
+    with_backlog = decode_message(gateway_status_topic("plant1", "gw"), backlog, received_at=received, window=WINDOW)
+    assert isinstance(with_backlog, GatewayStatus)
+    assert with_backlog.backlog == GatewayBacklog(
+        messages=12, readings=2400, oldest_age_s=31.5, bytes=81920, max_bytes=1073741824
+    )
+    # A backlog the ingestor cannot read is left out; the gateway's online flag still counts.
+    garbled = decode_message(
+        gateway_status_topic("plant1", "gw"),
+        b'{"online": true, "backlog": {"messages": -1}}',
+        received_at=received,
+        window=WINDOW,
+    )
+    assert garbled == GatewayStatus("plant1", "gw", True, received)
     assert decode_message(status_topic("plant1", "m1"), b"", received_at=received, window=WINDOW) is None
     rejected = decode_message("some/other/topic", b"x", received_at=received, window=WINDOW)
     assert isinstance(rejected, RejectedMessage)

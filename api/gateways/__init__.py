@@ -1,0 +1,1 @@
+"""Gateways as their retained status last described them."""
