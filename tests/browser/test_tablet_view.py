@@ -5,7 +5,8 @@ it. The worker starts it, reports counts, pauses and resumes, finishes it with s
 classifies the stop, in English on a landscape tablet and in Turkish on a portrait one; the Turkish run does most of
 it with the network cut, and everything must reach the API once, in order, when the network returns. The manager
 reads OEE by shift and the loss Pareto, and classifies the stop from there; the current shift's card follows the
-shift live. What reached the API is checked over HTTP.
+shift live. A planner keeps the plant calendar (in Turkish) and an admin retires a loss reason. What reached the API is
+checked over HTTP.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,7 +55,8 @@ class Plant:
 
 @pytest.fixture
 async def plant(tmp_path: Path) -> Plant:
-    """A press with three hours of counters and states, one 20-minute stop, and a planned stage for `operator`."""
+    """A press with three hours of counters and states, one 20-minute stop, and a planned stage for `operator`; a
+    `planner` and an `admin` besides."""
     url = f"sqlite:///{tmp_path / 'tablet.db'}"
     upgrade(url)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -64,6 +66,7 @@ async def plant(tmp_path: Path) -> Plant:
     async with async_sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
         worker = await make_user(session, "operator")
         await make_user(session, "planner", Role.PLANNER)
+        await make_user(session, "admin", Role.ADMIN)
         press = await make_machine(session, "press-7", name="Press 7", ideal_cycle_time_s=30.0, online=True)
         await add_states(
             session,
@@ -438,5 +441,136 @@ async def test_the_manager_follows_the_current_shift(browser: Browser, server: s
     async with page.expect_request(lambda request: urlsplit(request.url).path == "/machines"):
         await page.clock.run_for(90_000)
     assert len(shift_requests()) == count
+    assert problems == []
+    await context.close()
+
+
+def first_workday_after(day: date) -> date:
+    """The first Monday to Friday after `day` (at most three days on)."""
+    return next(day + timedelta(days=n) for n in range(1, 4) if (day + timedelta(days=n)).weekday() < 5)
+
+
+async def test_a_planner_keeps_the_plant_calendar_in_turkish(browser: Browser, server: str, plant: Plant) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="tr-TR", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    await page.goto(f"{server}/ui#/machines")
+    await log_in(page, "planner")
+    await page.locator("#nav-calendar").click()
+    loaded = page.locator("#app[data-view=calendar][data-loaded=true]")
+    await expect(loaded).to_be_attached()
+    await expect(page.locator("[data-ref=patterns]")).to_contain_text("Henüz haftalık düzen yok")
+
+    # Two shifts from today (the plant's zone is UTC): early on weekdays with a break, late on weekdays and Saturday.
+    form = page.locator("[data-ref=pattern-form]")
+    await form.get_by_label("Düzen adı").fill("İki vardiya")
+    await form.get_by_role("button", name="+ Vardiya").click()
+    rows = form.locator(".shift-row")
+    for row, (name, start, end) in zip(
+        [rows.nth(0), rows.nth(1)], [("Sabah", "06:00", "14:00"), ("Akşam", "14:00", "22:00")], strict=True
+    ):
+        await row.get_by_label("Vardiya adı").fill(name)
+        await row.get_by_label("Başlangıç", exact=True).fill(start)
+        await row.get_by_label("Bitiş", exact=True).fill(end)
+    await rows.nth(0).get_by_role("button", name="+ Mola").click()
+    await rows.nth(0).get_by_label("Molalar · Başlangıç").fill("10:00")
+    await rows.nth(0).get_by_label("Molalar · Bitiş").fill("10:15")
+    await rows.nth(1).get_by_label("Cmt").check()
+    await form.get_by_role("button", name="Düzeni kaydet").click()
+    await expect(form.locator("[role=status]")).to_have_text("“İki vardiya” düzeni kaydedildi.")
+    week = page.locator("[data-ref=patterns] .week-table")
+    dash = "\N{EN DASH}"
+    cell = "tr[data-shift={}] td[data-weekday='{}']"
+    await expect(week.locator(cell.format("Sabah", 0))).to_have_text(f"06:00{dash}14:00mola 10:00{dash}10:15")
+    await expect(week.locator(cell.format("Sabah", 5))).to_have_text(dash)
+    await expect(week.locator(cell.format("Akşam", 5))).to_have_text(f"14:00{dash}22:00")
+    await expect(week.locator(cell.format("Akşam", 6))).to_have_text(dash)
+    # One pattern a date: a second one from today is refused, in Turkish, and the form keeps what was typed.
+    await form.get_by_label("Düzen adı").fill("Tek vardiya")
+    await form.get_by_label("Vardiya adı").fill("Gündüz")
+    await form.get_by_label("Başlangıç", exact=True).fill("08:00")
+    await form.get_by_label("Bitiş", exact=True).fill("17:00")
+    await form.get_by_role("button", name="Düzeni kaydet").click()
+    await expect(form.locator("[data-ref=pattern-error]")).to_have_text(
+        "Bu tarihte başlayan bir düzen zaten var: önce onu silin."
+    )
+    await expect(form.get_by_label("Düzen adı")).to_have_value("Tek vardiya")
+
+    # The next seven days as the API plans them: 5 early shifts of 465 minutes and 6 late ones of 480.
+    today = datetime.now(UTC).date()
+    window = {"from": f"{today}T00:00:00", "to": f"{today + timedelta(days=7)}T00:00:00"}
+    planned = await planner_get(server, "/calendar/shifts", **window)
+    assert sorted(shift["planned_min"] for shift in planned) == [465] * 5 + [480] * 6
+    upcoming = page.locator("[data-ref=upcoming] tbody tr")
+    await expect(upcoming).to_have_count(11)
+    await expect(upcoming.first.locator("[data-field=planned_min]")).to_have_text(str(int(planned[0]["planned_min"])))
+
+    # An extra shift over the early one is refused, in Turkish; a holiday that day takes its two shifts away.
+    day = first_workday_after(today)
+    exceptions = page.locator("[data-ref=exception-form]")
+    await exceptions.get_by_label("Gün").fill(day.isoformat())
+    await exceptions.get_by_label("Tür").select_option("extra_shift")
+    await exceptions.get_by_label("Vardiya adı").fill("Ek")
+    await exceptions.get_by_label("Başlangıç", exact=True).fill("12:00")
+    await exceptions.get_by_label("Bitiş", exact=True).fill("16:00")
+    await exceptions.get_by_role("button", name="Ekle").click()
+    await expect(page.locator("[data-ref=exception-error]")).to_have_text(
+        "Vardiyalar çakışıyor: iki vardiya aynı anda çalışamaz."
+    )
+    await exceptions.get_by_label("Tür").select_option("non_working")
+    await exceptions.get_by_label("Not").fill("Bayram")
+    await exceptions.get_by_role("button", name="Ekle").click()
+    entry = page.locator("[data-ref=exceptions] .exception")
+    await expect(entry).to_have_count(1)
+    await expect(entry).to_contain_text("Tatil (vardiya yok)")
+    await expect(page.locator("[data-ref=exception-error]")).to_be_hidden()
+    await expect(upcoming).to_have_count(9)
+    await expect(page.locator(f"[data-ref=upcoming] tr[data-day='{day}']")).to_have_count(0)
+    await assert_fits(page)
+    await page.screenshot(path=ARTIFACTS / "calendar-tr.png", full_page=True)
+
+    await entry.get_by_role("button", name="Sil").click()
+    await entry.get_by_role("button", name="Evet, sil").click()
+    await expect(entry).to_have_count(0)
+    await expect(upcoming).to_have_count(11)
+    calendar = await planner_get(server, "/calendar")
+    assert calendar["exceptions"] == []
+    assert [pattern["name"] for pattern in calendar["patterns"]] == ["İki vardiya"]
+    assert problems == []
+    await context.close()
+
+
+async def test_an_admin_retires_a_loss_reason_and_workers_see_no_calendar(
+    browser: Browser, server: str, plant: Plant
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB", timezone_id="UTC")
+    page = await context.new_page()
+    problems = watch_console(page)
+    await page.goto(f"{server}/ui#/calendar")
+    await log_in(page, "admin")
+    await expect(page.locator("#app[data-view=calendar][data-loaded=true]")).to_be_attached()
+    group = page.locator("[data-ref=reasons] .reason-group[data-category=availability]")
+    await expect(group.locator("h3")).to_have_text("Availability loss")
+    reason = group.locator("tr[data-code=waiting_operator]")
+    await expect(reason).to_contain_text("Operatör bekleniyor")
+    toggle = reason.get_by_role("switch")
+    await expect(toggle).to_have_attribute("aria-checked", "true")
+    await toggle.click()
+    await expect(group.locator("tr[data-code=waiting_operator]").get_by_role("switch")).to_have_text("Retired")
+    await assert_fits(page)
+    await page.screenshot(path=ARTIFACTS / "calendar-admin-en.png", full_page=True)
+    offered = [item["code"] for item in await planner_get(server, "/loss-reasons")]
+    assert "waiting_operator" not in offered
+    assert "breakdown" in offered
+
+    # A worker has no calendar link, and the page itself says who keeps the calendar.
+    await page.locator("#logout").click()
+    await log_in(page, "operator")
+    await expect(page.locator("#app[data-view=calendar][data-loaded=true]")).to_be_attached()
+    await expect(page.locator("#user-box").get_by_role("link", name="My stages")).to_be_visible()
+    await expect(page.locator("#nav-calendar")).to_be_hidden()
+    await expect(page.locator("#app")).to_contain_text("The plant calendar is kept by planners and admins.")
     assert problems == []
     await context.close()

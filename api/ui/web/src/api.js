@@ -185,11 +185,23 @@ export async function post(path, { signal } = {}) {
 /** POST a JSON body (or none) with the session's token and an `Idempotency-Key`: sent again with the same key, the
  * API answers what it answered the first time instead of acting twice. */
 export async function postAction(path, body, key) {
+  return sendAction("POST", path, body, key);
+}
+
+/** Like `postAction` for any writing method (POST, PATCH, DELETE); an answer without a body (204) is null. */
+export async function sendAction(method, path, body, key) {
   const headers = { "Idempotency-Key": key };
   if (body !== undefined && body !== null) headers["Content-Type"] = "application/json";
-  const init = { method: "POST", headers };
+  const init = { method, headers };
   if (body !== undefined && body !== null) init.body = JSON.stringify(body);
-  return answerOf(await withToken(path, init));
+  let response;
+  try {
+    response = await withToken(path, init);
+  } catch {
+    throw new ApiError(0, { title: "The API cannot be reached" });
+  }
+  if (response.status === 204) return null;
+  return answerOf(response);
 }
 
 /** Like `get`, but a missing route or resource (404) or a route not deployed yet (405) answers null. */

@@ -1,10 +1,11 @@
 // The operator view: a hash router over its views (login, machines, one machine, the worker's tablet, the manager's
-// page).
+// page, the plant calendar).
 import "./styles.css";
 
 import { SESSION_ENDED, logout, session } from "./api.js";
 import { clockTime, plantZoneName, setPlantZone } from "./format.js";
 import { language, setLanguage, t, translate } from "./i18n.js";
+import { calendarView } from "./views/calendar.js";
 import { loginView } from "./views/login.js";
 import { machineView } from "./views/machine.js";
 import { machinesView } from "./views/machines.js";
@@ -22,6 +23,8 @@ function route() {
 function showUser(user) {
   document.getElementById("user-box").hidden = !user;
   document.getElementById("user-name").textContent = user ? `${user.username} (${t(`role.${user.role}`)})` : "";
+  // The calendar is kept by planners and admins; the API refuses a worker's changes anyway.
+  document.getElementById("nav-calendar").hidden = !user || !["planner", "admin"].includes(user.role);
 }
 
 function render(notice) {
@@ -42,6 +45,8 @@ function render(notice) {
     current = tabletView(app, Number.isInteger(id) && id > 0 ? id : null);
   } else if (parts[0] === "manager") {
     current = managerView(app, params);
+  } else if (parts[0] === "calendar") {
+    current = calendarView(app);
   } else {
     if (location.hash && location.hash !== "#/machines") history.replaceState(null, "", "#/machines");
     current = machinesView(app);
