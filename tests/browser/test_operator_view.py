@@ -29,6 +29,7 @@ from api.ui.router import CONTENT_SECURITY_POLICY, STATIC_DIR
 from core.contract import MachineState, QualityLevel
 from core.db import create_engine_from_settings
 from core.models import (
+    Gateway,
     Machine,
     MachineLatest,
     MachineStateChange,
@@ -150,6 +151,14 @@ async def site(tmp_path: Path) -> Site:
             )
         ).scalar_one()
         await conn.execute(insert(Reading), _flawed_readings(flawed_machine_id, start))
+        # A gateway cut off from the broker for ten minutes: its disk buffer holds 24,000 readings.
+        await conn.execute(
+            insert(Gateway).values(
+                site="plant1", gateway_id="gw-hall-b", online=False, status_at=now, backlog_messages=120,
+                backlog_readings=24000, backlog_oldest_age_s=600, backlog_bytes=1 << 20, backlog_max_bytes=1 << 30,
+                backlog_seconds_to_full=36000,
+            )
+        )  # fmt: skip
         await conn.execute(
             insert(MachineLatest),
             [
@@ -457,6 +466,10 @@ async def test_login_and_machines_in_turkish_then_english(browser: Browser, serv
     await expect(assembly.locator("[data-ref=seen]")).to_contain_text("çevrimdışı · son görülme")
     assert "/machines" in paths
     assert [path for path in paths if path.startswith("/machines/")] == []
+    # What waits at the edge: the gateway's backlog, how old, and how long its disk lasts.
+    await expect(page.locator(".gateway[data-gateway=gw-hall-b]")).to_have_text(
+        "plant1 / gw-hall-b24.000 okuma bekliyor · en eskisi 10 dk · disk 10 sa 00 dk içinde dolar"
+    )
     await page.screenshot(path=ARTIFACTS / "operator-view-machines-tr.png")
 
     # The machine in Turkish: its values, the timeline's states and totals, the stage's OEE.

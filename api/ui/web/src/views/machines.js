@@ -68,6 +68,32 @@ function machineCard(machine) {
   );
 }
 
+/** A gateway's line: online or not, and what waits in its disk buffer (how old, how long the disk lasts). */
+function gatewayItem(gateway) {
+  const online = h("span", { class: "online-dot" });
+  setOnline(online, gateway.online);
+  const waiting = gateway.backlog_readings ?? gateway.backlog_messages;
+  const parts = [];
+  if (waiting) {
+    parts.push(t("gateways.waiting", { n: waiting.toLocaleString() }));
+    if (gateway.backlog_oldest_age_s != null) {
+      parts.push(t("gateways.oldest", { age: duration(gateway.backlog_oldest_age_s) }));
+    }
+    if (gateway.backlog_seconds_to_full != null) {
+      parts.push(t("gateways.full_in", { time: duration(gateway.backlog_seconds_to_full) }));
+    }
+  } else if (waiting === 0) {
+    parts.push(t("gateways.empty"));
+  }
+  return h(
+    "li",
+    { class: "gateway", dataset: { gateway: gateway.gateway_id, backlog: String(waiting ?? "") } },
+    online,
+    h("strong", {}, `${gateway.site} / ${gateway.gateway_id}`),
+    h("span", { class: waiting ? "small gateway-backlog" : "muted small" }, parts.join(" · ")),
+  );
+}
+
 /** Render the list into `app` and keep it fresh until `destroy()`. */
 export function machinesView(app) {
   const summary = h("p", { class: "muted", dataset: { ref: "summary" } });
@@ -80,6 +106,12 @@ export function machinesView(app) {
   });
   const error = h("p", { class: "form-error", role: "alert", hidden: true, dataset: { ref: "error" } });
   const grid = h("ul", { class: "machine-grid", dataset: { ref: "grid" } });
+  const gateways = h("ul", {
+    class: "gateway-list",
+    hidden: true,
+    "aria-label": t("gateways.title"),
+    dataset: { ref: "gateways" },
+  });
   const empty = h("p", { class: "muted empty", hidden: true, dataset: { ref: "empty" } }, t("machines.empty"));
   app.replaceChildren(
     h(
@@ -87,6 +119,7 @@ export function machinesView(app) {
       { class: "page" },
       h("div", { class: "page-head" }, h("h1", {}, t("machines.title")), summary, filter),
       error,
+      gateways,
       grid,
       empty,
     ),
@@ -124,6 +157,9 @@ export function machinesView(app) {
       machines = [...page.items].sort(
         (a, b) => a.site.localeCompare(b.site) || a.name.localeCompare(b.name) || a.id - b.id,
       );
+      const edges = await getList("/gateways", {});
+      gateways.replaceChildren(...edges.items.map(gatewayItem));
+      gateways.hidden = edges.items.length === 0;
       showError(error, "");
       if (!stopped) draw();
       app.dataset.loaded = "true";
