@@ -8,8 +8,9 @@ classifies with a reason; a shorter one is a **minor stop**, counted as a perfor
 
 A machine that reports no state at all is judged by its cycle counter instead (`states_from_counter`): it runs
 while the counter rises, and a **stall** (the counter not rising for longer than twice the ideal cycle time, or
-`DEFAULT_STALL` without one) is an `idle` stop from when the next part was due (the last rise plus one ideal cycle)
-until the reading that shows the counter rising again.
+`DEFAULT_STALL` without one, and never less than twice the usual time between readings) is an `idle` stop from
+when the next part was due (the last rise plus one ideal cycle) until the parts of the next rise began (the
+reading that shows it, less the ideal time its parts beyond the first took).
 
 Data gaps stay unknown, never `running` and never stopped: with `max_silence`, a state is known only while the
 machine is heard from (each change or reading vouches for the following `max_silence`), so a stop whose machine
@@ -22,6 +23,7 @@ factor of the OEE.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -121,24 +123,33 @@ def states_from_counter(
     """The state changes a cycle counter implies for a machine without a state tag (see the module's rules).
 
     `readings` are (time, value) of the counter; a value below the one before is a counter reset, which counts as a
-    rise. The machine is taken as running from its first reading; a stall still going on at `now` is an open stop.
+    rise of one. The machine is taken as running from its first reading. Between two rises, the time the parts of
+    the second rise needed at the ideal cycle is running time; what is left beyond the stall threshold is a stop,
+    from when the next part was due. The threshold is never below twice the usual time between readings, so a
+    counter read less often than the machine makes parts is not a string of stops. A stall still going on at `now`
+    is an open stop.
     """
     ordered = sorted((reading for reading in readings if reading[0] <= now), key=lambda reading: reading[0])
     if not ordered:
         return []
     cycle = ideal_cycle if ideal_cycle is not None and ideal_cycle > ZERO else None
-    stall = 2 * cycle if cycle is not None else DEFAULT_STALL
+    gaps = sorted(later[0] - earlier[0] for earlier, later in itertools.pairwise(ordered))
+    usual_read = gaps[len(gaps) // 2] if gaps else ZERO
+    stall = max(2 * cycle if cycle is not None else DEFAULT_STALL, 2 * usual_read)
     due = cycle or ZERO
     changes = [StateChange(ordered[0][0], MachineState.RUNNING)]
     last_rise, last_value = ordered[0]
     for ts, value in ordered[1:]:
         if value == last_value:
             continue
-        if ts - last_rise > stall and ts > last_rise + due:
+        parts = value - last_value if value > last_value else 1.0
+        # The parts of this rise beyond the first took their ideal time before `ts`: that is running, not a stall.
+        earlier_parts = due * (parts - 1) if cycle is not None else ZERO
+        if ts - last_rise - earlier_parts > stall:
             changes.append(StateChange(last_rise + due, MachineState.IDLE))
-            changes.append(StateChange(ts, MachineState.RUNNING))
+            changes.append(StateChange(ts - earlier_parts, MachineState.RUNNING))
         last_rise, last_value = ts, value
-    if now - last_rise > stall and now > last_rise + due:
+    if now - last_rise > stall:
         changes.append(StateChange(last_rise + due, MachineState.IDLE))
     return changes
 

@@ -69,7 +69,8 @@ class StatusUpdate:
 
 @dataclass(frozen=True)
 class GatewayStatus:
-    """A gateway's own retained online/offline message, with its buffer's backlog when it says."""
+    """A gateway's own retained online/offline message as received (`ts`: when it arrived), with its buffer's
+    backlog when it says."""
 
     site: str
     gateway_id: str
@@ -591,10 +592,17 @@ async def _upsert_gateways(conn: AsyncConnection, statuses: Sequence[GatewayStat
             "backlog_seconds_to_full": backlog.seconds_to_full,
         }
         statement = _dialect_insert(conn, Gateway).values(values)
+        # A status without a backlog (the will, sent by the broker when the gateway drops) keeps the last figures:
+        # during an outage they are what the operator needs.
+        kept = {
+            key: func.coalesce(statement.excluded[key], getattr(Gateway, key))
+            for key in values
+            if key.startswith("backlog_")
+        }
         await conn.execute(
             statement.on_conflict_do_update(
                 index_elements=["site", "gateway_id"],
-                set_={key: statement.excluded[key] for key in values if key not in ("site", "gateway_id")},
+                set_={"online": statement.excluded.online, "status_at": statement.excluded.status_at, **kept},
                 where=Gateway.status_at <= statement.excluded.status_at,
             )
         )

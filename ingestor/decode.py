@@ -30,7 +30,8 @@ def decode_message(topic: str, payload: bytes, *, received_at: datetime, window:
             return None  # clearing a retained status: nothing to record
         info, status = decode_status(topic, payload)
         if info.kind is TopicKind.GATEWAY_STATUS:
-            return GatewayStatus(info.site, info.machine, status.online, status.ts or received_at, status.backlog)
+            # Ordered by when it arrived, not by the gateway's clock (its will carries no time at all).
+            return GatewayStatus(info.site, info.machine, status.online, received_at, status.backlog)
         return StatusUpdate(info.site, info.machine, status.online, status.ts or received_at)
     except ContractError as error:
         return RejectedMessage("mqtt", topic, payload, str(error))

@@ -18,14 +18,15 @@ router = APIRouter(tags=["machines"])
 
 
 class GatewayRead(BaseModel):
-    """A gateway and its backlog (null where the gateway did not say)."""
+    """A gateway and its backlog as last reported (null where it never said; kept through its offline will, so an
+    outage shows the figures the gateway last sent)."""
 
     model_config = ConfigDict(from_attributes=True)
 
     site: str
     gateway_id: str
     online: bool
-    status_at: datetime = Field(description="When the gateway published this status")
+    status_at: datetime = Field(description="When its latest status arrived")
     backlog_messages: int | None = Field(description="MQTT messages waiting in its disk buffer")
     backlog_readings: int | None = Field(description="Readings in those messages")
     backlog_oldest_age_s: float | None = Field(description="Age of the oldest waiting message, seconds")

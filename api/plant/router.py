@@ -366,7 +366,7 @@ def _row(bucket: service.Bucket, report: LossReport) -> LossRow:
 )
 async def oee(
     session: Session,
-    _user: CurrentUser,
+    user: CurrentUser,
     now: Now,
     settings: Settings,
     machine_id: Annotated[int, Query(ge=1, le=2_147_483_647)],
@@ -381,7 +381,8 @@ async def oee(
     """OEE of a machine by shift, production day or week, or by the stages or work orders it ran, over planned
     production time (the same calculation for every row), with losses by reason and category (the Pareto),
     unclassified downtime as its own bar, and the window's total. Shifts add up to their day and days to their week;
-    stage and work-order rows cover their run on the machine and need not cover the window."""
+    stage and work-order rows cover their runs on the machine (a work order's, its stages' runs only) and need not
+    cover the window; a worker sees only the stages assigned to them."""
     grouped = await service.grouped_oee(
         session,
         machine_id=machine_id,
@@ -391,6 +392,7 @@ async def oee(
         now=now,
         zone=zone_of(settings),
         rules=rules_of(settings),
+        actor=user,
     )
     rows = [_row(bucket, report) for bucket, report in grouped.rows]
     total_bucket, total_report = grouped.total

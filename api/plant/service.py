@@ -640,11 +640,13 @@ async def classification_history(
 
 @dataclass(frozen=True)
 class Bucket:
-    """One row of a grouped OEE: a shift, a production day or a week, and its window."""
+    """One row of a grouped OEE: a shift, a production day or a week, and its window; a work order's row counts only
+    the runs of its stages inside that window (`runs`), never the time of other orders between them."""
 
     group: str
     label: str
     span: Interval
+    runs: tuple[Interval, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -659,11 +661,14 @@ class GroupedOee:
     total: tuple[Bucket, LossReport]
 
 
-async def run_buckets(session: AsyncSession, *, machine_id: int, window: Interval, group_by: str) -> list[Bucket]:
+async def run_buckets(
+    session: AsyncSession, *, machine_id: int, window: Interval, group_by: str, visible: set[int] | None
+) -> list[Bucket]:
     """The stages (or work orders) that ran on the machine in the window: a stage from its first start to its done
-    (or the window's end while it runs), a work order over its stages on the machine; clipped to the window, oldest
-    first. Cancelled work orders are left out."""
-    rows = await session.execute(
+    (or the window's end while it runs), a work order over the runs of its stages on the machine (not the time
+    between them); cut to the window, oldest first. Cancelled work orders are left out, and so are stages the actor
+    may not see (`visible`: a worker's assigned stages; None: all)."""
+    query = (
         select(
             WorkOrderStage.id, WorkOrderStage.stage_name, WorkOrder.id, WorkOrder.lot_no, StageEvent.kind, StageEvent.at
         )
@@ -672,27 +677,29 @@ async def run_buckets(session: AsyncSession, *, machine_id: int, window: Interva
         .where(WorkOrderStage.machine_id == machine_id, WorkOrder.cancelled_at.is_(None))
         .where(StageEvent.kind.in_((StageEventKind.START, StageEventKind.DONE)), StageEvent.at < window.end)
     )
+    if visible is not None:
+        query = query.where(WorkOrderStage.id.in_(sorted(visible)))
     starts: dict[int, datetime] = {}
     dones: dict[int, datetime] = {}
-    labels: dict[int, tuple[int, str, str]] = {}
-    for stage_id, stage_name, order_id, lot_no, kind, at in rows:
-        labels[stage_id] = (order_id, f"{lot_no} {stage_name} (stage {stage_id})", f"{lot_no} (work order {order_id})")
+    labels: dict[int, tuple[str, str]] = {}
+    for stage_id, stage_name, order_id, lot_no, kind, at in await session.execute(query):
+        labels[stage_id] = (f"{lot_no} {stage_name} (stage {stage_id})", f"{lot_no} (work order {order_id})")
         if kind is StageEventKind.START:
             starts[stage_id] = min(at, starts.get(stage_id, at))
         else:
             dones[stage_id] = max(at, dones.get(stage_id, at))
-    spans: dict[str, tuple[datetime, datetime]] = {}
+    runs: dict[str, list[Interval]] = {}
     for stage_id, started in starts.items():
-        order_id, stage_label, order_label = labels[stage_id]
         ended = dones[stage_id] if stage_id in dones and dones[stage_id] >= started else window.end
-        label = stage_label if group_by == "stage" else order_label
-        low, high = spans.get(label, (started, ended))
-        spans[label] = (min(low, started), max(high, ended))
+        low, high = max(started, window.start), min(ended, window.end)
+        if high > low:
+            label = labels[stage_id][0 if group_by == "stage" else 1]
+            runs.setdefault(label, []).append(Interval(low, high))
     found = []
-    for label, (low, high) in spans.items():
-        start, end = max(low, window.start), min(high, window.end)
-        if end > start:
-            found.append(Bucket(group_by, label, Interval(start, end)))
+    for label, pieces in runs.items():
+        merged = merge(pieces)
+        span = Interval(merged[0].start, merged[-1].end)
+        found.append(Bucket(group_by, label, span, tuple(merged) if group_by == "work_order" else None))
     return sorted(found, key=lambda bucket: (bucket.span.start, bucket.label))
 
 
@@ -747,14 +754,17 @@ async def grouped_oee(
     now: datetime,
     zone: ZoneInfo,
     rules: DowntimeRules,
+    actor: Principal | None = None,
 ) -> GroupedOee:
-    """OEE and losses of a machine by shift, production day or week over [start, min(end, now))."""
+    """OEE and losses of a machine by shift, production day or week, or by the stages or work orders that ran on it
+    (those the actor may see), over [start, min(end, now))."""
     machine = await get_machine(session, machine_id=machine_id)
     until = _check_window(start, end, now)
     window = Interval(start, until)
     calendar = await load_calendar(session, zone)
     if group_by in ("stage", "work_order"):
-        rows_of = await run_buckets(session, machine_id=machine.id, window=window, group_by=group_by)
+        visible = None if actor is None else await visible_stages(session, actor=actor)
+        rows_of = await run_buckets(session, machine_id=machine.id, window=window, group_by=group_by, visible=visible)
     else:
         rows_of = buckets(calendar, zone, window, group_by)
     observed = await _observe(session, machine=machine, start=start, end=until, now=now, rules=rules)
@@ -778,36 +788,55 @@ async def grouped_oee(
         session, machine_id=machine.id, tags=(rules.total_tag, rules.good_tag), since=start, start=start, end=until
     )
 
-    def counted(tag: str, span: Interval) -> int | None:
-        """The parts a counter rose by inside the span's shifts (the whole span without a calendar), so parts made
-        on a holiday or between shifts count in no row, and shifts, days and weeks add up."""
-        pieces = (
-            [span]
-            if calendar is None
-            else merge(
-                Interval(max(shift.span.start, span.start), min(shift.span.end, span.end))
-                for shift in calendar.shifts_between(span)
-            )
-        )
+    def planned_pieces(bucket: Bucket) -> list[Interval] | None:
+        """Where a row's time counts: its shifts (None without a calendar: all of it), within its runs if it has
+        any (a work order: its stages' runs, not what ran between them)."""
+        span = bucket.span
+        pieces = None if calendar is None else [
+            Interval(max(shift.span.start, span.start), min(shift.span.end, span.end))
+            for shift in calendar.shifts_between(span)
+        ]  # fmt: skip
+        if bucket.runs is not None:
+            pieces = [
+                Interval(max(piece.start, run.start), min(piece.end, run.end))
+                for piece in (pieces if pieces is not None else [span])
+                for run in bucket.runs
+                if min(piece.end, run.end) > max(piece.start, run.start)
+            ]
+        return None if pieces is None else merge(pieces)
+
+    def counted(tag: str, pieces: list[Interval] | None, span: Interval) -> int | None:
+        """The parts a counter rose by inside the pieces (the whole span when None), so parts made on a holiday or
+        between shifts count in no row, and shifts, days and weeks add up."""
         found = [counter_increase(counters[tag], start=piece.start, end=piece.end) for piece in pieces or [span]]
-        rises = [increase.count if pieces else 0.0 for increase in found if increase is not None]
+        rises = [increase.count if pieces != [] else 0.0 for increase in found if increase is not None]
         return round(sum(rises)) if rises else None
 
-    def report(span: Interval) -> LossReport:
+    def report(bucket: Bucket) -> LossReport:
+        span = bucket.span
+        pieces = planned_pieces(bucket)
+        scheduled = calendar.planned_intervals(span) if calendar is not None else None
+        if bucket.runs is not None:
+            scheduled = [
+                Interval(max(plan.start, run.start), min(plan.end, run.end))
+                for plan in (scheduled if scheduled is not None else [span])
+                for run in bucket.runs
+                if min(plan.end, run.end) > max(plan.start, run.start)
+            ]
         return loss_report(
             span,
-            scheduled=calendar.planned_intervals(span) if calendar is not None else None,
+            scheduled=scheduled,
             stops=stops,
             minor_stops=minor,
             unknown=unknown,
-            total_count=counted(rules.total_tag, span),
-            good_count=counted(rules.good_tag, span),
+            total_count=counted(rules.total_tag, pieces, span),
+            good_count=counted(rules.good_tag, pieces, span),
             ideal_cycle_time_s=machine.ideal_cycle_time_s,
         )
 
-    rows = [(bucket, report(bucket.span)) for bucket in rows_of]
+    rows = [(bucket, report(bucket)) for bucket in rows_of]
     whole = Bucket("total", f"{start.astimezone(zone).isoformat()} / {until.astimezone(zone).isoformat()}", window)
-    return GroupedOee(machine.id, group_by, zone, calendar is not None, rows, (whole, report(window)))
+    return GroupedOee(machine.id, group_by, zone, calendar is not None, rows, (whole, report(whole)))
 
 
 def pareto(report: LossReport, reason_categories: dict[str, LossCategory]) -> list[tuple[str, float]]:

@@ -315,3 +315,10 @@ async def test_a_gateways_newest_status_and_backlog_are_kept(engine: AsyncEngine
         None,
     )
     assert (rows["gw-2"].online, rows["gw-2"].backlog_messages) == (False, None)
+    # Its will (no backlog) says offline and keeps the last figures.
+    will = GatewayStatus("plant1", "gw-1", False, T0 + timedelta(minutes=1))
+    await store(engine, registry, IngestBatch(gateways=[will]))
+    async with session_factory(engine)() as session:
+        row = await session.get(Gateway, ("plant1", "gw-1"))
+        assert row is not None
+        assert (row.online, row.backlog_readings, row.backlog_messages) == (False, 8000, 40)

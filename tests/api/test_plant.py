@@ -463,3 +463,35 @@ async def test_oee_by_stage_and_work_order_is_the_same_calculation_over_their_ru
     )
     assert order["total_count"] == 800
     assert order["scheduled_min"] == 2 * 450
+
+
+async def test_a_work_orders_row_holds_only_its_stages_runs_and_workers_see_only_theirs(app: Api) -> None:
+    machine_id, planner = await classified_monday(app)
+    # Lot L-A runs 06:00-09:00 and 12:00-14:00 on the press; lot L-B runs between them, 09:00-12:00.
+    first = await app.add(make_work_order, start=local(6), stages=[StageStatus.DONE, StageStatus.DONE],
+                          machine_id=machine_id, lot_no="L-A")  # fmt: skip
+    second = await app.add(make_work_order, start=local(9), stages=[StageStatus.DONE], machine_id=machine_id,
+                           lot_no="L-B")  # fmt: skip
+    runs = [(first.stages[0].id, 6, 9), (second.stages[0].id, 9, 12), (first.stages[1].id, 12, 14)]
+    async with app.session() as session:
+        for stage_id, begin, finish in runs:
+            session.add(StageEvent(stage_id=stage_id, kind=StageEventKind.START, at=local(begin)))
+            session.add(StageEvent(stage_id=stage_id, kind=StageEventKind.DONE, at=local(finish)))
+    window: dict[str, str | int] = {
+        "machine_id": machine_id,
+        "from": "2026-11-30T06:00:00",
+        "to": "2026-11-30T14:00:00",
+    }
+    by_order = (await app.client.get("/oee", params=window | {"group_by": "work_order"}, headers=planner)).json()
+    rows = {row["label"]: row for row in by_order["rows"]}
+    lot_a, lot_b = rows[f"L-A (work order {first.id})"], rows[f"L-B (work order {second.id})"]
+    # L-A: 180 + 120 minutes (the 10:00 break is in L-B's time); its loss is the 10-minute alarm at 12:00.
+    assert (lot_a["scheduled_min"], lot_a["run_min"], lot_a["unclassified_min"]) == (300, 290, 10)
+    # L-B: 180 minutes less the break; the 20-minute setup at 09:00 is its loss. Together: the early shift.
+    assert (lot_b["scheduled_min"], lot_b["run_min"], lot_b["losses_by_reason_min"]) == (150, 130, {"setup": 20.0})
+    assert lot_a["scheduled_min"] + lot_b["scheduled_min"] == by_order["total"]["scheduled_min"] == 450
+    # A worker sees the rows of the stages assigned to them only: no other lot's name.
+    worker_id, worker = await app.signed_in(Role.WORKER)
+    await assign(app, planner, second.stages[0].id, worker_id)
+    seen = (await app.client.get("/oee", params=window | {"group_by": "stage"}, headers=worker)).json()
+    assert [row["label"] for row in seen["rows"]] == [f"L-B S1 (stage {second.stages[0].id})"]

@@ -145,8 +145,10 @@ def test_a_counter_that_stops_rising_is_a_stop_from_when_the_next_part_was_due()
 
 
 def test_a_counter_slower_than_twice_its_cycle_only_then_stalls() -> None:
-    # Rises 110 s apart with a 60 s cycle are slow running (a performance loss), not stops; 130 s apart is a stall.
-    readings = counter((0, 1), (110, 2), (220, 3), (350, 4))
+    # Read every 10 s. Rises 110 s apart with a 60 s cycle are slow running (a performance loss), not stops; 130 s
+    # apart is a stall.
+    rises = {0: 1.0, 110: 2.0, 220: 3.0, 350: 4.0}
+    readings = counter(*((second, max(v for r, v in rises.items() if r <= second)) for second in range(0, 351, 10)))
     assert states_from_counter(readings, now=T0 + 360 * S, ideal_cycle=60 * S) == timeline(
         (0, RUN), (280, IDLE), (350, RUN)
     )
@@ -160,6 +162,22 @@ def test_a_stall_that_lasts_is_an_open_stop_and_a_reset_is_a_rise() -> None:
 
 
 def test_without_an_ideal_cycle_a_counter_stalls_after_two_minutes() -> None:
-    readings = counter((0, 1), (100, 2), (221, 3), (240, 4))
-    assert states_from_counter(readings, now=T0 + 300 * S) == timeline((0, RUN), (100, IDLE), (221, RUN))
+    # Read every 20 s: a part at 0, 20, 40, then none until 180 (140 s after the last: a stall), then 200.
+    values = {0: 1, 20: 2, 40: 3, **dict.fromkeys(range(60, 180, 20), 3), 180: 4, 200: 5}
+    readings = counter(*values.items())
+    assert states_from_counter(readings, now=T0 + 200 * S) == timeline((0, RUN), (40, IDLE), (180, RUN))
     assert states_from_counter([], now=T0) == []
+
+
+def test_a_counter_read_less_often_than_parts_are_made_is_not_a_string_of_stops() -> None:
+    # A 2 s cycle read every 5 s: the counter rises by 2 or 3 per read. Running all along.
+    readings = counter(*((5 * index, float(index * 5 // 2)) for index in range(60)))
+    assert states_from_counter(readings, now=T0 + 300 * S, ideal_cycle=2 * S) == timeline((0, RUN))
+    # The same reads with a real stop: the counter reaches 50 at 100 s and stands until the read at 160 s shows 62.
+    # The next part was due at 102 s; the 11 parts after the first of the 12 took 22 s before 160 s: the machine
+    # stood from 102 s to 138 s.
+    stopped = [(ts, value) for ts, value in readings if ts < T0 + 100 * S]
+    stopped += [(T0 + second * S, 50.0) for second in range(100, 160, 5)] + [(T0 + 160 * S, 62.0)]
+    assert states_from_counter(stopped, now=T0 + 160 * S, ideal_cycle=2 * S) == timeline(
+        (0, RUN), (102, IDLE), (138, RUN)
+    )
