@@ -32,6 +32,16 @@ def timescale_db() -> Iterator[str]:
         yield url
 
 
+def execute(url: str, *statements: str) -> None:
+    engine = create_engine(sync_url(url), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
 def scalar(url: str, sql: str) -> object:
     engine = create_engine(sync_url(url), poolclass=NullPool)
     try:
@@ -83,6 +93,28 @@ def test_migrations_build_the_timescaledb_branch_and_undo_it(timescale_db: str) 
     downgrade(timescale_db, "0005")
     assert scalar(timescale_db, columns.format("reading_1m")) == "avg,bucket,count,last,machine_id,max,min,tag"
     assert scalar(timescale_db, "SELECT compression_enabled FROM timescaledb_information.hypertables") is True
+    # A plant with history upgrades: its old rollups are kept (renamed, frozen), the new ones filled from the raw
+    # readings at once (without the refresh, the policies would fill only their last hours).
+    execute(
+        timescale_db,
+        "INSERT INTO machine (id, site, code, name, auto_registered) VALUES (1, 'p', 'm', 'm', false)",
+        "INSERT INTO reading (machine_id, tag, ts, value) "
+        "SELECT 1, 't', now() - make_interval(hours => i), i FROM generate_series(1, 24 * 30) AS i",
+        "CALL refresh_continuous_aggregate('reading_1h', NULL, NULL)",
+    )
+    upgrade(timescale_db)
+    assert scalar(timescale_db, "SELECT count(*) FROM reading_1h_v1") == 24 * 30
+    materialised = scalar(
+        timescale_db,
+        "SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name) "
+        "FROM timescaledb_information.continuous_aggregates WHERE view_name = 'reading_1h'",
+    )
+    assert scalar(timescale_db, f"SELECT count(*) FROM {materialised}") == 24 * 30  # noqa: S608 -- TimescaleDB's name
+    assert scalar(timescale_db, "SELECT sum(count) FROM reading_1h WHERE machine_id = 1") == 24 * 30
+    downgrade(timescale_db, "0005")  # the kept rollups come back under their names, with their policy
+    assert scalar(timescale_db, "SELECT count(*) FROM reading_1h") == 24 * 30
+    assert scalar(timescale_db, "SELECT to_regclass('reading_1h_v1')") is None
+    execute(timescale_db, "DELETE FROM reading", "DELETE FROM machine")
     upgrade(timescale_db)
     # The models and the revisions agree here too (views and TimescaleDB's own schemas are not tables of ours).
     engine = create_engine(sync_url(timescale_db), poolclass=NullPool)
