@@ -401,11 +401,14 @@ async def _conflicts(conn: AsyncConnection, rows: Sequence[ReadingRow]) -> list[
     were not inserted, so a batch without repeats pays nothing)."""
     stored: dict[tuple[int, str, datetime], tuple[float | None, int | None]] = {}
     keys = sorted({(machine_id, tag, ts) for machine_id, tag, ts, _, _ in rows})
+    keys.sort(key=lambda key: key[2])  # chunks of close times: each query's time range excludes most chunks
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         found = await conn.execute(
             select(Reading.machine_id, Reading.tag, Reading.ts, Reading.value, Reading.quality).where(
-                tuple_(Reading.machine_id, Reading.tag, Reading.ts).in_(chunk)
+                Reading.ts >= chunk[0][2],
+                Reading.ts <= chunk[-1][2],
+                tuple_(Reading.machine_id, Reading.tag, Reading.ts).in_(chunk),
             )
         )
         for machine_id, tag, ts, value, quality in found:

@@ -67,6 +67,8 @@ from core.models import (
 )
 from core.security import Principal
 
+# Overlaps of shifts are judged in wall time, as the plant writes its shifts.
+WALL = ZoneInfo("UTC")
 # Stops that began before the window asked for are found by looking this far back.
 LOOKBACK = timedelta(days=1)
 MAX_SPAN = timedelta(days=62)
@@ -187,6 +189,13 @@ async def create_pattern(
     _refuse_overlaps(checked)
     if await session.scalar(select(ShiftPattern.id).where(ShiftPattern.valid_from == valid_from)) is not None:
         raise Conflict(f"A pattern already starts on {valid_from}: delete it first", code="pattern_exists")
+    plant = await load_calendar(session, WALL)
+    if plant is not None:
+        # The extra shifts already planned from this pattern's first day on must not overlap its shifts.
+        candidate = PlantCalendar(WALL, (*plant.patterns, WeeklyPattern(valid_from, tuple(checked))), plant.exceptions)
+        for entry in plant.exceptions:
+            if entry.kind is ExceptionKind.EXTRA_SHIFT and entry.day >= valid_from - timedelta(days=1):
+                _refuse_overlap_with(candidate, entry)
     pattern = ShiftPattern(valid_from=valid_from, name=name, created_by_id=actor.user_id)
     session.add(pattern)
     await session.flush()
@@ -258,18 +267,26 @@ async def create_exception(
 
 async def _refuse_overlapping_extra(session: AsyncSession, entry: CalendarEntry) -> None:
     """An extra shift may not overlap a shift of its day or of the days around it (wall time, as for patterns)."""
-    plant = await load_calendar(session, ZoneInfo("UTC"))
-    calendar = PlantCalendar(
-        ZoneInfo("UTC"), plant.patterns if plant else (), (*(plant.exceptions if plant else ()), entry)
-    )
+    plant = await load_calendar(session, WALL)
+    calendar = PlantCalendar(WALL, plant.patterns if plant else (), (*(plant.exceptions if plant else ()), entry))
+    _refuse_overlap_with(calendar, entry)
+
+
+def _refuse_overlap_with(calendar: PlantCalendar, entry: CalendarEntry) -> None:
+    """Refuse a shift of `calendar` that overlaps the extra shift of `entry` on its day or the days around it; an
+    overlap between two other shifts is not this entry's business."""
+    mine = {(shift.day, shift.span) for shift in PlantCalendar(WALL, (), (entry,)).shifts_on(entry.day)}
     instances = sorted(
         (shift for offset in (-1, 0, 1) for shift in calendar.shifts_on(entry.day + timedelta(days=offset))),
         key=lambda shift: shift.span.start,
     )
-    for earlier, later in itertools.pairwise(instances):
-        if later.span.start < earlier.span.end:
-            message = f"shifts {earlier.name} and {later.name} overlap on {later.day}"
-            raise InvalidInput(message, fields={"start": message}, code="overlapping_shifts")
+    for index, earlier in enumerate(instances):
+        for later in instances[index + 1 :]:
+            if later.span.start >= earlier.span.end:
+                break
+            if (earlier.day, earlier.span) in mine or (later.day, later.span) in mine:
+                message = f"shifts {earlier.name} and {later.name} overlap on {later.day}"
+                raise InvalidInput(message, fields={"start": message}, code="overlapping_shifts")
 
 
 async def delete_exception(session: AsyncSession, *, exception_id: int) -> None:

@@ -291,3 +291,22 @@ async def test_an_extra_shift_overlapping_the_night_shift_is_refused(app: Api) -
     early = {"day": "2026-04-04", "kind": "extra_shift", "shift_name": "extra", "start": "04:00", "end": "12:00"}
     response = await app.client.post("/calendar/exceptions", json=early, headers=planner)
     assert (response.status_code, response.json().get("code")) == (422, "overlapping_shifts"), response.text
+
+
+async def test_a_pattern_overlapping_a_planned_extra_shift_is_refused(
+    app: Api,
+) -> None:
+    planner = await app.actor(Role.PLANNER)
+    # An extra Saturday shift 04:00-12:00 planned first; then a Monday-Friday pattern whose Friday night shift runs
+    # to Saturday 06:00 would overlap it: refused, naming the shifts.
+    extra = {"day": "2026-04-04", "kind": "extra_shift", "shift_name": "extra", "start": "04:00", "end": "12:00"}
+    await post(app, "/calendar/exceptions", extra, planner)
+    refused = await app.client.post("/calendar/patterns", json=MONDAY_TO_FRIDAY, headers=planner)
+    assert (refused.status_code, refused.json()["code"]) == (422, "overlapping_shifts"), refused.text
+    assert "extra" in refused.json()["detail"]
+    # A pattern from the week after is no concern of that Saturday's.
+    later = MONDAY_TO_FRIDAY | {"valid_from": "2026-04-06"}
+    assert (await app.client.post("/calendar/patterns", json=later, headers=planner)).status_code == 201
+    # Another extra shift that overlaps nothing is accepted.
+    sunday = {"day": "2026-04-05", "kind": "extra_shift", "shift_name": "extra", "start": "13:00", "end": "17:00"}
+    assert (await app.client.post("/calendar/exceptions", json=sunday, headers=planner)).status_code == 201
