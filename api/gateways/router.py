@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.deps import CurrentUser, Session
-from api.pagination import COUNTED, counted
+from api.pagination import PAGED, Pagination
 from core.models import Gateway
 
 router = APIRouter(tags=["machines"])
@@ -37,8 +37,11 @@ class GatewayRead(BaseModel):
     )
 
 
-@router.get("/gateways", response_model=list[GatewayRead], responses=COUNTED)
-async def list_gateways(session: Session, _user: CurrentUser, response: Response) -> list[GatewayRead]:
-    """Every gateway heard of, by site and id."""
-    rows = await session.scalars(select(Gateway).order_by(Gateway.site, Gateway.gateway_id))
-    return counted(response, [GatewayRead.model_validate(row) for row in rows])
+@router.get("/gateways", response_model=list[GatewayRead], responses=PAGED)
+async def list_gateways(session: Session, _user: CurrentUser, page: Pagination) -> list[GatewayRead]:
+    """The gateways heard of, by site and id."""
+    total = await session.scalar(select(func.count()).select_from(Gateway))
+    rows = await session.scalars(
+        select(Gateway).order_by(Gateway.site, Gateway.gateway_id).limit(page.limit).offset(page.offset)
+    )
+    return page.respond([GatewayRead.model_validate(row) for row in rows], int(total or 0))

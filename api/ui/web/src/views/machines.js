@@ -157,7 +157,7 @@ export function machinesView(app) {
       machines = [...page.items].sort(
         (a, b) => a.site.localeCompare(b.site) || a.name.localeCompare(b.name) || a.id - b.id,
       );
-      const edges = await getList("/gateways", {});
+      const edges = await getList("/gateways", { limit: 500 });
       gateways.replaceChildren(...edges.items.map(gatewayItem));
       gateways.hidden = edges.items.length === 0;
       showError(error, "");
