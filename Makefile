@@ -11,6 +11,10 @@ DEMO_APT_PACKAGES := mosquitto
 APT_PACKAGES := $(DEMO_APT_PACKAGES) postgresql mosquitto-clients mbpoll socat chromium chromium-driver
 TIMESCALE_DIR := tests/support/timescale
 NODEOPCUA_DIR := tests/support/nodeopcua
+SPARKPLUG_DIR := tests/support/sparkplug
+# The Sparkplug B payload module is generated from the vendored .proto with this protoc (grpcio-tools, dev time only;
+# its generated code needs protobuf >= the version it names, see pyproject.toml).
+GRPCIO_TOOLS := grpcio-tools==1.76.0
 UI_DIR := api/ui/web
 UI_BUNDLE := api/ui/static/index.html
 PYTEST_ARGS ?=
@@ -20,7 +24,7 @@ PYTEST_WORKERS ?= 2
 # the table of files not fully covered and the total end the run; below `fail_under` the run fails.
 COVERAGE_ARGS ?= --cov --cov-report=term:skip-covered
 
-.PHONY: help uv install requirements system-deps timescale-deps nodeopcua-deps lint format test test-unit bench bench-ingest bench-gateway \
+.PHONY: help uv install requirements system-deps timescale-deps nodeopcua-deps sparkplug-deps sparkplug-proto lint format test test-unit bench bench-ingest bench-gateway \
 	bench-history run-api migrate demo demo-deps clean ui
 
 help: ## list the targets
@@ -71,6 +75,17 @@ nodeopcua-deps: ## install node-opcua from npm for the OPC-UA interoperability t
 		{ echo "Node.js >= 20 is needed for the node-opcua interop tier (found $$(node --version))"; exit 1; }
 	cd $(NODEOPCUA_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
+sparkplug-deps: ## install Eclipse Tahu's sparkplug-client from npm for the Sparkplug B interop tier (Node.js >= 20)
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || \
+		{ echo "Node.js >= 20 and npm are needed for the Sparkplug interop tier"; exit 1; }
+	@node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)' || \
+		{ echo "Node.js >= 20 is needed for the Sparkplug interop tier (found $$(node --version))"; exit 1; }
+	cd $(SPARKPLUG_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+sparkplug-proto: uv ## regenerate core/sparkplug_b_pb2.py and .pyi from the vendored core/sparkplug_b.proto
+	$(UV) tool run --from '$(GRPCIO_TOOLS)' python -m grpc_tools.protoc -Icore --python_out=core --pyi_out=core \
+		core/sparkplug_b.proto
+
 ui: $(UI_BUNDLE) ## build the operator web view served at /ui (npm ci + esbuild in api/ui/web; needs Node.js >= 20)
 
 # Rebuilt only when a source or the lock file changed, so nested `make` runs (tests, demo) do not reinstall.
@@ -92,7 +107,7 @@ format: install ## apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-test: system-deps install timescale-deps nodeopcua-deps ui lint ## everything CI runs: lint, types, every test tier, coverage
+test: system-deps install timescale-deps nodeopcua-deps sparkplug-deps ui lint ## everything CI runs: lint, types, every test tier, coverage
 	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile $(COVERAGE_ARGS) $(PYTEST_ARGS)
 
 test-unit: install ## the fast tier only (no services)
@@ -121,4 +136,5 @@ demo: demo-deps install ui ## the whole stack in one command: broker, simulators
 
 clean: ## remove caches and the local SQLite database
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage .coverage.* data \
-		$(TIMESCALE_DIR)/node_modules $(NODEOPCUA_DIR)/node_modules $(UI_DIR)/node_modules api/ui/static test-artifacts
+		$(TIMESCALE_DIR)/node_modules $(NODEOPCUA_DIR)/node_modules $(SPARKPLUG_DIR)/node_modules \
+		$(UI_DIR)/node_modules api/ui/static test-artifacts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 from enum import StrEnum
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.contract import TimeWindow
 from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, certificate_common_name, check_tls_port
+from core.sparkplug import SparkplugMapping, is_code, is_tag
 
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT_CHARACTERS = 10
@@ -517,12 +519,87 @@ class IngestorSettings(BaseSettings):
     ingest_metrics_host: str = "127.0.0.1"
 
 
+# A Sparkplug group, edge node, device or host id is one MQTT topic level: no separator, no wildcard.
+_SPARKPLUG_NAME = r"^[^/+#\s][^/+#]{0,127}$"
+
+
+class SparkplugSettings(BaseSettings):
+    """The ingestor as a Sparkplug B host application (docs/machine_integration.md, "Sparkplug B")."""
+
+    model_config = _config()
+
+    sparkplug_enabled: bool = False
+    # Its STATE topic is spBv1.0/STATE/<id> (the broker login must be allowed to publish it: MQTT_SPARKPLUG_HOST_IDS).
+    sparkplug_host_id: str = Field(default="shopfloor", pattern=_SPARKPLUG_NAME)
+    # The groups this host follows; empty: every group (spBv1.0/#).
+    sparkplug_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # JSON objects: group -> site; "group/edge_node" or "group/edge_node/device" -> machine; metric name -> tag.
+    # Unmapped ones get the defaults (site = group, machine = device or edge node, lower-cased; tag: lower-cased with
+    # "/" -> "." and " " -> "_").
+    sparkplug_sites: dict[str, str] = Field(default_factory=dict)
+    sparkplug_machines: dict[str, str] = Field(default_factory=dict)
+    sparkplug_tags: dict[str, str] = Field(default_factory=dict)
+    # At most one Rebirth request per edge node in this interval (while its births do not come).
+    sparkplug_rebirth_interval_s: float = Field(default=10.0, ge=1, le=3600)
+
+    @field_validator("sparkplug_groups", mode="before")
+    @classmethod
+    def _split_groups(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _mapping_holds_together(self) -> Self:
+        # ConfigurationError passes through pydantic as it is: one line naming the variable.
+        name = re.compile(_SPARKPLUG_NAME)
+        for group in self.sparkplug_groups:
+            if not name.match(group):
+                raise ConfigurationError(f"SPARKPLUG_GROUPS: {group[:80]!r} is not a Sparkplug group id")
+        # Listing a default (as .env.example does) is fine; anything else while Sparkplug is off would do nothing.
+        fields = type(self).model_fields
+        used = {
+            name
+            for name in self.model_fields_set - {"sparkplug_enabled"}
+            if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        }
+        if used and not self.sparkplug_enabled:
+            names = ", ".join(sorted(field.upper() for field in used))
+            raise ConfigurationError(f"{names} set but SPARKPLUG_ENABLED is false: set SPARKPLUG_ENABLED=true or unset")
+        for group, site in self.sparkplug_sites.items():
+            if not name.match(group) or not is_code(site):
+                raise ConfigurationError(
+                    f"SPARKPLUG_SITES: {group[:80]!r} -> {site[:80]!r} needs a group id and a site code"
+                )
+            if self.sparkplug_groups and group not in self.sparkplug_groups:
+                raise ConfigurationError(f"SPARKPLUG_SITES: group {group[:80]!r} is not in SPARKPLUG_GROUPS")
+        for path, machine in self.sparkplug_machines.items():
+            parts = path.split("/")
+            if len(parts) not in (2, 3) or not all(name.match(part) for part in parts) or not is_code(machine):
+                raise ConfigurationError(
+                    f"SPARKPLUG_MACHINES: {path[:160]!r} -> {machine[:80]!r} needs group/edge_node[/device] and a code"
+                )
+            if self.sparkplug_groups and parts[0] not in self.sparkplug_groups:
+                raise ConfigurationError(f"SPARKPLUG_MACHINES: group {parts[0][:80]!r} is not in SPARKPLUG_GROUPS")
+        for metric, tag in self.sparkplug_tags.items():
+            if not metric or not is_tag(tag):
+                raise ConfigurationError(f"SPARKPLUG_TAGS: {metric[:80]!r} -> {tag[:80]!r} needs a tag name")
+        return self
+
+    def mapping(self) -> SparkplugMapping:
+        """The configured mapping (defaults for what is not listed)."""
+        return SparkplugMapping(
+            sites=dict(self.sparkplug_sites), machines=dict(self.sparkplug_machines), tags=dict(self.sparkplug_tags)
+        )
+
+
 class IngestorProcessSettings(ProcessSettings):
     """Everything `shopfloor ingest` reads."""
 
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestorSettings = Field(default_factory=IngestorSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)
 
     @model_validator(mode="after")
     def _certificate_names_the_client(self) -> Self:

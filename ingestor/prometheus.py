@@ -29,6 +29,8 @@ class IngestMetrics:
     statuses_ignored: Counter
     transactions: Counter
     seq_gaps: Counter
+    sparkplug_rebirths: Counter
+    sparkplug_skipped: Counter
     db_errors: Counter
     batch_readings: Histogram
     batch_seconds: Histogram
@@ -91,6 +93,18 @@ class IngestMetrics:
             ),
             seq_gaps=Counter(
                 "shopfloor_ingest_seq_gaps", "Messages missing according to publishers' seq", registry=registry
+            ),
+            sparkplug_rebirths=Counter(
+                "shopfloor_ingest_sparkplug_rebirth_requests",
+                "Rebirth requests (NCMD Node Control/Rebirth) after a seq gap, an unknown alias or data before birth",
+                registry=registry,
+            ),
+            sparkplug_skipped=Counter(
+                "shopfloor_ingest_sparkplug_metrics_skipped",
+                "Sparkplug metrics not stored (unsupported_type, text: a string not mapped to state, bad_tag, invalid, "
+                "stale_ndeath: an NDEATH of an older session)",
+                ["reason"],
+                registry=registry,
             ),
             db_errors=Counter("shopfloor_ingest_db_errors", "Failed batch writes (retried)", registry=registry),
             batch_readings=Histogram(

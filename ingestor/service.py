@@ -43,10 +43,12 @@ from core.logging import get_logger
 from core.mqtt import SubscriptionRefused, mqtt_client, subscribe_or_raise
 from core.retry import Backoff, keep_connected, retry
 from core.settings import ConfigurationError, IngestorProcessSettings
+from core.sparkplug import NAMESPACE, group_filter, ncmd_topic, rebirth_payload, state_payload, state_topic
 from ingestor.ack import ack, enable_manual_ack
 from ingestor.batching import next_batch
 from ingestor.decode import Decoded, SeqTracker, TopicRateLimit, decode_message
 from ingestor.prometheus import IngestMetrics
+from ingestor.sparkplug import SparkplugHost
 
 log = get_logger("shopfloor.ingestor")
 
@@ -64,11 +66,13 @@ class Pending:
     message: aiomqtt.Message
     epoch: int
     arrived: float
-    decoded: Decoded
+    decoded: Decoded | IngestBatch  # a batch: what one Sparkplug message gives
 
     @property
     def readings(self) -> int:
         """How many readings it carries."""
+        if isinstance(self.decoded, IngestBatch):
+            return self.decoded.reading_count
         return len(self.decoded.readings) if isinstance(self.decoded, Telemetry) else 0
 
 
@@ -95,7 +99,18 @@ class Ingestor:
         self.window = settings.telemetry.window()
         self.seq = SeqTracker()
         self.dead_letter_limit = TopicRateLimit(self.config.dead_letter_max_per_topic_per_min)
-        self.metrics.watch_caches({"machines": self.registry.cache, "seq": self.seq.last})
+        self.sparkplug: SparkplugHost | None = None
+        if settings.sparkplug.sparkplug_enabled:
+            self.sparkplug = SparkplugHost(
+                host_id=settings.sparkplug.sparkplug_host_id,
+                mapping=settings.sparkplug.mapping(),
+                window=self.window,
+                rebirth_interval_s=settings.sparkplug.sparkplug_rebirth_interval_s,
+            )
+        # The timestamp of this connection's Sparkplug STATE: its birth, its will and its death carry the same one.
+        self._state_ms = 0
+        caches = {"machines": self.registry.cache, "seq": self.seq.last}
+        self.metrics.watch_caches(caches | ({"sparkplug_nodes": self.sparkplug.sessions} if self.sparkplug else {}))
         self.subscribed = asyncio.Event()
         self.ready = ready or Readiness()
         self._client: aiomqtt.Client | None = None
@@ -129,9 +144,20 @@ class Ingestor:
             properties.SessionExpiryInterval = self.config.ingest_session_expiry_s
             # The broker sends at most this many un-acknowledged messages: the queue can always take them.
             properties.ReceiveMaximum = self.config.ingest_max_inflight
+        will = None
+        if self.sparkplug is not None:
+            # Sparkplug 3.0: the host's STATE will (retained, QoS 1) says offline if the connection is lost.
+            self._state_ms = int(utcnow().timestamp() * 1000)
+            will = aiomqtt.Will(
+                state_topic(self.sparkplug.host_id),
+                state_payload(online=False, timestamp_ms=self._state_ms),
+                qos=1,
+                retain=True,
+            )
         client = mqtt_client(
             mqtt.endpoint(),
             identifier=self.config.ingest_client_id,
+            will=will,
             # MQTT 3.1.1 has no session expiry: a persistent session there is `clean_session=False`.
             clean_session=None if v5 else False,
             clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
@@ -167,12 +193,13 @@ class Ingestor:
                 # Retained statuses are never sent to shared subscriptions, so every ingestor follows them directly.
                 await subscribe_or_raise(client, STATUS_FILTER, qos=1)
                 await subscribe_or_raise(client, GATEWAY_STATUS_FILTER, qos=1)
+                await self._subscribe_sparkplug(client)
             except SubscriptionRefused as refused:
                 log.error("mqtt_subscription_refused", topic_filter=refused.topic_filter, code=refused.code)
                 raise ConfigurationError(
                     f"{refused}: the broker login's rules must allow it (the `ingestor` login of "
                     "mosquitto/make-logins.sh may join the groups in MQTT_INGESTOR_GROUPS; "
-                    "INGEST_SHARED_GROUP must be one of them)"
+                    "INGEST_SHARED_GROUP must be one of them; it may subscribe to spBv1.0/#)"
                 ) from None
             self.subscribed.set()
             healthy()
@@ -193,6 +220,27 @@ class Ingestor:
                 return
             # Stopping: commit and acknowledge everything received on this connection before disconnecting.
             await self._drain()
+            if self.sparkplug is not None:
+                # A clean disconnect sends no will: the host says it is offline itself (Sparkplug 3.0).
+                await self._publish_state(client, online=False)
+
+    async def _subscribe_sparkplug(self, client: aiomqtt.Client) -> None:
+        """Sparkplug B: never a shared subscription (a host must see all of an edge node's messages, in order, to
+        follow its aliases and seq), then the host's STATE birth, retained (Sparkplug 3.0)."""
+        if self.sparkplug is None:
+            return
+        groups = self.settings.sparkplug.sparkplug_groups
+        for topic_filter in [group_filter(group) for group in groups] or [group_filter()]:
+            await subscribe_or_raise(client, topic_filter, qos=1)
+        if groups:
+            await subscribe_or_raise(client, state_topic(self.sparkplug.host_id), qos=1)
+        await self._publish_state(client, online=True)
+        log.info("sparkplug_host_online", host_id=self.sparkplug.host_id, groups=groups or ["#"])
+
+    async def _publish_state(self, client: aiomqtt.Client, *, online: bool) -> None:
+        assert self.sparkplug is not None  # noqa: S101 -- called only when Sparkplug is on
+        payload = state_payload(online=online, timestamp_ms=self._state_ms)
+        await client.publish(state_topic(self.sparkplug.host_id), payload, qos=1, retain=True)
 
     async def _drain(self) -> None:
         try:
@@ -204,7 +252,11 @@ class Ingestor:
 
     async def _read(self, client: aiomqtt.Client, epoch: int) -> None:
         async for message in client.messages:
-            decoded = decode_message(str(message.topic), _payload(message), received_at=utcnow(), window=self.window)
+            topic = str(message.topic)
+            if self.sparkplug is not None and topic.startswith(f"{NAMESPACE}/"):
+                decoded: Decoded | IngestBatch = await self._sparkplug_message(client, topic, _payload(message))
+            else:
+                decoded = decode_message(topic, _payload(message), received_at=utcnow(), window=self.window)
             self.metrics.received.labels(type(decoded).__name__).inc()
             if isinstance(decoded, GatewayStatus):
                 log.info("gateway_status", site=decoded.site, gateway=decoded.gateway_id, online=decoded.online)
@@ -214,11 +266,34 @@ class Ingestor:
             if isinstance(decoded, RejectedMessage) and not self._dead_letter_allowed(decoded):
                 ack(client, message)
                 continue
+            if isinstance(decoded, IngestBatch) and not decoded.telemetry and not decoded.statuses:
+                decoded.rejected[:] = [letter for letter in decoded.rejected if self._dead_letter_allowed(letter)]
+                if not decoded:
+                    ack(client, message)
+                    continue
             if isinstance(decoded, Telemetry) and (gaps := self.seq.observe(decoded)):
                 self.metrics.seq_gaps.inc(gaps)
                 log.warning("seq_gap", site=decoded.site, machine=decoded.machine, missing=gaps, seq=decoded.seq)
             await self.queue.put(Pending(message, epoch, time.monotonic(), decoded))
             self.metrics.uncommitted.inc()
+
+    async def _sparkplug_message(self, client: aiomqtt.Client, topic: str, payload: bytes) -> IngestBatch | None:
+        """What a Sparkplug message gives to store (None: nothing); sends the Rebirth request the host asks for."""
+        assert self.sparkplug is not None  # noqa: S101 -- called only when Sparkplug is on
+        outcome = self.sparkplug.handle(topic, payload, received_at=utcnow(), now=time.monotonic())
+        for reason, count in outcome.skipped.items():
+            self.metrics.sparkplug_skipped.labels(reason).inc(count)
+        if outcome.rebirth is not None:
+            group, edge_node = outcome.rebirth
+            # QoS 0 as the specification has NCMD; the request is repeated while the births do not come.
+            await client.publish(
+                ncmd_topic(group, edge_node), rebirth_payload(timestamp_ms=int(utcnow().timestamp() * 1000)), qos=0
+            )
+            self.metrics.sparkplug_rebirths.inc()
+            log.warning("sparkplug_rebirth_requested", group=group, edge_node=edge_node)
+        if outcome.reassert_state:
+            await self._publish_state(client, online=True)
+        return outcome.batch if outcome.batch else None
 
     def _dead_letter_allowed(self, rejected: RejectedMessage) -> bool:
         """Within DEAD_LETTER_MAX_PER_TOPIC_PER_MIN; beyond it the message is counted, logged once, and dropped."""
@@ -375,6 +450,11 @@ def _batch_of(items: list[Pending]) -> IngestBatch:
             batch.gateways.append(item.decoded)
         elif isinstance(item.decoded, RejectedMessage):
             batch.rejected.append(item.decoded)
+        elif isinstance(item.decoded, IngestBatch):
+            batch.telemetry.extend(item.decoded.telemetry)
+            batch.statuses.extend(item.decoded.statuses)
+            batch.gateways.extend(item.decoded.gateways)
+            batch.rejected.extend(item.decoded.rejected)
     return batch
 
 

@@ -12,17 +12,25 @@
 #                           anything but a comma; logins may not start with `ingestor` or `shopfloor-`
 #   MQTT_INGESTOR_GROUPS    the ingestors' shared subscription groups, comma-separated (default `ingestors`, the
 #                           default INGEST_SHARED_GROUP); `ingestor` may subscribe to `$share/<group>/...` of these only
+#   MQTT_SPARKPLUG_HOST_IDS the Sparkplug host ids the ingestors use (SPARKPLUG_HOST_ID), comma-separated codes
+#                           (default `shopfloor`): `ingestor` may publish `spBv1.0/STATE/<id>` of these only
 #
 # Usage: make-logins.sh [FILE]   (default /mosquitto/config/dynamic-security.json)
 #
 # What the file grants (checked with the real broker in tests/integration/test_mosquitto_config.py):
 #   * a gateway/device login may publish only its site's contract topics (telemetry and status of its
-#     machines, status of the site's gateways), may subscribe to nothing and receives nothing;
+#     machines, status of the site's gateways) and subscribes to nothing of the v1 contract (Sparkplug: below);
 #   * its client id is bound to the login: the broker refuses any other id, so no device can take over the
 #     ingestor's session (and its queue) or another gateway's;
 #   * `ingestor` may subscribe to `$share/<group>/shopfloor/v1/...` (its groups) and to `shopfloor/v1/...` and
 #     receive them, and publish nothing. A SUBSCRIBE outside a login's rules is refused (SUBACK 135), so a device
 #     cannot join the ingestors' group or read other sites.
+#   * Sparkplug B (group id = site code, edge node id = the login): a gateway/device login may publish its own edge
+#     node's births, data and deaths, `spBv1.0/<site>/{NBIRTH,NDATA,NDEATH}/<login>` and
+#     `spBv1.0/<site>/{DBIRTH,DDATA,DDEATH}/<login>/<device>`, and subscribe to its own commands
+#     (`spBv1.0/<site>/{NCMD,DCMD}/<login>/#`) and to the hosts' `spBv1.0/STATE/+`; it can send no command.
+#     `ingestor` may subscribe to `spBv1.0/#` (never shared: a host sees all of a node's messages in order), publish
+#     Rebirth requests on `spBv1.0/+/NCMD/+` and its own `spBv1.0/STATE/<id>` (MQTT_SPARKPLUG_HOST_IDS).
 #
 # Refuses with exit status 2 and a one-line message naming the variable when a variable is missing, a
 # password is shorter than 12 characters, a login or site is not a contract code, or a login is listed twice.
@@ -45,6 +53,7 @@ OUT=${1:-/mosquitto/config/dynamic-security.json}
 # Not GROUPS: bash keeps that name for the caller's group ids and ignores assignments to it.
 INGESTOR_GROUPS=${MQTT_INGESTOR_GROUPS:-ingestors}
 INGESTOR_LOGINS=${MQTT_INGESTOR_LOGINS:-}
+SPARKPLUG_HOST_IDS=${MQTT_SPARKPLUG_HOST_IDS:-shopfloor}
 
 refuse() {
     printf '%s: %s\n' "$PROGRAM" "$1" >&2
@@ -89,6 +98,7 @@ check_password MQTT_INGESTOR_PASSWORD "login ingestor" "$MQTT_INGESTOR_PASSWORD"
 check_list MQTT_GATEWAY_LOGINS "$MQTT_GATEWAY_LOGINS"
 check_list MQTT_INGESTOR_GROUPS "$INGESTOR_GROUPS"
 check_list MQTT_INGESTOR_LOGINS "$INGESTOR_LOGINS"
+check_list MQTT_SPARKPLUG_HOST_IDS "$SPARKPLUG_HOST_IDS"
 
 # Pass 1: check every entry. Field splitting on commas only, no globbing of passwords. The first colon ends
 # login@site (codes have no colon). A refusal names the entry by its number, never by its text: a password
@@ -100,6 +110,9 @@ IFS=,
 set -f
 for group in $INGESTOR_GROUPS; do
     check_code MQTT_INGESTOR_GROUPS group "$group"
+done
+for host in $SPARKPLUG_HOST_IDS; do
+    check_code MQTT_SPARKPLUG_HOST_IDS "host id" "$host"
 done
 for login in $INGESTOR_LOGINS; do
     check_code MQTT_INGESTOR_LOGINS login "$login"
@@ -192,21 +205,45 @@ for entry in $MQTT_GATEWAY_LOGINS; do
         *:*) secret=$(credentials "$login" "${entry#*:}") || exit 1
              secret=", $secret" ;;
     esac
-    clients="$clients$(printf ',\n  {"username": "%s", "clientid": "%s", "textName": "gateway or device of site %s"%s,\n   "roles": [{"rolename": "site-%s"}]}' \
-        "$login" "$login" "$site" "$secret" "$site")"
+    clients="$clients$(printf ',\n  {"username": "%s", "clientid": "%s", "textName": "gateway or device of site %s"%s,\n   "roles": [{"rolename": "site-%s"}, {"rolename": "edge-%s"}]}' \
+        "$login" "$login" "$site" "$secret" "$site" "$login")"
 done
-roles=$(printf '  {"rolename": "ingestor", "acls": [%s, %s' \
-    "$(acl subscribePattern 'shopfloor/v1/#')" "$(acl publishClientReceive 'shopfloor/v1/#')")
+roles=$(printf '  {"rolename": "ingestor", "acls": [%s, %s, %s, %s, %s' \
+    "$(acl subscribePattern 'shopfloor/v1/#')" "$(acl publishClientReceive 'shopfloor/v1/#')" \
+    "$(acl subscribePattern 'spBv1.0/#')" "$(acl publishClientReceive 'spBv1.0/#')" \
+    "$(acl publishClientSend 'spBv1.0/+/NCMD/+')")
+for host in $SPARKPLUG_HOST_IDS; do
+    roles="$roles, $(acl publishClientSend "spBv1.0/STATE/$host")"
+done
 # A `+` in place of the group is not matched by the plugin's subscribe check, so each group is listed.
 for group in $INGESTOR_GROUPS; do
     roles="$roles, $(acl subscribePattern "\$share/$group/shopfloor/v1/#")"
 done
 roles="$roles]}"
 for site in $sites; do
-    roles="$roles$(printf ',\n  {"rolename": "site-%s", "acls": [%s, %s, %s]}' "$site" \
+    roles="$roles$(printf ',\n  {"rolename": "site-%s", "acls": [%s, %s, %s' "$site" \
         "$(acl publishClientSend "shopfloor/v1/$site/+/telemetry")" \
         "$(acl publishClientSend "shopfloor/v1/$site/+/status")" \
         "$(acl publishClientSend "shopfloor/v1/$site/_gateway/+/status")")"
+    roles="$roles, $(acl subscribePattern 'spBv1.0/STATE/+'), $(acl publishClientReceive 'spBv1.0/STATE/+')]}"
+done
+# Sparkplug B, one role per login (Mosquitto 2.0's plugin has no %u in its rules): the login's own edge node only.
+for entry in $MQTT_GATEWAY_LOGINS; do
+    who=${entry%%:*}
+    login=${who%%@*}
+    site=${who#*@}
+    acls=''
+    for verb in NBIRTH NDATA NDEATH; do
+        acls="$acls, $(acl publishClientSend "spBv1.0/$site/$verb/$login")"
+    done
+    for verb in DBIRTH DDATA DDEATH; do
+        acls="$acls, $(acl publishClientSend "spBv1.0/$site/$verb/$login/+")"
+    done
+    for verb in NCMD DCMD; do
+        acls="$acls, $(acl subscribePattern "spBv1.0/$site/$verb/$login/#")"
+        acls="$acls, $(acl publishClientReceive "spBv1.0/$site/$verb/$login/#")"
+    done
+    roles="$roles$(printf ',\n  {"rolename": "edge-%s", "acls": [%s]}' "$login" "${acls#, }")"
 done
 set +f
 IFS=$saved_ifs

@@ -22,7 +22,7 @@ from tests.support.db import Database, committed, empty_tables, rolled_back, sav
 from tests.support.postgres import PostgresServer, running_postgres
 
 BACKENDS = ("sqlite", "postgres")
-TIERS = (*BACKENDS, "mosquitto", "timescale", "modbus", "opcua", "nodeopcua", "browser")
+TIERS = (*BACKENDS, "mosquitto", "timescale", "modbus", "opcua", "nodeopcua", "sparkplug", "browser")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

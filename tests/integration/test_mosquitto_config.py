@@ -703,11 +703,11 @@ def test_make_logins_writes_a_private_file_with_one_login_per_gateway(tmp_path: 
         "cert-only": "cert-only",
     }
     assert "password" not in clients["cert-only"]  # only the certificate listener lets it in
-    assert [role["rolename"] for entry in clients.values() for role in entry["roles"]] == [
-        "ingestor",
-        "site-plant-1",
-        "site-plant-1",
-        "site-plant2",
+    assert [[role["rolename"] for role in entry["roles"]] for entry in clients.values()] == [
+        ["ingestor"],
+        ["site-plant-1", "edge-gw-hall1"],  # edge-<login>: its own Sparkplug edge node (test_sparkplug_broker.py)
+        ["site-plant-1", "edge-gw_2"],
+        ["site-plant2", "edge-cert-only"],
     ]
     assert document["defaultACLAccess"] == {
         "publishClientSend": False,

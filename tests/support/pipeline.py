@@ -41,13 +41,16 @@ SITE = "plant1"
 # login). `SITE` is the gateways' and devices' login of site plant1, PUBLISHER a second one of the same site for
 # the tests' own publisher, so both can be connected at once.
 PUBLISHER = "plant1-pub"
+# A Sparkplug B edge node of site plant1 (group plant1, edge node id = the login; tests/integration/test_sparkplug.py).
+EDGE = "plant1-edge"
 PASSWORDS = {
     "ingestor": "ingestor-secret-pw",
     SITE: "plant1-secret-pw!",
     PUBLISHER: "plant1-pub-secret-pw",
     "plant2": "plant2-secret-pw!",
+    EDGE: "plant1-edge-secret-pw",
 }
-LOGIN_SITES = {PUBLISHER: SITE}
+LOGIN_SITES = {PUBLISHER: SITE, EDGE: SITE}
 SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
 
 

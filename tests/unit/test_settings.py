@@ -22,6 +22,7 @@ from core.settings import (
     OeeSettings,
     PasswordSettings,
     RuntimeSettings,
+    SparkplugSettings,
     TelemetrySettings,
     TimeseriesSettings,
     TrackingSettings,
@@ -41,6 +42,7 @@ SETTINGS_PIECES = (
     MqttSettings,
     IngestorSettings,
     ApiSettings,
+    SparkplugSettings,
 )
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
