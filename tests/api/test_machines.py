@@ -100,7 +100,15 @@ async def test_a_machine_posts_readings_with_its_own_key(api: Api) -> None:
         headers={"X-API-Key": key, "content-type": "application/json"},
     )
     assert first.status_code == 200, first.text
-    assert first.json() == {"readings_offered": 10, "readings_inserted": 10, "duplicates": 0, "states_inserted": 0}
+    assert first.json() == {
+        "readings_offered": 10,
+        "readings_inserted": 10,
+        "duplicates": 0,
+        "states_inserted": 0,
+        "conflicts": 0,
+        "not_good": 0,
+        "out_of_range": 0,
+    }
     again = await api.client.post(f"/machines/{press['id']}/readings", content=payload, headers={"X-API-Key": key})
     assert again.json()["duplicates"] == 10
     assert await stored(api) == 10

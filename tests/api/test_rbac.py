@@ -32,6 +32,7 @@ from core.models import (
     StageEvent,
     StageEventKind,
     StageStatus,
+    TagRange,
 )
 from core.security import new_secret, secret_digest
 from tests.support.api import Api, make_settings
@@ -118,6 +119,7 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
         pattern = ShiftPattern(valid_from=date(2026, 1, 5), name="rbac")
         holiday = CalendarException(day=date(2026, 12, 31), kind=CalendarExceptionKind.NON_WORKING)
         session.add_all([pattern, holiday])
+        session.add(TagRange(machine_id=machine.id, tag="temp", low=-20, high=400))
         refresh_token = new_secret()
         session.add(
             RefreshToken(
@@ -162,6 +164,7 @@ def _paths(path: str, target: Target) -> str:
         pattern_id=target.pattern_id,
         exception_id=target.exception_id,
         code="reduced_speed",
+        tag="temp",
     )
 
 
@@ -247,8 +250,8 @@ ROUTES = [
     Rule("GET", "/machines/{machine_id}/latest", ANY_USER),
     Rule("GET", "/machines/{machine_id}/tag-ranges", ANY_USER),
     Rule("GET", "/gateways", ANY_USER),
-    Rule("PUT", "/machines/{machine_id}/tag-ranges/temp", ADMIN, lambda _: {"low": -20, "high": 400}),
-    Rule("DELETE", "/machines/{machine_id}/tag-ranges/temp", ADMIN),
+    Rule("PUT", "/machines/{machine_id}/tag-ranges/{tag}", ADMIN, lambda _: {"low": -20, "high": 400}),
+    Rule("DELETE", "/machines/{machine_id}/tag-ranges/{tag}", ADMIN),
     Rule(
         "GET",
         "/machines/{machine_id}/readings",

@@ -324,8 +324,9 @@ async def test_sigterm_drains_commits_and_exits_zero(
         for sample in family.samples
     }
     assert samples[("shopfloor_ingest_messages_received_total", "Telemetry")] == 50
-    # Held until the batch ages out: the telemetry, plus any retained statuses earlier tests left on the broker.
-    stored_kinds = ("Telemetry", "StatusUpdate", "RejectedMessage")
+    # Held until the batch ages out: the telemetry, plus any retained (machine and gateway) statuses earlier tests
+    # left on the broker.
+    stored_kinds = ("Telemetry", "StatusUpdate", "GatewayStatus", "RejectedMessage")
     held = sum(samples.get(("shopfloor_ingest_messages_received_total", kind), 0) for kind in stored_kinds)
     assert samples[("shopfloor_ingest_uncommitted_messages", None)] == held
     # Metrics listen on loopback by default: the same port on the host's network address is closed.
