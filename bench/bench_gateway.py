@@ -1,6 +1,7 @@
 """Gateway benchmark: `shopfloor gateway` as its own process, polling 1,000 Modbus and 1,000 OPC-UA tags.
 
-    uv run python -m bench.bench_gateway [--quick] [--seconds 60] [--warmup 10] [--outage 300] [--only a-poll,c]
+    uv run python -m bench.bench_gateway [--quick] [--seconds 60] [--warmup 10] [--outage 300] [--long-outage 3600]
+        [--only a-poll,c,d]
 
 Starts an anonymous Mosquitto (our production config otherwise) and, for every scenario, a device process built
 here (one pymodbus Modbus TCP server and one asyncua OPC-UA server) and the gateway as production runs it,
@@ -20,7 +21,17 @@ Scenarios (deadband 0 and full_refresh_s 0.001, so every tag is reported at ever
 - B: 200 tags (100 Modbus + 100 OPC-UA) polled every 0.1 s;
 - C: scenario A (poll) with the broker stopped for `--outage` seconds, then started again: the disk buffer at
   restart and its replay rate with the default `replay_rate_per_s`; then a copy of the same backlog is replayed
-  by a fresh gateway with `--raised-rate` (the devices stopped, so only the backlog is sent).
+  by a fresh gateway with `--raised-rate` (the devices stopped, so only the backlog is sent);
+- D: a `--long-outage` (60 minutes) broker outage under scenario A (poll), time-compressed: the buffer file is
+  pre-filled with the messages a gateway polling through that outage writes (one message per device and second,
+  1,000 readings each, made by the gateway's own `group_samples` / `encode_telemetry` / `DiskBuffer`, with each
+  second as its `created_at`), then a gateway starts on it with the broker up and the devices polled live: the
+  replay time, every backlog reading received exactly once (per machine and sample time), and the latency of
+  the live readings meanwhile. The writing side of an outage (polling into the buffer, CPU) is C's.
+
+Every steady scenario also times each sample from its `ts` to its arrival at the subscriber (p50 / p95): for
+Modbus `ts` is the gateway's read, for OPC-UA the server's SourceTimestamp (which includes the time the value
+waited on the server before the poll read it).
 
 A subscriber in this process (aiomqtt, persistent session, QoS 1) counts the readings of every telemetry message
 per tag. At the end of a run the device process is stopped, which freezes the gateway's poll counter; once the
@@ -75,11 +86,13 @@ from bench.procs import (
     terminate,
 )
 from core.clock import utcnow
-from core.contract import TELEMETRY_FILTER, TopicKind, parse_topic
+from core.contract import TELEMETRY_FILTER, TopicKind, encode_telemetry, parse_topic, telemetry_topic
 from core.lifecycle import stop_on_signals
-from gateway.config import BufferConfig
-from gateway.report import format_ts
+from gateway.buffer import DiskBuffer, OutgoingMessage
+from gateway.config import BufferConfig, PublishConfig
+from gateway.report import format_ts, group_samples
 from gateway.service import PUBLISH_WINDOW
+from gateway.sources.base import TagValue
 from tests.support.mosquitto import MosquittoBroker, running_mosquitto
 from tests.support.postgres import free_port
 
@@ -117,6 +130,8 @@ VALUES_REPORTED = "shopfloor_gateway_values_reported_total"
 PUBLISHED = "shopfloor_gateway_messages_published_total"
 BUFFERED = "shopfloor_gateway_messages_buffered_total"
 QUEUE = "shopfloor_gateway_queue_messages"
+# The gateway logs broker_connected at its first connect and broker_reconnected after an outage.
+CONNECTED = ("broker_connected", "broker_reconnected")
 
 
 # ---- tags ---------------------------------------------------------------------------------------------------------
@@ -561,13 +576,13 @@ class GatewayProcess:
         """What it logged so far."""
         return self.log_path.read_text(errors="replace")
 
-    def events(self, name: str) -> list[datetime]:
-        """When it logged `name` events (its JSON log's own timestamps)."""
+    def events(self, *names: str) -> list[datetime]:
+        """When it logged events of these names (its JSON log's own timestamps), in log order."""
         found = []
         for line in self.log().splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("event") == name and "timestamp" in entry:
+                if isinstance(entry, dict) and entry.get("event") in names and "timestamp" in entry:
                     found.append(datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")))
         return found
 
@@ -635,6 +650,11 @@ class Tally:
     by_machine: Counter[str] = field(default_factory=Counter)
     by_ts: dict[str, Counter[str]] = field(default_factory=dict)
     last_at: float = 0.0
+    # While `measuring`, the time from each sample's ts to its arrival here, per machine (seconds). Samples older
+    # than `live_after` (epoch seconds) are a replayed backlog: counted by time only, and not timed.
+    measuring: bool = False
+    live_after: float = 0.0
+    latency: dict[str, list[float]] = field(default_factory=dict)
     _seen: set[tuple[str, int]] = field(default_factory=set)
 
     def add(self, machine: str, payload: bytes) -> None:
@@ -648,14 +668,23 @@ class Tally:
             self._seen.add((machine, seq))
         self.messages += 1
         self.last_at = time.monotonic()
+        arrived = time.time()
         times = self.by_ts.setdefault(machine, Counter())
         for sample in body["samples"]:
             values = sample["values"]
             times[sample["ts"]] += len(values)
-            for tag in values:
-                self.by_tag[machine, tag] += 1
             self.by_machine[machine] += len(values)
             self.readings += len(values)
+            if self.live_after:
+                at = datetime.fromisoformat(sample["ts"]).timestamp()
+                if at < self.live_after:
+                    continue  # backlog: counted by time above
+                if self.measuring:
+                    self.latency.setdefault(machine, []).append(arrived - at)
+            elif self.measuring:
+                self.latency.setdefault(machine, []).append(arrived - datetime.fromisoformat(sample["ts"]).timestamp())
+            for tag in values:
+                self.by_tag[machine, tag] += 1
 
 
 class Subscriber:
@@ -821,6 +850,7 @@ class SteadyResult:
     updates_incomplete: int = 0
     updates_missing: int = 0
     warnings: Counter[str] = field(default_factory=Counter)
+    latency: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def cpu_percent(self) -> float:
@@ -880,11 +910,13 @@ async def run_steady(
         before = await gateway.scrape()
         window_start = utcnow()
         meters.start()
+        subscriber.tally.measuring = True
         if args.py_spy and not args.py_spy_done:
             profiler = start_py_spy(gateway.pid, Path(args.py_spy), args.seconds + 30, bench="bench.bench_gateway")
             args.py_spy_done = True
         await sleep_watching(args.seconds, gateway, devices)
         meters.stop()
+        subscriber.tally.measuring = False
         after = await gateway.scrape()
         warnings = gateway.warnings()  # before the devices stop, which makes the gateway warn as it should
         if profiler is not None:
@@ -928,6 +960,7 @@ async def run_steady(
             devices_stopped_at - timedelta(seconds=2),
         )
     result.warnings = warnings
+    result.latency = tally.latency
     return result
 
 
@@ -1046,7 +1079,7 @@ async def follow_replay(
     emptied = await asyncio.to_thread(wait_buffer_depth, gateway.buffer_path, live, timeout_s)
     await asyncio.sleep(0.5)  # the gateway counts a window as published just after deleting it from the file
     metrics = await gateway.scrape()
-    connected = gateway.events("broker_connected")
+    connected = gateway.events(*CONNECTED)
     if len(connected) <= connects_before:
         raise BenchFailure("the buffer emptied but the gateway logged no new broker_connected")
     return connected[connects_before], emptied, int(metrics.get(PUBLISHED, 0) - published_before)
@@ -1080,7 +1113,7 @@ async def run_outage(
         await wait_metrics(gateway)
         await subscriber.wait_for((MODBUS_MACHINE, OPCUA_MACHINE), 60, gateway.check_alive)
         await sleep_watching(min(args.warmup, 5), gateway, devices)
-        connects = len(gateway.events("broker_connected"))
+        connects = len(gateway.events(*CONNECTED))
 
         print(f"bench_gateway: broker stopped for {args.outage:g} s", file=sys.stderr, flush=True)
         await asyncio.to_thread(broker.stop)
@@ -1181,6 +1214,180 @@ async def run_outage(
     )
 
 
+# ---- scenario D: a long outage, time-compressed ----------------------------------------------------------------------
+
+# Sequence numbers of the pre-filled messages: a previous gateway process's counter, clear of the live one's.
+PREFILL_SEQ = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """What was written into the buffer file before the gateway started: per machine, readings per sample time."""
+
+    messages: int
+    readings: int
+    bytes: int
+    by_ts: dict[str, dict[str, int]]
+
+
+def prefill_buffer(path: Path, *, seconds: int, end: datetime, namespace_index: int) -> Prefill:
+    """Write `seconds` of scenario A's polls ending at `end` into a buffer file, as the gateway writes them.
+
+    Each second holds one poll of each device (1,000 tags, one source time): chunked by `group_samples` with the
+    default `max_samples_per_message`, encoded by `encode_telemetry` with a seq, appended in one transaction per
+    second with that second as `created_at` - what a gateway polling through an outage of that length leaves.
+    """
+    devices = {
+        MODBUS_MACHINE: [str(modbus_tag(address)["name"]) for address in range(MODBUS_TAGS)],
+        OPCUA_MACHINE: [str(opcua_tag(index, namespace_index)["name"]) for index in range(OPCUA_TAGS)],
+    }
+    max_samples = PublishConfig().max_samples_per_message
+    defaults = BufferConfig()
+    by_ts: dict[str, dict[str, int]] = {machine: {} for machine in devices}
+    messages = readings = size = 0
+    seq = PREFILL_SEQ
+    # One template per device (the values do not matter to the count); each second only changes the sample times.
+    templates = {
+        machine: group_samples([TagValue(name, float(index), end) for index, name in enumerate(names)], max_samples)
+        for machine, names in devices.items()
+    }
+    with DiskBuffer(
+        path, max_messages=defaults.max_messages, max_bytes=defaults.max_bytes, max_age_s=defaults.max_age_s
+    ) as buffer:
+        for second in range(seconds, 0, -1):
+            at = end - timedelta(seconds=second)
+            text = format_ts(at)
+            batch = []
+            for machine, chunks in templates.items():
+                topic = telemetry_topic(SITE, machine)
+                for chunk in chunks:
+                    samples = [sample | {"ts": text} for sample in chunk]
+                    count = sum(len(sample["values"]) for sample in samples)
+                    seq += 1
+                    batch.append(OutgoingMessage(topic, encode_telemetry(samples, seq=seq), 1, False, count))
+                    by_ts[machine][text] = by_ts[machine].get(text, 0) + count
+                    readings += count
+            buffer.append_many(batch, now=at.timestamp())
+            messages += len(batch)
+            size += sum(len(m.topic) + len(m.payload) for m in batch)
+    return Prefill(messages, readings, size, by_ts)
+
+
+@dataclass
+class LongOutageResult:
+    """Scenario D."""
+
+    outage_s: int
+    prefill: Prefill
+    prefill_s: float
+    reconnect_s: float
+    replay_s: float
+    replay_cpu_percent: float
+    lost: int
+    duplicate_readings: int
+    duplicate_messages: int
+    live: list[MachineCount]
+    latency: dict[str, list[float]]
+    warnings: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def live_lost(self) -> int:
+        """Live readings that did not arrive."""
+        return sum(count.missing for count in self.live)
+
+
+async def run_long_outage(
+    broker: MosquittoBroker, subscriber: Subscriber, args: argparse.Namespace, workdir: Path
+) -> LongOutageResult:
+    """A gateway starting on the buffer a `--long-outage` broker outage under scenario A leaves, with the devices
+    polled live meanwhile: how long the backlog takes, whether every reading arrives once, live latency meanwhile."""
+    scenario = SCENARIO_A_POLL
+    devices = DeviceProcess(scenario, workdir)
+    gateway: GatewayProcess | None = None
+    try:
+        await devices.wait_ready()
+        path = workdir / "buffer-d.db"
+        print(f"bench_gateway: writing {args.long_outage:g} s of polls into the buffer", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        end = utcnow()
+        prefill = await asyncio.to_thread(
+            prefill_buffer, path, seconds=int(args.long_outage), end=end, namespace_index=devices.namespace_index
+        )
+        prefill_s = time.monotonic() - started
+        subscriber.reset()
+        tally = subscriber.tally
+        tally.live_after, tally.measuring = end.timestamp(), True
+        config = gateway_config(scenario, broker=broker, devices=devices, buffer_path=path, metrics_port=free_port())
+        started_at = utcnow()
+        gateway = GatewayProcess(config, workdir, "gateway-d")
+        await wait_metrics(gateway)
+        cpu_before, cpu_at = cpu_seconds(gateway.pid), time.monotonic()
+        emptied = await asyncio.to_thread(wait_buffer_depth, path, 4, max(600.0, args.long_outage / 2))
+        replay_cpu = 100 * (cpu_seconds(gateway.pid) - cpu_before) / max(time.monotonic() - cpu_at, 1e-9)
+        tally.measuring = False
+        connected = gateway.events(*CONNECTED)
+        if not connected:
+            raise BenchFailure("the buffer emptied but the gateway logged no broker_connected")
+        warnings = gateway.warnings()
+        await asyncio.to_thread(devices.stop)
+        final = await drain(gateway, subscriber, timeout_s=120)
+        await asyncio.to_thread(gateway.stop)
+    finally:
+        if gateway is not None:
+            gateway.kill()
+        devices.kill()
+
+    lost = duplicates = 0
+    for machine, expected in prefill.by_ts.items():
+        got = tally.by_ts.get(machine, Counter())
+        for stamp, count in expected.items():
+            lost += max(count - got[stamp], 0)
+            duplicates += max(got[stamp] - count, 0)
+    live = [
+        count_polled(MODBUS_MACHINE, [str(modbus_tag(a)["name"]) for a in range(MODBUS_TAGS)], final, tally, 0.0),
+        count_polled(OPCUA_MACHINE, [str(opcua_tag(i, 0)["name"]) for i in range(OPCUA_TAGS)], final, tally, 0.0),
+    ]
+    return LongOutageResult(
+        int(args.long_outage),
+        prefill,
+        prefill_s,
+        (connected[0] - started_at).total_seconds(),
+        (emptied - connected[0]).total_seconds(),
+        replay_cpu,
+        lost,
+        duplicates,
+        tally.duplicates,
+        live,
+        tally.latency,
+        warnings,
+    )
+
+
+def long_outage_rows(result: LongOutageResult) -> list[Row]:
+    """The rows of scenario D."""
+    prefill = result.prefill
+    rows: list[Row] = [
+        (f"D  scenario A (poll) after a {result.outage_s / 60:g}-minute broker outage (buffer pre-filled)", "", ""),
+        ("  readings buffered", f"{prefill.readings:,}",
+         f"{prefill.messages:,} messages, {prefill.bytes / 1e6:.0f} MB topic+payload; "
+         f"written in {result.prefill_s:.0f} s"),
+        ("  replay time", f"{result.replay_s:.1f} s",
+         f"broker_connected -> buffer back to its live level; {prefill.messages / max(result.replay_s, 1e-9):,.0f} "
+         f"msg/s, {prefill.readings / max(result.replay_s, 1e-9):,.0f} readings/s"),
+        ("    connected after", f"{result.reconnect_s:.1f} s", "gateway start -> broker_connected"),
+        ("    gateway CPU % of one core while replaying", f"{result.replay_cpu_percent:.0f}", "live polling included"),
+        ("  backlog readings lost", f"{result.lost:,}", "must be 0"),
+        ("  backlog readings received twice", f"{result.duplicate_readings:,}",
+         f"must be 0; {result.duplicate_messages:,} QoS 1 redeliveries recognised by seq"),
+        ("  live readings lost", f"{result.live_lost:,}",
+         f"of {sum(count.expected for count in result.live):,} polled while replaying and after"),
+    ]  # fmt: skip
+    rows += latency_rows(result.latency, " during replay")
+    if result.warnings:
+        rows.append(("  gateway warnings", "", ", ".join(f"{k} x{v}" for k, v in sorted(result.warnings.items()))))
+    return rows
+
+
 # ---- optional profiling ----------------------------------------------------------------------------------------------
 
 
@@ -1247,12 +1454,35 @@ def steady_rows(result: SteadyResult) -> list[Row]:
         ("  messages received", f"{result.messages:,}",
          f"{received / max(result.messages, 1):,.0f} readings each; {result.duplicates:,} duplicates ignored")
     )  # fmt: skip
+    rows += latency_rows(result.latency, "")
     others = ", ".join(f"{name} {meters.percent(name):.0f} %" for name in meters.used_s if name != "gateway")
     rows.append(("  other processes, % of one core", "", others))
     if result.exit_code:
         rows.append(("  gateway exit status after SIGTERM", str(result.exit_code), "expected 0"))
     if result.warnings:
         rows.append(("  gateway warnings", "", ", ".join(f"{k} x{v}" for k, v in sorted(result.warnings.items()))))
+    return rows
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The value below which `share` of `values` lie (nearest rank); NaN without values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def latency_rows(latency: dict[str, list[float]], what: str) -> list[Row]:
+    """p50 / p95 of reading -> subscriber latency per machine, in ms."""
+    rows: list[Row] = []
+    for machine in sorted(latency):
+        values = latency[machine]
+        basis = "ts = the gateway's read" if machine == MODBUS_MACHINE else "ts = the server's SourceTimestamp"
+        rows.append(
+            (f"  {machine}: reading -> subscriber ms p50 / p95{what}",
+             f"{1000 * percentile(values, 0.5):.0f} / {1000 * percentile(values, 0.95):.0f}",
+             f"{len(values):,} samples; {basis}; via the broker to this process's subscriber")
+        )  # fmt: skip
     return rows
 
 
@@ -1297,7 +1527,11 @@ def outage_rows(result: OutageResult) -> list[Row]:
 
 
 def report(
-    args: argparse.Namespace, steady: list[SteadyResult], outage: OutageResult | None, machine: dict[str, str]
+    args: argparse.Namespace,
+    steady: list[SteadyResult],
+    outage: OutageResult | None,
+    long_outage: LongOutageResult | None,
+    machine: dict[str, str],
 ) -> str:
     """The table the benchmark prints."""
     rows: list[Row] = []
@@ -1305,6 +1539,8 @@ def report(
         rows += steady_rows(result)
     if outage is not None:
         rows += outage_rows(outage)
+    if long_outage is not None:
+        rows += long_outage_rows(long_outage)
     width = max(len(name) for name, _, _ in rows)
     value_width = max(len(value) for _, value, _ in rows)
     lines = [
@@ -1329,6 +1565,11 @@ def report(
     problems = [f"{result.scenario.key}: {result.lost:,} readings lost" for result in steady if result.lost]
     if outage is not None and outage.lost:
         problems.append(f"c: {outage.lost:,} readings lost")
+    if long_outage is not None and (long_outage.lost or long_outage.live_lost or long_outage.duplicate_readings):
+        problems.append(
+            f"d: {long_outage.lost + long_outage.live_lost:,} readings lost, "
+            f"{long_outage.duplicate_readings:,} received twice"
+        )
     if problems:
         lines += ["", "FAILED: " + "; ".join(problems)]
     return "\n".join(lines)
@@ -1339,7 +1580,7 @@ def report(
 
 async def run(
     args: argparse.Namespace, broker: MosquittoBroker, workdir: Path
-) -> tuple[list[SteadyResult], OutageResult | None]:
+) -> tuple[list[SteadyResult], OutageResult | None, LongOutageResult | None]:
     """Every selected scenario, one subscriber for all."""
     subscriber = Subscriber(broker)
     listening = asyncio.create_task(subscriber.run(), name="bench:subscriber")
@@ -1354,7 +1595,11 @@ async def run(
         if "c" in args.only:
             print("bench_gateway: C  outage and replay", file=sys.stderr, flush=True)
             outage = await run_outage(broker, subscriber, args, workdir)
-        return steady, outage
+        long_outage = None
+        if "d" in args.only:
+            print("bench_gateway: D  long outage, pre-filled buffer", file=sys.stderr, flush=True)
+            long_outage = await run_long_outage(broker, subscriber, args, workdir)
+        return steady, outage, long_outage
     finally:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -1372,9 +1617,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--raised-rate", type=float, default=5000, help="replay_rate_per_s of the second replay (0: skip it)"
     )
     parser.add_argument(
+        "--long-outage", type=float, help="seconds of outage pre-filled into the buffer in scenario D (default 3600)"
+    )
+    parser.add_argument(
         "--only",
-        default="a-poll,a-subscribe,b,c",
-        help="comma-separated scenarios: a-poll, a-subscribe, b, c (default all)",
+        default="a-poll,a-subscribe,b,c,d",
+        help="comma-separated scenarios: a-poll, a-subscribe, b, c, d (default all)",
     )
     parser.add_argument("--py-spy", metavar="FILE", help="record the gateway in the first measured window (py-spy)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs, buffers)")
@@ -1382,8 +1630,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds if args.seconds is not None else (15 if args.quick else 60)
     args.warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
     args.outage = args.outage if args.outage is not None else (30 if args.quick else 300)
+    args.long_outage = args.long_outage if args.long_outage is not None else (600 if args.quick else 3600)
     args.only = {item.strip() for item in args.only.split(",") if item.strip()}
-    unknown = args.only - {scenario.key for scenario in STEADY} - {"c"}
+    unknown = args.only - {scenario.key for scenario in STEADY} - {"c", "d"}
     if unknown:
         parser.error(f"--only: unknown scenarios {sorted(unknown)}")
     args.py_spy_done = False
@@ -1400,8 +1649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         prime_bytecode(workdir)
         with running_mosquitto(anonymous=True) as broker:
-            steady, outage = asyncio.run(run(args, broker, workdir))
-            print(report(args, steady, outage, versions(broker)))
+            steady, outage, long_outage = asyncio.run(run(args, broker, workdir))
+            print(report(args, steady, outage, long_outage, versions(broker)))
     except (BenchFailure, aiomqtt.MqttError, subprocess.CalledProcessError) as error:
         print(f"bench_gateway: {error}", file=sys.stderr)
         return 2
@@ -1411,6 +1660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     lost = sum(result.lost for result in steady) + (outage.lost if outage is not None else 0)
+    if long_outage is not None:
+        lost += long_outage.lost + long_outage.live_lost + long_outage.duplicate_readings
     return 1 if lost else 0
 
 

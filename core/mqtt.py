@@ -7,8 +7,10 @@ TLS cannot be honoured by one process and forgotten by another.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -88,12 +90,45 @@ class MqttEndpoint:
     tls: MqttTls | None = None
 
 
+@cache
+def _client_class() -> type[aiomqtt.Client]:
+    """aiomqtt's client with one race closed (built on first use: see `mqtt_client` for why it is imported late).
+
+    When paho asks for write readiness, aiomqtt schedules `loop.add_writer(fd, …)` onto the event loop; if the
+    connection drops before that runs (a broker stopping while we publish or acknowledge), paho has closed the
+    socket and `add_writer` raises `OSError: Bad file descriptor` inside the loop, which asyncio logs at ERROR with a
+    traceback. The drop itself is already reported to the caller (as an MqttError), so the late registration is
+    simply skipped. aiomqtt 2.5.1; the callback body is aiomqtt's own.
+    """
+    import aiomqtt
+    import paho.mqtt.client as paho
+
+    class Client(aiomqtt.Client):
+        def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+            fileno = sock.fileno()
+
+            def callback() -> None:
+                try:
+                    client.loop_write()
+                except Exception as exc:  # aiomqtt's own handling: a broken link ends the session
+                    if not self._disconnected.done():
+                        self._disconnected.set_exception(exc)
+
+            def register() -> None:
+                with contextlib.suppress(OSError, ValueError):  # the socket closed meanwhile: nothing to write
+                    self._loop.add_writer(fileno, callback)
+
+            self._loop.call_soon_threadsafe(register)
+
+    return Client
+
+
 def mqtt_client(endpoint: MqttEndpoint, *, identifier: str, **options: Any) -> aiomqtt.Client:
     """An aiomqtt client for `endpoint` with this client id; `options` are aiomqtt's (will, clean_start, …)."""
     # Imported here: core.settings uses this module, and the API, which never speaks MQTT, should not load it.
     import aiomqtt
 
-    return aiomqtt.Client(
+    return _client_class()(
         endpoint.host,
         endpoint.port,
         username=endpoint.username,

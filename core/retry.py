@@ -66,6 +66,7 @@ async def keep_connected(
     stop: asyncio.Event,
     event: str,
     on_error: Callable[[BaseException], Awaitable[None] | None] | None = None,
+    quiet: bool = False,
     **context: object,
 ) -> None:
     """Run `session` again and again until `stop` is set: the reconnect loop of every long-lived connection.
@@ -73,7 +74,8 @@ async def keep_connected(
     `session` gets a `healthy()` callback to call once its connection works, which resets the backoff. A transient
     error is logged as `event` (with `context`), handed to `on_error`, and waited out with capped, jittered
     backoff (or until `stop`); any other exception propagates to the caller's task group. CancelledError is
-    never caught.
+    never caught. `quiet`: each error is logged at DEBUG only, for callers whose `on_error` reports an outage once
+    (a broker that is down for an hour must not print a warning per attempt).
     """
     attempt = 0
 
@@ -91,7 +93,8 @@ async def keep_connected(
                     await outcome
             delay = backoff.delay(attempt)
             attempt += 1
-            log.warning(event, error=repr(error)[:300], attempt=attempt, retry_in_s=round(delay, 2), **context)
+            report = log.debug if quiet else log.warning
+            report(event, error=repr(error)[:300], attempt=attempt, retry_in_s=round(delay, 2), **context)
             await wait_or_stop(stop, delay)
 
 

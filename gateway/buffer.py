@@ -20,13 +20,14 @@ from typing import Final, Self, TypeVar
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 OVERFLOW: Final = "overflow"
 EXPIRED: Final = "expired"
 
 # AUTOINCREMENT: ids are never reused, even after the table empties, so the id of a message still in flight can
 # never name a newer message when its PUBACK finally arrives (and FIFO by id holds across restarts).
-# `size` sits before `payload` so reading the accounting columns never touches a payload's overflow pages.
+# `size` and `readings` sit before `payload` so reading the accounting columns never touches a payload's overflow
+# pages (a file made by schema 1 gets `readings` appended by ALTER TABLE, after `payload`: slower, still right).
 # No index on created_at: expiry walks from the oldest id (see `_expire`), so an append writes one page less.
 # The counters live in `meta` and are kept by triggers inside the same transaction as the row change, so the
 # totals cannot drift from the table whatever writes it (even the sqlite3 shell during an incident).
@@ -38,19 +39,29 @@ CREATE TABLE IF NOT EXISTS message (
     retain INTEGER NOT NULL CHECK (retain IN (0, 1)),
     created_at REAL NOT NULL,
     size INTEGER NOT NULL CHECK (size >= 0),
+    readings INTEGER NOT NULL DEFAULT 0 CHECK (readings >= 0),
     payload BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value)
-    VALUES ('messages', 0), ('bytes', 0), ('dropped_overflow', 0), ('dropped_expired', 0);
+    VALUES ('messages', 0), ('bytes', 0), ('readings', 0), ('dropped_overflow', 0), ('dropped_expired', 0);
 CREATE TRIGGER IF NOT EXISTS message_counted_in AFTER INSERT ON message BEGIN
     UPDATE meta SET value = value + 1 WHERE key = 'messages';
     UPDATE meta SET value = value + NEW.size WHERE key = 'bytes';
+    UPDATE meta SET value = value + NEW.readings WHERE key = 'readings';
 END;
 CREATE TRIGGER IF NOT EXISTS message_counted_out AFTER DELETE ON message BEGIN
     UPDATE meta SET value = value - 1 WHERE key = 'messages';
     UPDATE meta SET value = value - OLD.size WHERE key = 'bytes';
+    UPDATE meta SET value = value - OLD.readings WHERE key = 'readings';
 END;
+"""
+
+# Schema 1 had no reading counts: its messages count 0 readings (the figure is a gauge, not an accounting).
+_MIGRATE_FROM_1 = """
+ALTER TABLE message ADD COLUMN readings INTEGER NOT NULL DEFAULT 0 CHECK (readings >= 0);
+DROP TRIGGER IF EXISTS message_counted_in;
+DROP TRIGGER IF EXISTS message_counted_out;
 """
 
 
@@ -70,6 +81,7 @@ class OutgoingMessage:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    readings: int = 0  # tag values it carries, for the backlog figures
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,21 @@ class BufferedMessage:
     qos: int
     retain: bool
     created_at: float
+
+
+@dataclass(frozen=True)
+class BufferStats:
+    """What the buffer holds now: the backlog figures (gauges, the gateway's status message)."""
+
+    messages: int
+    readings: int
+    bytes: int
+    oldest_created_at: float | None  # None when empty
+    last_id: int  # the newest id ever given (0 for a new file): messages above it are newer than this snapshot
+
+    def oldest_age_s(self, now: float) -> float:
+        """Seconds the oldest message has waited (0 when empty; never negative, even if the clock stepped back)."""
+        return 0.0 if self.oldest_created_at is None else max(now - self.oldest_created_at, 0.0)
 
 
 def message_size(topic: str, payload: bytes) -> int:
@@ -145,6 +172,9 @@ class DiskBuffer:
         if version > SCHEMA_VERSION:
             raise DiskBufferError(f"{self.path}: buffer schema {version} is newer than this gateway's {SCHEMA_VERSION}")
         with self._transaction() as tx:
+            if version == 1:
+                for statement in _statements(_MIGRATE_FROM_1):
+                    tx.execute(statement)
             for statement in _statements(_SCHEMA):
                 tx.execute(statement)
             tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -168,9 +198,11 @@ class DiskBuffer:
                 db.execute("ROLLBACK")
             raise
 
-    def append(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, now: float) -> AppendResult:
+    def append(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, readings: int = 0, now: float
+    ) -> AppendResult:
         """Queue one message; first drops expired messages, then the oldest until the bounds allow this one."""
-        (result,) = self.append_many([OutgoingMessage(topic, payload, qos, retain)], now=now)
+        (result,) = self.append_many([OutgoingMessage(topic, payload, qos, retain, readings)], now=now)
         return result
 
     def append_many(self, messages: Sequence[OutgoingMessage], *, now: float) -> list[AppendResult]:
@@ -191,8 +223,9 @@ class DiskBuffer:
                 size = message_size(message.topic, message.payload)
                 dropped, depth = self._make_room(tx, depth, size)
                 cursor = tx.execute(
-                    "INSERT INTO message (topic, qos, retain, created_at, size, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                    (message.topic, message.qos, int(message.retain), now, size, message.payload),
+                    "INSERT INTO message (topic, qos, retain, created_at, size, readings, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (message.topic, message.qos, int(message.retain), now, size, message.readings, message.payload),
                 )
                 if cursor.lastrowid is None:  # pragma: no cover - sqlite3 always sets it after an INSERT
                     raise DiskBufferError("SQLite returned no id for the new message")
@@ -256,7 +289,47 @@ class DiskBuffer:
         rows = self._conn.execute(
             "SELECT id, topic, payload, qos, retain, created_at FROM message ORDER BY id LIMIT ?", (max(limit, 0),)
         ).fetchall()
-        return [BufferedMessage(row[0], row[1], bytes(row[2]), row[3], bool(row[4]), row[5]) for row in rows]
+        return [_message(row) for row in rows]
+
+    def peek_round(
+        self, *, live_after: int, live_limit: int, backlog_limit: int, delete: Iterable[int] = ()
+    ) -> tuple[list[BufferedMessage], list[BufferedMessage]]:
+        """One publishing round: (up to `live_limit` of the NEWEST messages with an id above `live_after`, oldest
+        first; up to `backlog_limit` of the OLDEST messages with an id up to `live_after`, oldest first).
+
+        `delete`: the previous round's acknowledged ids, removed first (one call instead of two per round).
+        """
+        ids = list(delete)
+        if ids:
+            self.delete(ids)
+        columns = "SELECT id, topic, payload, qos, retain, created_at FROM message"
+        live = self._conn.execute(
+            f"SELECT * FROM ({columns} WHERE id > ? ORDER BY id DESC LIMIT ?) ORDER BY id",  # noqa: S608 -- constant
+            (live_after, max(live_limit, 0)),
+        ).fetchall()
+        backlog = self._conn.execute(
+            f"{columns} WHERE id <= ? ORDER BY id LIMIT ?",
+            (live_after, max(backlog_limit, 0)),
+        ).fetchall()
+        return [_message(row) for row in live], [_message(row) for row in backlog]
+
+    def stats(self) -> BufferStats:
+        """The backlog figures, read in one transaction (so they agree with each other)."""
+        db = self._conn
+        db.execute("BEGIN")
+        try:
+            meta = _meta(db)
+            oldest = db.execute("SELECT created_at FROM message ORDER BY id LIMIT 1").fetchone()
+            last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'message'").fetchone()
+        finally:
+            db.execute("COMMIT")
+        return BufferStats(
+            meta["messages"],
+            meta["readings"],
+            meta["bytes"],
+            None if oldest is None else float(oldest[0]),
+            0 if last is None else int(last[0]),
+        )
 
     def delete(self, ids: Iterable[int]) -> int:
         """Remove acknowledged messages; ids already gone (dropped meanwhile) are ignored. How many were removed."""
@@ -296,6 +369,10 @@ def _statements(script: str) -> list[str]:
             statements.append(text)
             current = []
     return statements
+
+
+def _message(row: tuple[int, str, bytes, int, int, float]) -> BufferedMessage:
+    return BufferedMessage(row[0], row[1], bytes(row[2]), row[3], bool(row[4]), row[5])
 
 
 def _meta(db: sqlite3.Connection) -> dict[str, int]:
@@ -371,10 +448,12 @@ class AsyncDiskBuffer:
         await self.close()
 
     async def append(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, now: float
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, readings: int = 0, now: float
     ) -> AppendResult:
         """See `DiskBuffer.append`."""
-        return await self._run(lambda buffer: buffer.append(topic, payload, qos=qos, retain=retain, now=now))
+        return await self._run(
+            lambda buffer: buffer.append(topic, payload, qos=qos, retain=retain, readings=readings, now=now)
+        )
 
     async def append_many(self, messages: Sequence[OutgoingMessage], *, now: float) -> list[AppendResult]:
         """See `DiskBuffer.append_many`."""
@@ -384,6 +463,21 @@ class AsyncDiskBuffer:
     async def peek(self, limit: int) -> list[BufferedMessage]:
         """See `DiskBuffer.peek`."""
         return await self._run(lambda buffer: buffer.peek(limit))
+
+    async def peek_round(
+        self, *, live_after: int, live_limit: int, backlog_limit: int, delete: Iterable[int] = ()
+    ) -> tuple[list[BufferedMessage], list[BufferedMessage]]:
+        """See `DiskBuffer.peek_round`."""
+        ids = list(delete)  # never iterate the caller's collection on another thread
+        return await self._run(
+            lambda buffer: buffer.peek_round(
+                live_after=live_after, live_limit=live_limit, backlog_limit=backlog_limit, delete=ids
+            )
+        )
+
+    async def stats(self) -> BufferStats:
+        """See `DiskBuffer.stats`."""
+        return await self._run(DiskBuffer.stats)
 
     async def delete(self, ids: Iterable[int]) -> int:
         """See `DiskBuffer.delete`."""

@@ -144,10 +144,13 @@ class BufferConfig(_Strict):
 
 
 class PublishConfig(_Strict):
-    """How samples are grouped into messages."""
+    """How samples are grouped into messages and written to the disk buffer."""
 
     max_samples_per_message: int = Field(default=200, ge=1, le=1000)
-    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Every completed poll is written to the disk buffer before the device's next poll starts. This is the longest
+    # a poll waits for other devices' polls to share its SQLite transaction (0: write at once; polls that complete
+    # while a write is running share the next one anyway). Small, because the device's next poll waits for it.
+    flush_interval_s: float = Field(default=0.05, ge=0, le=0.25)
 
 
 class ModbusTag(_Strict):

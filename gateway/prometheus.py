@@ -24,6 +24,10 @@ class GatewayMetrics:
     refused: Counter
     queue_messages: Gauge
     queue_bytes: Gauge
+    queue_readings: Gauge
+    queue_oldest_age: Gauge
+    queue_max_bytes: Gauge
+    queue_seconds_to_full: Gauge
 
     @classmethod
     def create(cls) -> GatewayMetrics:
@@ -35,7 +39,11 @@ class GatewayMetrics:
 
         return cls(
             registry=registry,
-            polls=counter("shopfloor_gateway_polls", "Reads (polls or notifications) per device", ("machine",)),
+            polls=counter(
+                "shopfloor_gateway_polls",
+                "Reads (polls or notifications) per device, counted once written to the disk buffer",
+                ("machine",),
+            ),
             poll_errors=counter(
                 "shopfloor_gateway_poll_errors", "Failed connections or reads per device", ("machine",)
             ),
@@ -65,5 +73,25 @@ class GatewayMetrics:
             ),
             queue_bytes=Gauge(
                 "shopfloor_gateway_queue_bytes", "Topic and payload bytes waiting in the buffer", registry=registry
+            ),
+            queue_readings=Gauge(
+                "shopfloor_gateway_queue_readings",
+                "Tag values in the messages waiting in the buffer",
+                registry=registry,
+            ),
+            queue_oldest_age=Gauge(
+                "shopfloor_gateway_queue_oldest_age_seconds",
+                "How long the oldest message in the buffer has waited (0 when empty)",
+                registry=registry,
+            ),
+            queue_max_bytes=Gauge(
+                "shopfloor_gateway_queue_max_bytes",
+                "The buffer's byte bound (buffer.max_bytes): beyond it the oldest messages are dropped",
+                registry=registry,
+            ),
+            queue_seconds_to_full=Gauge(
+                "shopfloor_gateway_queue_seconds_to_full",
+                "Seconds until the buffer reaches a bound and drops, at its current growth (+Inf: not growing)",
+                registry=registry,
             ),
         )

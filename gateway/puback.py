@@ -66,3 +66,16 @@ class PubackTracker:
         if future in done:
             return future.result()
         raise aiomqtt.MqttError("the connection dropped before the PUBACK" if done else "no PUBACK in time")
+
+
+def settle(client: aiomqtt.Client) -> None:
+    """Retrieve the exception of a dropped connection from the client's private futures.
+
+    When the link drops while nothing awaits it (the publisher idle between rounds), aiomqtt sets the exception on
+    its `_disconnected` future and, since our session ends on the publish error instead, nobody ever reads it:
+    asyncio then logs "Future exception was never retrieved" with a traceback when the client is collected. The
+    session has already handled the drop (it reconnects), so reading the exception here is all that is needed.
+    """
+    for future in (client._disconnected, client._connected):  # private: see the module docstring
+        if future.done() and not future.cancelled():
+            future.exception()

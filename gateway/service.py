@@ -1,8 +1,13 @@
 """The gateway process: one supervised task per device, report by exception, disk buffer, one MQTT publisher.
 
 Every outgoing message is written to the disk buffer first and deleted only after the broker's PUBACK, so a broker
-outage, a gateway restart or a SIGKILL loses nothing that was buffered. A device that fails is retried with capped
-exponential backoff and jitter without touching the others; its online/offline status is published (retained).
+outage, a gateway restart or a SIGKILL loses nothing that was buffered. Each completed poll is written (one SQLite
+transaction, shared with other devices' polls that complete within `publish.flush_interval_s`) before the device's
+next poll starts, and the publisher is woken at once: a SIGKILL loses only the poll in progress, and a reading is
+on the wire within tens of milliseconds when the broker is up. After an outage the backlog is replayed oldest
+first, paced by `buffer.replay_rate_per_s`, interleaved with the live messages, which go first. A device that fails
+is retried with capped exponential backoff and jitter without touching the others; its online/offline status is
+published (retained).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -24,12 +29,13 @@ from core.lifecycle import Readiness, cancel_and_wait, readiness, stop_on_signal
 from core.logging import get_logger
 from core.mqtt import mqtt_client
 from core.retry import Backoff, keep_connected, wait_or_stop
-from gateway.buffer import AsyncDiskBuffer
+from gateway.backlog import EMPTY, Backlog, BacklogMeter
+from gateway.buffer import AsyncDiskBuffer, BufferedMessage, BufferStats, MessageTooLarge, OutgoingMessage, message_size
 from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
 from gateway.pki import ClientApplication
 from gateway.plausibility import check_ranges
 from gateway.prometheus import GatewayMetrics
-from gateway.puback import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS, PubackTracker
+from gateway.puback import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS, PubackTracker, settle
 from gateway.report import ChangeFilter, group_samples
 from gateway.sources.base import TRANSIENT_DEVICE_ERRORS, Source, TagValue
 
@@ -38,6 +44,16 @@ log = get_logger("shopfloor.gateway")
 PUBLISH_WINDOW = 100
 # After the broker refused the login's messages (135), wait this long before offering them again.
 NOT_AUTHORIZED_RETRY_S = 10.0
+# While the broker is unreachable, a plain TCP connect tells when it listens again: cheap enough to try this often,
+# so the gateway is back within about this long of the broker instead of after its capped backoff.
+BROKER_PROBE_S = 1.0
+# The backlog gauges are refreshed this often; the retained gateway status this often while a backlog waits
+# (and once more when it has emptied).
+BACKLOG_REFRESH_S = 1.0
+STATUS_REFRESH_S = 10.0
+# Replay bursts: at most this many seconds of `replay_rate_per_s` go out in one round. Small, because a round waits
+# for all its PUBACKs and live messages wait for the round in flight.
+REPLAY_BURST_S = 0.05
 
 
 def make_source(device: ModbusDevice | OpcUaDevice, *, application: ClientApplication | None = None) -> Source:
@@ -49,12 +65,6 @@ def make_source(device: ModbusDevice | OpcUaDevice, *, application: ClientApplic
     from gateway.sources.opcua import OpcUaSource
 
     return OpcUaSource(device, application=application)
-
-
-@dataclass
-class _Pending:
-    values: list[TagValue] = field(default_factory=list)
-    seq: int = 0
 
 
 class Gateway:
@@ -84,9 +94,25 @@ class Gateway:
         )
         self.connected = asyncio.Event()
         self.ready = ready or Readiness()
-        self._pending: dict[str, _Pending] = {device.machine: _Pending() for device in config.devices}
+        # Per publisher and machine, in the order messages are made (the replay may deliver them out of order).
+        self._seq: dict[str, int] = {device.machine: 0 for device in config.devices}
         self._new_data = asyncio.Event()
-        self._online: dict[str, bool | None] = dict.fromkeys(self._pending)
+        self._online: dict[str, bool | None] = dict.fromkeys(self._seq)
+        # Polls waiting to be written: their messages, and the future their devices wait on (one per write).
+        self._to_write: list[OutgoingMessage] = []
+        self._written: asyncio.Future[None] | None = None
+        self._write_wanted = asyncio.Event()
+        self._intake_closed = asyncio.Event()
+        # Running totals for the backlog's growth estimate and the outage report.
+        self.appended_messages = self.appended_readings = self.appended_bytes = 0
+        self.acked_messages = self.acked_bytes = 0
+        self._empty = replace(EMPTY, max_bytes=config.buffer.max_bytes)
+        self.backlog: Backlog = self._empty
+        self._meter = BacklogMeter(max_bytes=config.buffer.max_bytes, max_messages=config.buffer.max_messages)
+        self._status_due = False
+        self._status_sent_with_backlog = False
+        # When the broker became unreachable (monotonic) and the appended totals then; None while connected.
+        self._outage: tuple[float, int, int] | None = None
 
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
         """Poll, buffer and publish until `stop` is set; then buffer what was read, try for a few seconds to
@@ -98,11 +124,15 @@ class Gateway:
                     group.create_task(self._supervise(device, stop), name=f"poll:{device.protocol}:{device.machine}")
                     for device in self.config.devices
                 ]
-                group.create_task(self._flush_loop(stop), name="gateway:flush")
+                writer = group.create_task(self._write_loop(), name="gateway:write")
+                group.create_task(self._backlog_loop(publishing_done), name="gateway:backlog")
                 publisher = group.create_task(self._publish_loop(publishing_done), name="gateway:publish")
                 await stop.wait()
                 await cancel_and_wait(devices)
-                await self._flush_all()
+                # Not cancelled: a write in progress finishes with its bookkeeping, then what is left is written.
+                self._intake_closed.set()
+                self._write_wanted.set()
+                await writer
                 if self.connected.is_set():
                     await self._wait_empty(drain_timeout_s)
                 publishing_done.set()
@@ -111,7 +141,7 @@ class Gateway:
                 _, late = await asyncio.wait({publisher}, timeout=drain_timeout_s)
                 await cancel_and_wait(late)
         finally:
-            await self._flush_all()
+            await self._write_pending()
             await self.buffer.close()
 
     async def _wait_empty(self, timeout_s: float) -> None:
@@ -140,7 +170,6 @@ class Gateway:
                     if self._online[machine] is not True:
                         await self._set_online(machine, True)
                         healthy()
-                    self.metrics.polls.labels(machine).inc()
                     self.metrics.values_read.labels(machine).inc(len(values))
                     # Before report by exception: leaving the range is a change of quality, reported at once.
                     values, outside = check_ranges(values, ranges)
@@ -159,6 +188,8 @@ class Gateway:
                     accepted = changes.accept(values, time.monotonic())
                     self.metrics.values_reported.labels(machine).inc(len(accepted))
                     await self._add(machine, accepted)
+                    # Counted once written: a poll counted here survives a SIGKILL of the gateway.
+                    self.metrics.polls.labels(machine).inc()
 
         async def failed(_: BaseException) -> None:
             self.metrics.poll_errors.labels(machine).inc()
@@ -179,38 +210,74 @@ class Gateway:
         self._online[machine] = online
         self.metrics.device_online.labels(machine).set(1 if online else 0)
         log.info("device_status", machine=machine, online=online)
-        await self._flush(machine)  # values read before the change stay in order before the status
-        await self._buffer(status_topic(self.config.site, machine), encode_status(online), retain=True)
+        # Values read before the change were written before it (each poll is), so they stay in order before it.
+        await self._write([OutgoingMessage(status_topic(self.config.site, machine), encode_status(online), 1, True)])
 
     async def _add(self, machine: str, values: list[TagValue]) -> None:
-        if self.observer is not None and values:
+        """One completed poll: its messages are on disk when this returns (the device's next poll waits for it)."""
+        if not values:
+            return
+        if self.observer is not None:
             self.observer(machine, values)
-        pending = self._pending[machine]
-        pending.values.extend(values)
-        if len({value.ts for value in pending.values}) >= self.config.publish.max_samples_per_message:
-            await self._flush(machine)
-
-    async def _flush_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await wait_or_stop(stop, self.config.publish.flush_interval_s)
-            await self._flush_all()
-
-    async def _flush_all(self) -> None:
-        for machine in self._pending:
-            await self._flush(machine)
-
-    async def _flush(self, machine: str) -> None:
-        pending = self._pending[machine]
-        values, pending.values = pending.values, []
+        topic = telemetry_topic(self.config.site, machine)
+        messages = []
         for chunk in group_samples(values, self.config.publish.max_samples_per_message):
-            pending.seq += 1
-            await self._buffer(telemetry_topic(self.config.site, machine), encode_telemetry(chunk, seq=pending.seq))
+            self._seq[machine] += 1
+            readings = sum(len(sample["values"]) for sample in chunk)
+            messages.append(OutgoingMessage(topic, encode_telemetry(chunk, seq=self._seq[machine]), 1, False, readings))
+        await self._write(messages)
 
-    async def _buffer(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        result = await self.buffer.append(topic, payload, qos=1, retain=retain, now=time.time())
-        self.metrics.buffered.inc()
-        if result.dropped:
-            log.warning("buffer_dropped_oldest", dropped=result.dropped)
+    async def _write(self, messages: list[OutgoingMessage]) -> None:
+        """Hand messages to the writer and wait until they are committed to the buffer file."""
+        for message in messages:  # checked here, so one oversized poll cannot fail the other devices' writes
+            size = message_size(message.topic, message.payload)
+            if size > self.config.buffer.max_bytes:
+                raise MessageTooLarge(f"a {size}-byte message cannot fit a buffer of {self.config.buffer.max_bytes}")
+        if self._written is None:
+            self._written = asyncio.get_running_loop().create_future()
+        written = self._written
+        self._to_write.extend(messages)
+        self._write_wanted.set()
+        await asyncio.shield(written)  # a cancelled poll leaves its messages to be written all the same
+
+    async def _write_loop(self) -> None:
+        """Write what the polls handed over, one transaction per round; polls arriving meanwhile share the next."""
+        wait_s = self.config.publish.flush_interval_s
+        while True:
+            await self._write_wanted.wait()
+            if wait_s > 0:  # let other devices' polls join this transaction (cut short at shutdown)
+                await wait_or_stop(self._intake_closed, wait_s)
+            await self._write_pending()
+            if self._intake_closed.is_set() and not self._to_write:
+                return
+
+    async def _write_pending(self) -> None:
+        self._write_wanted.clear()
+        messages, self._to_write = self._to_write, []
+        written, self._written = self._written, None
+        if not messages:
+            if written is not None and not written.done():
+                written.set_result(None)
+            return
+        try:
+            results = await self.buffer.append_many(messages, now=time.time())
+        except BaseException as error:
+            if written is not None and not written.done():
+                if isinstance(error, Exception):
+                    written.set_exception(error)
+                    written.exception()  # the polls waiting on it raise it; nobody may be waiting any more
+                else:
+                    written.cancel()
+            raise
+        if written is not None and not written.done():
+            written.set_result(None)
+        self.metrics.buffered.inc(len(messages))
+        self.appended_messages += len(messages)
+        self.appended_readings += sum(message.readings for message in messages)
+        self.appended_bytes += sum(message_size(message.topic, message.payload) for message in messages)
+        dropped = sum(result.dropped for result in results)
+        if dropped:
+            log.warning("buffer_dropped_oldest", dropped=dropped)
         self._new_data.set()
 
     # ---- broker ------------------------------------------------------------------------------------------------
@@ -231,19 +298,30 @@ class Gateway:
         broker = self.config.broker
 
         async def session(healthy: Callable[[], None]) -> None:
-            async with self._client() as client:
-                tracker = PubackTracker(client)
-                topic = gateway_status_topic(self.config.site, self.config.gateway_id)
-                await tracker.publish(topic, encode_status(True), retain=True)
-                self.connected.set()
-                healthy()
-                self.ready.ready(broker=f"{broker.host}:{broker.port}")
-                log.info("broker_connected", host=broker.host, port=broker.port)
-                await self._drain_buffer(tracker, stop)
+            if self._outage is not None:
+                await self._wait_reachable(stop)
+            client = self._client()
+            try:
+                async with client:
+                    tracker = PubackTracker(client)
+                    # Messages up to here are the backlog (replayed paced); newer ones are live (sent first).
+                    stats = await self._refresh_backlog()
+                    await self._publish_status(tracker)
+                    self.connected.set()
+                    healthy()
+                    self.ready.ready(broker=f"{broker.host}:{broker.port}")
+                    self._report_connected()
+                    await self._drain_buffer(tracker, stop, live_after=stats.last_id)
+            finally:
+                settle(client)
 
-        def lost(_: BaseException) -> None:
+        def lost(error: BaseException) -> None:
             self.connected.clear()
             self.ready.not_ready()
+            if self._outage is None:
+                self._outage = (time.monotonic(), self.appended_messages, self.appended_readings)
+                # Once per outage; the retries are quiet until broker_reconnected.
+                log.warning("broker_unreachable", host=broker.host, port=broker.port, error=repr(error)[:300])
 
         await keep_connected(
             session,
@@ -252,76 +330,209 @@ class Gateway:
             stop=stop,
             event="broker_unreachable",
             on_error=lost,
+            quiet=True,
         )
 
-    async def _drain_buffer(self, tracker: PubackTracker, stop: asyncio.Event) -> None:
-        """Publish the buffer oldest first, paced, deleting each window only once every message in it is acked."""
-        pace = _Pacer(self.config.buffer.replay_rate_per_s)
-        while not stop.is_set():
-            await self._update_depth()
-            batch = await self.buffer.peek(PUBLISH_WINDOW)
-            if not batch:
-                self._new_data.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):
-                        await self._new_data.wait()
-                continue
-            await pace.wait(len(batch))
-            codes = await asyncio.gather(
-                *(tracker.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in batch)
-            )
-            done: list[int] = []
-            pause_s = 1.0
-            for message, code in zip(batch, codes, strict=True):
-                if code == NO_MATCHING_SUBSCRIBERS and not message.retain:
-                    break  # nobody took it (an ingestor not subscribed yet): keep it and the rest, retry soon
-                if code == NOT_AUTHORIZED:
-                    # Every message of this gateway has the same site, so all would be refused and lost: keep them
-                    # until the broker's logins are fixed (mosquitto/make-logins.sh), and say so.
-                    self.metrics.refused.inc()
-                    log.error(
-                        "message_not_authorized",
-                        topic=message.topic,
-                        username=self.config.broker.username,
-                        site=self.config.site,
-                        fix="the broker login must belong to this site (login@site in MQTT_GATEWAY_LOGINS); "
-                        "the messages stay in the buffer",
-                    )
-                    pause_s = NOT_AUTHORIZED_RETRY_S
-                    break
-                if code >= 128:
-                    self.metrics.refused.inc()
-                    log.error("message_refused", topic=message.topic, reason_code=code)
-                elif code != SUCCESS and code != NO_MATCHING_SUBSCRIBERS:
-                    log.info("puback_reason", topic=message.topic, reason_code=code)
-                done.append(message.id)
-            if done:
-                await self.buffer.delete(done)
-                self.metrics.published.inc(len(done))
-            if len(done) < len(batch):
-                await wait_or_stop(stop, pause_s)
+    def _report_connected(self) -> None:
+        broker = self.config.broker
+        if self._outage is None:
+            log.info("broker_connected", host=broker.host, port=broker.port)
+            return
+        since, messages, readings = self._outage
+        self._outage = None
+        log.info(
+            "broker_reconnected",
+            host=broker.host,
+            port=broker.port,
+            outage_s=round(time.monotonic() - since, 1),
+            buffered_messages=self.appended_messages - messages,
+            buffered_readings=self.appended_readings - readings,
+        )
 
-    async def _update_depth(self) -> None:
-        messages, size = await self.buffer.depth()
-        self.metrics.queue_messages.set(messages)
-        self.metrics.queue_bytes.set(size)
+    async def _wait_reachable(self, stop: asyncio.Event) -> None:
+        """Until the broker accepts a TCP connection (probed every BROKER_PROBE_S); MqttError if stopped first."""
+        broker = self.config.broker
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(BROKER_PROBE_S):
+                    _, writer = await asyncio.open_connection(broker.host, broker.port)
+            except (OSError, TimeoutError):
+                await wait_or_stop(stop, BROKER_PROBE_S)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        raise aiomqtt.MqttError("stopped while the broker was unreachable")
+
+    async def _publish_status(self, tracker: PubackTracker) -> None:
+        """The retained gateway status, online, with the backlog figures."""
+        self._status_due = False
+        self._status_sent_with_backlog = self.backlog.waiting
+        topic = gateway_status_topic(self.config.site, self.config.gateway_id)
+        await tracker.publish(topic, encode_status(True, backlog=self.backlog.as_status()), retain=True)
+
+    async def _backlog_loop(self, stop: asyncio.Event) -> None:
+        """Refresh the backlog figures every BACKLOG_REFRESH_S, connected or not."""
+        last_status = time.monotonic()
+        while not stop.is_set():
+            await wait_or_stop(stop, BACKLOG_REFRESH_S)
+            await self._refresh_backlog()
+            now = time.monotonic()
+            if self._status_due:
+                last_status = now
+            elif self.backlog.waiting and now - last_status >= STATUS_REFRESH_S:
+                self._status_due, last_status = True, now
+            elif self._status_sent_with_backlog and not self.backlog.waiting:
+                self._status_due, last_status = True, now  # once more, to say it has emptied
+
+    async def _refresh_backlog(self) -> BufferStats:
+        """Read the buffer's figures into `backlog` and the gauges; the figures read."""
+        stats = await self.buffer.stats()
+        self.backlog = self._meter.update(
+            stats,
+            now=time.monotonic(),
+            wall_now=time.time(),
+            appended_bytes=self.appended_bytes,
+            acked_bytes=self.acked_bytes,
+            appended_messages=self.appended_messages,
+            acked_messages=self.acked_messages,
+        )
+        self._show_backlog(self.backlog)
         # The buffer keeps its drop counters on disk, so they survive restarts; the metric mirrors them.
         for reason, count in (await self.buffer.dropped_total()).items():
             self.metrics.dropped.labels(reason).set(count)
+        return stats
+
+    def _show_backlog(self, backlog: Backlog) -> None:
+        self.metrics.queue_messages.set(backlog.messages)
+        self.metrics.queue_readings.set(backlog.readings)
+        self.metrics.queue_bytes.set(backlog.bytes)
+        self.metrics.queue_oldest_age.set(backlog.oldest_age_s)
+        self.metrics.queue_max_bytes.set(self.config.buffer.max_bytes)
+        self.metrics.queue_seconds_to_full.set(backlog.seconds_to_full)
+
+    async def _drain_buffer(self, tracker: PubackTracker, stop: asyncio.Event, *, live_after: int) -> None:
+        """Publish rounds until `stop`: each takes the newest live messages (ids above `live_after`) and a slice of
+        the oldest backlog within `replay_rate_per_s`, and deletes what the broker acknowledged."""
+        pace = _TokenBucket(self.config.buffer.replay_rate_per_s, burst_s=REPLAY_BURST_S)
+        backlog_left = True
+        acked: list[int] = []  # deleted by the next round's read (one call to the buffer's thread per round)
+        try:
+            while not stop.is_set():
+                backlog_left, acked = await self._drain_round(tracker, stop, pace, live_after, backlog_left, acked)
+        finally:
+            if acked:
+                await self.buffer.delete(acked)
+
+    async def _drain_round(
+        self,
+        tracker: PubackTracker,
+        stop: asyncio.Event,
+        pace: _TokenBucket,
+        live_after: int,
+        backlog_left: bool,
+        acked: list[int],
+    ) -> tuple[bool, list[int]]:
+        """One round of `_drain_buffer`: whether backlog may be left, and the ids acknowledged, to delete."""
+        if self._status_due:
+            await self._publish_status(tracker)
+        budget = min(pace.available(), PUBLISH_WINDOW) if backlog_left else 0
+        self._new_data.clear()  # before the read: a write committed after it wakes the wait below
+        live, backlog = await self.buffer.peek_round(
+            live_after=live_after, live_limit=PUBLISH_WINDOW, backlog_limit=budget, delete=acked
+        )
+        if budget > 0 and len(backlog) < budget:
+            backlog_left = False  # nothing older than the connect is left: everything is live from now on
+        if not live and not backlog:
+            if not backlog_left and self.backlog.messages:
+                self.backlog = self._empty
+                self._show_backlog(self._empty)  # shown at once, without waiting for the next refresh
+            wait_s = 0.5 if not backlog_left else min(0.5, pace.wait_s())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._new_data.wait()
+            return backlog_left, []
+        pace.take(len(backlog))
+        batch = live + backlog
+        done, pause_s = await self._publish_round(tracker, batch)
+        if done:
+            self.metrics.published.inc(len(done))
+            self.acked_messages += len(done)
+            self.acked_bytes += sum(message_size(message.topic, message.payload) for message in done)
+        if len(done) < len(batch):
+            await self.buffer.delete([message.id for message in done])
+            await wait_or_stop(stop, pause_s)
+            return True, []
+        return backlog_left, [message.id for message in done]
+
+    async def _publish_round(
+        self, tracker: PubackTracker, batch: list[BufferedMessage]
+    ) -> tuple[list[BufferedMessage], float]:
+        """Publish a round and wait for every PUBACK: the messages to delete, and how long to pause if some stay."""
+        if len(batch) == 1:  # the usual live round: no task per publish
+            (only,) = batch
+            codes = [await tracker.publish(only.topic, only.payload, qos=only.qos, retain=only.retain)]
+        else:
+            codes = await asyncio.gather(
+                *(tracker.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in batch)
+            )
+        done: list[BufferedMessage] = []
+        pause_s = 1.0
+        for message, code in zip(batch, codes, strict=True):
+            if code == NO_MATCHING_SUBSCRIBERS and not message.retain:
+                break  # nobody took it (an ingestor not subscribed yet): keep it and the rest, retry soon
+            if code == NOT_AUTHORIZED:
+                # Every message of this gateway has the same site, so all would be refused and lost: keep them
+                # until the broker's logins are fixed (mosquitto/make-logins.sh), and say so.
+                self.metrics.refused.inc()
+                log.error(
+                    "message_not_authorized",
+                    topic=message.topic,
+                    username=self.config.broker.username,
+                    site=self.config.site,
+                    fix="the broker login must belong to this site (login@site in MQTT_GATEWAY_LOGINS); "
+                    "the messages stay in the buffer",
+                )
+                pause_s = NOT_AUTHORIZED_RETRY_S
+                break
+            if code >= 128:
+                self.metrics.refused.inc()
+                log.error("message_refused", topic=message.topic, reason_code=code)
+            elif code != SUCCESS and code != NO_MATCHING_SUBSCRIBERS:
+                log.info("puback_reason", topic=message.topic, reason_code=code)
+            done.append(message)
+        return done, pause_s
 
 
-class _Pacer:
-    """At most `rate` messages per second, averaged (replays after an outage must not flood the broker)."""
+class _TokenBucket:
+    """At most `rate` messages per second on average, in bursts of at most `burst_s` seconds' worth (at least 1)."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, *, burst_s: float):
         self.rate = rate
-        self.next_at = time.monotonic()
+        self.capacity = max(rate * burst_s, 1.0)
+        self.tokens = self.capacity  # the first burst goes at once
+        self.at = time.monotonic()
 
-    async def wait(self, count: int) -> None:
+    def _fill(self) -> None:
         now = time.monotonic()
-        if self.next_at > now:
-            await asyncio.sleep(self.next_at - now)
-        self.next_at = max(self.next_at, now) + count / self.rate
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def available(self) -> int:
+        """Whole messages that may go now."""
+        self._fill()
+        return int(self.tokens)
+
+    def take(self, count: int) -> None:
+        """Spend `count` messages."""
+        self._fill()
+        self.tokens -= count
+
+    def wait_s(self) -> float:
+        """Seconds until one more message may go."""
+        self._fill()
+        return max((1 - self.tokens) / self.rate, 0.001)
 
 
 async def main(config: GatewayConfig, *, ready_file: Path | None = None, config_file: Path | None = None) -> int:

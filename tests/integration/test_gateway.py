@@ -5,23 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import os
 import signal
 import sys
 import time
+import urllib.request
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import orjson
 import pytest
 import yaml
+from prometheus_client import Gauge
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.contract import QualityLevel
+from core.contract import QualityLevel, gateway_status_topic
 from core.db import session_factory
 from core.models import Machine, Reading
 from core.registers import RegisterType
@@ -61,7 +66,7 @@ def gateway_settings(
         "gateway_id": unique("gw"),
         "broker": {"host": broker.host, "port": broker.port, "username": SITE, "password": PASSWORDS[SITE]},
         "buffer": {"path": str(buffer), "replay_rate_per_s": 2000},
-        "publish": {"max_samples_per_message": 50, "flush_interval_s": 0.2},
+        "publish": {"max_samples_per_message": 50, "flush_interval_s": 0.05},
         "full_refresh_s": 0.1,  # every poll is reported, so gaps in the database are real gaps
         "metrics_port": None,
         "devices": devices,
@@ -217,15 +222,48 @@ async def test_the_whole_chain_over_tls_stores_what_the_station_exposed(
     assert {(tag, value) for tag, _, value in rows} <= exposed
 
 
+async def gateway_statuses(broker: MosquittoBroker, gateway_id: str, seen: list[dict[str, Any]]) -> None:
+    """Collect the gateway's status messages (the retained one first), reconnecting until cancelled."""
+    topic = gateway_status_topic(SITE, gateway_id)
+    while True:
+        try:
+            async with aiomqtt.Client(
+                broker.host, broker.port, username="ingestor", password=PASSWORDS["ingestor"],
+                identifier=unique("ingestor-status"), timeout=5,
+            ) as client:  # fmt: skip
+                await client.subscribe(topic, qos=1)
+                async for message in client.messages:
+                    if isinstance(message.payload, bytes) and message.payload:
+                        seen.append(orjson.loads(message.payload))
+        except aiomqtt.MqttError:
+            await asyncio.sleep(0.1)
+
+
+async def wait_gauge(gauge: Gauge, predicate: Callable[[float], bool], within_s: float) -> float:
+    """The gauge's value once `predicate` holds, or its last value after `within_s`."""
+    deadline = time.monotonic() + within_s
+    value = float(gauge._value.get())
+    while not predicate(value) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        value = float(gauge._value.get())
+    return value
+
+
 async def test_a_30_second_broker_outage_loses_and_duplicates_nothing(
-    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+    broker: MosquittoBroker,
+    ingest_database: str,
+    pipeline_engine: AsyncEngine,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Over TLS, as compose runs both (every other test here exercises the plain transport): gateway and ingestor
-    reconnect over TLS after the outage, with the same checks as the first time."""
+    reconnect over TLS after the outage, with the same checks as the first time. The outage is visible (the
+    backlog gauges and the retained gateway status) and quiet (one warning when it starts, one line when it ends)."""
     machine, port, observed = unique("outage"), free_port(), Observed()
     settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)])
     settings["broker"] |= {"port": broker.tls_port, "tls": {"ca_file": str(broker.certs / "ca.crt")}}
     mqtt = tls_settings(broker)
+    statuses: list[dict[str, Any]] = []
     async with (
         ModbusStation("127.0.0.1", port, seed=6, speed=10) as _station,
         running_ingestor(broker, ingest_database, pipeline_engine, mqtt=mqtt),
@@ -236,15 +274,61 @@ async def test_a_30_second_broker_outage_loses_and_duplicates_nothing(
         await asyncio.to_thread(broker.stop)
         await asyncio.sleep(OUTAGE_S)
         during = len(observed.readings(machine))
+        metrics = gateway.metrics
+        backlog = {
+            "messages": metrics.queue_messages._value.get(),
+            "readings": metrics.queue_readings._value.get(),
+            "oldest_age_s": metrics.queue_oldest_age._value.get(),
+            "bytes": metrics.queue_bytes._value.get(),
+            "seconds_to_full": metrics.queue_seconds_to_full._value.get(),
+        }
         await asyncio.to_thread(broker.start)
-        # The ingestor may still be in its reconnect backoff; the gateway keeps what nobody took meanwhile.
-        await wait_buffer_empty(gateway, within_s=90)
+        watcher = asyncio.create_task(gateway_statuses(broker, settings["gateway_id"], statuses), name="test:status")
+        try:
+            # The ingestor may still be in its reconnect backoff; the gateway keeps what nobody took meanwhile.
+            await wait_buffer_empty(gateway, within_s=90)
+            emptied = await wait_gauge(metrics.queue_messages, lambda value: value == 0, within_s=5)
+            for _ in range(50):  # the status saying the backlog is gone follows within a couple of seconds
+                if statuses and statuses[-1].get("backlog", {}).get("oldest_age_s", math.inf) < 1:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     expected = observed.readings(machine)
     rows = await wait_until_stored(pipeline_engine, machine, expected, within_s=90)
     missing = sorted(expected - rows, key=lambda row: row[1])
     assert not missing, (len(missing), missing[:3], missing[-3:], len(expected))
     assert during > 100
     assert rows == expected  # nothing lost; the primary key makes "nothing duplicated" exact
+    # During the outage the gauges showed the backlog growing towards the bound; afterwards, nothing waits.
+    assert backlog["messages"] > 10
+    assert backlog["readings"] >= backlog["messages"]
+    assert OUTAGE_S - 5 < backlog["oldest_age_s"] < OUTAGE_S + 10
+    assert backlog["bytes"] > 0
+    assert 0 < backlog["seconds_to_full"] < math.inf
+    assert emptied == 0
+    assert metrics.queue_readings._value.get() == 0
+    assert metrics.queue_seconds_to_full._value.get() == math.inf
+    # The retained status told a subscriber about the backlog at the reconnect, then that it had emptied. (Before
+    # the gateway is back, the broker holds its will message, `{"online": false}`, which has no backlog.)
+    published = [status for status in statuses if "backlog" in status]
+    assert all(status["online"] is True for status in published), statuses
+    waiting = [status["backlog"] for status in published if status["backlog"]["messages"] > 0]
+    assert waiting, statuses
+    assert waiting[0]["readings"] > 0
+    assert waiting[0]["oldest_age_s"] > OUTAGE_S - 5
+    assert waiting[0]["max_bytes"] == gateway.config.buffer.max_bytes
+    # Emptied: nothing has waited a second (a live message may be in flight as the figures are read).
+    assert statuses[-1]["backlog"]["oldest_age_s"] < 1
+    assert statuses[-1]["backlog"]["messages"] <= 2
+    # Quiet and honest: one warning when it started, one line when it ended, nothing worse than a warning.
+    assert [record.getMessage() for record in caplog.records if record.levelno > logging.WARNING] == []
+    assert len(logged_events(caplog, "broker_unreachable")) == 1
+    (reconnected,) = logged_events(caplog, "broker_reconnected")
+    assert OUTAGE_S - 1 < reconnected["outage_s"] < OUTAGE_S + 15
+    assert reconnected["buffered_messages"] >= backlog["messages"]
 
 
 async def test_a_restarted_gateway_delivers_its_queue(
@@ -266,6 +350,66 @@ async def test_a_restarted_gateway_delivers_its_queue(
         async with running_ingestor(broker, ingest_database, pipeline_engine), running_gateway(settings, Observed()):
             rows = await wait_until_stored(pipeline_engine, machine, first_run)
     assert first_run <= rows
+
+
+def scrape_counter(port: int, name: str) -> float:
+    """One sample of the gateway's metrics endpoint, by its full name with labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_poll_counted_before_a_sigkill_reaches_the_database(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A poll is counted once it is on disk, so the polls counted right before a SIGKILL are all delivered after the
+    restart (the broker is down meanwhile, so none of them could leave before)."""
+    machine, port, metrics_port = unique("sigkill"), free_port(), free_port()
+    settings = gateway_settings(broker, tmp_path / "buffer.db", [modbus(machine, port)], metrics_port=metrics_port)
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(settings))
+    polls = f'shopfloor_gateway_polls_total{{machine="{machine}"}}'
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            SHOPFLOOR, "gateway", "--config", str(config_file),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+
+    async with ModbusStation("127.0.0.1", port, seed=11, speed=10):
+        await asyncio.to_thread(broker.stop)
+        try:
+            first = await start()
+            counted = 0.0
+            for _ in range(300):
+                with contextlib.suppress(OSError):
+                    counted = await asyncio.to_thread(scrape_counter, metrics_port, polls)
+                if counted >= 3:
+                    break
+                await asyncio.sleep(0.02)
+            first.send_signal(signal.SIGKILL)  # right after a poll was counted
+            await first.wait()
+        finally:
+            await asyncio.to_thread(broker.start)
+        assert counted >= 3
+        restarted_at = datetime.now(UTC)
+        async with running_ingestor(broker, ingest_database, pipeline_engine):
+            second = await start()
+            try:
+                stamps: set[datetime] = set()
+                for _ in range(120):
+                    rows = await stored(pipeline_engine, machine)
+                    stamps = {ts for tag, ts, _ in rows if tag == "temp_c" and ts < restarted_at}
+                    if len(stamps) >= counted:
+                        break
+                    await asyncio.sleep(0.25)
+            finally:
+                second.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(second.wait(), timeout=30) == 0
+    # Every poll counted before the kill (one sample time each, all before the restart) was on disk.
+    assert len(stamps) >= counted
 
 
 async def test_modbus_down_opcua_keeps_flowing_and_modbus_comes_back_online(

@@ -43,7 +43,7 @@ buffer:
   replay_rate_per_s: 200
 publish:
   max_samples_per_message: 100
-  flush_interval_s: 0.5
+  flush_interval_s: 0.05
 full_refresh_s: 300
 metrics_port: 9102
 devices:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -73,6 +74,25 @@ async def test_healthy_resets_the_backoff(monkeypatch: pytest.MonkeyPatch) -> No
 
     await keep_connected(session, transient=(Flaky,), backoff=FAST, stop=stop, event="lost")
     assert asked == [0, 1, 0, 1, 2]
+
+
+async def test_quiet_retries_are_logged_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="shopfloor.retry")
+    stop = asyncio.Event()
+    errors: list[BaseException] = []
+
+    async def session(healthy: Callable[[], None]) -> None:
+        if len(errors) == 3:
+            stop.set()
+        raise Flaky
+
+    await keep_connected(
+        session, transient=(Flaky,), backoff=FAST, stop=stop, event="lost", on_error=errors.append, quiet=True
+    )
+    assert len(errors) == 4  # every error still reaches on_error, which reports the outage once
+    lost = [record for record in caplog.records if isinstance(record.msg, dict) and record.msg.get("event") == "lost"]
+    assert lost
+    assert all(record.levelno == logging.DEBUG for record in lost)
 
 
 async def test_an_async_on_error_is_awaited_and_cancellation_is_never_caught() -> None:
