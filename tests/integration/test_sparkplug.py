@@ -5,9 +5,7 @@ PostgreSQL. Births, data by alias, a forced seq gap answered by a Rebirth reques
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,9 +21,8 @@ from core.models import DeadLetter, Machine, MachineStateChange, Reading
 from core.settings import SparkplugSettings
 from core.sparkplug import default_tag, ncmd_topic, state_topic
 from core.sparkplug_b_pb2 import Payload
-from ingestor.service import Ingestor
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.pipeline import EDGE, PASSWORDS, SITE, Identity, ingestor_settings
+from tests.support.pipeline import EDGE, PASSWORDS, SITE, running_ingestor
 from tests.support.sparkplug import Published, tahu_edge_node
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.sparkplug]
@@ -39,24 +36,9 @@ NOT_STORED = {"bdSeq", "Node Control/Rebirth", "Recipe", "state"}  # control, a 
 EDGE_TIMEOUT_S = 90.0
 
 
-@contextlib.asynccontextmanager
-async def sparkplug_ingestor(
-    broker: MosquittoBroker, database_url: str, engine: AsyncEngine
-) -> AsyncIterator[Ingestor]:
-    """An in-process ingestor with Sparkplug on (host id `shopfloor`), stopped (drained) at the end."""
-    settings = ingestor_settings(broker, database_url, Identity())
-    sparkplug = SparkplugSettings(
-        sparkplug_enabled=True, sparkplug_host_id=HOST_ID, sparkplug_groups=[SITE], sparkplug_tags=TAGS
-    )
-    ingestor = Ingestor(settings.model_copy(update={"sparkplug": sparkplug}), engine=engine)
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingestor.run(stop), name="test:sparkplug-ingestor")
-    await asyncio.wait_for(ingestor.subscribed.wait(), timeout=15)
-    try:
-        yield ingestor
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
+SPARKPLUG = SparkplugSettings(
+    sparkplug_enabled=True, sparkplug_host_id=HOST_ID, sparkplug_groups=[SITE], sparkplug_tags=TAGS
+)
 
 
 def expected_values(published: list[Published], gap_index: int) -> set[tuple[str, str, datetime, float | None]]:
@@ -115,7 +97,7 @@ async def test_tahu_edge_node_births_data_gap_rebirth_and_deaths_end_to_end(
                 requests.append(request)
 
     async with (
-        sparkplug_ingestor(broker, ingest_database, pipeline_engine),
+        running_ingestor(broker, ingest_database, pipeline_engine, sparkplug=SPARKPLUG),
         aiomqtt.Client(
             broker.host, broker.port, username="ingestor", password=PASSWORDS["ingestor"],
             protocol=aiomqtt.ProtocolVersion.V5,
@@ -196,7 +178,7 @@ async def test_data_before_a_birth_is_kept_and_asks_for_one_and_the_host_defends
     orphan = Payload(timestamp=int(time.time() * 1000), seq=7)
     orphan.metrics.add(alias=1, double_value=1.5)
     async with (
-        sparkplug_ingestor(broker, ingest_database, pipeline_engine),
+        running_ingestor(broker, ingest_database, pipeline_engine, sparkplug=SPARKPLUG),
         aiomqtt.Client(
             broker.host, broker.port, protocol=v5, username="ingestor", password=PASSWORDS["ingestor"]
         ) as watcher,

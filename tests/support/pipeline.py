@@ -32,6 +32,7 @@ from core.settings import (
     LogSettings,
     MqttSettings,
     RuntimeSettings,
+    SparkplugSettings,
 )
 from ingestor.service import Ingestor
 from tests.support.mosquitto import MosquittoBroker
@@ -233,10 +234,14 @@ async def running_ingestor(
     identity: Identity | None = None,
     *,
     mqtt: dict[str, Any] | None = None,
+    sparkplug: SparkplugSettings | None = None,
     **ingest: object,
 ) -> AsyncIterator[Ingestor]:
-    """An in-process ingestor on the test engine; stopped (drained) at the end. `mqtt`: see ingestor_settings."""
+    """An in-process ingestor on the test engine; stopped (drained) at the end. `mqtt`: see ingestor_settings;
+    `sparkplug`: its Sparkplug B host settings (off when None)."""
     settings = ingestor_settings(broker, database_url, identity or Identity(), mqtt=mqtt, **ingest)
+    if sparkplug is not None:
+        settings = settings.model_copy(update={"sparkplug": sparkplug})
     ingestor = Ingestor(settings, engine=engine)
     stop = asyncio.Event()
     task = asyncio.create_task(ingestor.run(stop), name="test:ingestor")
