@@ -25,6 +25,14 @@ BACKENDS = ("sqlite", "postgres")
 TIERS = (*BACKENDS, "mosquitto", "timescale", "modbus", "opcua", "nodeopcua", "sparkplug", "browser")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A `dialect_free` test that uses a database gets PostgreSQL only (see tests/support/db.py DIALECT_FREE):
+    a parametrize mark wins over the fixture's own params."""
+    if metafunc.definition.get_closest_marker("dialect_free") and "database_url" in metafunc.fixturenames:
+        metafunc.definition.add_marker(pytest.mark.parametrize("database_url", ["postgres"], indirect=True))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test by the database it runs on, so the summary can count each tier."""
     for item in items:

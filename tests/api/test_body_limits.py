@@ -13,9 +13,11 @@ import pytest
 from core.contract import MAX_PAYLOAD_BYTES
 from core.models import Role
 from tests.support.api import Api, make_settings, running_api
-from tests.support.db import Database
+from tests.support.db import DIALECT_FREE, Database
 from tests.support.factories import make_machine
 from tests.support.sse import serving
+
+pytestmark = DIALECT_FREE
 
 MIB = 1024 * 1024
 

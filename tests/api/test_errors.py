@@ -12,7 +12,10 @@ from api.app import create_app
 from api.context import context_of
 from core.models import Role
 from tests.support.api import Api, make_settings
+from tests.support.db import DIALECT_FREE
 from tests.support.logs import logged_events
+
+pytestmark = DIALECT_FREE
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "request_id"}
 

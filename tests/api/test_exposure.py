@@ -30,7 +30,10 @@ from api.ui.docs import ASSETS, ASSETS_FOLDER
 from api.ui.router import CONTENT_SECURITY_POLICY as UI_POLICY
 from core.models import Issue, IssueStatus, Role, StageAssignment, StageEvent, StageEventKind, StageStatus
 from tests.support.api import Api, bearer, make_settings
+from tests.support.db import DIALECT_FREE
 from tests.support.factories import TEST_PASSWORD, make_machine, make_work_order
+
+pytestmark = DIALECT_FREE
 
 T0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 MISSING_ID = 2_000_000_000

@@ -11,7 +11,9 @@ from pydantic import SecretStr
 from core.models import Role
 from core.settings import ApiSettings
 from tests.support.api import Api, make_settings, running_api
-from tests.support.db import Database
+from tests.support.db import DIALECT_FREE, Database
+
+pytestmark = DIALECT_FREE
 
 TOKEN = "scrape-" + "t" * 40
 

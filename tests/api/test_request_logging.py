@@ -8,8 +8,11 @@ import pytest
 
 from core.models import Role
 from tests.support.api import Api
+from tests.support.db import DIALECT_FREE
 from tests.support.factories import TEST_PASSWORD
 from tests.support.logs import logged_events
+
+pytestmark = DIALECT_FREE
 
 
 async def test_each_request_logs_one_line_with_its_context(api: Api, caplog: pytest.LogCaptureFixture) -> None:

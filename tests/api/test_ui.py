@@ -13,6 +13,9 @@ from api.app import create_app
 from api.context import context_of
 from api.ui.router import CONTENT_SECURITY_POLICY
 from tests.support.api import make_settings
+from tests.support.db import DIALECT_FREE
+
+pytestmark = DIALECT_FREE
 
 WEB = Path(__file__).resolve().parents[2] / "api" / "ui" / "web"
 INDEX = '<!doctype html><html><head><script type="module" src="/ui/assets/main-ABCD1234.js"></script></head></html>'

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, event, exists, insert, select
 from sqlalchemy.engine import Connection
@@ -23,6 +24,12 @@ from core.db import session_factory, transaction
 from core.downtime import DEFAULT_REASONS
 from core.models import Base, LossReason
 from core.schema import SEEDED_TABLES
+
+# Behaviour that does not depend on the SQL dialect (who may call a route, what an error or a header looks like)
+# is tested once, on PostgreSQL as production runs it: a module marks itself with this (tests/conftest.py gives its
+# database tests PostgreSQL only). What depends on the dialect (queries, time zones, constraints, locking, text
+# limits) runs on both databases.
+DIALECT_FREE = pytest.mark.dialect_free
 
 
 async def empty_tables(engine: AsyncEngine) -> None:
