@@ -11,6 +11,8 @@ from starlette.routing import Route
 
 from api.auth.router import router as auth_router
 from api.auth.throttle import AttemptLedger, LoginLimits, LoginThrottle
+from api.commands.publisher import MqttCommandPublisher
+from api.commands.router import router as commands_router
 from api.config.router import router as config_router
 from api.context import AppContext
 from api.efficiency.router import router as metrics_router
@@ -117,6 +119,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         streams=streams,
         ui_static_dir=UI_STATIC_DIR,
         prometheus=prometheus,
+        commands=MqttCommandPublisher(settings.mqtt.endpoint()) if settings.commands.commands_enabled else None,
     )
     app.state.context = context
     install_error_handlers(app)
@@ -133,6 +136,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         oee_router,
         plant_router,
         machines_router,
+        commands_router,
         gateways_router,
         health_router,
         config_router,

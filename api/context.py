@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the context is plain data: what it holds imports the router
     from starlette.applications import Starlette
 
     from api.auth.throttle import LoginThrottle
+    from api.commands.publisher import CommandPublisher
     from api.machines.stream import StreamHub
     from api.prometheus import ApiMetrics
     from core.security import PasswordHasher, TokenService
@@ -36,6 +37,8 @@ class AppContext:
     ui_static_dir: Path
     # None when API_METRICS_ENABLED is false.
     prometheus: ApiMetrics | None = None
+    # None when COMMANDS_ENABLED is false.
+    commands: CommandPublisher | None = None
     # The app's clock: tests replace it to follow a shift minute by minute.
     clock: Callable[[], datetime] = field(default=utcnow)
 

@@ -20,9 +20,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.clock import utcnow
+from core.commands import CommandResultPayload, CommandStatus
 from core.contract import GatewayBacklog, MachineState, QualityLevel, Telemetry, quality_name, telemetry_topic
 from core.lru import LruCache
-from core.models import Base, DeadLetter, Gateway, Machine, MachineLatest, MachineStateChange, Reading, TagRange
+from core.models import (
+    Base,
+    DeadLetter,
+    Gateway,
+    Machine,
+    MachineCommand,
+    MachineLatest,
+    MachineStateChange,
+    Reading,
+    TagRange,
+)
 
 MachineKey = tuple[str, str]  # (site, code)
 
@@ -79,6 +90,17 @@ class GatewayStatus:
     backlog: GatewayBacklog | None = None
 
 
+@dataclass(frozen=True)
+class CommandResult:
+    """A gateway's answer to a command, for the command's row; the topic names the machine it came for."""
+
+    site: str
+    machine: str
+    result: CommandResultPayload
+    topic: str
+    payload: bytes
+
+
 @dataclass
 class IngestBatch:
     """What one transaction stores."""
@@ -87,6 +109,7 @@ class IngestBatch:
     rejected: list[RejectedMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     gateways: list[GatewayStatus] = field(default_factory=list)
+    results: list[CommandResult] = field(default_factory=list)
 
     @property
     def reading_count(self) -> int:
@@ -94,7 +117,7 @@ class IngestBatch:
         return sum(len(message.readings) for message in self.telemetry)
 
     def __bool__(self) -> bool:
-        return bool(self.telemetry or self.rejected or self.statuses or self.gateways)
+        return bool(self.telemetry or self.rejected or self.statuses or self.gateways or self.results)
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,7 @@ class WriteResult:
     conflicts: int = 0
     not_good: int = 0
     out_of_range: int = 0  # good values outside their registered range, stored as bad (counted in not_good too)
+    command_results: int = 0  # commands whose row took a gateway's answer
 
     @property
     def duplicates(self) -> int:
@@ -130,6 +154,7 @@ class WriteResult:
             self.conflicts + other.conflicts,
             self.not_good + other.not_good,
             self.out_of_range + other.out_of_range,
+            self.command_results + other.command_results,
         )
 
 
@@ -338,6 +363,8 @@ async def write_batch(
         if (status.site, status.machine) not in ids:
             registry.hold(status)
     await _upsert_gateways(conn, batch.gateways)
+    recorded, refused_results = await _record_command_results(conn, batch.results)
+    rejected.extend(refused_results)
     if rejected:
         await conn.execute(
             insert(DeadLetter),
@@ -354,6 +381,7 @@ async def write_batch(
         conflicts=len(conflicts),
         not_good=sum(1 for row in rows if row[4] is not None),
         out_of_range=out_of_range,
+        command_results=recorded,
     )
 
 
@@ -609,3 +637,43 @@ async def _upsert_gateways(conn: AsyncConnection, statuses: Sequence[GatewayStat
                 where=Gateway.status_at <= statement.excluded.status_at,
             )
         )
+
+
+async def _record_command_results(
+    conn: AsyncConnection, results: Sequence[CommandResult]
+) -> tuple[int, list[RejectedMessage]]:
+    """Put each gateway answer on its command's row; an answer for no command of that machine is a dead letter.
+
+    A command already answered keeps its first answer (a redelivered result changes nothing). Only a `sent` row
+    takes one: that is also what lets an answer buffered through an outage land after the command showed as
+    expired in the API (its row still says `sent`).
+    """
+    recorded = 0
+    letters = []
+    for item in results:
+        row = (
+            await conn.execute(
+                select(MachineCommand.status, Machine.site, Machine.code)
+                .join(Machine, Machine.id == MachineCommand.machine_id)
+                .where(MachineCommand.id == item.result.id)
+            )
+        ).first()
+        if row is None or (row.site, row.code) != (item.site, item.machine):
+            reason = f"command result for no command {item.result.id} of machine {item.machine}"
+            letters.append(RejectedMessage("mqtt", item.topic, item.payload, reason))
+            continue
+        if row.status != CommandStatus.SENT:
+            continue
+        await conn.execute(
+            update(MachineCommand)
+            .where(MachineCommand.id == item.result.id, MachineCommand.status == CommandStatus.SENT)
+            .values(
+                status=CommandStatus(item.result.status),
+                reason=item.result.reason,
+                finished_at=item.result.ts,
+                gateway_id=item.result.gateway,
+                outcome=[write.model_dump() for write in item.result.writes],
+            )
+        )
+        recorded += 1
+    return recorded, letters

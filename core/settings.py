@@ -370,66 +370,6 @@ def check_secret(name: str, value: SecretStr | None, env: Environment) -> None:
         )
 
 
-class ProcessSettings(BaseSettings):
-    """What every process reads: the environment, the database, logging."""
-
-    model_config = _config()
-
-    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    log: LogSettings = Field(default_factory=LogSettings)
-
-    @property
-    def env(self) -> Environment:
-        """Shorthand for the runtime environment."""
-        return self.runtime.shopfloor_env
-
-    @classmethod
-    def load(cls) -> Self:
-        """The settings of this process from the environment; ConfigurationError (one line) when one is wrong.
-
-        Building the settings validates them, secrets included: an unsafe production secret never gets as far
-        as a running process, whoever builds the settings.
-        """
-        try:
-            return cls()
-        except ValidationError as error:
-            first = error.errors()[0]
-            name = ".".join(str(part) for part in first["loc"]).upper() or "settings"
-            raise ConfigurationError(f"{name}: {first['msg']}") from None
-
-
-class ApiProcessSettings(ProcessSettings):
-    """Everything `shopfloor api` reads."""
-
-    auth: AuthSettings = Field(default_factory=AuthSettings)
-    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
-    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
-    oee: OeeSettings = Field(default_factory=OeeSettings)
-    api: ApiSettings = Field(default_factory=ApiSettings)
-
-    @model_validator(mode="after")
-    def _safe_secrets(self) -> Self:
-        # ConfigurationError is not a ValueError: pydantic lets it through as it is, with its one-line message.
-        check_secret("SECRET_KEY", self.auth.secret_key, self.env)
-        if self.env is Environment.PRODUCTION:
-            if self.auth.allow_self_registration:
-                raise ConfigurationError(
-                    "ALLOW_SELF_REGISTRATION=true is refused when SHOPFLOOR_ENV=production: admins create accounts"
-                )
-            if self.api.api_metrics_enabled:
-                check_secret("API_METRICS_TOKEN", self.api.api_metrics_token, self.env)
-        return self
-
-    @property
-    def self_registration(self) -> bool:
-        """Whether anyone may create a worker account (ALLOW_SELF_REGISTRATION, by default off in production)."""
-        if self.auth.allow_self_registration is None:
-            return self.env is not Environment.PRODUCTION
-        return self.auth.allow_self_registration
-
-
 class MqttSettings(BaseSettings):
     """The broker connection shared by the ingestor, the gateway and the simulators."""
 
@@ -483,6 +423,89 @@ class MqttSettings(BaseSettings):
             keepalive_s=self.mqtt_keepalive_s,
             tls=tls,
         )
+
+
+class CommandSettings(BaseSettings):
+    """Commands to machines (POST /machines/{id}/commands): the API publishes them on the broker (MQTT_* settings,
+    the API's own login), the machine's gateway writes them."""
+
+    model_config = _config()
+
+    # Off: no command is published and the route answers 503 saying so.
+    commands_enabled: bool = False
+    # How long a command may wait to be executed when the request does not say (a gateway refuses it after that).
+    command_expiry_s: int = Field(default=60, ge=1, le=3600)
+
+
+class ProcessSettings(BaseSettings):
+    """What every process reads: the environment, the database, logging."""
+
+    model_config = _config()
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def env(self) -> Environment:
+        """Shorthand for the runtime environment."""
+        return self.runtime.shopfloor_env
+
+    @classmethod
+    def load(cls) -> Self:
+        """The settings of this process from the environment; ConfigurationError (one line) when one is wrong.
+
+        Building the settings validates them, secrets included: an unsafe production secret never gets as far
+        as a running process, whoever builds the settings.
+        """
+        try:
+            return cls()
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = ".".join(str(part) for part in first["loc"]).upper() or "settings"
+            raise ConfigurationError(f"{name}: {first['msg']}") from None
+
+
+class ApiProcessSettings(ProcessSettings):
+    """Everything `shopfloor api` reads."""
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    oee: OeeSettings = Field(default_factory=OeeSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    commands: CommandSettings = Field(default_factory=CommandSettings)
+    # Read only when COMMANDS_ENABLED: the broker the API publishes commands to, as its own login.
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+
+    @model_validator(mode="after")
+    def _safe_secrets(self) -> Self:
+        # ConfigurationError is not a ValueError: pydantic lets it through as it is, with its one-line message.
+        check_secret("SECRET_KEY", self.auth.secret_key, self.env)
+        if self.env is Environment.PRODUCTION and self.commands.commands_enabled:
+            if not self.mqtt.mqtt_tls or not self.mqtt.mqtt_username:
+                raise ConfigurationError(
+                    "COMMANDS_ENABLED=true when SHOPFLOOR_ENV=production needs MQTT_TLS=true and the API's own "
+                    "MQTT_USERNAME (the broker lets only that login publish commands)"
+                )
+            if self.mqtt.mqtt_cert_file is None:
+                check_secret("MQTT_PASSWORD", self.mqtt.mqtt_password, self.env)
+        if self.env is Environment.PRODUCTION:
+            if self.auth.allow_self_registration:
+                raise ConfigurationError(
+                    "ALLOW_SELF_REGISTRATION=true is refused when SHOPFLOOR_ENV=production: admins create accounts"
+                )
+            if self.api.api_metrics_enabled:
+                check_secret("API_METRICS_TOKEN", self.api.api_metrics_token, self.env)
+        return self
+
+    @property
+    def self_registration(self) -> bool:
+        """Whether anyone may create a worker account (ALLOW_SELF_REGISTRATION, by default off in production)."""
+        if self.auth.allow_self_registration is None:
+            return self.env is not Environment.PRODUCTION
+        return self.auth.allow_self_registration
 
 
 class IngestorSettings(BaseSettings):

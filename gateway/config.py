@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.commands import WriteLimits
 from core.contract import CODE_PATTERN, TAG_PATTERN, MachineState
 from core.mqtt import MqttEndpoint, MqttTls, MqttTlsError, check_tls_port
 from core.registers import REGISTER_COUNT, DataType, Order, RegisterType
@@ -166,6 +167,8 @@ class ModbusTag(_Strict):
     offset: float = 0.0
     deadband: float | None = Field(default=None, ge=0)
     range: EngineeringRange | None = None
+    # What a command may write here (holding registers and coils only); None: read-only, never written.
+    writable: WriteLimits | None = None
 
     @property
     def count(self) -> int:
@@ -178,6 +181,21 @@ class ModbusTag(_Strict):
             raise ValueError(f"data_type: a {self.table.value} is one bit, so it must be bool")
         return self
 
+    @model_validator(mode="after")
+    def _writable_table(self) -> Self:
+        if self.writable is None:
+            return self
+        if self.table in (RegisterType.INPUT, RegisterType.DISCRETE):
+            kind = "an input register" if self.table is RegisterType.INPUT else "a discrete input"
+            raise ValueError(
+                f"writable: {kind} is read-only in Modbus; only holding registers and coils can be written"
+            )
+        if (self.writable.type == "bool") != (self.data_type is DataType.BOOL):
+            if self.data_type is DataType.BOOL:
+                raise ValueError(f"writable: a {self.table.value} of data_type bool is written as type bool")
+            raise ValueError(f"writable: type bool needs a coil (or data_type bool), not a {self.data_type.value}")
+        return self
+
 
 class OpcUaTag(_Strict):
     """One variable of an OPC-UA server, by node id (e.g. `ns=2;s=Machine.BarrelTemp` or `ns=2;i=1004`)."""
@@ -188,6 +206,8 @@ class OpcUaTag(_Strict):
     range: EngineeringRange | None = None
     # None: the device's `timestamp`.
     timestamp: TimestampMode | None = None
+    # What a command may write here, checked again against the node's own data type when written; None: read-only.
+    writable: WriteLimits | None = None
 
 
 class _Device(_Strict):
@@ -272,7 +292,7 @@ class ModbusDevice(_Device):
                     f"tags.{index}: {tag.name!r} spans {tag.count} registers, more than "
                     f"max_registers_per_request ({self.max_registers_per_request})"
                 )
-        _check_state_tag(self.state_tag, names)
+        _check_state_tag(self.state_tag, self.tags)
         return self
 
     @model_validator(mode="before")
@@ -384,12 +404,23 @@ def check_modbus_lines(devices: Sequence[object]) -> None:
             )
 
 
-def _check_state_tag(state_tag: str | None, names: set[str]) -> None:
+def _check_state_tag(state_tag: str | None, tags: Sequence[ModbusTag | OpcUaTag]) -> None:
+    names = {tag.name for tag in tags}
     if state_tag is not None and state_tag not in names:
         raise ValueError(f"state_tag: {state_tag!r} is not one of the tags")
     # The contract reserves `state` for state names: a numeric tag of that name would be refused by the ingestor.
     if "state" in names and state_tag != "state":
         raise ValueError("tags: a tag named 'state' must be the state_tag (the contract reserves the name)")
+    # The state tag is published as a state name through state_map: a command writing its raw code would bypass
+    # the machine's own state logic.
+    for index, tag in enumerate(tags):
+        if tag.name == state_tag and tag.writable is not None:
+            raise ValueError(f"tags.{index}.writable: the state tag {tag.name!r} cannot be writable")
+
+
+def writable_tags(device: ModbusDevice | OpcUaDevice) -> dict[str, WriteLimits]:
+    """The tags of a device that commands may write, with their limits (empty: the device takes no commands)."""
+    return {tag.name: tag.writable for tag in device.tags if tag.writable is not None}
 
 
 class SecurityPolicy(StrEnum):
@@ -453,7 +484,7 @@ class OpcUaDevice(_Device):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"tags: {', '.join(duplicates)} appear more than once")
-        _check_state_tag(self.state_tag, set(names))
+        _check_state_tag(self.state_tag, self.tags)
         return self
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ class GatewayMetrics:
     queue_oldest_age: Gauge
     queue_max_bytes: Gauge
     queue_seconds_to_full: Gauge
+    commands: Counter
 
     @classmethod
     def create(cls) -> GatewayMetrics:
@@ -93,5 +94,11 @@ class GatewayMetrics:
                 "shopfloor_gateway_queue_seconds_to_full",
                 "Seconds until the buffer reaches a bound and drops, at its current growth (+Inf: not growing)",
                 registry=registry,
+            ),
+            commands=counter(
+                "shopfloor_gateway_commands",
+                "Commands received per machine by outcome: done, refused, failed, expired; duplicate (a redelivered "
+                "id, answered again, not executed); invalid (unreadable, no id to answer)",
+                ("machine", "outcome"),
             ),
         )

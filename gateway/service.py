@@ -8,6 +8,14 @@ on the wire within tens of milliseconds when the broker is up. After an outage t
 first, paced by `buffer.replay_rate_per_s`, interleaved with the live messages, which go first. A device that fails
 is retried with capped exponential backoff and jitter without touching the others; its online/offline status is
 published (retained).
+
+Commands (`core.commands`): when a device has writable tags, the publisher's MQTT session also subscribes (QoS 1)
+to that machine's command topic, and the session is persistent (MQTT 5: clean_start false with a session expiry;
+3.1.1: clean_session false), so commands published while the gateway was away are delivered when it is back.
+Commands are executed one at a time in arrival order by one worker (`gateway.commands` decides), through the
+machine's live source; each result goes through the disk buffer like every other message, so an outage delays it
+but does not lose it. aiomqtt acknowledges a command as it arrives: a gateway killed in the middle of one does not
+execute it a second time after its restart (the API sees it expire instead).
 """
 
 from __future__ import annotations
@@ -16,28 +24,43 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import start_http_server
 
-from core.contract import encode_status, encode_telemetry, gateway_status_topic, status_topic, telemetry_topic
+from core.clock import utcnow
+from core.commands import command_result_topic, command_topic, decode_command, encode_result, parse_command_topic
+from core.contract import (
+    ContractError,
+    encode_status,
+    encode_telemetry,
+    gateway_status_topic,
+    status_topic,
+    telemetry_topic,
+)
 from core.lifecycle import Readiness, cancel_and_wait, readiness, stop_on_signals
 from core.logging import get_logger
-from core.mqtt import mqtt_client
+from core.lru import LruCache
+from core.mqtt import SubscriptionRefused, mqtt_client, subscribe_or_raise
 from core.retry import Backoff, keep_connected, wait_or_stop
 from gateway.backlog import EMPTY, Backlog, BacklogMeter
 from gateway.buffer import AsyncDiskBuffer, BufferedMessage, BufferStats, MessageTooLarge, OutgoingMessage, message_size
-from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice
+from gateway.commands import CommandOutcome, command_id_of, execute_command
+from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice, writable_tags
 from gateway.pki import ClientApplication
 from gateway.plausibility import check_ranges
 from gateway.prometheus import GatewayMetrics
 from gateway.puback import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS, PubackTracker, settle
 from gateway.report import ChangeFilter, group_samples
-from gateway.sources.base import TRANSIENT_DEVICE_ERRORS, Source, TagValue
+from gateway.sources.base import TRANSIENT_DEVICE_ERRORS, Source, TagValue, WritableSource
 
 log = get_logger("shopfloor.gateway")
 
@@ -54,6 +77,13 @@ STATUS_REFRESH_S = 10.0
 # Replay bursts: at most this many seconds of `replay_rate_per_s` go out in one round. Small, because a round waits
 # for all its PUBACKs and live messages wait for the round in flight.
 REPLAY_BURST_S = 0.05
+# Commands waiting for the worker (executed one at a time), and the answered ids remembered so that a QoS 1
+# redelivery is answered again instead of executed twice.
+COMMAND_QUEUE = 100
+RECENT_COMMANDS = 1000
+# How long the broker keeps the gateway's session (its command subscriptions and the commands arriving meanwhile)
+# while it is away: longer than a command may wait; one that waited past its expiry is answered `expired`.
+SESSION_EXPIRY_S = 24 * 3600
 
 
 def make_source(device: ModbusDevice | OpcUaDevice, *, application: ClientApplication | None = None) -> Source:
@@ -113,6 +143,13 @@ class Gateway:
         self._status_sent_with_backlog = False
         # When the broker became unreachable (monotonic) and the appended totals then; None while connected.
         self._outage: tuple[float, int, int] | None = None
+        # Commands: the writable tags of each machine that has some, its live source while connected, the commands
+        # received and not yet executed, the answers of recent ids, and the refused subscriptions (logged once).
+        self._writable = {device.machine: writable_tags(device) for device in config.devices if writable_tags(device)}
+        self._sources: dict[str, Source] = {}
+        self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=COMMAND_QUEUE)
+        self._answers: LruCache[uuid.UUID, OutgoingMessage] = LruCache(RECENT_COMMANDS)
+        self._refused_subscriptions: set[str] = set()
 
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
         """Poll, buffer and publish until `stop` is set; then buffer what was read, try for a few seconds to
@@ -124,6 +161,8 @@ class Gateway:
                     group.create_task(self._supervise(device, stop), name=f"poll:{device.protocol}:{device.machine}")
                     for device in self.config.devices
                 ]
+                if self._writable:  # stopped with the devices: its writes need their connections
+                    devices.append(group.create_task(self._command_loop(), name="gateway:commands"))
                 writer = group.create_task(self._write_loop(), name="gateway:write")
                 group.create_task(self._backlog_loop(publishing_done), name="gateway:backlog")
                 publisher = group.create_task(self._publish_loop(publishing_done), name="gateway:publish")
@@ -165,7 +204,7 @@ class Gateway:
         warned_ranges: set[str] = set()
 
         async def poll(healthy: Callable[[], None]) -> None:
-            async with self.source_factory(device) as source:
+            async with self.source_factory(device) as source, self._live(machine, source):
                 async for values in source.values():
                     if self._online[machine] is not True:
                         await self._set_online(machine, True)
@@ -205,6 +244,15 @@ class Gateway:
             on_error=failed,
             machine=machine,
         )
+
+    @contextlib.asynccontextmanager
+    async def _live(self, machine: str, source: Source) -> AsyncIterator[None]:
+        """While open, the machine's source is where its commands are written."""
+        self._sources[machine] = source
+        try:
+            yield
+        finally:
+            del self._sources[machine]
 
     async def _set_online(self, machine: str, online: bool) -> None:
         self._online[machine] = online
@@ -285,13 +333,26 @@ class Gateway:
     def _client(self) -> aiomqtt.Client:
         broker = self.config.broker
         topic = gateway_status_topic(self.config.site, self.config.gateway_id)
+        session: dict[str, Any] = {}
+        if self._writable:
+            # Persistent, so that the broker keeps the command subscriptions and queues the commands published
+            # while the gateway is away. The publish path is unchanged by it: every message is offered again from
+            # the disk buffer after a reconnect, never from the session.
+            if broker.protocol == "5":
+                properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+                properties.SessionExpiryInterval = SESSION_EXPIRY_S
+                session = {"clean_start": False, "properties": properties}
+            else:
+                session = {"clean_session": False}
         return mqtt_client(
             broker.endpoint(),
             # The broker binds a login to its client id (mosquitto/make-logins.sh), so with a login the id is the login.
             identifier=broker.client_id or broker.username or f"gateway-{self.config.site}-{self.config.gateway_id}",
             will=aiomqtt.Will(topic, encode_status(False, will=True), qos=1, retain=True),
             max_inflight_messages=PUBLISH_WINDOW,
+            max_queued_incoming_messages=COMMAND_QUEUE,
             timeout=10,
+            **session,
         )
 
     async def _publish_loop(self, stop: asyncio.Event) -> None:
@@ -307,11 +368,15 @@ class Gateway:
                     # Messages up to here are the backlog (replayed paced); newer ones are live (sent first).
                     stats = await self._refresh_backlog()
                     await self._publish_status(tracker)
+                    await self._subscribe_commands(client)
                     self.connected.set()
                     healthy()
                     self.ready.ready(broker=f"{broker.host}:{broker.port}")
                     self._report_connected()
-                    await self._drain_buffer(tracker, stop, live_after=stats.last_id)
+                    if self._writable:
+                        await self._drain_and_receive(client, tracker, stop, live_after=stats.last_id)
+                    else:
+                        await self._drain_buffer(tracker, stop, live_after=stats.last_id)
             finally:
                 settle(client)
 
@@ -503,6 +568,129 @@ class Gateway:
                 log.info("puback_reason", topic=message.topic, reason_code=code)
             done.append(message)
         return done, pause_s
+
+    # ---- commands ----------------------------------------------------------------------------------------------
+
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        """Subscribe to the command topic of every machine with writable tags. A refusal (the broker's rules for
+        this login) is logged once and leaves telemetry alone: only that machine's commands go unheard."""
+        for machine in self._writable:
+            topic = command_topic(self.config.site, machine)
+            try:
+                await subscribe_or_raise(client, topic, qos=1)
+            except SubscriptionRefused as refusal:
+                if topic not in self._refused_subscriptions:
+                    self._refused_subscriptions.add(topic)
+                    log.error(
+                        "command_subscription_refused",
+                        machine=machine,
+                        topic=topic,
+                        reason_code=refusal.code,
+                        username=self.config.broker.username,
+                        fix="the broker login must be allowed to subscribe to its site's command topics; "
+                        "telemetry goes on, commands for this machine are not received",
+                    )
+
+    async def _drain_and_receive(
+        self, client: aiomqtt.Client, tracker: PubackTracker, stop: asyncio.Event, *, live_after: int
+    ) -> None:
+        """`_drain_buffer` and `_receive_commands` side by side, until `stop` or until either fails (the session
+        then ends, and is made again)."""
+        drain = asyncio.create_task(self._drain_buffer(tracker, stop, live_after=live_after), name="gateway:drain")
+        receive = asyncio.create_task(self._receive_commands(client), name="gateway:commands:receive")
+        try:
+            done, _ = await asyncio.wait({drain, receive}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait([drain, receive])
+        for task in done:
+            task.result()
+
+    async def _receive_commands(self, client: aiomqtt.Client) -> None:
+        """Hand every command that arrives to the command worker, in arrival order; MqttError when the link drops."""
+        async for message in client.messages:
+            topic = str(message.topic)
+            machine = self._command_machine(topic)
+            if machine is None:
+                # A subscription an earlier configuration left in the persistent session: no longer ours to answer.
+                log.warning("command_topic_not_served", topic=topic[:200])
+                await client.unsubscribe(topic)
+                continue
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            await self._commands.put((machine, payload))
+        raise aiomqtt.MqttError("the message stream ended")
+
+    def _command_machine(self, topic: str) -> str | None:
+        """The machine a command topic names, if this gateway serves its commands."""
+        try:
+            site, machine = parse_command_topic(topic, result=False)
+        except ContractError:
+            return None
+        return machine if site == self.config.site and machine in self._writable else None
+
+    async def _command_loop(self) -> None:
+        """Execute the received commands one at a time, in arrival order."""
+        while True:
+            machine, payload = await self._commands.get()
+            await self.handle_command(machine, payload)
+
+    async def handle_command(self, machine: str, payload: bytes) -> None:
+        """Decode, execute (once per id) and answer one command. Nothing a command carries can fail the gateway:
+        a command that breaks the contract is counted, logged and, when its id can be read, answered `refused`."""
+        topic = command_result_topic(self.config.site, machine)
+        try:
+            command = decode_command(payload)
+        except ContractError as error:
+            command_id = command_id_of(payload)
+            self.metrics.commands.labels(machine, "invalid" if command_id is None else "refused").inc()
+            shown = str(command_id) if command_id is not None else None
+            log.warning("command_invalid", machine=machine, id=shown, error=str(error))
+            if command_id is not None and self._answers.get(command_id) is None:
+                await self._answer(command_id, topic, CommandOutcome("refused", str(error)))
+            return
+        earlier = self._answers.get(command.id)
+        if earlier is not None:
+            self.metrics.commands.labels(machine, "duplicate").inc()
+            log.info("command_duplicate", id=str(command.id), machine=machine, issued_by=command.issued_by)
+            await self._write([earlier])
+            return
+        source = self._sources.get(machine)
+        if source is not None and not isinstance(source, WritableSource):
+            outcome = CommandOutcome("failed", "the source of this machine cannot write")
+        else:
+            try:
+                outcome = await execute_command(
+                    command, machine=machine, limits=self._writable[machine], source=source, now=utcnow()
+                )
+            except Exception:  # a bug met by one command must not end the gateway (and its telemetry)
+                log.exception("command_crashed", id=str(command.id), machine=machine)
+                outcome = CommandOutcome("failed", "internal error of the gateway (see its log)")
+        self.metrics.commands.labels(machine, outcome.status).inc()
+        # The audit trail: one line per command, whatever its outcome.
+        report = log.warning if outcome.status in ("refused", "failed") else log.info
+        report(
+            "command_executed",
+            id=str(command.id),
+            machine=machine,
+            issued_by=command.issued_by,
+            writes={write.tag: write.value for write in command.writes},
+            outcome=outcome.status,
+            reason=outcome.reason,
+        )
+        await self._answer(command.id, topic, outcome)
+
+    async def _answer(self, command_id: uuid.UUID, topic: str, outcome: CommandOutcome) -> None:
+        """Buffer the result (QoS 1, not retained) and remember it for a redelivery of the same id."""
+        payload = encode_result(
+            command_id,
+            outcome.status,
+            ts=utcnow(),
+            reason=outcome.reason,
+            gateway=self.config.gateway_id,
+            writes=outcome.writes,
+        )
+        message = OutgoingMessage(topic, payload, 1, False)
+        self._answers.put(command_id, message)
+        await self._write([message])
 
 
 class _TokenBucket:

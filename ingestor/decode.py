@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from core.commands import decode_result, parse_command_topic
 from core.contract import (
     ContractError,
     Telemetry,
@@ -14,15 +15,19 @@ from core.contract import (
     decode_telemetry,
     parse_topic,
 )
-from core.ingest import GatewayStatus, RejectedMessage, StatusUpdate
+from core.ingest import CommandResult, GatewayStatus, RejectedMessage, StatusUpdate
 from core.lru import LruCache
 
-Decoded = Telemetry | StatusUpdate | GatewayStatus | RejectedMessage | None
+Decoded = Telemetry | StatusUpdate | GatewayStatus | CommandResult | RejectedMessage | None
+COMMAND_RESULT_SUFFIX = "/command/result"
 
 
 def decode_message(topic: str, payload: bytes, *, received_at: datetime, window: TimeWindow) -> Decoded:
-    """Telemetry, a machine status, a gateway status, or a rejection with its reason."""
+    """Telemetry, a machine status, a gateway status, a command's result, or a rejection with its reason."""
     try:
+        if topic.endswith(COMMAND_RESULT_SUFFIX):
+            site, machine = parse_command_topic(topic, result=True)
+            return CommandResult(site, machine, decode_result(payload), topic, payload)
         info = parse_topic(topic)
         if info.kind is TopicKind.TELEMETRY:
             return decode_telemetry(topic, payload, received_at=received_at, window=window)

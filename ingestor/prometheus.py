@@ -27,6 +27,7 @@ class IngestMetrics:
     dead_letters: Counter
     dead_letters_dropped: Counter
     statuses_ignored: Counter
+    command_results: Counter
     transactions: Counter
     seq_gaps: Counter
     sparkplug_rebirths: Counter
@@ -83,6 +84,11 @@ class IngestMetrics:
             statuses_ignored=Counter(
                 "shopfloor_ingest_statuses_ignored",
                 "Machine statuses for unknown machines (statuses never register machines)",
+                registry=registry,
+            ),
+            command_results=Counter(
+                "shopfloor_ingest_command_results",
+                "Gateway answers to commands recorded on their command's row",
                 registry=registry,
             ),
             transactions=Counter(

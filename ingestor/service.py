@@ -25,9 +25,11 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clock import utcnow
+from core.commands import COMMAND_RESULT_FILTER
 from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER, Telemetry, shared
 from core.db import TRANSIENT_DB_ERRORS, create_engine_from_settings
 from core.ingest import (
+    CommandResult,
     GatewayStatus,
     IngestBatch,
     MachineRegistry,
@@ -190,6 +192,7 @@ class Ingestor:
             group = self.config.ingest_shared_group if self.settings.mqtt.mqtt_protocol == "5" else None
             try:
                 await subscribe_or_raise(client, shared(group, TELEMETRY_FILTER), qos=1)
+                await subscribe_or_raise(client, shared(group, COMMAND_RESULT_FILTER), qos=1)
                 # Retained statuses are never sent to shared subscriptions, so every ingestor follows them directly.
                 await subscribe_or_raise(client, STATUS_FILTER, qos=1)
                 await subscribe_or_raise(client, GATEWAY_STATUS_FILTER, qos=1)
@@ -356,6 +359,7 @@ class Ingestor:
         self.metrics.out_of_range.inc(result.out_of_range)
         self.metrics.dead_letters.inc(result.dead_lettered)
         self.metrics.statuses_ignored.inc(result.statuses_ignored)
+        self.metrics.command_results.inc(result.command_results)
         if result.conflicts:
             # Once per batch: a publisher reposting old times with new values must be visible, not folded into
             # the duplicates of ordinary redelivery.
@@ -448,6 +452,8 @@ def _batch_of(items: list[Pending]) -> IngestBatch:
             batch.statuses.append(item.decoded)
         elif isinstance(item.decoded, GatewayStatus):
             batch.gateways.append(item.decoded)
+        elif isinstance(item.decoded, CommandResult):
+            batch.results.append(item.decoded)
         elif isinstance(item.decoded, RejectedMessage):
             batch.rejected.append(item.decoded)
         elif isinstance(item.decoded, IngestBatch):

@@ -9,7 +9,11 @@
 #   MQTT_GATEWAY_LOGINS     one login per gateway or MQTT device: login@site:password, comma-separated;
 #                           login@site without a password is a login for the client-certificate listener only
 #                           (certificate Common Name = login, made by make-certs.sh). Passwords may contain
-#                           anything but a comma; logins may not start with `ingestor` or `shopfloor-`
+#                           anything but a comma; logins may not start with `ingestor` or `shopfloor-`.
+#                           login@site/m1+m2:password also names the machines whose commands the gateway executes
+#                           (machine codes joined by +): it may take their commands and answer them, no others
+#   MQTT_API_PASSWORD       password of login `shopfloor-api` (the API, when COMMANDS_ENABLED): the only login that
+#                           may publish commands to machines; unset, nobody can
 #   MQTT_INGESTOR_GROUPS    the ingestors' shared subscription groups, comma-separated (default `ingestors`, the
 #                           default INGEST_SHARED_GROUP); `ingestor` may subscribe to `$share/<group>/...` of these only
 #   MQTT_SPARKPLUG_HOST_IDS the Sparkplug host ids the ingestors use (SPARKPLUG_HOST_ID), comma-separated codes
@@ -23,7 +27,10 @@
 #   * its client id is bound to the login: the broker refuses any other id, so no device can take over the
 #     ingestor's session (and its queue) or another gateway's;
 #   * `ingestor` may subscribe to `$share/<group>/shopfloor/v1/...` (its groups) and to `shopfloor/v1/...` and
-#     receive them, and publish nothing. A SUBSCRIBE outside a login's rules is refused (SUBACK 135), so a device
+#     receive them (command results included), and publish nothing of the v1 contract.
+#   * commands: only `shopfloor-api` may publish `shopfloor/v1/+/+/command`; a gateway login may subscribe to (and
+#     receive) the command topics of the machines listed in its entry only, and publish their `…/command/result`;
+#     a device login without machines can neither read nor send a command. A SUBSCRIBE outside a login's rules is refused (SUBACK 135), so a device
 #     cannot join the ingestors' group or read other sites.
 #   * Sparkplug B (group id = site code, edge node id = the login): a gateway/device login may publish its own edge
 #     node's births, data and deaths, `spBv1.0/<site>/{NBIRTH,NDATA,NDEATH}/<login>` and
@@ -90,11 +97,15 @@ check_list() {
 
 [ -n "${MQTT_INGESTOR_PASSWORD:-}" ] || refuse "MQTT_INGESTOR_PASSWORD is not set"
 [ -n "${MQTT_GATEWAY_LOGINS:-}" ] || refuse "MQTT_GATEWAY_LOGINS is not set (expected login@site:password,...)"
+API_PASSWORD=${MQTT_API_PASSWORD:-}
 if ! command -v mosquitto_passwd >/dev/null 2>&1; then
     printf '%s: mosquitto_passwd not found (apt-get install mosquitto)\n' "$PROGRAM" >&2
     exit 1
 fi
 check_password MQTT_INGESTOR_PASSWORD "login ingestor" "$MQTT_INGESTOR_PASSWORD"
+if [ -n "$API_PASSWORD" ]; then
+    check_password MQTT_API_PASSWORD "login shopfloor-api" "$API_PASSWORD"
+fi
 check_list MQTT_GATEWAY_LOGINS "$MQTT_GATEWAY_LOGINS"
 check_list MQTT_INGESTOR_GROUPS "$INGESTOR_GROUPS"
 check_list MQTT_INGESTOR_LOGINS "$INGESTOR_LOGINS"
@@ -135,9 +146,20 @@ for entry in $MQTT_GATEWAY_LOGINS; do
         *) refuse "$where: no @site before the first colon (expected login@site:password; a comma ends an entry)" ;;
     esac
     login=${who%%@*}
-    site=${who#*@}
+    place=${who#*@}
+    site=${place%%/*}
     check_code "$where" login "$login"
     check_code "$where" site "$site"
+    case $place in
+        */*)
+            machines=${place#*/}
+            [ -n "$machines" ] || refuse "$where: no machine after the / (expected login@site/machine+machine)"
+            IFS=+
+            for machine in $machines; do
+                check_code "$where" machine "$machine"
+            done
+            IFS=, ;;
+    esac
     case $login in
         ingestor* | shopfloor-*)
             refuse "$where: logins starting with \"ingestor\" or \"shopfloor-\" are reserved for ingestors" ;;
@@ -196,10 +218,15 @@ clients=$(printf '  {"username": "ingestor", "textName": "Shopfloor ingestor", %
 for login in $INGESTOR_LOGINS; do
     clients="$clients$(printf ',\n  {"username": "%s", "clientid": "%s", "textName": "Shopfloor ingestor (certificate)", "roles": [{"rolename": "ingestor"}]}' "$login" "$login")"
 done
+if [ -n "$API_PASSWORD" ]; then
+    secret=$(credentials shopfloor-api "$API_PASSWORD") || exit 1
+    clients="$clients$(printf ',\n  {"username": "shopfloor-api", "textName": "Shopfloor API (commands)", %s,\n   "roles": [{"rolename": "api"}]}' "$secret")"
+fi
 for entry in $MQTT_GATEWAY_LOGINS; do
     who=${entry%%:*}
     login=${who%%@*}
-    site=${who#*@}
+    place=${who#*@}
+    site=${place%%/*}
     secret=''
     case $entry in
         *:*) secret=$(credentials "$login" "${entry#*:}") || exit 1
@@ -220,6 +247,8 @@ for group in $INGESTOR_GROUPS; do
     roles="$roles, $(acl subscribePattern "\$share/$group/shopfloor/v1/#")"
 done
 roles="$roles]}"
+# Several API workers publish at once, so the login is not bound to a client id; it can publish commands only.
+roles="$roles$(printf ',\n  {"rolename": "api", "acls": [%s]}' "$(acl publishClientSend 'shopfloor/v1/+/+/command')")"
 for site in $sites; do
     roles="$roles$(printf ',\n  {"rolename": "site-%s", "acls": [%s, %s, %s' "$site" \
         "$(acl publishClientSend "shopfloor/v1/$site/+/telemetry")" \
@@ -231,8 +260,19 @@ done
 for entry in $MQTT_GATEWAY_LOGINS; do
     who=${entry%%:*}
     login=${who%%@*}
-    site=${who#*@}
+    place=${who#*@}
+    site=${place%%/*}
     acls=''
+    case $place in
+        */*)
+            IFS=+
+            for machine in ${place#*/}; do
+                acls="$acls, $(acl subscribePattern "shopfloor/v1/$site/$machine/command")"
+                acls="$acls, $(acl publishClientReceive "shopfloor/v1/$site/$machine/command")"
+                acls="$acls, $(acl publishClientSend "shopfloor/v1/$site/$machine/command/result")"
+            done
+            IFS=, ;;
+    esac
     for verb in NBIRTH NDATA NDEATH; do
         acls="$acls, $(acl publishClientSend "spBv1.0/$site/$verb/$login")"
     done

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from core.contract import MachineState
@@ -136,6 +136,10 @@ class InjectionMachine:
     def state_entries(self) -> dict[MachineState, int]:
         """How often each reported state was entered (the initial idle counts once)."""
         return dict(self._state_entries)
+
+    def set_ideal_cycle_time(self, seconds: float) -> None:
+        """A new cycle time setpoint (job data from the plant): the cycles started from now on follow it."""
+        self.params = replace(self.params, ideal_cycle_time_s=seconds)
 
     def step(self, now_s: float) -> None:
         """Advance to simulated second `now_s` (never backwards), handling every event up to it."""

@@ -9,25 +9,28 @@ hour in a minute).
 Register map (protocol addresses, 0-based; unit id 1 by default; over TCP any other unit id answers exception 2,
 on an RTU line it stays silent, as a missing device on a real line does):
 
-    address  table     type     tag               unit   meaning
-    0        holding   uint16   state             -      0 off, 1 idle, 2 running, 3 setup, 4 alarm
-    1        holding   -        (reserved)        -      reads 0
-    2-3      holding   uint32   cycle_count       -      cycles completed since start
-    4-5      holding   uint32   good_count        -      good parts since start
-    6-7      holding   uint32   scrap_count       -      scrapped parts since start
-    8-9      holding   -        (reserved)        -      reads 0
-    10-11    holding   float32  torque_nm         Nm     final screw torque of the last cycle
-    12-13    holding   float32  air_pressure_bar  bar    supply air pressure
-    14-31    holding   -        (reserved)        -      reads 0
-    0        input     int16    temp_c            °C     cabinet temperature, raw in 0.1 °C (scale 0.1)
-    0        coil      bool     estop             -      emergency stop pressed
-    1        coil      bool     torque_fault      -      screwdriver torque out of tolerance
-    2        coil      bool     part_missing      -      part feeder empty
-    0        discrete  bool     part_present      -      a part sits in the fixture (sensor)
+    address  table     type     tag                    unit   meaning
+    0        holding   uint16   state                  -      0 off, 1 idle, 2 running, 3 setup, 4 alarm
+    1        holding   uint16   target_qty             -      setpoint: parts to make in the current job
+    2-3      holding   uint32   cycle_count            -      cycles completed since start
+    4-5      holding   uint32   good_count             -      good parts since start
+    6-7      holding   uint32   scrap_count            -      scrapped parts since start
+    8-9      holding   float32  cycle_time_setpoint_s  s      setpoint: the ideal cycle time the station works to
+    10-11    holding   float32  torque_nm              Nm     final screw torque of the last cycle
+    12-13    holding   float32  air_pressure_bar       bar    supply air pressure
+    14-31    holding   -        (reserved)             -      reads 0
+    0        input     int16    temp_c                 °C     cabinet temperature, raw in 0.1 °C (scale 0.1)
+    0        coil      bool     estop                  -      emergency stop pressed
+    1        coil      bool     torque_fault           -      screwdriver torque out of tolerance
+    2        coil      bool     part_missing           -      part feeder empty
+    0        discrete  bool     part_present           -      a part sits in the fixture (sensor)
 
 The 32-bit values (counters and floats) use the station's `order` (ABCD, CDAB, BADC or DCBA); the 16-bit
 registers are plain big-endian words as the protocol defines them. Every register is written through
-`core.registers.encode`, the codec the gateway decodes with. mbpoll numbers references from 1: holding address
+`core.registers.encode`, the codec the gateway decodes with. The two setpoints (`SETPOINTS`) are what a plant writes
+as job data: the station keeps what a client writes there (`setpoints()` shows it; they are not in `current()` nor
+`record`, and `station_tags()` lists them, with their command limits, only when asked with `setpoints=True`), and
+its cycles follow `cycle_time_setpoint_s` from the next cycle on. mbpoll numbers references from 1: holding address
 10 is `mbpoll -t 4:float -r 11`, and only `-B` reads ABCD floats (mbpoll's default is CDAB).
 
 In-process (tests):
@@ -61,7 +64,7 @@ import random
 import sys
 import termios
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -74,7 +77,17 @@ from pymodbus.simulator import SimData, SimDevice
 from core.clock import utcnow
 from core.contract import MachineState
 from core.lifecycle import add_ready_file_option, readiness, stop_on_signals
-from core.registers import DataType, Order, RegisterType, Value, apply_scale, decode, encode, unapply_scale
+from core.registers import (
+    REGISTER_COUNT,
+    DataType,
+    Order,
+    RegisterType,
+    Value,
+    apply_scale,
+    decode,
+    encode,
+    unapply_scale,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5020  # 502 needs root
@@ -109,11 +122,18 @@ class StationTag:
     unit: str
     meaning: str
     scale: float = 1.0
+    # A setpoint's command limits (WriteLimits fields); None: the station sets it, clients only read it.
+    writable: dict[str, Any] | None = None
 
     @property
     def uses_order(self) -> bool:
         """32-bit values follow the station's byte/word order; 16-bit registers and bits do not."""
         return self.data_type in (DataType.UINT32, DataType.FLOAT32)
+
+    @property
+    def span(self) -> int:
+        """Registers it takes."""
+        return REGISTER_COUNT[self.data_type]
 
 
 REGISTER_MAP: tuple[StationTag, ...] = (
@@ -129,14 +149,39 @@ REGISTER_MAP: tuple[StationTag, ...] = (
     StationTag("part_missing", RegisterType.COIL, 2, DataType.BOOL, "", "part feeder empty"),
     StationTag("part_present", RegisterType.DISCRETE, 0, DataType.BOOL, "", "a part sits in the fixture"),
 )
+# What a plant writes as job data, in two of the map's reserved gaps (so a gateway reading them still reads the
+# holding registers in one request); with their command limits.
+SETPOINTS: tuple[StationTag, ...] = (
+    StationTag(
+        "target_qty",
+        RegisterType.HOLDING,
+        1,
+        DataType.UINT16,
+        "",
+        "parts to make in the current job",
+        writable={"type": "int", "min": 0, "max": 10_000},
+    ),
+    StationTag(
+        "cycle_time_setpoint_s",
+        RegisterType.HOLDING,
+        8,
+        DataType.FLOAT32,
+        "s",
+        "ideal cycle time the station works to",
+        writable={"type": "float", "min": 2.0, "max": 60.0},
+    ),
+)
 _BY_NAME = {tag.name: tag for tag in REGISTER_MAP}
 ALARM_COILS = ("estop", "torque_fault", "part_missing")
+# Function codes of client writes: Write Single Register, Write Multiple Registers.
+_REGISTER_WRITES = (6, 16)
 
 
-def station_tags(order: Order = Order.ABCD) -> list[dict[str, Any]]:
-    """The station's tags as a gateway YAML `tags:` list would write them (ModbusTag fields)."""
+def station_tags(order: Order = Order.ABCD, *, setpoints: bool = False) -> list[dict[str, Any]]:
+    """The station's tags as a gateway YAML `tags:` list would write them (ModbusTag fields); `setpoints` adds the
+    writable setpoints with their command limits."""
     tags: list[dict[str, Any]] = []
-    for tag in REGISTER_MAP:
+    for tag in REGISTER_MAP + (SETPOINTS if setpoints else ()):
         entry: dict[str, Any] = {
             "name": tag.name,
             "register": tag.register.value,
@@ -147,6 +192,8 @@ def station_tags(order: Order = Order.ABCD) -> list[dict[str, Any]]:
             entry["order"] = Order(order).value
         if tag.scale != 1.0:
             entry["scale"] = tag.scale
+        if tag.writable is not None:
+            entry["writable"] = dict(tag.writable)
         tags.append(entry)
     return tags
 
@@ -362,6 +409,7 @@ class ModbusStation:
         self.record: list[tuple[datetime, str, Value | str]] = []
         self._keep_record = keep_record
         self._current: dict[str, Value | str] = {}
+        self._setpoints: dict[str, Value] = {"target_qty": 0, "cycle_time_setpoint_s": self.model.params.ideal_cycle_s}
         self._server: ModbusBaseServer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -390,6 +438,8 @@ class ModbusStation:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         # Called by pymodbus for every access; the station's own writes (set_values) always go through.
+        if set_values is not None and function_code in _REGISTER_WRITES:
+            self._take_setpoints(start_address, address, registers, [int(value) for value in set_values])
         table = _READ_TABLE.get(function_code)
         if set_values is not None or table is None:
             return None
@@ -398,11 +448,30 @@ class ModbusStation:
                 return ExcCodes(failing.code)
         return None
 
+    def _take_setpoints(self, start_address: int, address: int, registers: list[int], written: list[int]) -> None:
+        """Holding registers are written: the setpoints they touch take their new value (the registers change right
+        after this returns, so the new words are laid over the old ones here)."""
+        for tag in SETPOINTS:
+            if not (address < tag.address + tag.span and tag.address < address + len(written)):
+                continue
+            words = list(registers[tag.address - start_address : tag.address - start_address + tag.span])
+            for index, word in enumerate(written):
+                if 0 <= address + index - tag.address < tag.span:
+                    words[address + index - tag.address] = word
+            value = decode(words, tag.data_type, self.order if tag.uses_order else Order.ABCD)
+            self._setpoints[tag.name] = value
+            if tag.name == "cycle_time_setpoint_s" and math.isfinite(value) and value > 0:
+                self.model.params = replace(self.model.params, ideal_cycle_s=float(value))
+
     def _silence_other_units(self, sending: bool, packet: bytes) -> bytes:
         # On an RTU line a unit id nobody has gets no answer at all (pymodbus would answer for device 0).
         if sending and packet and packet[0] not in self.unit_ids:
             return b""
         return packet
+
+    def setpoints(self) -> dict[str, Value]:
+        """The setpoints as the registers hold them (what a client wrote last, or the initial values)."""
+        return dict(self._setpoints)
 
     def current(self) -> dict[str, Value | str]:
         """What a correct client decodes from the registers right now (state as its name)."""
@@ -474,6 +543,10 @@ class ModbusStation:
                 break
             initial.update(changes)
         await self._expose(initial)
+        for tag in SETPOINTS:
+            registers = encode(self._setpoints[tag.name], tag.data_type, self.order if tag.uses_order else Order.ABCD)
+            for unit in self.unit_ids:
+                await server.async_setValues(unit, _WRITE_CODE[tag.register], tag.address, registers)
         self._task = asyncio.create_task(self._run(events), name=f"sim:modbus:{self.where}")
         return self
 

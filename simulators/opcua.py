@@ -15,6 +15,15 @@ application URI). Variables, all with stable string node ids:
 | `ns=2;s=Machine.InjectionPressureBar`| Double | `injection_pressure_bar` |
 | `ns=2;s=Machine.CycleTimeS`          | Double | `cycle_time_s`           |
 
+Setpoints a plant writes as job data, writable by clients (`SETPOINTS`; `setpoint_tags()` gives them as gateway
+tags with their command limits, `setpoints()` reads them); the machine's cycles follow the cycle time setpoint:
+
+| node id                              | type   | gateway tag              |
+|--------------------------------------|--------|--------------------------|
+| `ns=2;s=Machine.CycleTimeSetpointS`  | Double | `cycle_time_setpoint_s`  |
+| `ns=2;s=Machine.TargetQty`           | UInt32 | `target_qty`             |
+| `ns=2;s=Machine.JobId`               | UInt32 | `job_id`                 |
+
 Every `update_interval_s` of wall time the machine advances `update_interval_s * speed` simulated seconds; each value
 that changed is written with its source and server timestamp set to the wall-clock time of that update, and recorded
 in `record`. Tests write single values with chosen timestamps and status codes through `expose()`.
@@ -95,6 +104,14 @@ VARIABLES: dict[str, tuple[str, ua.VariantType]] = {
     "cycle_time_s": ("CycleTimeS", ua.VariantType.Double),
 }
 
+# Writable setpoints: gateway tag -> (browse name, OPC-UA type, command limits as WriteLimits fields). Not in
+# VARIABLES (nor `record` / `current()`): the machine does not change them, a client does.
+SETPOINTS: dict[str, tuple[str, ua.VariantType, dict[str, Any]]] = {
+    "cycle_time_setpoint_s": ("CycleTimeSetpointS", ua.VariantType.Double, {"type": "float", "min": 2.0, "max": 120.0}),
+    "target_qty": ("TargetQty", ua.VariantType.UInt32, {"type": "int", "min": 0, "max": 100_000}),
+    "job_id": ("JobId", ua.VariantType.UInt32, {"type": "int", "min": 0, "max": 999_999_999}),
+}
+
 # The index the namespace gets on this server (checked at start-up); real servers may differ, see the docs.
 EXPECTED_NAMESPACE_INDEX = 2
 
@@ -102,13 +119,21 @@ Exposed = int | float
 
 
 def node_id(tag: str, namespace_index: int = EXPECTED_NAMESPACE_INDEX) -> str:
-    """The string node id of a gateway tag, e.g. `ns=2;s=Machine.BarrelTempC`."""
-    return f"ns={namespace_index};s={OBJECT_NAME}.{VARIABLES[tag][0]}"
+    """The string node id of a gateway tag (a variable or a setpoint), e.g. `ns=2;s=Machine.BarrelTempC`."""
+    browse_name = VARIABLES[tag][0] if tag in VARIABLES else SETPOINTS[tag][0]
+    return f"ns={namespace_index};s={OBJECT_NAME}.{browse_name}"
 
 
 def machine_tags() -> list[dict[str, str]]:
     """The simulator's tags as the gateway YAML writes them: `{"name": …, "node_id": …}`."""
     return [{"name": tag, "node_id": node_id(tag)} for tag in VARIABLES]
+
+
+def setpoint_tags() -> list[dict[str, Any]]:
+    """The writable setpoints as gateway YAML tags: `{"name": …, "node_id": …, "writable": {…}}`."""
+    return [
+        {"name": tag, "node_id": node_id(tag), "writable": dict(limits)} for tag, (_, _, limits) in SETPOINTS.items()
+    ]
 
 
 def exposed_values(values: Mapping[str, float | int | str]) -> dict[str, Exposed]:
@@ -269,6 +294,7 @@ class InjectionMachineServer:
         self._allow_anonymous = allow_anonymous
         self._server: Server | None = None
         self._nodes: dict[str, ua.NodeId] = {}
+        self._setpoint_nodes: dict[str, ua.NodeId] = {}
         self._current: dict[str, Exposed] = {}
         self._muted: dict[ua.NodeId, ua.DataValue] | None = None
         self._paused = False
@@ -282,6 +308,16 @@ class InjectionMachineServer:
     def current(self) -> dict[str, Exposed]:
         """The latest value of each tag as exposed (the state as its code)."""
         return dict(self._current)
+
+    def setpoints(self) -> dict[str, Exposed]:
+        """The setpoints as the server holds them now (what clients wrote, or the initial values)."""
+        server = self._require_server()
+        values: dict[str, Exposed] = {}
+        for tag, node in self._setpoint_nodes.items():
+            value = server.read_attribute_value(node).Value
+            if value is not None and isinstance(value.Value, int | float):
+                values[tag] = value.Value
+        return values
 
     def pause(self) -> None:
         """Stop advancing and writing: the values freeze, the server keeps serving."""
@@ -393,6 +429,15 @@ class InjectionMachineServer:
                 ua.Variant(initial[tag], variant_type),
             )
             self._nodes[tag] = variable.nodeid
+        initial_setpoints = {"cycle_time_setpoint_s": self.machine.params.ideal_cycle_time_s}
+        for tag, (browse_name, variant_type, _) in SETPOINTS.items():
+            variable = await machine.add_variable(
+                _string_node(f"{OBJECT_NAME}.{browse_name}", idx),
+                ua.QualifiedName(browse_name, idx),
+                ua.Variant(initial_setpoints.get(tag, 0), variant_type),
+            )
+            await variable.set_writable()
+            self._setpoint_nodes[tag] = variable.nodeid
         if idx != EXPECTED_NAMESPACE_INDEX:
             log.warning("opcua_simulator_namespace_index", expected=EXPECTED_NAMESPACE_INDEX, got=idx)
         self._server = server
@@ -425,6 +470,13 @@ class InjectionMachineServer:
             raise RuntimeError("the simulator is not running")
         return self._server
 
+    def _follow_setpoints(self) -> None:
+        """The machine takes a new cycle time setpoint written by a client (from its next cycle on)."""
+        wanted = self.setpoints().get("cycle_time_setpoint_s")
+        if wanted is not None and wanted > 0 and wanted != self.machine.params.ideal_cycle_time_s:
+            self.machine.set_ideal_cycle_time(float(wanted))
+            log.info("opcua_simulator_cycle_time_setpoint", cycle_time_s=wanted)
+
     def _read_muted(self, node: ua.NodeId, attribute: AttributeIds) -> ua.DataValue:
         assert self._muted is not None  # noqa: S101 -- installed only while muted
         return self._muted[node]
@@ -438,6 +490,7 @@ class InjectionMachineServer:
             await asyncio.sleep(max(0.0, started + tick * self.update_interval_s - loop.time()))
             if self._paused:
                 continue
+            self._follow_setpoints()
             # Simulated time follows the tick count, not the wall clock, so a seed gives the same machine history.
             self.machine.step(self.machine.now_s + self.update_interval_s * self.speed)
             await self._write(exposed_values(self.machine.values()))

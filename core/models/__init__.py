@@ -18,10 +18,12 @@ from core.models.telemetry import (
     Gateway,
     Machine,
     MachineApiKey,
+    MachineCommand,
     MachineLatest,
     MachineStateChange,
     Reading,
     TagRange,
+    WritableTag,
 )
 from core.models.tracking import (
     Issue,
@@ -50,6 +52,7 @@ __all__ = [
     "LossReason",
     "Machine",
     "MachineApiKey",
+    "MachineCommand",
     "MachineLatest",
     "MachineStateChange",
     "PatternShift",
@@ -68,4 +71,5 @@ __all__ = [
     "UserAccount",
     "WorkOrder",
     "WorkOrderStage",
+    "WritableTag",
 ]

@@ -1,10 +1,14 @@
-"""Machines and what they report: readings, latest values, state changes, dead letters, API keys."""
+"""Machines and what they report: readings, latest values, state changes, dead letters, API keys; what commands
+may write to them and the commands sent."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Float,
     ForeignKey,
@@ -15,12 +19,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     false,
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.clock import utcnow
+from core.commands import CommandStatus
 from core.contract import MachineState
 from core.models.base import Base, TimestampMixin, str_enum
 
@@ -145,3 +151,43 @@ class MachineApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     revoked_at: Mapped[datetime | None]
+
+
+class WritableTag(Base):
+    """A tag commands may write on a machine (the registry's side of the gateway's `writable:`), with its limits,
+    and the job-data field it takes when a stage's job data is sent (`job_field`)."""
+
+    __tablename__ = "machine_writable_tag"
+
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_type: Mapped[str] = mapped_column(String(8))
+    min: Mapped[float | None] = mapped_column(Float)
+    max: Mapped[float | None] = mapped_column(Float)
+    allowed: Mapped[list[float] | None] = mapped_column(JSON)
+    job_field: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(String(200))
+
+
+class MachineCommand(Base):
+    """One command to a machine and its outcome: the audit trail of who asked for what to be written, when, the
+    values before and after, and what the gateway answered. Never deleted by the application."""
+
+    __tablename__ = "machine_command"
+    __table_args__ = (Index("ix_machine_command_machine_id_requested_at", "machine_id", "requested_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    requested_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    # [{"tag", "value", "old_value"}]: what was asked, and the latest value stored when it was asked.
+    writes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # What the command is for when it is a stage's job data; NULL for a setpoint.
+    stage_id: Mapped[int | None] = mapped_column(ForeignKey("work_order_stage.id", ondelete="SET NULL"))
+    status: Mapped[CommandStatus] = mapped_column(str_enum(CommandStatus, "command_status"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The gateway's answer: when, which gateway, and per write the value before and the value read back.
+    finished_at: Mapped[datetime | None]
+    gateway_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

@@ -1,4 +1,4 @@
-"""What every device source gives the gateway: batches of tag values with their source time."""
+"""What every device source gives the gateway: batches of tag values with their source time, and writes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from core.commands import WriteValue
 from core.contract import Quality
 
 
@@ -33,6 +34,26 @@ class SourceError(Exception):
 TRANSIENT_DEVICE_ERRORS: tuple[type[BaseException], ...] = (SourceError, OSError, TimeoutError)
 
 
+class WriteRefused(Exception):
+    """The device cannot hold this value in this tag (its data type or scaling); nothing was written."""
+
+
+class WriteFailed(SourceError):
+    """A write went wrong on the device; `previous` is the value read before it, when that read succeeded."""
+
+    def __init__(self, message: str, *, previous: WriteValue | None = None) -> None:
+        super().__init__(message)
+        self.previous = previous
+
+
+@dataclass(frozen=True)
+class Written:
+    """One tag written: the value read just before, and the value read back just after."""
+
+    previous: WriteValue | None
+    read_back: WriteValue
+
+
 class Source(Protocol):
     """A connection to one device.
 
@@ -48,3 +69,20 @@ class Source(Protocol):
     ) -> None: ...
 
     def values(self) -> AsyncIterator[list[TagValue]]: ...
+
+
+@runtime_checkable
+class WritableSource(Protocol):
+    """A source that can also write its device's tags (both protocols' sources do).
+
+    A protocol of its own rather than part of `Source`, so a source that only reads (a test double, a future
+    read-only protocol) still is a Source; the gateway answers a command for it `failed`.
+
+    `check_write()` refuses (WriteRefused) a value the device cannot hold in a tag, before anything is written;
+    `write()` reads the tag, writes it and reads it back over the source's own connection, one request at a time
+    with its polls, and raises WriteFailed (or the library's connection errors) when the device fails.
+    """
+
+    def check_write(self, tag: str, value: WriteValue) -> None: ...
+
+    async def write(self, tag: str, value: WriteValue) -> Written: ...

@@ -19,12 +19,17 @@ client, and one first-come-first-served lock taken for a whole poll of one devic
 the wire, each with its device's own timeout and followed by its device's pause. A device waits at most one poll
 of each other device of its line; a unit that does not answer costs the others one timeout per attempt, and its
 failure ends only its own source, never the shared connection.
+
+Writes (commands, see `gateway.commands`) go through the same connection and the same turns: a write reads the tag,
+writes it and reads it back in one turn, encoded by `write_words` with the codec the polls decode with. Over tcp a
+lock of the source's own plays the part of the line's turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import termios
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,11 +42,12 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from core.clock import utcnow
+from core.commands import WriteValue
 from core.contract import STATE_TAG, Quality, QualityLevel
 from core.logging import get_logger
-from core.registers import RegisterType, Value, apply_scale, decode
+from core.registers import DataType, RegisterType, Value, apply_scale, decode, encode, unapply_scale
 from gateway.config import ModbusDevice, ModbusTag
-from gateway.sources.base import SourceError, TagValue
+from gateway.sources.base import SourceError, TagValue, WriteFailed, WriteRefused, Written
 
 log = get_logger("shopfloor.gateway.modbus")
 
@@ -106,6 +112,7 @@ EXCEPTION_NAMES = {
 }
 # A Modbus gateway answering these says the device behind it cannot be reached: the device is down, not one block.
 UNREACHABLE_CODES = frozenset({10, 11})
+_INTEGER_TYPES = frozenset(DataType) - {DataType.FLOAT32, DataType.FLOAT64, DataType.BOOL}
 # pymodbus's own response timeout, kept above any device's `timeout_s` (at most 120 s) so that the device's timeout,
 # applied around each request, always comes first; pymodbus's would also close the connection after 4 timeouts
 # in a row, which on a shared line would cut off the units that answer.
@@ -115,7 +122,7 @@ Data = Sequence[int] | Sequence[bool]
 
 
 class BlockFailed(Exception):
-    """One read was answered with a Modbus exception: the device is there, this block cannot be read."""
+    """One request was answered with a Modbus exception: the device is there, this block cannot be read (or written)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -267,6 +274,9 @@ class ModbusSource:
         self.failing: set[int] = set()
         self._client: AsyncModbusTcpClient | None = None
         self._line: SerialLine | None = None
+        # Over tcp: one request at a time on this device's own connection, polls and writes alike.
+        self._lock = asyncio.Lock()
+        self._tags = {tag.name: tag for tag in device.tags}
         self._last_unmapped: Value | None = None
 
     @property
@@ -331,7 +341,7 @@ class ModbusSource:
         the first time (nothing while it keeps failing); SourceError when the device does not answer, or answers
         nothing but exceptions."""
         results: list[tuple[int, ReadRequest, Data | BlockFailed]] = []
-        async with self._line.turn() if self._line is not None else contextlib.nullcontext():
+        async with self._turn():
             for index, request in enumerate(self.plan):
                 if index and self.device.request_pause_s:
                     await asyncio.sleep(self.device.request_pause_s)
@@ -383,6 +393,20 @@ class ModbusSource:
                 case RegisterType.DISCRETE:
                     return await client.read_discrete_inputs(request.address, count=request.count, device_id=unit)
 
+        response = await self._send(call, f"reading {what}")
+        if request.register_type in BIT_TABLES:
+            # Bits come padded to a whole byte.
+            bits = response.bits[: request.count]
+            if len(bits) != request.count:
+                raise SourceError(f"{self._where}: reading {what} returned {len(bits)} bits")
+            return bits
+        if len(response.registers) != request.count:
+            raise SourceError(f"{self._where}: reading {what} returned {len(response.registers)} registers")
+        return response.registers
+
+    async def _send(self, call: Callable[[ModbusBaseClient], Awaitable[ModbusPDU]], doing: str) -> ModbusPDU:
+        """One request, within the caller's turn; BlockFailed for a Modbus exception answer, SourceError when the
+        device does not answer or cannot be reached."""
         try:
             if self._line is not None:
                 response = await self._line.execute(
@@ -394,38 +418,74 @@ class ModbusSource:
                     raise SourceError(f"{self._where}: not connected")
                 response = await call(client)
         except TimeoutError as error:
-            raise SourceError(
-                f"{self._where}: reading {what} failed: no answer within {self.device.timeout_s} s"
-            ) from error
+            raise SourceError(f"{self._where}: {doing} failed: no answer within {self.device.timeout_s} s") from error
         except (ModbusException, OSError) as error:
-            raise SourceError(f"{self._where}: reading {what} failed: {error}") from error
+            raise SourceError(f"{self._where}: {doing} failed: {error}") from error
         if response.isError():
             code = getattr(response, "exception_code", None)
             if not isinstance(code, int) or code in UNREACHABLE_CODES:
-                raise SourceError(f"{self._where}: reading {what} answered {response}")
-            raise BlockFailed(code, f"{self._where}: reading {what} answered exception {code}")
-        if request.register_type in BIT_TABLES:
-            # Bits come padded to a whole byte.
-            bits = response.bits[: request.count]
-            if len(bits) != request.count:
-                raise SourceError(f"{self._where}: reading {what} returned {len(bits)} bits")
-            return bits
-        if len(response.registers) != request.count:
-            raise SourceError(f"{self._where}: reading {what} returned {len(response.registers)} registers")
-        return response.registers
+                raise SourceError(f"{self._where}: {doing} answered {response}")
+            raise BlockFailed(code, f"{self._where}: {doing} answered exception {code}")
+        return response
 
-    def _value(
-        self, tag: ModbusTag, request: ReadRequest, data: Sequence[int] | Sequence[bool], ts: datetime
-    ) -> TagValue | None:
+    # -- writes -------------------------------------------------------------------------------------------------
+
+    def check_write(self, tag: str, value: WriteValue) -> None:
+        """WriteRefused when the tag is not writable or its data type cannot hold `value` once un-scaled."""
+        write_words(self._writable(tag), value)
+
+    async def write(self, tag: str, value: WriteValue) -> Written:
+        """Read the tag, write it (coil: Write Single Coil; one register: Write Single Register; wider: Write
+        Multiple Registers) and read it back, all in one turn of the connection, so no poll comes in between."""
+        spec = self._writable(tag)
+        words = write_words(spec, value)
+        request = ReadRequest(spec.table, spec.address, spec.count, (spec,))
+        unit = self.device.unit_id
+
+        async def call(client: ModbusBaseClient) -> ModbusPDU:
+            if isinstance(words, bool):
+                return await client.write_coil(spec.address, words, device_id=unit)
+            if len(words) == 1:
+                return await client.write_register(spec.address, words[0], device_id=unit)
+            return await client.write_registers(spec.address, words, device_id=unit)
+
+        async with self._turn():
+            try:
+                previous = self._engineering(spec, request, await self._read(request))
+            except BlockFailed as failure:
+                raise WriteFailed(str(failure)) from failure
+            try:
+                await self._send(call, f"writing {spec.table.value} {spec.address} ({tag})")
+                read_back = self._engineering(spec, request, await self._read(request))
+            except (BlockFailed, SourceError) as failure:
+                raise WriteFailed(str(failure), previous=previous) from failure
+        return Written(previous, read_back)
+
+    def _writable(self, tag: str) -> ModbusTag:
+        spec = self._tags.get(tag)
+        if spec is None or spec.writable is None:
+            raise WriteRefused(f"not a writable tag of {self.device.machine}")
+        return spec
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The connection for one poll or one write: the shared line's turn, or this device's own lock."""
+        return self._line.turn() if self._line is not None else self._lock
+
+    @staticmethod
+    def _engineering(tag: ModbusTag, request: ReadRequest, data: Data) -> Value:
         offset = tag.address - request.address
-        raw: Value
         if request.register_type in BIT_TABLES:
-            raw = bool(data[offset])
-        else:
-            raw = decode([int(word) for word in data[offset : offset + tag.count]], tag.data_type, tag.order)
+            return bool(data[offset])
+        raw = decode([int(word) for word in data[offset : offset + tag.count]], tag.data_type, tag.order)
+        return apply_scale(raw, tag.scale, tag.offset)
+
+    def _value(self, tag: ModbusTag, request: ReadRequest, data: Data, ts: datetime) -> TagValue | None:
         if tag.name == self.device.state_tag:
+            offset = tag.address - request.address
+            words = [int(word) for word in data[offset : offset + tag.count]]
+            raw = bool(data[offset]) if request.register_type in BIT_TABLES else decode(words, tag.data_type, tag.order)
             return self._state(tag, raw, ts)
-        return TagValue(tag.name, apply_scale(raw, tag.scale, tag.offset), ts)
+        return TagValue(tag.name, self._engineering(tag, request, data), ts)
 
     def _state(self, tag: ModbusTag, raw: Value, ts: datetime) -> TagValue | None:
         code = int(raw) if not isinstance(raw, float) or raw.is_integer() else None
@@ -446,3 +506,29 @@ class ModbusSource:
         self._last_unmapped = None
         # The contract's reserved key: the ingestor stores it as a machine-state change.
         return TagValue(STATE_TAG, state.value, ts)
+
+
+def write_words(tag: ModbusTag, value: WriteValue) -> bool | list[int]:
+    """What goes on the wire for an engineering value: a coil's bit, or the registers of the raw value
+    (value - offset) / scale encoded with the tag's data type and order, the codec the polls decode with.
+    WriteRefused when the tag's data type cannot hold it."""
+    if tag.table is RegisterType.COIL:
+        return bool(value)
+    if tag.data_type is DataType.BOOL:
+        return encode(bool(value), tag.data_type, tag.order)
+    raw: float | int = value
+    if tag.scale != 1 or tag.offset != 0:
+        raw = unapply_scale(float(value), tag.scale, tag.offset)
+    if tag.data_type in _INTEGER_TYPES:
+        whole = round(raw)
+        # A value between two steps of the scale would be rounded by the register, and read back different.
+        if not math.isclose(raw, whole, rel_tol=1e-9, abs_tol=1e-9):
+            raise WriteRefused(
+                f"{value!r} is not a whole step of scale {tag.scale:g} and offset {tag.offset:g} "
+                f"(raw {raw:.10g} for {tag.data_type.value})"
+            )
+        raw = whole
+    try:
+        return encode(raw, tag.data_type, tag.order)
+    except ValueError as error:
+        raise WriteRefused(f"{value!r} does not fit the register: {error}") from None

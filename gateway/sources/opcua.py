@@ -58,6 +58,7 @@ from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.common.utils import ServiceError
 from asyncua.crypto import security_policies
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorMethod, CertificateValidatorOptions
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
@@ -65,6 +66,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from core.clock import utcnow
+from core.commands import WriteValue
 from core.contract import MachineState, Quality, QualityLevel
 from core.logging import get_logger
 from gateway.config import ConfigError, OpcUaDevice, SecurityMode, SecurityPolicy, TimestampMode
@@ -77,7 +79,7 @@ from gateway.pki import (
     thumbprint,
 )
 from gateway.plausibility import CLOCK_SKEW, flagged
-from gateway.sources.base import SourceError, TagValue
+from gateway.sources.base import SourceError, TagValue, WriteFailed, WriteRefused, Written
 
 log = get_logger("shopfloor.gateway.opcua")
 
@@ -114,6 +116,22 @@ _CERTIFICATE_REFUSED = {
     StatusCodes.BadSecurityChecksFailed,
     StatusCodes.BadCertificateInvalid,
 }
+
+# The built-in OPC-UA types a command may write, by the numeric id of their DataType node in namespace 0 (which is
+# also their VariantType), with the range of the integer ones. Other types (text, dates, structures, enumerations
+# and types derived from these) are refused.
+_INTEGER_RANGES: dict[ua.VariantType, tuple[int, int]] = {
+    ua.VariantType.SByte: (-(2**7), 2**7 - 1),
+    ua.VariantType.Byte: (0, 2**8 - 1),
+    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
+    ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
+    ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
+    ua.VariantType.UInt64: (0, 2**64 - 1),
+}
+_WRITABLE_TYPES = frozenset({ua.VariantType.Boolean, ua.VariantType.Float, ua.VariantType.Double, *_INTEGER_RANGES})
+_FLOAT32_MAX = 3.4028234663852886e38
 
 # Connection-level failures of asyncua: transport gone, request timed out, or a Bad service result.
 _FAILURES: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError, UaError)
@@ -235,6 +253,9 @@ class OpcUaSource:
         self._client: Client | None = None
         self._nodes: list[Node] = []
         self._tags: dict[ua.NodeId, str] = {}
+        self._node_of: dict[str, Node] = {}
+        # Each writable tag's node type on this connection, read at connect; None: not a type the gateway writes.
+        self._write_types: dict[str, ua.VariantType | None] = {}
         self._max_read = 0
         self._max_monitor = 0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUE_SIZE)
@@ -483,6 +504,7 @@ class OpcUaSource:
                     node_ids[tag] = ua.NodeId(node.Identifier, index, node.NodeIdType)
         self._nodes = [client.get_node(node) for node in node_ids.values()]
         self._tags = {node: tag for tag, node in node_ids.items()}
+        self._node_of = {tag: client.get_node(node) for tag, node in node_ids.items()}
         limits = await client.read_attributes(
             [
                 client.get_node(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead),
@@ -490,6 +512,12 @@ class OpcUaSource:
             ]
         )
         self._max_read, self._max_monitor = (_limit(value) for value in limits)
+        writable = [tag.name for tag in self.device.tags if tag.writable is not None]
+        self._write_types = {}
+        if writable:
+            # The node's own type decides how a command's value is encoded: the server refuses another one.
+            types = await client.read_attributes([self._node_of[tag] for tag in writable], AttributeIds.DataType)
+            self._write_types = {tag: _variant_type(value) for tag, value in zip(writable, types, strict=True)}
 
     async def _close(self, client: Client) -> None:
         try:
@@ -640,6 +668,45 @@ class OpcUaSource:
         except _FAILURES as error:
             raise SourceError(f"opc-ua {self.device.endpoint}: server silent: {_describe(error)}") from error
 
+    # -- writes -----------------------------------------------------------------------------------------------
+
+    def check_write(self, tag: str, value: WriteValue) -> None:
+        """WriteRefused when the tag is not writable or its node's data type cannot hold `value`."""
+        self._variant(tag, value)
+
+    async def write(self, tag: str, value: WriteValue) -> Written:
+        """Read the node, write the value as the node's own type, and read it back."""
+        variant = self._variant(tag, value)
+        client = self._connected()
+        node = self._node_of[tag]
+        previous: WriteValue | None = None
+        try:
+            previous = _plain(await self._read_one(client, node, tag))
+            # Without timestamps: many PLCs (S7-1500 among them) refuse a write that carries a SourceTimestamp,
+            # which asyncua's write_value would add.
+            await node.write_attribute(AttributeIds.Value, ua.DataValue(variant))
+            read_back = _plain(await self._read_one(client, node, tag))
+        except _FAILURES as error:
+            raise WriteFailed(
+                f"opc-ua {self.device.endpoint}: writing {tag} failed: {_describe(error)}", previous=previous
+            ) from error
+        if read_back is None:
+            raise WriteFailed(f"opc-ua {self.device.endpoint}: {tag} reads back no number", previous=previous)
+        return Written(previous, read_back)
+
+    async def _read_one(self, client: Client, node: Node, tag: str) -> ua.Variant:
+        (datavalue,) = await client.read_attributes([node])
+        status = datavalue.StatusCode or ua.StatusCode()
+        if not status.is_good():
+            raise UaError(f"{tag} reads status {status.name}")
+        return datavalue.Value or ua.Variant()
+
+    def _variant(self, tag: str, value: WriteValue) -> ua.Variant:
+        """The value as its node's type; WriteRefused when the tag is not writable or its node cannot hold it."""
+        if tag not in self._write_types:
+            raise WriteRefused(f"not a writable tag of {self.device.machine}")
+        return variant_for(self._write_types[tag], value)
+
     # -- conversion -------------------------------------------------------------------------------------------
 
     def _convert(self, tag: str, datavalue: ua.DataValue, now: datetime) -> TagValue | None:
@@ -777,6 +844,51 @@ def _subscription_parameters(interval_ms: int) -> ua.CreateSubscriptionParameter
         PublishingEnabled=True,
         Priority=ua.Byte(0),
     )
+
+
+def variant_for(variant_type: ua.VariantType | None, value: WriteValue) -> ua.Variant:
+    """A command's value as a node of this type holds it; WriteRefused when it cannot (None: a type the gateway
+    does not write)."""
+    if variant_type is None:
+        raise WriteRefused("its node's data type is not a boolean or number type the gateway can write")
+    if variant_type is ua.VariantType.Boolean:
+        if not isinstance(value, bool):
+            raise WriteRefused(f"{value!r} is not a boolean, which its node holds")
+        return ua.Variant(value, variant_type)
+    if isinstance(value, bool):
+        raise WriteRefused(f"a boolean cannot be written to its {variant_type.name} node")
+    bounds = _INTEGER_RANGES.get(variant_type)
+    if bounds is not None:
+        if not float(value).is_integer():
+            raise WriteRefused(f"{value!r} is not a whole number, which its {variant_type.name} node holds")
+        low, high = bounds
+        if not low <= int(value) <= high:
+            raise WriteRefused(f"{value!r} is outside the range of its {variant_type.name} node ({low}..{high})")
+        return ua.Variant(int(value), variant_type)
+    if variant_type is ua.VariantType.Float and abs(value) > _FLOAT32_MAX:
+        raise WriteRefused(f"{value!r} is beyond the range of its Float node")
+    return ua.Variant(float(value), variant_type)
+
+
+def _variant_type(datavalue: ua.DataValue) -> ua.VariantType | None:
+    """The VariantType of a node whose DataType attribute was read; None unless a built-in type a command may write."""
+    data_type = datavalue.Value.Value if datavalue.Value is not None else None
+    if not isinstance(data_type, ua.NodeId) or data_type.NamespaceIndex != 0:
+        return None
+    identifier = data_type.Identifier
+    if not isinstance(identifier, int) or identifier not in {member.value for member in _WRITABLE_TYPES}:
+        return None
+    return ua.VariantType(identifier)
+
+
+def _plain(variant: ua.Variant) -> WriteValue | None:
+    """A value read as the command result carries it: a boolean, a whole or a finite number; None otherwise."""
+    value = variant.Value
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
 
 
 def _limit(datavalue: ua.DataValue) -> int:

@@ -8,6 +8,7 @@ is tested in test_tracking_flow.py and test_assignments.py.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ import pytest
 
 from api.app import create_app
 from api.context import context_of
+from core.commands import CommandStatus
 from core.contract import MachineState
 from core.models import (
     CalendarException,
@@ -25,6 +27,7 @@ from core.models import (
     Issue,
     IssueStatus,
     MachineApiKey,
+    MachineCommand,
     RefreshToken,
     Role,
     ShiftPattern,
@@ -33,10 +36,14 @@ from core.models import (
     StageEventKind,
     StageStatus,
     TagRange,
+    WritableTag,
 )
 from core.security import new_secret, secret_digest
 from tests.support.api import Api, make_settings
+from tests.support.db import DIALECT_FREE
 from tests.support.factories import add_states, make_machine, make_work_order
+
+pytestmark = DIALECT_FREE
 
 ANONYMOUS = "anonymous"
 ACTORS = (ANONYMOUS, Role.WORKER.value, Role.PLANNER.value, Role.ADMIN.value)
@@ -62,6 +69,7 @@ class Target:
     key_id: int
     pattern_id: int
     exception_id: int
+    command_id: uuid.UUID
     # A live refresh token of the target user (refresh and logout take the token itself, whoever sends it).
     refresh_token: str
 
@@ -77,6 +85,9 @@ class Rule:
     query_for: Callable[[Target], dict[str, str]] | None = None
     # A live stream never ends by itself: the app is told it is stopping, so the stream ends after its snapshot.
     stream: bool = False
+    # What an allowed role gets when not a success: sending a command answers 503 `commands_off` here (no broker),
+    # which it does only after the role check.
+    allowed_problem: tuple[int, str] | None = None
 
 
 def _unique(prefix: str) -> str:
@@ -120,6 +131,17 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
         holiday = CalendarException(day=date(2026, 12, 31), kind=CalendarExceptionKind.NON_WORKING)
         session.add_all([pattern, holiday])
         session.add(TagRange(machine_id=machine.id, tag="temp", low=-20, high=400))
+        session.add(WritableTag(machine_id=machine.id, tag="temp", value_type="float", min=0, max=300))
+        command = MachineCommand(
+            id=uuid.uuid4(),
+            machine_id=machine.id,
+            requested_by_id=target_user.id,
+            requested_at=T0,
+            expires_at=T0 + timedelta(minutes=1),
+            writes=[{"tag": "temp", "value": 210.0, "old_value": None}],
+            status=CommandStatus.DONE,
+        )
+        session.add(command)
         refresh_token = new_secret()
         session.add(
             RefreshToken(
@@ -143,6 +165,7 @@ async def make_target(api: Api, worker_id: int | None) -> Target:
             key_id=key.id,
             pattern_id=pattern.id,
             exception_id=holiday.id,
+            command_id=command.id,
             refresh_token=refresh_token,
         )
 
@@ -165,6 +188,7 @@ def _paths(path: str, target: Target) -> str:
         exception_id=target.exception_id,
         code="reduced_speed",
         tag="temp",
+        command_id=target.command_id,
     )
 
 
@@ -252,6 +276,18 @@ ROUTES = [
     Rule("GET", "/gateways", ANY_USER),
     Rule("PUT", "/machines/{machine_id}/tag-ranges/{tag}", ADMIN, lambda _: {"low": -20, "high": 400}),
     Rule("DELETE", "/machines/{machine_id}/tag-ranges/{tag}", ADMIN),
+    Rule("GET", "/machines/{machine_id}/writable-tags", PLANNERS),
+    Rule("PUT", "/machines/{machine_id}/writable-tags/{tag}", ADMIN, lambda _: {"type": "float", "min": 0, "max": 250}),
+    Rule("DELETE", "/machines/{machine_id}/writable-tags/{tag}", ADMIN),
+    Rule(
+        "POST",
+        "/machines/{machine_id}/commands",
+        PLANNERS,
+        lambda _: {"tag": "temp", "value": 215.5},
+        allowed_problem=(503, "commands_off"),
+    ),
+    Rule("GET", "/machines/{machine_id}/commands", PLANNERS),
+    Rule("GET", "/machines/{machine_id}/commands/{command_id}", PLANNERS),
     Rule(
         "GET",
         "/machines/{machine_id}/readings",
@@ -362,7 +398,9 @@ async def test_route_allows_exactly_the_roles_of_the_table(api: Api, rule: Rule,
         params=rule.query_for(target) if rule.query_for else rule.query,
         headers=headers,
     )
-    if actor in rule.allowed:
+    if actor in rule.allowed and rule.allowed_problem is not None:
+        assert (response.status_code, response.json()["code"]) == rule.allowed_problem, response.text
+    elif actor in rule.allowed:
         assert response.status_code < 400, response.text
     elif actor == ANONYMOUS:
         assert response.status_code == 401, response.text

@@ -393,6 +393,73 @@ async def test_a_device_login_cannot_join_the_ingestors_share_group(broker: Mosq
     assert [message.payload for message in received] == [telemetry(value) for value in range(6)]
 
 
+# --- commands to machines --------------------------------------------------------------------------------
+
+COMMAND_USERS = {
+    "ingestor": GOOD_PASSWORD,
+    "shopfloor-api": GOOD_PASSWORD,
+    "gw-press": GOOD_PASSWORD,
+    "gw-assembly": GOOD_PASSWORD,
+    "device": GOOD_PASSWORD,
+}
+COMMAND_SITES = {"gw-press": "plant/press-1", "gw-assembly": "plant/assembly-1+assembly-2", "device": "plant"}
+PRESS_COMMAND = "shopfloor/v1/plant/press-1/command"
+ASSEMBLY_COMMAND = "shopfloor/v1/plant/assembly-1/command"
+
+
+async def test_only_the_api_sends_commands_and_each_gateway_gets_only_its_machines() -> None:
+    with running_mosquitto(users=COMMAND_USERS, sites=COMMAND_SITES) as broker:
+        async with (
+            client(broker, "shopfloor-api", identifier="shopfloor-api-1") as api,
+            client(broker, "gw-press") as press,
+            client(broker, "gw-assembly") as assembly,
+            client(broker, "device") as device,
+            client(broker, "ingestor", identifier="ingestor-1") as ingestor,
+        ):
+            own = await press.subscribe(PRESS_COMMAND, qos=1)
+            # Another machine's commands, every machine's, and a device's reach for any command: refused.
+            foreign = [
+                await press.subscribe(topic, qos=1) for topic in (ASSEMBLY_COMMAND, "shopfloor/v1/plant/+/command")
+            ]
+            snooping = await device.subscribe("shopfloor/v1/plant/+/command", qos=1)
+            await assembly.subscribe(ASSEMBLY_COMMAND, qos=1)
+            forged = {name: record_pubacks(login) for name, login in (("press", press), ("device", device))}
+            forged["ingestor"] = record_pubacks(ingestor)
+
+            # A gateway, a device and the ingestor cannot send commands; the API can, to any machine.
+            await press.publish(PRESS_COMMAND, b"{}", qos=1)
+            await device.publish(PRESS_COMMAND, b"{}", qos=1)
+            await ingestor.publish(PRESS_COMMAND, b"{}", qos=1)
+            await api.publish(ASSEMBLY_COMMAND, b'{"for": "assembly"}', qos=1)
+            await api.publish(PRESS_COMMAND, b'{"for": "press"}', qos=1)
+            [to_press] = await receive(press, 1)
+            [to_assembly] = await receive(assembly, 1)
+    assert suback_codes(own) == [1]  # granted, QoS 1
+    assert [suback_codes(granted) for granted in foreign] == [[NOT_AUTHORIZED], [NOT_AUTHORIZED]]
+    assert suback_codes(snooping) == [NOT_AUTHORIZED]
+    assert forged == {"press": [NOT_AUTHORIZED], "device": [NOT_AUTHORIZED], "ingestor": [NOT_AUTHORIZED]}
+    # Only the API's command reached each gateway (the forged one to the press came first and did not).
+    assert to_press.payload == b'{"for": "press"}'
+    assert to_assembly.payload == b'{"for": "assembly"}'
+
+
+async def test_a_gateway_answers_only_its_machines_commands_and_the_ingestor_hears_it() -> None:
+    with running_mosquitto(users=COMMAND_USERS, sites=COMMAND_SITES) as broker:
+        async with (
+            client(broker, "gw-press") as press,
+            client(broker, "device") as device,
+            client(broker, "ingestor", identifier="ingestor-1") as ingestor,
+        ):
+            await ingestor.subscribe("$share/ingestors/shopfloor/v1/+/+/command/result", qos=1)
+            pubacks = {"press": record_pubacks(press), "device": record_pubacks(device)}
+            await press.publish(f"{ASSEMBLY_COMMAND}/result", b"{}", qos=1)
+            await device.publish(f"{PRESS_COMMAND}/result", b"{}", qos=1)
+            await press.publish(f"{PRESS_COMMAND}/result", b'{"status": "done"}', qos=1)
+            [heard] = await receive(ingestor, 1)
+    assert pubacks == {"press": [NOT_AUTHORIZED, SUCCESS], "device": [NOT_AUTHORIZED]}
+    assert (str(heard.topic), heard.payload) == (f"{PRESS_COMMAND}/result", b'{"status": "done"}')
+
+
 # --- persistent sessions and broker persistence ----------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 INGESTOR_USER = "ingestor"
+API_USER = "shopfloor-api"
 # Passwords of at least 12 characters, as make-logins.sh demands. Every other login is a gateway login of the site
 # named in `sites` (default: the site with the login's own name); its client id must be the login.
 DEFAULT_USERS = {INGESTOR_USER: "ingestor-test-secret", "s1": "s1-test-secret-01", "s2": "s2-test-secret-02"}
@@ -123,14 +124,21 @@ def _chown_to_broker(*paths: Path) -> None:
 def make_logins_file(
     path: Path, users: dict[str, str], sites: dict[str, str] | None = None, ingestor_groups: Sequence[str] = ()
 ) -> None:
-    """Run OUR make-logins.sh: `ingestor`, and every other user as a gateway login of its site."""
+    """Run OUR make-logins.sh: `ingestor`, `shopfloor-api` (the API's login), and every other user as a gateway
+    login of its site (`sites` may add the machines whose commands it takes: `site/m1+m2`)."""
     env = {"PATH": SEARCH_PATH}
     if ingestor_groups:
         env["MQTT_INGESTOR_GROUPS"] = ",".join(ingestor_groups)
     if INGESTOR_USER in users:
         env["MQTT_INGESTOR_PASSWORD"] = users[INGESTOR_USER]
+    if API_USER in users:
+        env["MQTT_API_PASSWORD"] = users[API_USER]
     sites = sites or {}
-    logins = [f"{name}@{sites.get(name, name)}:{password}" for name, password in users.items() if name != INGESTOR_USER]
+    logins = [
+        f"{name}@{sites.get(name, name)}:{password}"
+        for name, password in users.items()
+        if name not in (INGESTOR_USER, API_USER)
+    ]
     if logins:
         env["MQTT_GATEWAY_LOGINS"] = ",".join(logins)
     result = subprocess.run(  # noqa: S603 -- our own script, fixed arguments, no shell

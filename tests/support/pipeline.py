@@ -44,14 +44,21 @@ SITE = "plant1"
 PUBLISHER = "plant1-pub"
 # A Sparkplug B edge node of site plant1 (group plant1, edge node id = the login; tests/integration/test_sparkplug.py).
 EDGE = "plant1-edge"
+# The API's login (the only one that may publish commands), and a gateway login that takes the commands of two
+# machines of plant1 (tests/integration/test_commands.py).
+API_LOGIN = "shopfloor-api"
+COMMAND_GATEWAY = "plant1-cmd"
+COMMAND_MACHINES = ("press-cmd", "assembly-cmd")
 PASSWORDS = {
     "ingestor": "ingestor-secret-pw",
     SITE: "plant1-secret-pw!",
     PUBLISHER: "plant1-pub-secret-pw",
     "plant2": "plant2-secret-pw!",
     EDGE: "plant1-edge-secret-pw",
+    API_LOGIN: "api-commands-secret-pw",
+    COMMAND_GATEWAY: "plant1-cmd-secret-pw",
 }
-LOGIN_SITES = {PUBLISHER: SITE, EDGE: SITE}
+LOGIN_SITES = {PUBLISHER: SITE, EDGE: SITE, COMMAND_GATEWAY: f"{SITE}/{'+'.join(COMMAND_MACHINES)}"}
 SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
 
 

@@ -1,0 +1,129 @@
+"""Commands to machines (planners and admins) and the tags they may write (admins)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Path, Response, status
+
+from api.commands import service
+from api.commands.publisher import PublishFailed
+from api.commands.schemas import CommandIn, CommandRead, WritableTagIn, WritableTagRead
+from api.deps import AdminUser, Context, DetachedUser, Now, PlannerUser, Session
+from api.pagination import COUNTED, PAGED, Id, Pagination, counted
+from core.commands import command_topic, encode_command
+from core.contract import TAG_PATTERN
+from core.db import transaction
+from core.errors import Forbidden, Unavailable
+from core.models import Role
+
+router = APIRouter(prefix="/machines", tags=["commands"])
+log = structlog.get_logger(__name__)
+Tag = Annotated[str, Path(pattern=f"^{TAG_PATTERN}$")]
+
+
+@router.get("/{machine_id}/writable-tags", response_model=list[WritableTagRead], responses=COUNTED)
+async def get_writable_tags(
+    machine_id: Id, session: Session, _user: PlannerUser, response: Response
+) -> list[WritableTagRead]:
+    """The tags commands may write on this machine, with their limits."""
+    rows = await service.writable_tags(session, machine_id=machine_id)
+    return counted(response, [WritableTagRead.of(row) for row in rows])
+
+
+@router.put("/{machine_id}/writable-tags/{tag}", response_model=WritableTagRead)
+async def put_writable_tag(
+    machine_id: Id, tag: Tag, body: WritableTagIn, session: Session, _admin: AdminUser
+) -> WritableTagRead:
+    """Let commands write this tag within these limits. The gateway checks its own configuration again: a tag
+    must be writable in both to be written."""
+    row = await service.set_writable_tag(
+        session,
+        machine_id=machine_id,
+        tag=tag,
+        limits=body.limits(),
+        job_field=body.job_field,
+        description=body.description,
+    )
+    return WritableTagRead.of(row)
+
+
+@router.delete("/{machine_id}/writable-tags/{tag}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_writable_tag(machine_id: Id, tag: Tag, session: Session, _admin: AdminUser) -> Response:
+    """Commands may no longer write this tag."""
+    await service.delete_writable_tag(session, machine_id=machine_id, tag=tag)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{machine_id}/commands",
+    response_model=CommandRead,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={503: {"description": "Commands are off (COMMANDS_ENABLED), or the broker did not take the command"}},
+)
+async def send_command(machine_id: Id, body: CommandIn, context: Context, actor: DetachedUser, now: Now) -> CommandRead:
+    """Send a setpoint, several, or a stage's job data to the machine's gateway: checked against the machine's
+    writable tags, recorded, published (QoS 1, with its expiry), and answered 202 once the broker has it. The
+    gateway writes, reads back, and its answer updates the command (`GET …/commands/{id}`)."""
+    if actor.role not in (Role.ADMIN, Role.PLANNER):
+        raise Forbidden("Sending commands to machines needs the role admin or planner")
+    settings = context.settings.commands
+    publisher = context.commands
+    if publisher is None:
+        raise Unavailable("Commands to machines are off on this server (COMMANDS_ENABLED=false)", code="commands_off")
+    request = service.CommandRequest(
+        writes=body.to_writes(),
+        stage_id=body.stage_id,
+        expires_in_s=body.expires_in_s or settings.command_expiry_s,
+    )
+    # Committed before it is published: the gateway may answer within milliseconds, and its answer must find the row.
+    async with transaction(context.session_factory) as session:
+        command, machine = await service.create_command(
+            session, actor=actor, machine_id=machine_id, request=request, now=now
+        )
+        payload = encode_command(service.payload_of(command, issued_by=actor.username))
+        topic = command_topic(machine.site, machine.code)
+        command_id = command.id
+    log.info(
+        "command_sent",
+        command_id=str(command_id),
+        machine=machine.code,
+        writes=[(write["tag"], write["value"]) for write in command.writes],
+        expires_in_s=request.expires_in_s,
+    )
+    try:
+        await publisher.publish(topic, payload, command_id=command_id, expiry_s=request.expires_in_s)
+    except PublishFailed as error:
+        log.warning("command_not_sent", command_id=str(command_id), error=str(error))
+        async with transaction(context.session_factory) as session:
+            await service.record_not_sent(session, command_id=command_id, reason=str(error), now=context.clock())
+        raise Unavailable(
+            f"The broker did not take the command, so it was not sent: {error}",
+            code="broker_unavailable",
+            extra={"command_id": str(command_id)},
+            retry_after_s=5,
+        ) from None
+    async with transaction(context.session_factory) as session:
+        item = await service.get_command(session, machine_id=machine_id, command_id=command_id, now=context.clock())
+    return CommandRead.of(item)
+
+
+@router.get("/{machine_id}/commands", response_model=list[CommandRead], responses=PAGED)
+async def list_commands(
+    machine_id: Id, session: Session, _user: PlannerUser, page: Pagination, now: Now
+) -> list[CommandRead]:
+    """The machine's commands, newest first: who asked for what, when, and what the gateway answered."""
+    items, total = await service.list_commands(
+        session, machine_id=machine_id, limit=page.limit, offset=page.offset, now=now
+    )
+    return page.respond([CommandRead.of(item) for item in items], total)
+
+
+@router.get("/{machine_id}/commands/{command_id}", response_model=CommandRead)
+async def get_command(
+    machine_id: Id, command_id: uuid.UUID, session: Session, _user: PlannerUser, now: Now
+) -> CommandRead:
+    """One command and its outcome."""
+    return CommandRead.of(await service.get_command(session, machine_id=machine_id, command_id=command_id, now=now))
