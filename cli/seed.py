@@ -7,6 +7,7 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Any
 
 from cli.errors import CommandError
 from core.logging import configure_logging
@@ -20,6 +21,19 @@ DEMO_MACHINES = (
     ("assembly-1", "Assembly station 1 (Modbus TCP)", "assembly", 8.0),
     ("press-2", "Injection press 2 (MQTT-native)", "injection_moulding", 12.0),
 )
+# The setpoints the demo gateway may write (gateway/example.yaml marks the same tags `writable`, same limits): tag,
+# type, min, max, and the job field it takes when a stage's job data is sent.
+DEMO_WRITABLE = {
+    "press-1": (
+        ("cycle_time_setpoint_s", "float", 2, 120, None),
+        ("target_qty", "int", 0, 100_000, "target_qty"),
+        ("job_id", "int", 0, 999_999_999, "work_order_id"),
+    ),
+    "assembly-1": (
+        ("target_qty", "int", 0, 10_000, "target_qty"),
+        ("cycle_time_setpoint_s", "float", 2, 60, None),
+    ),
+}
 DEMO_WORK_ORDERS = (
     # product, lot, qty, stages as (name, machine code, minutes) from the hour after seeding
     ("HOUSING-A", "DEMO-001", 500, (("Enjeksiyon", "press-1", 120), ("Montaj", "assembly-1", 120))),
@@ -104,6 +118,7 @@ async def seed_demo(settings: ToolSettings) -> SeedResult:
                 elif existing.ideal_cycle_time_s is None:  # registered by its first telemetry: complete it
                     existing.ideal_cycle_time_s, existing.name, existing.machine_type = ideal, name, machine_type
                 machine_ids[code] = existing.id
+            await _seed_writable_tags(session, machine_ids)
             start = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
             for product, lot, qty, stages in DEMO_WORK_ORDERS:
                 if await session.scalar(select(WorkOrder.id).where(WorkOrder.lot_no == lot)):
@@ -125,6 +140,25 @@ async def seed_demo(settings: ToolSettings) -> SeedResult:
     finally:
         await engine.dispose()
     return SeedResult(result.users, result.machines, result.work_orders, calendar)
+
+
+async def _seed_writable_tags(session: Any, machine_ids: dict[str, int]) -> None:
+    """The demo machines' writable setpoints, where the registry has none yet (an admin's own stay as they are)."""
+    from api.commands.service import JobField, set_writable_tag, writable_tags
+    from core.commands import WriteLimits
+
+    for code, tags in DEMO_WRITABLE.items():
+        if await writable_tags(session, machine_id=machine_ids[code]):
+            continue
+        for tag, value_type, low, high, job_field in tags:
+            await set_writable_tag(
+                session,
+                machine_id=machine_ids[code],
+                tag=tag,
+                limits=WriteLimits.model_validate({"type": value_type, "min": low, "max": high}),
+                job_field=JobField(job_field) if job_field else None,
+                description=None,
+            )
 
 
 async def _seed_calendar(session: object, *, actor: object, settings: ToolSettings, press_id: int) -> bool:

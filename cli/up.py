@@ -235,6 +235,8 @@ def _stack_children(
         "MQTT_PORT": str(ports.mqtt),
         "MQTT_PROTOCOL": protocol,
         "INGEST_CLIENT_ID": "shopfloor-ingestor-demo",
+        # The API sends setpoints and job data to the simulators through the gateway (anonymous broker, demo only).
+        "COMMANDS_ENABLED": "true",
         "INGEST_METRICS_PORT": str(ports.ingest_metrics),
         "PYTHONUNBUFFERED": "1",
     }

@@ -177,6 +177,13 @@ def test_seed_creates_demo_users_once(served: tuple[str, dict[str, str]], workdi
     headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
     assert len(httpx.get(f"{base}/calendar", headers=headers).json()["patterns"]) == 1
     [press] = [row for row in httpx.get(f"{base}/machines", headers=headers).json() if row["code"] == "press-1"]
+    # The setpoints the demo gateway may write are writable in the registry too, job data fields included.
+    writable = httpx.get(f"{base}/machines/{press['id']}/writable-tags", headers=headers).json()
+    assert [(row["tag"], row["job_field"]) for row in writable] == [
+        ("cycle_time_setpoint_s", None),
+        ("job_id", "work_order_id"),
+        ("target_qty", "target_qty"),
+    ]
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
     window = {"from": f"{yesterday}T06:00:00", "to": f"{yesterday}T14:00:00"}
     oee = httpx.get(f"{base}/oee", params={"machine_id": press["id"], "group_by": "shift", **window}, headers=headers)

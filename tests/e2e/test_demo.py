@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -219,6 +220,17 @@ def shopfloor_up_pid(group: int) -> int:
 @pytest.mark.opcua
 @pytest.mark.modbus
 @pytest.mark.sqlite
+def wait_for_answer(client: httpx.Client, url: str) -> dict[str, Any]:
+    """A command once its gateway has answered."""
+    deadline, command = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        command = client.get(url).json()
+        if command["status"] != "sent":
+            return dict(command)
+        time.sleep(0.1)
+    raise AssertionError(f"no answer to the command within 30 s: {command}")
+
+
 def test_make_demo_shows_readings_from_every_source_and_reuses_its_data(tmp_path: Path, runs: list[Run]) -> None:
     data_dir, offset = tmp_path / "demo-data", free_offset()
 
@@ -239,6 +251,14 @@ def test_make_demo_shows_readings_from_every_source_and_reuses_its_data(tmp_path
     assert machines["press-1"]["ideal_cycle_time_s"] == 12.0
     assert machines["assembly-1"]["ideal_cycle_time_s"] == 8.0
     assert {item["lot_no"] for item in work_orders} >= {"DEMO-001", "DEMO-002", "DEMO-003"}
+    # A setpoint goes the whole way: API, broker, gateway, the OPC-UA press, read back, answered through the ingestor.
+    with login(first.base, "planner", passwords["planner"]) as planner:
+        command = planner.post(
+            f"/machines/{machines['press-1']['id']}/commands", json={"tag": "cycle_time_setpoint_s", "value": 14.5}
+        )
+        assert command.status_code == 202, command.text
+        answered = wait_for_answer(planner, f"/machines/{machines['press-1']['id']}/commands/{command.json()['id']}")
+    assert (answered["status"], answered["writes"][0]["read_back"]) == ("done", 14.5), answered
     with login(first.base, "worker", passwords["worker"]) as worker:
         assert (
             int(worker.get("/workorders").headers["X-Total-Count"]) >= 3

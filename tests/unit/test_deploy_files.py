@@ -24,7 +24,9 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 SECRET_NAMES = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
 # Empty means "off", not a default secret: pgAdmin refuses to start without a password (and runs only in its
 # profile).
-OPTIONAL_SECRETS = {"PGADMIN_PASSWORD"}
+# Optional: pgAdmin is a convenience; without the API's broker password no login may publish commands, and the API
+# refuses to start with COMMANDS_ENABLED=true (tests/unit/test_settings.py).
+OPTIONAL_SECRETS = {"PGADMIN_PASSWORD", "MQTT_API_PASSWORD"}
 # ${NAME}, ${NAME:-default}, ${NAME:?message}, ${NAME:+alternative}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}")
 
@@ -174,9 +176,10 @@ def test_the_gateways_broker_login_matches_its_config(
 ) -> None:
     values = {"MQTT_GATEWAY_PASSWORD": "gateway-password-1", "MQTT_INGESTOR_PASSWORD": "ingestor-password"}
     logins = services["mosquitto"]["environment"]["MQTT_GATEWAY_LOGINS"]
-    assert interpolate(logins, values) == "edge-01@plant1:gateway-password-1"
+    # The gateway takes the commands of the two machines its config serves.
+    assert interpolate(logins, values) == "edge-01@plant1/press-1+assembly-1:gateway-password-1"
     assert interpolate(logins, {**values, "MQTT_MORE_GATEWAYS": "hall2@plant2:other-password"}) == (
-        "edge-01@plant1:gateway-password-1,hall2@plant2:other-password"
+        "edge-01@plant1/press-1+assembly-1:gateway-password-1,hall2@plant2:other-password"
     )
     gateway = parse_config(interpolate(compose["configs"]["gateway"]["content"], values), source="compose")
     assert gateway.site == "plant1"
@@ -197,6 +200,11 @@ def test_the_gateways_broker_login_matches_its_config(
     assert services["gateway"]["command"] == ["gateway", "--config", "/etc/shopfloor/gateway.yaml"]
     # The OPC-UA ApplicationURI (named in the gateway's certificate) does not follow the container's host name.
     assert gateway.opcua.application_uri == "urn:edge-01.plant1:shopfloor:gateway"
+    assert [device.machine for device in gateway.devices] == ["press-1", "assembly-1"]
+    # The API publishes commands over TLS as its own login, with the CA mounted the same way.
+    api = services["api"]["environment"]
+    assert (api["MQTT_PORT"], api["MQTT_TLS"], api["MQTT_USERNAME"]) == ("8883", "true", "shopfloor-api")
+    assert "./mosquitto/certs/ca.crt:/etc/shopfloor/mqtt-ca.crt:ro" in services["api"]["volumes"]
     renamed = interpolate(
         compose["configs"]["gateway"]["content"], values | {"GATEWAY_LOGIN": "hall2", "SHOPFLOOR_SITE": "plant2"}
     )

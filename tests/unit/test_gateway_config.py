@@ -373,13 +373,17 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
 
 def test_the_shipped_example_drives_both_simulators() -> None:
     from simulators.modbus import station_tags
-    from simulators.opcua import machine_tags
+    from simulators.opcua import machine_tags, setpoint_tags
 
     config = load_config(Path(__file__).resolve().parents[2] / "gateway" / "example.yaml")
     press, station = config.devices
     assert isinstance(press, OpcUaDevice)
-    assert [(tag.name, tag.node_id) for tag in press.tags] == [(t["name"], t["node_id"]) for t in machine_tags()]
-    assert [tag.name for tag in station.tags] == [t["name"] for t in station_tags()]
+    served = machine_tags() + setpoint_tags()
+    assert [(tag.name, tag.node_id) for tag in press.tags] == [(t["name"], t["node_id"]) for t in served]
+    assert [tag.name for tag in station.tags] == [t["name"] for t in station_tags(setpoints=True)]
+    # The setpoints are writable on both, within limits, and nothing else is.
+    assert [tag.name for tag in press.tags if tag.writable] == [t["name"] for t in setpoint_tags()]
+    assert [tag.name for tag in station.tags if tag.writable] == ["target_qty", "cycle_time_setpoint_s"]
     assert config.buffer.path.is_absolute()
 
 

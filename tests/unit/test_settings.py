@@ -12,6 +12,7 @@ from core.settings import (
     ApiProcessSettings,
     ApiSettings,
     AuthSettings,
+    CommandSettings,
     ConfigurationError,
     DatabaseSettings,
     Environment,
@@ -43,6 +44,7 @@ SETTINGS_PIECES = (
     IngestorSettings,
     ApiSettings,
     SparkplugSettings,
+    CommandSettings,
 )
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -56,6 +58,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_cwd: Path) -> None:
 
 
 RANDOM_KEY = "q0Vx3N8mKfL2aR7tYw9ZpB4cJ6hD1gE5uS0iO8nM"
+API_PASSWORD = "Zq8vN2mX7kR4tY1wP9sLb3Hc6Jd0Ke5Mf"
 
 
 def production(secret: str | None, *, api: dict[str, object] | None = None, **auth: object) -> ApiProcessSettings:
@@ -115,6 +118,24 @@ def test_production_metrics_need_a_token_unless_turned_off() -> None:
     with pytest.raises(ConfigurationError, match=r"^API_METRICS_TOKEN is guessable"):
         production(RANDOM_KEY, api={"api_metrics_token": "m" * 40})
     assert production(RANDOM_KEY, api={"api_metrics_enabled": False}).api.api_metrics_token is None
+
+
+def test_production_commands_need_tls_and_the_apis_own_login() -> None:
+    def with_commands(**mqtt: object) -> ApiProcessSettings:
+        return production(RANDOM_KEY).model_validate(
+            production(RANDOM_KEY).model_dump()
+            | {"commands": {"commands_enabled": True}, "mqtt": {"mqtt_port": 8883, **mqtt}}
+        )
+
+    assert production(RANDOM_KEY).commands.commands_enabled is False  # off by default: nothing to check
+    with pytest.raises(ConfigurationError, match=r"^COMMANDS_ENABLED=true .* needs MQTT_TLS=true"):
+        with_commands(mqtt_username="shopfloor-api", mqtt_password=API_PASSWORD)
+    with pytest.raises(ConfigurationError, match=r"^COMMANDS_ENABLED=true .* needs MQTT_TLS=true"):
+        with_commands(mqtt_tls=True)
+    with pytest.raises(ConfigurationError, match=r"^MQTT_PASSWORD is too short"):
+        with_commands(mqtt_tls=True, mqtt_username="shopfloor-api", mqtt_password="short")
+    settings = with_commands(mqtt_tls=True, mqtt_username="shopfloor-api", mqtt_password=API_PASSWORD)
+    assert settings.commands.commands_enabled
 
 
 def test_trust_forwarded_for_is_refused_in_favour_of_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
