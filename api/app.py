@@ -42,7 +42,7 @@ from api.ui.router import router as ui_router
 from api.users.router import router as users_router
 from api.workorders.router import router as workorders_router
 from core.contract import MAX_PAYLOAD_BYTES
-from core.db import create_engine_from_settings, session_factory
+from core.db import create_engine_from_settings, read_session_factory, session_factory
 from core.security import PasswordHasher, TokenService
 from core.settings import ApiProcessSettings
 
@@ -94,6 +94,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
         settings=settings,
         engine=engine,
         session_factory=session_factory(engine),
+        read_session_factory=read_session_factory(engine),
         hasher=hasher,
         tokens=TokenService(
             key=settings.auth.signing_key,

@@ -29,6 +29,9 @@ class AppContext:
     settings: ApiProcessSettings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    # Requests that only read (GET, HEAD) on PostgreSQL: autocommit sessions, no BEGIN/COMMIT round trips. None: they
+    # use `session_factory` like the others (SQLite; tests that run everything in one rolled-back transaction).
+    read_session_factory: async_sessionmaker[AsyncSession] | None
     hasher: PasswordHasher
     tokens: TokenService
     login_throttle: LoginThrottle

@@ -35,8 +35,16 @@ def get_settings(context: Context) -> ApiProcessSettings:
     return context.settings
 
 
-async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
-    """One session and one transaction per request: committed on success, rolled back on any error."""
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def get_session(request: Request, context: Context) -> AsyncIterator[AsyncSession]:
+    """One session and one transaction per request: committed on success, rolled back on any error. A request that
+    only reads (GET, HEAD) on PostgreSQL gets an autocommit session instead: no BEGIN and COMMIT round trips."""
+    if request.method in READ_METHODS and context.read_session_factory is not None:
+        async with context.read_session_factory() as session:
+            yield session
+        return
     async with context.session_factory() as session, session.begin():
         yield session
 

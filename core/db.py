@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from core.models import Base
 from core.settings import DatabaseSettings
@@ -108,7 +109,10 @@ def create_engine_from_settings(settings: DatabaseSettings) -> AsyncEngine:
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout_s,
             pool_recycle=settings.db_pool_recycle_s,
-            pool_pre_ping=True,
+            # No round trip per checkout: a connection the server dropped (a restart, a failover) fails its first
+            # statement, which invalidates every connection of the pool older than it; that request answers 503
+            # with Retry-After and the next gets new connections (tests/api/test_failure_modes.py).
+            pool_pre_ping=False,
             connect_args=_postgres_connect_args(url, settings),
         )
     install_sqlite_pragmas(engine.sync_engine)
@@ -118,6 +122,35 @@ def create_engine_from_settings(settings: DatabaseSettings) -> AsyncEngine:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A read-only session was asked to write: a bug in the route, not a client error."""
+
+
+class _ReadOnlySession(Session):
+    """The sync session under a read-only AsyncSession."""
+
+
+@event.listens_for(_ReadOnlySession, "before_flush")
+def _refuse_writes(session: Session, flush_context: object, instances: object) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlyViolation("a read-only request tried to write")
+
+
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession] | None:
+    """Sessions for requests that only read, on PostgreSQL: in autocommit, so a request costs no BEGIN and COMMIT
+    round trips (each statement sees the latest committed data). None on SQLite, where a transaction costs no
+    round trip. A write through such a session (an ORM flush) raises ReadOnlyViolation rather than committing
+    statement by statement."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        autoflush=True,
+        sync_session_class=_ReadOnlySession,
+    )
 
 
 @asynccontextmanager

@@ -75,7 +75,9 @@ class Database:
     def bind(self, app: FastAPI) -> None:
         """Make the app's requests read and write where the test does."""
         if self._shared:
-            context_of(app).session_factory = self.sessions
+            context = context_of(app)
+            context.session_factory = self.sessions
+            context.read_session_factory = None  # reads too, inside the test's transaction
 
 
 def committed(engine: AsyncEngine, url: str) -> Database:
