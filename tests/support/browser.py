@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -50,9 +50,10 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-def serve_api(database_url: str, folder: Path) -> Iterator[str]:
-    """`shopfloor api` on a free port over `database_url`, run in `folder` (no developer's .env in the way); yields
-    its base URL and stops it afterwards. For a fixture: `yield from serve_api(url, tmp_path)`."""
+def serve_api(database_url: str, folder: Path, settings: Mapping[str, str] | None = None) -> Iterator[str]:
+    """`shopfloor api` on a free port over `database_url`, run in `folder` (no developer's .env in the way), with
+    `settings` as extra environment variables; yields its base URL and stops it afterwards. For a fixture:
+    `yield from serve_api(url, tmp_path)`."""
     port = free_port()
     env = {
         **os.environ,
@@ -62,6 +63,7 @@ def serve_api(database_url: str, folder: Path) -> Iterator[str]:
         "LOG_FORMAT": "console",
         "ARGON2_TIME_COST": str(TEST_PASSWORDS.argon2_time_cost),
         "ARGON2_MEMORY_KIB": str(TEST_PASSWORDS.argon2_memory_kib),
+        **(settings or {}),
     }
     log_path = folder / "api.log"
     with log_path.open("wb") as log:

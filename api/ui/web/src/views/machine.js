@@ -1,5 +1,6 @@
-// One machine: live header and current values, charts of chosen tags over a chosen range, the state timeline, OEE.
-import { ApiError, get, getOptional, itemsOf } from "../api.js";
+// One machine: live header and current values, charts of chosen tags over a chosen range, the state timeline, OEE,
+// and for planners and admins its setpoints and the commands sent to it.
+import { ApiError, get, getOptional, itemsOf, session } from "../api.js";
 import { COLORS, tagChart } from "../chart.js";
 import { h, refsOf, showError } from "../dom.js";
 import { ago, dateTime, fromLocalInput, number, toLocalInput } from "../format.js";
@@ -7,6 +8,7 @@ import { t } from "../i18n.js";
 import { follow } from "../live.js";
 import { renderOee, stageContext } from "../oee.js";
 import { alignTimeline, renderTimeline } from "../timeline.js";
+import { commandsSection } from "./commands.js";
 import { setOnline, setStateBadge, since } from "./machines.js";
 
 const RANGES = { "1h": 3600e3, "8h": 8 * 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3 };
@@ -16,8 +18,12 @@ const MAX_TAGS = 8;
 // Charts over a range that ends now are redrawn this often, so new buckets appear.
 const REFRESH_MS = 30000;
 
-/** The page's parts, in the current language; the ones the view fills carry a `data-ref`. */
-function layout() {
+// Commands write to real machines: workers neither see them nor may send them (the API answers them 403).
+const COMMAND_ROLES = ["planner", "admin"];
+
+/** The page's parts, in the current language; the ones the view fills carry a `data-ref`; `commands`, the commands
+ * block when the user may send commands. */
+function layout(commands) {
   const ref = (name, attributes = {}) => ({ ...attributes, dataset: { ...attributes.dataset, ref: name } });
   return h(
     "section",
@@ -72,6 +78,7 @@ function layout() {
         h("ul", ref("oee-notes", { class: "notes small" })),
       ),
     ),
+    commands ? commands.element : null,
     h(
       "section",
       { class: "card history" },
@@ -111,7 +118,11 @@ function layout() {
 
 /** Render machine `machineId` into `app`; `params` (the hash's query) holds range, from, to and tags. */
 export function machineView(app, machineId, params) {
-  const root = layout();
+  const latest = new Map();
+  const commands = COMMAND_ROLES.includes(session.read()?.role)
+    ? commandsSection(machineId, { latestOf: (tag) => latest.get(tag) })
+    : null;
+  const root = layout(commands);
   const refs = refsOf(root);
   app.replaceChildren(root);
   app.dataset.view = "machine";
@@ -127,7 +138,6 @@ export function machineView(app, machineId, params) {
   if (view.range === "custom" && !(Date.parse(view.from) < Date.parse(view.to))) view.range = DEFAULT_RANGE;
 
   let machine = null;
-  const latest = new Map();
   let state = null;
   const charts = new Map();
   let stopLive = () => {};
@@ -172,6 +182,7 @@ export function machineView(app, machineId, params) {
       }),
     );
     refs["no-values"].hidden = rows.length > 0;
+    commands?.drawLatest();
   };
 
   const takeLatest = (answer) => {
@@ -429,6 +440,7 @@ export function machineView(app, machineId, params) {
     destroy() {
       stopped = true;
       stopLive();
+      commands?.destroy();
       clearTimeout(timer);
       for (const chart of charts.values()) chart.destroy();
       document.title = "Shopfloor · operator view";
