@@ -124,9 +124,9 @@ class WriteLimits(BaseModel):
 
 
 class CommandWrite(BaseModel):
-    """One tag to set to one value."""
+    """One tag to set to one value, as sent: `"5"` for a number is refused, never converted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     tag: str = Field(pattern=f"^{TAG_PATTERN}$")
     value: WriteValue

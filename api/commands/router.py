@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from api.commands import service
-from api.commands.publisher import PublishFailed
+from api.commands.publisher import CommandPublisher, PublishFailed
 from api.commands.schemas import CommandIn, CommandRead, WritableTagIn, WritableTagRead
+from api.context import AppContext
 from api.deps import AdminUser, Context, DetachedUser, Now, PlannerUser, Session
-from api.pagination import COUNTED, PAGED, Id, Pagination, counted
+from api.pagination import COUNTED, MAX_ID, PAGED, Id, Pagination, counted
 from core.commands import command_topic, encode_command
 from core.contract import TAG_PATTERN
 from core.db import transaction
-from core.errors import Forbidden, Unavailable
+from core.errors import DomainError, Forbidden, Unavailable
 from core.models import Role
+from core.security import Principal
 
 router = APIRouter(prefix="/machines", tags=["commands"])
 log = structlog.get_logger(__name__)
@@ -78,6 +81,22 @@ async def send_command(machine_id: Id, body: CommandIn, context: Context, actor:
         stage_id=body.stage_id,
         expires_in_s=body.expires_in_s or settings.command_expiry_s,
     )
+    return CommandRead.of(
+        await dispatch(context, publisher, actor=actor, machine_id=machine_id, request=request, now=now)
+    )
+
+
+async def dispatch(
+    context: AppContext,
+    publisher: CommandPublisher,
+    *,
+    actor: Principal,
+    machine_id: int,
+    request: service.CommandRequest,
+    now: datetime,
+) -> service.CommandView:
+    """Check, record (committed), publish; the command as it stands once the broker has it. Domain errors when a
+    check fails (nothing recorded); Unavailable when the broker does not take it (recorded as failed)."""
     # Committed before it is published: the gateway may answer within milliseconds, and its answer must find the row.
     async with transaction(context.session_factory) as session:
         command, machine = await service.create_command(
@@ -91,6 +110,7 @@ async def send_command(machine_id: Id, body: CommandIn, context: Context, actor:
         command_id=str(command_id),
         machine=machine.code,
         writes=[(write["tag"], write["value"]) for write in command.writes],
+        stage_id=request.stage_id,
         expires_in_s=request.expires_in_s,
     )
     try:
@@ -106,17 +126,40 @@ async def send_command(machine_id: Id, body: CommandIn, context: Context, actor:
             retry_after_s=5,
         ) from None
     async with transaction(context.session_factory) as session:
-        item = await service.get_command(session, machine_id=machine_id, command_id=command_id, now=context.clock())
-    return CommandRead.of(item)
+        return await service.get_command(session, machine_id=machine_id, command_id=command_id, now=context.clock())
+
+
+async def send_job_data_on_start(context: AppContext, *, actor: Principal, machine_id: int, stage_id: int) -> None:
+    """After a stage started (its transaction committed), its job data to its machine when the machine asks for it
+    (`send_job_data_on_start`) and commands are on. Never fails the start: what goes wrong is on the command's row or
+    in the log (`job_data_not_sent`)."""
+    if context.commands is None:
+        return
+    request = service.CommandRequest(
+        writes=None, stage_id=stage_id, expires_in_s=context.settings.commands.command_expiry_s
+    )
+    try:
+        view = await dispatch(
+            context, context.commands, actor=actor, machine_id=machine_id, request=request, now=context.clock()
+        )
+    except DomainError as error:
+        log.warning("job_data_not_sent", stage_id=stage_id, machine_id=machine_id, code=error.code, reason=str(error))
+        return
+    log.info("job_data_sent", stage_id=stage_id, machine_id=machine_id, command_id=str(view.command.id))
 
 
 @router.get("/{machine_id}/commands", response_model=list[CommandRead], responses=PAGED)
 async def list_commands(
-    machine_id: Id, session: Session, _user: PlannerUser, page: Pagination, now: Now
+    machine_id: Id,
+    session: Session,
+    _user: PlannerUser,
+    page: Pagination,
+    now: Now,
+    stage_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this stage's job data")] = None,
 ) -> list[CommandRead]:
     """The machine's commands, newest first: who asked for what, when, and what the gateway answered."""
     items, total = await service.list_commands(
-        session, machine_id=machine_id, limit=page.limit, offset=page.offset, now=now
+        session, machine_id=machine_id, stage_id=stage_id, limit=page.limit, offset=page.offset, now=now
     )
     return page.respond([CommandRead.of(item) for item in items], total)
 

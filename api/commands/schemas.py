@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.commands.service import CommandView, JobField, limits_of
 from api.schemas import InputModel
@@ -65,7 +65,10 @@ class WritableTagRead(BaseModel):
 
 class CommandIn(InputModel):
     """One of: a `tag` and a `value`; several `writes`; or `stage_id` to send that stage's job data (the work
-    order's id and quantity, the stage's id, the machine's ideal cycle time) to the tags that take them."""
+    order's id and quantity, the stage's id, the machine's ideal cycle time) to the tags that take them. Strict: a
+    command to a machine takes its values as sent (`"5"` or `true` for a number is refused, never converted)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     tag: str | None = Field(default=None, pattern=f"^{TAG_PATTERN}$")
     value: WriteValue | None = None

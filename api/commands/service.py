@@ -234,11 +234,13 @@ def view(command: MachineCommand, requested_by: str, *, now: datetime) -> Comman
 
 
 async def list_commands(
-    session: AsyncSession, *, machine_id: int, limit: int, offset: int, now: datetime
+    session: AsyncSession, *, machine_id: int, stage_id: int | None = None, limit: int, offset: int, now: datetime
 ) -> tuple[list[CommandView], int]:
-    """A page of the machine's commands, newest first."""
+    """A page of the machine's commands (those of one stage's job data when `stage_id` is given), newest first."""
     await _machine(session, machine_id)
     where = MachineCommand.machine_id == machine_id
+    if stage_id is not None:
+        where &= MachineCommand.stage_id == stage_id
     total = await session.scalar(select(func.count()).select_from(MachineCommand).where(where))
     rows = await session.execute(
         select(MachineCommand, UserAccount.username)

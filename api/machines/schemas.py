@@ -31,6 +31,9 @@ class MachineCreate(InputModel):
     machine_type: ShortText | None = None
     location: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
     ideal_cycle_time_s: CycleTime | None = None
+    send_job_data_on_start: bool = Field(
+        default=False, description="When a stage starts on it, send its job data (commands; see writable tags)"
+    )
 
 
 class MachineUpdate(InputModel):
@@ -40,6 +43,7 @@ class MachineUpdate(InputModel):
     machine_type: ShortText | None = None
     location: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
     ideal_cycle_time_s: CycleTime | None = None
+    send_job_data_on_start: bool | None = None
 
 
 class MachineRead(BaseModel):
@@ -60,6 +64,7 @@ class MachineRead(BaseModel):
     last_seen_at: datetime | None
     archived_at: datetime | None
     created_at: datetime
+    send_job_data_on_start: bool = False
     state: str | None = Field(default=None, description="The last state the machine reported")
     state_since: datetime | None = Field(default=None, description="When it entered that state")
     running_stage_id: int | None = Field(

@@ -40,6 +40,7 @@ class NewMachine:
     machine_type: str | None
     location: str | None
     ideal_cycle_time_s: float | None
+    send_job_data_on_start: bool = False
 
 
 def hash_key(key: str) -> str:
@@ -88,10 +89,15 @@ async def list_machines(
 async def update_machine(
     session: AsyncSession, *, actor: Principal, machine_id: int, changes: dict[str, object]
 ) -> Machine:
-    """Change a machine's description (name, type, location, ideal cycle time)."""
+    """Change a machine's description (name, type, location, ideal cycle time) or whether its stages' job data is
+    sent when they start."""
     machine = await get_machine(session, machine_id=machine_id)
     if changes.get("name", "") is None:
         raise InvalidInput("A machine needs a name", fields={"name": "may not be null"})
+    if "send_job_data_on_start" in changes and changes["send_job_data_on_start"] is None:
+        raise InvalidInput(
+            "send_job_data_on_start is true or false", fields={"send_job_data_on_start": "may not be null"}
+        )
     for key, value in changes.items():
         setattr(machine, key, value)
     await session.flush()

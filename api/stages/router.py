@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, BackgroundTasks, Response, status
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import CurrentUser, Now, PlannerUser, Session, Settings
+from api.commands.router import send_job_data_on_start
+from api.deps import Context, CurrentUser, Now, PlannerUser, Session, Settings
 from api.efficiency import service as metrics
 from api.pagination import COUNTED, PAGED, Id, Pagination, counted
 from api.stages import service
@@ -23,7 +25,7 @@ from api.stages.schemas import (
     StageUpdate,
 )
 from api.stages.service import StageAction
-from core.models import StageEventKind, StageStatus
+from core.models import Machine, StageEventKind, StageStatus
 from core.security import Principal
 from core.settings import ApiProcessSettings
 
@@ -74,10 +76,27 @@ async def update_stage(stage_id: Id, body: StageUpdate, session: Session, planne
 
 
 @router.post("/{stage_id}/start", response_model=StageRead)
-async def start_stage(now: Now, stage_id: Id, session: Session, actor: CurrentUser, settings: Settings) -> StageRead:
-    """Start a planned stage (workers: only their own stages)."""
+async def start_stage(
+    now: Now,
+    stage_id: Id,
+    session: Session,
+    actor: CurrentUser,
+    settings: Settings,
+    context: Context,
+    background: BackgroundTasks,
+) -> StageRead:
+    """Start a planned stage (workers: only their own stages). When its machine asks for it
+    (`send_job_data_on_start`), the stage's job data is sent to the machine once the start is stored."""
     action = StageAction(StageEventKind.START)
-    return await _act(session, actor, stage_id, action, now, settings)
+    started = await _act(session, actor, stage_id, action, now, settings)
+    if started.machine_id is not None and await session.scalar(
+        select(Machine.send_job_data_on_start).where(Machine.id == started.machine_id)
+    ):
+        # A background task runs after the response, so after the request's transaction has committed the start.
+        background.add_task(
+            send_job_data_on_start, context, actor=actor, machine_id=started.machine_id, stage_id=stage_id
+        )
+    return started
 
 
 @router.post("/{stage_id}/pause", response_model=StageRead)

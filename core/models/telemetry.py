@@ -54,6 +54,8 @@ class Machine(TimestampMixin, Base):
     last_seen_at: Mapped[datetime | None]
     # Set by DELETE /machines/{id}: kept for the history that refers to it, ignored by the ingestor from then on.
     archived_at: Mapped[datetime | None]
+    # Commands: when one of its stages starts, its job data goes to the machine's job-data tags.
+    send_job_data_on_start: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Reading(Base):

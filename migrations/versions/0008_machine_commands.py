@@ -1,5 +1,6 @@
 """Commands to machines: the tags commands may write on each machine (`machine_writable_tag`, with limits and the
-job-data field each takes) and every command sent with its outcome (`machine_command`, the audit trail).
+job-data field each takes), every command sent with its outcome (`machine_command`, the audit trail), and whether a
+machine gets its stage's job data when the stage starts (`machine.send_job_data_on_start`).
 
 Revision ID: 0008
 Revises: 0007
@@ -71,10 +72,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_machine_command")),
     )
     op.create_index("ix_machine_command_machine_id_requested_at", "machine_command", ["machine_id", "requested_at"])
+    with op.batch_alter_table("machine") as batch:
+        batch.add_column(sa.Column("send_job_data_on_start", sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
     """Undo this revision."""
+    with op.batch_alter_table("machine") as batch:
+        batch.drop_column("send_job_data_on_start")
     op.drop_index("ix_machine_command_machine_id_requested_at", table_name="machine_command")
     op.drop_table("machine_command")
     op.drop_table("machine_writable_tag")

@@ -201,6 +201,37 @@ async def test_a_stages_job_data_goes_to_the_tags_that_take_it(api: Api) -> None
     assert (wrong.status_code, wrong.json()["code"]) == (422, "stage_not_on_machine")
 
 
+async def test_a_machine_that_asks_for_it_gets_its_stages_job_data_when_the_stage_starts(
+    api: Api, broker: MosquittoBroker
+) -> None:
+    machine_id, planner = await press_with_writable_tags(api)
+    _, admin = await api.signed_in(Role.ADMIN)
+    async with api.session() as session:
+        first = await make_work_order(session, start=datetime.now(UTC), qty=120)
+        second = await make_work_order(session, start=datetime.now(UTC), qty=80)
+        for order in (first, second):
+            order.stages[0].machine_id = machine_id
+        quiet_stage, stage_id, order_id = first.stages[0].id, second.stages[0].id, second.id
+    # Off by default: a start sends nothing.
+    assert (await api.client.post(f"/stages/{quiet_stage}/start", headers=planner)).status_code == 200
+    switched = await api.client.patch(f"/machines/{machine_id}", json={"send_job_data_on_start": True}, headers=admin)
+    assert switched.json()["send_job_data_on_start"] is True
+    async with witness(broker) as seen:
+        await seen.subscribe(command_topic(SITE, PRESS), qos=1)
+        started = await api.client.post(f"/stages/{stage_id}/start", headers=planner)
+        assert started.status_code == 200, started.text
+        published = decode_command(payload_of(await next_message(seen)))
+    assert [(write.tag, write.value) for write in published.writes] == [("target_qty", 80), ("job_id", order_id)]
+    assert published.issued_by == "planner-cmd"
+    history = await api.client.get(f"/machines/{machine_id}/commands", headers=planner)
+    assert [(item["stage_id"], item["status"]) for item in history.json()] == [(stage_id, "sent")]
+    of_stage = await api.client.get(f"/machines/{machine_id}/commands", params={"stage_id": stage_id}, headers=planner)
+    assert [item["id"] for item in of_stage.json()] == [str(published.id)]
+    assert (
+        await api.client.get(f"/machines/{machine_id}/commands", params={"stage_id": quiet_stage}, headers=planner)
+    ).json() == []
+
+
 async def test_a_command_the_broker_does_not_take_is_failed_and_says_why(
     broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine
 ) -> None:
