@@ -235,12 +235,13 @@ def _stack_children(
         "MQTT_PORT": str(ports.mqtt),
         "MQTT_PROTOCOL": protocol,
         "INGEST_CLIENT_ID": "shopfloor-ingestor-demo",
-        # The API sends setpoints and job data to the simulators through the gateway (anonymous broker, demo only).
-        "COMMANDS_ENABLED": "true",
         "INGEST_METRICS_PORT": str(ports.ingest_metrics),
         "PYTHONUNBUFFERED": "1",
     }
     env.setdefault("PLANT_TIMEZONE", DEMO_PLANT_TIMEZONE)
+    # The API sends setpoints and job data to the simulators through the gateway (anonymous broker, demo only),
+    # unless COMMANDS_ENABLED=false says otherwise.
+    env.setdefault("COMMANDS_ENABLED", "true")
     env.pop("MQTT_USERNAME", None)  # the demo broker is anonymous
     env.pop("MQTT_PASSWORD", None)
     for name in ("MQTT_TLS", "MQTT_CA_FILE", "MQTT_CERT_FILE", "MQTT_KEY_FILE"):  # and plaintext on loopback

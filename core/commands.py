@@ -22,6 +22,8 @@ from core.contract import PREFIX, TAG_PATTERN, ContractError, check_code
 MAX_WRITES = 32
 MAX_COMMAND_BYTES = 16 * 1024
 MAX_REASON_CHARS = 500
+# A command's numbers travel as JSON and are written by 64-bit codecs at most.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 COMMAND_FILTER = f"{PREFIX}/+/+/command"
 COMMAND_RESULT_FILTER = f"{PREFIX}/+/+/command/result"
@@ -106,12 +108,16 @@ class WriteLimits(BaseModel):
             raise ContractError(f"expects true or false, not {value!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ContractError(f"expects a number, not {value!r}")
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise ContractError("is out of the 64-bit range a command can carry")
         if not math.isfinite(value):
             raise ContractError(f"expects a finite number, not {value!r}")
         if self.type == "int":
             if not float(value).is_integer():
                 raise ContractError(f"expects a whole number, not {value!r}")
             value = int(value)
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ContractError("is out of the 64-bit range a command can carry")
         else:
             value = float(value)
         if self.min is not None and value < self.min:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from core.models import Base
 from core.settings import DatabaseSettings
@@ -138,11 +138,18 @@ def _refuse_writes(session: Session, flush_context: object, instances: object) -
         raise ReadOnlyViolation("a read-only request tried to write")
 
 
+@event.listens_for(_ReadOnlySession, "do_orm_execute")
+def _refuse_statements(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise ReadOnlyViolation("a read-only request tried to write")
+
+
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession] | None:
     """Sessions for requests that only read, on PostgreSQL: in autocommit, so a request costs no BEGIN and COMMIT
     round trips (each statement sees the latest committed data). None on SQLite, where a transaction costs no
-    round trip. A write through such a session (an ORM flush) raises ReadOnlyViolation rather than committing
-    statement by statement."""
+    round trip. A write through such a session (an ORM flush, an insert, update or delete statement) raises
+    ReadOnlyViolation rather than committing statement by statement. Each statement sees what was committed when it
+    ran: a list and its count may come from different moments."""
     if engine.dialect.name != "postgresql":
         return None
     return async_sessionmaker(

@@ -50,6 +50,7 @@ from core.lifecycle import Readiness, cancel_and_wait, readiness, stop_on_signal
 from core.logging import get_logger
 from core.lru import LruCache
 from core.mqtt import SubscriptionRefused, mqtt_client, subscribe_or_raise
+from core.puback import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS, PubackTracker, settle
 from core.retry import Backoff, keep_connected, wait_or_stop
 from gateway.backlog import EMPTY, Backlog, BacklogMeter
 from gateway.buffer import AsyncDiskBuffer, BufferedMessage, BufferStats, MessageTooLarge, OutgoingMessage, message_size
@@ -58,7 +59,6 @@ from gateway.config import GatewayConfig, ModbusDevice, OpcUaDevice, writable_ta
 from gateway.pki import ClientApplication
 from gateway.plausibility import check_ranges
 from gateway.prometheus import GatewayMetrics
-from gateway.puback import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, SUCCESS, PubackTracker, settle
 from gateway.report import ChangeFilter, group_samples
 from gateway.sources.base import TRANSIENT_DEVICE_ERRORS, Source, TagValue, WritableSource
 
@@ -79,7 +79,9 @@ STATUS_REFRESH_S = 10.0
 REPLAY_BURST_S = 0.05
 # Commands waiting for the worker (executed one at a time), and the answered ids remembered so that a QoS 1
 # redelivery is answered again instead of executed twice.
-COMMAND_QUEUE = 100
+# Also aiomqtt's incoming queue: beyond it aiomqtt drops what a reconnect brings (a long-away gateway's session),
+# after the PUBACK; 1,000 commands of at most 16 KiB is 16 MiB at worst.
+COMMAND_QUEUE = 1000
 RECENT_COMMANDS = 1000
 # How long the broker keeps the gateway's session (its command subscriptions and the commands arriving meanwhile)
 # while it is away: longer than a command may wait; one that waited past its expiry is answered `expired`.

@@ -28,9 +28,10 @@
 #     ingestor's session (and its queue) or another gateway's;
 #   * `ingestor` may subscribe to `$share/<group>/shopfloor/v1/...` (its groups) and to `shopfloor/v1/...` and
 #     receive them (command results included), and publish nothing of the v1 contract.
-#   * commands: only `shopfloor-api` may publish `shopfloor/v1/+/+/command`; a gateway login may subscribe to (and
-#     receive) the command topics of the machines listed in its entry only, and publish their `…/command/result`;
-#     a device login without machines can neither read nor send a command. A SUBSCRIBE outside a login's rules is refused (SUBACK 135), so a device
+#   * commands: only `shopfloor-api` (bound to client id `shopfloor-api`) may publish `shopfloor/v1/+/+/command`; a
+#     gateway login may subscribe to (and receive) the command topics of the machines listed in its entry only, and
+#     publish their `…/command/result`; a machine is named by one gateway at most; a device login without machines
+#     can neither read nor send a command. A SUBSCRIBE outside a login's rules is refused (SUBACK 135), so a device
 #     cannot join the ingestors' group or read other sites.
 #   * Sparkplug B (group id = site code, edge node id = the login): a gateway/device login may publish its own edge
 #     node's births, data and deaths, `spBv1.0/<site>/{NBIRTH,NDATA,NDEATH}/<login>` and
@@ -115,6 +116,7 @@ check_list MQTT_SPARKPLUG_HOST_IDS "$SPARKPLUG_HOST_IDS"
 # login@site (codes have no colon). A refusal names the entry by its number, never by its text: a password
 # holding a comma would otherwise end up in the log.
 seen=' ingestor '
+commanded=' '
 sites=''
 saved_ifs=$IFS
 IFS=,
@@ -157,6 +159,11 @@ for entry in $MQTT_GATEWAY_LOGINS; do
             IFS=+
             for machine in $machines; do
                 check_code "$where" machine "$machine"
+                # Two gateways taking one machine's commands would both write it.
+                case $commanded in
+                    *" $site/$machine "*) refuse "$where: machine \"$machine\" of site $site is named by another gateway" ;;
+                esac
+                commanded="$commanded$site/$machine "
             done
             IFS=, ;;
     esac
@@ -220,7 +227,7 @@ for login in $INGESTOR_LOGINS; do
 done
 if [ -n "$API_PASSWORD" ]; then
     secret=$(credentials shopfloor-api "$API_PASSWORD") || exit 1
-    clients="$clients$(printf ',\n  {"username": "shopfloor-api", "textName": "Shopfloor API (commands)", %s,\n   "roles": [{"rolename": "api"}]}' "$secret")"
+    clients="$clients$(printf ',\n  {"username": "shopfloor-api", "clientid": "shopfloor-api", "textName": "Shopfloor API (commands)", %s,\n   "roles": [{"rolename": "api"}]}' "$secret")"
 fi
 for entry in $MQTT_GATEWAY_LOGINS; do
     who=${entry%%:*}
@@ -247,7 +254,8 @@ for group in $INGESTOR_GROUPS; do
     roles="$roles, $(acl subscribePattern "\$share/$group/shopfloor/v1/#")"
 done
 roles="$roles]}"
-# Several API workers publish at once, so the login is not bound to a client id; it can publish commands only.
+# Bound to its client id like a gateway, so the API's password cannot take over another client's session; the API
+# processes take turns on it (a connection taken over by another process is retried). It can publish commands only.
 roles="$roles$(printf ',\n  {"rolename": "api", "acls": [%s]}' "$(acl publishClientSend 'shopfloor/v1/+/+/command')")"
 for site in $sites; do
     roles="$roles$(printf ',\n  {"rolename": "site-%s", "acls": [%s, %s, %s' "$site" \

@@ -116,11 +116,21 @@ async def dispatch(
     try:
         await publisher.publish(topic, payload, command_id=command_id, expiry_s=request.expires_in_s)
     except PublishFailed as error:
-        log.warning("command_not_sent", command_id=str(command_id), error=str(error))
+        log.warning("command_not_sent", command_id=str(command_id), error=str(error), maybe_sent=error.maybe_sent)
         async with transaction(context.session_factory) as session:
-            await service.record_not_sent(session, command_id=command_id, reason=str(error), now=context.clock())
+            await service.record_not_sent(
+                session, command_id=command_id, reason=str(error), maybe_sent=error.maybe_sent, now=context.clock()
+            )
+        if error.maybe_sent:
+            raise Unavailable(
+                f"The broker did not confirm the command; it may still be executed before it expires (its answer or "
+                f"its expiry will show on the command): {error}",
+                code="command_unconfirmed",
+                extra={"command_id": str(command_id)},
+                retry_after_s=5,
+            ) from None
         raise Unavailable(
-            f"The broker did not take the command, so it was not sent: {error}",
+            f"The command was not sent: {error}",
             code="broker_unavailable",
             extra={"command_id": str(command_id)},
             retry_after_s=5,
@@ -144,6 +154,9 @@ async def send_job_data_on_start(context: AppContext, *, actor: Principal, machi
         )
     except DomainError as error:
         log.warning("job_data_not_sent", stage_id=stage_id, machine_id=machine_id, code=error.code, reason=str(error))
+        return
+    except Exception:  # after the response: nobody else would see it
+        log.exception("job_data_not_sent", stage_id=stage_id, machine_id=machine_id, code="internal_error")
         return
     log.info("job_data_sent", stage_id=stage_id, machine_id=machine_id, command_id=str(view.command.id))
 

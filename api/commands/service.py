@@ -194,12 +194,19 @@ def payload_of(command: MachineCommand, *, issued_by: str) -> CommandPayload:
     )
 
 
-async def record_not_sent(session: AsyncSession, *, command_id: uuid.UUID, reason: str, now: datetime) -> None:
-    """The broker did not take the command: it is failed, and the row says why (nothing was executed)."""
+async def record_not_sent(
+    session: AsyncSession, *, command_id: uuid.UUID, reason: str, maybe_sent: bool, now: datetime
+) -> None:
+    """The broker did not take the command: it is failed, and the row says why (nothing can execute it). When the
+    broker may hold it all the same (no PUBACK came back), it stays `sent` with the reason: the gateway's answer, or
+    its expiry, will tell what happened."""
     command = await session.get(MachineCommand, command_id)
-    if command is not None and command.status is CommandStatus.SENT:
-        command.status, command.reason, command.finished_at = CommandStatus.FAILED, reason, now
-        await session.flush()
+    if command is None or command.status is not CommandStatus.SENT:
+        return
+    command.reason = reason
+    if not maybe_sent:
+        command.status, command.finished_at = CommandStatus.FAILED, now
+    await session.flush()
 
 
 @dataclass(frozen=True)

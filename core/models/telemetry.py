@@ -179,7 +179,7 @@ class MachineCommand(Base):
     __table_args__ = (Index("ix_machine_command_machine_id_requested_at", "machine_id", "requested_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"))
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id"))  # no cascade: machines are archived
     requested_by_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
     requested_at: Mapped[datetime]
     expires_at: Mapped[datetime]

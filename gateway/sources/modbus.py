@@ -520,6 +520,8 @@ def write_words(tag: ModbusTag, value: WriteValue) -> bool | list[int]:
     if tag.scale != 1 or tag.offset != 0:
         raw = unapply_scale(float(value), tag.scale, tag.offset)
     if tag.data_type in _INTEGER_TYPES:
+        if not math.isfinite(raw):  # a huge value over a tiny scale
+            raise WriteRefused(f"{value!r} is out of range for {tag.data_type.value} at scale {tag.scale:g}")
         whole = round(raw)
         # A value between two steps of the scale would be rounded by the register, and read back different.
         if not math.isclose(raw, whole, rel_tol=1e-9, abs_tol=1e-9):

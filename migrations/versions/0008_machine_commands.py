@@ -57,9 +57,8 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("gateway_id", sa.String(length=64), nullable=True),
         sa.Column("outcome", sa.JSON(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["machine_id"], ["machine.id"], name=op.f("fk_machine_command_machine_id_machine"), ondelete="CASCADE"
-        ),
+        # No cascade: the audit trail outlives nothing it refers to (machines are archived, never deleted).
+        sa.ForeignKeyConstraint(["machine_id"], ["machine.id"], name=op.f("fk_machine_command_machine_id_machine")),
         sa.ForeignKeyConstraint(
             ["requested_by_id"], ["user_account.id"], name=op.f("fk_machine_command_requested_by_id_user_account")
         ),
@@ -72,14 +71,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_machine_command")),
     )
     op.create_index("ix_machine_command_machine_id_requested_at", "machine_command", ["machine_id", "requested_at"])
-    with op.batch_alter_table("machine") as batch:
-        batch.add_column(sa.Column("send_job_data_on_start", sa.Boolean(), server_default=sa.false(), nullable=False))
+    # A plain ADD COLUMN on both databases: a batch copy of `machine` on SQLite would drop the old table, and with
+    # foreign keys on, every row that refers to a machine with it (tests/api/test_migrations.py keeps them).
+    op.add_column(
+        "machine", sa.Column("send_job_data_on_start", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
 
 
 def downgrade() -> None:
     """Undo this revision."""
-    with op.batch_alter_table("machine") as batch:
-        batch.drop_column("send_job_data_on_start")
+    op.drop_column("machine", "send_job_data_on_start")  # in place, also on SQLite (3.35 and later)
     op.drop_index("ix_machine_command_machine_id_requested_at", table_name="machine_command")
     op.drop_table("machine_command")
     op.drop_table("machine_writable_tag")

@@ -9,7 +9,7 @@ import pytest
 from fastapi import APIRouter
 from httpx import ASGITransport, AsyncClient
 from psycopg import pq
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from api.app import create_app
 from api.context import context_of
@@ -50,6 +50,12 @@ async def write_in_a_read(session: Session) -> dict[str, str]:
     return {"written": "yes"}
 
 
+@probe.get("/probe/insert")
+async def insert_in_a_read(session: Session) -> dict[str, str]:
+    await session.execute(insert(Machine).values(site="plant1", code="sneaky", name="sneaky"))
+    return {"written": "yes"}
+
+
 @pytest.fixture
 async def api(postgres_only_url: str) -> AsyncIterator[Api]:
     engine = create_engine_from_settings(DatabaseSettings(database_url=postgres_only_url))
@@ -69,8 +75,9 @@ async def test_a_read_runs_in_autocommit_and_a_write_in_one_transaction(api: Api
     assert write.json() == {"autocommit": False, "in_transaction": True}
 
 
-async def test_a_read_that_tries_to_write_fails_and_writes_nothing(api: Api) -> None:
-    response = await api.client.get("/probe/write")
+@pytest.mark.parametrize("path", ["/probe/write", "/probe/insert"], ids=["orm-flush", "insert-statement"])
+async def test_a_read_that_tries_to_write_fails_and_writes_nothing(api: Api, path: str) -> None:
+    response = await api.client.get(path)
     assert response.status_code == 500
     assert response.json()["code"] == "internal_error"
     async with api.session() as session:

@@ -178,7 +178,7 @@ async def test_what_the_registry_does_not_allow_is_refused_and_neither_recorded_
     assert [item["id"] for item in history.json()] == [good.json()["id"]]
 
 
-async def test_a_stages_job_data_goes_to_the_tags_that_take_it(api: Api) -> None:
+async def test_a_stages_job_data_goes_to_the_tags_that_take_it(api: Api, broker: MosquittoBroker) -> None:
     machine_id, planner = await press_with_writable_tags(api)
     async with api.session() as session:
         other = await make_machine(session, ASSEMBLY, site=SITE)
@@ -188,7 +188,11 @@ async def test_a_stages_job_data_goes_to_the_tags_that_take_it(api: Api) -> None
         elsewhere = await make_work_order(session, start=datetime.now(UTC), qty=20)
         elsewhere.stages[0].machine_id = other.id
         order_id, stage_id, elsewhere_stage = order.id, stage.id, elsewhere.stages[0].id
-    response = await api.client.post(f"/machines/{machine_id}/commands", json={"stage_id": stage_id}, headers=planner)
+    async with witness(broker) as seen:  # a command nobody takes is refused by the broker (a test below)
+        await seen.subscribe(command_topic(SITE, PRESS), qos=1)
+        response = await api.client.post(
+            f"/machines/{machine_id}/commands", json={"stage_id": stage_id}, headers=planner
+        )
     assert response.status_code == 202, response.text
     assert response.json()["stage_id"] == stage_id
     assert [(write["tag"], write["value"]) for write in response.json()["writes"]] == [
@@ -249,15 +253,45 @@ async def test_a_command_the_broker_does_not_take_is_failed_and_says_why(
     assert "the broker did not take the command" in recorded.json()["reason"]
 
 
+async def test_a_command_no_gateway_takes_or_the_broker_refuses_is_failed_and_says_why(
+    api: Api, broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine
+) -> None:
+    machine_id, planner = await press_with_writable_tags(api)
+    # Nobody subscribed to the press's commands: the broker answers "no matching subscribers" and drops it.
+    unheard = await api.client.post(
+        f"/machines/{machine_id}/commands", json={"tag": "target_qty", "value": 5}, headers=planner
+    )
+    # The API logged in as another login (here the ingestor's, which may not publish): 135, refused, not "sent".
+    wrong = command_settings(broker)
+    wrong["mqtt"] = wrong["mqtt"].model_copy(
+        update={"mqtt_username": "ingestor", "mqtt_password": SecretStr(PASSWORDS["ingestor"])}
+    )
+    settings = make_settings(ingest_database).model_copy(update=wrong)
+    async with running_api(committed(pipeline_engine, ingest_database), settings) as misconfigured:
+        _, headers = await misconfigured.signed_in(Role.PLANNER)
+        refused = await misconfigured.client.post(
+            f"/machines/{machine_id}/commands", json={"tag": "target_qty", "value": 6}, headers=headers
+        )
+    outcomes = []
+    for response in (unheard, refused):
+        assert (response.status_code, response.json()["code"]) == (503, "broker_unavailable"), response.text
+        row = await api.client.get(f"/machines/{machine_id}/commands/{response.json()['command_id']}", headers=planner)
+        outcomes.append((row.json()["status"], row.json()["reason"]))
+    assert outcomes[0][0] == outcomes[1][0] == "failed"
+    assert "no gateway takes this machine's commands" in outcomes[0][1]
+    assert "refused the API's login" in outcomes[1][1]
+
+
 async def test_the_gateways_answer_lands_on_the_command_once_and_strays_are_dead_letters(
     api: Api, broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine
 ) -> None:
     machine_id, planner = await press_with_writable_tags(api)
     url = f"/machines/{machine_id}/commands"
-    first = (await api.client.post(url, json={"tag": "target_qty", "value": 5}, headers=planner)).json()
-    short = (
-        await api.client.post(url, json={"tag": "target_qty", "value": 6, "expires_in_s": 1}, headers=planner)
-    ).json()
+    async with witness(broker) as seen:  # the gateway's part: a subscriber, so the broker takes the commands
+        await seen.subscribe(command_topic(SITE, PRESS), qos=1)
+        first = (await api.client.post(url, json={"tag": "target_qty", "value": 5}, headers=planner)).json()
+        brief = {"tag": "target_qty", "value": 6, "expires_in_s": 1}
+        short = (await api.client.post(url, json=brief, headers=planner)).json()
     await asyncio.sleep(1.1)
     # Not answered within its expiry: shown as expired (the gateway refuses it from then on), still `sent` inside.
     late = (await api.client.get(f"{url}/{short['id']}", headers=planner)).json()

@@ -410,7 +410,7 @@ ASSEMBLY_COMMAND = "shopfloor/v1/plant/assembly-1/command"
 async def test_only_the_api_sends_commands_and_each_gateway_gets_only_its_machines() -> None:
     with running_mosquitto(users=COMMAND_USERS, sites=COMMAND_SITES) as broker:
         async with (
-            client(broker, "shopfloor-api", identifier="shopfloor-api-1") as api,
+            client(broker, "shopfloor-api") as api,
             client(broker, "gw-press") as press,
             client(broker, "gw-assembly") as assembly,
             client(broker, "device") as device,
@@ -441,6 +441,15 @@ async def test_only_the_api_sends_commands_and_each_gateway_gets_only_its_machin
     # Only the API's command reached each gateway (the forged one to the press came first and did not).
     assert to_press.payload == b'{"for": "press"}'
     assert to_assembly.payload == b'{"for": "assembly"}'
+
+
+@pytest.mark.parametrize("taken", ["gw-press", "ingestor-1"])
+async def test_the_api_login_cannot_take_over_a_gateways_or_the_ingestors_session(taken: str) -> None:
+    """Review finding: unbound, the API's login could connect with a gateway's client id and clean start, wiping the
+    commands queued in its session (or the ingestor's telemetry queue). It is bound to `shopfloor-api` now."""
+    with running_mosquitto(users=COMMAND_USERS, sites=COMMAND_SITES) as broker, pytest.raises(MqttConnectError):
+        async with client(broker, "shopfloor-api", identifier=taken):
+            pass
 
 
 async def test_a_gateway_answers_only_its_machines_commands_and_the_ingestor_hears_it() -> None:

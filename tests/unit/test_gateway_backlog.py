@@ -11,10 +11,10 @@ from typing import cast
 import orjson
 
 from core.contract import StatusPayload, encode_status
+from core.puback import PubackTracker
 from gateway.backlog import BacklogMeter
 from gateway.buffer import BufferStats, DiskBuffer, OutgoingMessage
 from gateway.config import parse_config
-from gateway.puback import PubackTracker
 from gateway.service import Gateway
 
 TOPIC = "shopfloor/v1/plant1/press-3/telemetry"

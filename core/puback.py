@@ -1,9 +1,11 @@
 """Publishing with the broker's PUBACK reason code, kept in this one small module.
 
-aiomqtt 2.5 waits for the PUBACK but drops its MQTT 5 reason code, and the gateway needs it: Mosquitto answers a
-publish nobody is subscribed to with 16 ("no matching subscribers") — right after a broker restart, before the
-ingestors have subscribed again, that message would be lost if we deleted it from the buffer. So the publish goes
-through aiomqtt's private paho client, and the reason code comes back from paho's on_publish callback.
+aiomqtt 2.5 waits for the PUBACK but drops its MQTT 5 reason code, and both publishers need it. Mosquitto answers a
+publish nobody is subscribed to with 16 ("no matching subscribers"): for the gateway, right after a broker restart
+before the ingestors have subscribed again, that message would be lost if it were deleted from the buffer; for the
+API, a command no gateway takes. And 135 ("not authorized") is a publish the login's rules refuse, which aiomqtt
+reports as a success. So the publish goes through aiomqtt's private paho client, and the reason code comes back from
+paho's on_publish callback.
 """
 
 from __future__ import annotations
@@ -43,10 +45,18 @@ class PubackTracker:
         self._paho.on_publish = on_publish
 
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, ack_timeout_s: float = 30
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        ack_timeout_s: float = 30,
+        properties: Any = None,
     ) -> int:
-        """Publish and wait for the PUBACK; its reason code (0 for QoS 0). Raises MqttError if the link drops."""
-        info = self._paho.publish(topic, payload, qos, retain)
+        """Publish and wait for the PUBACK; its reason code (0 for QoS 0). Raises MqttError if the link drops.
+        `properties`: paho's MQTT 5 publish properties (message expiry, correlation data)."""
+        info = self._paho.publish(topic, payload, qos, retain, properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
         if qos == 0:
