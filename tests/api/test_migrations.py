@@ -90,4 +90,7 @@ def _counts(engine: Engine, rows: dict[str, int]) -> dict[str, int]:
 
 def _stage_machine(engine: Engine) -> int | None:
     with engine.connect() as connection:
-        return connection.execute(text("SELECT machine_id FROM work_order_stage WHERE id = 1")).scalar_one()
+        machine_id: int | None = connection.execute(
+            text("SELECT machine_id FROM work_order_stage WHERE id = 1")
+        ).scalar_one()
+        return machine_id
