@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import orjson
 from pydantic import (
@@ -238,6 +238,54 @@ class StateReport:
     state: MachineState
 
 
+@dataclass(frozen=True, slots=True)
+class SampleValues:
+    """One decoded sample as it came: its time, its numeric values by tag (a bad one may be None) and the
+    non-good qualities by tag (None: all good)."""
+
+    ts: datetime
+    values: dict[str, float | None]
+    qualities: dict[str, Quality] | None = None
+
+
+class ReadingColumns(Sequence[TagReading]):
+    """A message's readings kept one sample at a time (no object per value): the write path reads `samples`
+    directly; a `TagReading` is made only when one is asked for (tests, SQLite, the HTTP path)."""
+
+    __slots__ = ("_flat", "samples", "total")
+
+    def __init__(self, samples: list[SampleValues]):
+        self.samples = samples
+        self.total = sum(len(sample.values) for sample in samples)
+        self._flat: list[TagReading] | None = None
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[TagReading]:
+        for sample in self.samples:
+            qualities = sample.qualities or {}
+            for tag, value in sample.values.items():
+                yield TagReading(sample.ts, tag, value, qualities.get(tag))
+
+    @overload
+    def __getitem__(self, index: int) -> TagReading: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[TagReading]: ...
+    def __getitem__(self, index: int | slice) -> TagReading | list[TagReading]:
+        if self._flat is None:
+            self._flat = list(self)
+        return self._flat[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking sequence: like a list, not hashable
+
+    def __repr__(self) -> str:
+        return f"ReadingColumns({self.total} readings in {len(self.samples)} samples)"
+
+
 @dataclass(frozen=True)
 class Telemetry:
     """A decoded telemetry message."""
@@ -245,7 +293,7 @@ class Telemetry:
     site: str
     machine: str
     seq: int | None
-    readings: list[TagReading]
+    readings: Sequence[TagReading]
     states: list[StateReport]
 
 
@@ -279,14 +327,45 @@ def _parse(payload: bytes, model: type[TelemetryPayload] | type[StatusPayload]) 
         raise ContractError(_first_error(error)) from None
 
 
+# Tags already checked against TAG_PATTERN: a plant has a few thousand, each checked once (bounded all the same).
+_KNOWN_TAGS: set[str] = set()
+_KNOWN_TAGS_MAX = 100_000
+_FLOAT = {float}
+
+
+def _check_tags(index: int, tags: Iterable[str]) -> None:
+    for tag in tags:
+        if tag not in _KNOWN_TAGS:
+            if not _TAG.match(tag):
+                raise ContractError(f"samples.{index}.values: tag {tag[:80]!r} is not {TAG_PATTERN}")
+            if len(_KNOWN_TAGS) >= _KNOWN_TAGS_MAX:
+                _KNOWN_TAGS.clear()
+            _KNOWN_TAGS.add(tag)
+
+
+def _all_finite_floats(values: dict[str, Any]) -> bool:
+    """The common sample: every value a finite float (checked in C: the set of types, then one fsum)."""
+    numbers = values.values()
+    if set(map(type, numbers)) != _FLOAT:
+        return False
+    try:
+        return math.isfinite(math.fsum(numbers))
+    except OverflowError:  # finite values whose sum overflows: let the per-value path decide
+        return False
+
+
 def decode_telemetry(topic: str, payload: bytes, *, received_at: datetime, window: TimeWindow) -> Telemetry:
-    """Check a telemetry message against the contract and split it into readings and state changes."""
+    """Check a telemetry message against the contract and split it into readings and state changes.
+
+    One pass over the samples: a sample of finite floats without qualities (the usual one) is kept as its dict;
+    only the others are looked at value by value.
+    """
     info = parse_topic(topic)
     if info.kind is not TopicKind.TELEMETRY:
         raise ContractError(f"not a telemetry topic: {topic[:200]!r}")
     message: TelemetryPayload = _parse(payload, TelemetryPayload)
     earliest, latest = received_at - window.max_past, received_at + window.max_future
-    readings: list[TagReading] = []
+    samples: list[SampleValues] = []
     states: list[StateReport] = []
     for index, sample in enumerate(message.samples):
         if not earliest <= sample.ts <= latest:
@@ -294,15 +373,20 @@ def decode_telemetry(topic: str, payload: bytes, *, received_at: datetime, windo
                 f"samples.{index}.ts {sample.ts.isoformat()} is outside the accepted window "
                 f"({earliest.isoformat()} .. {latest.isoformat()})"
             )
+        raw = sample.values
+        if not _KNOWN_TAGS.issuperset(raw):
+            _check_tags(index, raw)
+        if sample.quality is None and STATE_TAG not in raw and _all_finite_floats(raw):
+            samples.append(SampleValues(sample.ts, raw))  # type: ignore[arg-type]  # checked: all floats
+            continue
         qualities = _qualities(index, sample)
-        for tag, value in sample.values.items():
-            if not _TAG.match(tag):
-                raise ContractError(f"samples.{index}.values: tag {tag[:80]!r} is not {TAG_PATTERN}")
+        values: dict[str, float | None] = {}
+        for tag, value in raw.items():
             quality = qualities.get(tag)
             if value is None:
                 if quality is None or quality.level is not QualityLevel.BAD:
                     raise ContractError(f"samples.{index}.values.{tag}: null is allowed only with quality bad")
-                readings.append(TagReading(sample.ts, tag, None, quality))
+                values[tag] = None
             elif tag == STATE_TAG:
                 if not isinstance(value, str) or value not in MachineState.__members__.values():
                     raise ContractError(
@@ -310,14 +394,16 @@ def decode_telemetry(topic: str, payload: bytes, *, received_at: datetime, windo
                     )
                 states.append(StateReport(sample.ts, MachineState(value)))
             elif isinstance(value, bool):
-                readings.append(TagReading(sample.ts, tag, 1.0 if value else 0.0, quality))
+                values[tag] = 1.0 if value else 0.0
             elif isinstance(value, str):
                 raise ContractError(f"samples.{index}.values.{tag}: text is allowed only for 'state'")
             elif not math.isfinite(value):
                 raise ContractError(f"samples.{index}.values.{tag}: not a finite number")
             else:
-                readings.append(TagReading(sample.ts, tag, float(value), quality))
-    return Telemetry(info.site, info.machine, message.seq, readings, states)
+                values[tag] = float(value)
+        if values:
+            samples.append(SampleValues(sample.ts, values, qualities or None))
+    return Telemetry(info.site, info.machine, message.seq, ReadingColumns(samples), states)
 
 
 def _qualities(index: int, sample: SamplePayload) -> dict[str, Quality]:

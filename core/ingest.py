@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, text, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.clock import utcnow
 from core.commands import CommandResultPayload, CommandStatus
-from core.contract import GatewayBacklog, MachineState, QualityLevel, Telemetry, quality_name, telemetry_topic
+from core.contract import (
+    GatewayBacklog,
+    MachineState,
+    QualityLevel,
+    ReadingColumns,
+    Telemetry,
+    quality_name,
+    telemetry_topic,
+)
+from core.logging import get_logger
 from core.lru import LruCache
 from core.models import (
     Base,
@@ -34,6 +44,8 @@ from core.models import (
     Reading,
     TagRange,
 )
+
+log = get_logger("shopfloor.ingest")
 
 MachineKey = tuple[str, str]  # (site, code)
 
@@ -101,6 +113,114 @@ class CommandResult:
     payload: bytes
 
 
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# Binary COPY (PostgreSQL docs, "COPY", binary format): a signature, flags and header extension, rows, a trailer.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_TS_FIELD = struct.Struct(">iq").pack  # length 8, microseconds since 2000-01-01 UTC
+_GOOD_VALUE = struct.Struct(">idi").pack  # length 8, the value; quality NULL (good) as length -1
+_VALUE = struct.Struct(">id").pack
+_QUALITY = struct.Struct(">ih").pack
+
+
+Latest = dict[str, tuple[datetime, float | None, int | None]]  # tag -> its newest time, value and quality
+
+
+@dataclass(frozen=True)
+class CopyRows:
+    """One message's readings as binary COPY rows of the staging table, made for one machine id, and the newest
+    reading of each of its tags (for `machine_latest`)."""
+
+    machine_id: int
+    data: bytes
+    rows: int
+    not_good: int
+    latest: Latest
+
+
+def encode_copy(machine_id: int, message: Telemetry) -> CopyRows:
+    """A message's readings as rows of `COPY reading_staging_q … (FORMAT BINARY)` (no signature, no trailer).
+
+    Made in one pass without an object per value: the row head (field count, machine id, tag) once per tag, the
+    time once per sample. About 0.2 µs per reading, where psycopg's awaited `write_row` took 1 µs or more.
+    """
+    prefix = struct.pack(">hii", 5, 4, machine_id)
+    heads: dict[str, bytes] = {}
+    out = bytearray()
+    not_good = 0
+    readings = message.readings
+    if isinstance(readings, ReadingColumns):
+        for sample in readings.samples:
+            ts = _TS_FIELD(8, (sample.ts - _PG_EPOCH) // _MICROSECOND)
+            qualities = sample.qualities
+            for tag, value in sample.values.items():
+                head = heads.get(tag)
+                if head is None:
+                    head = heads[tag] = prefix + _varchar(tag)
+                out += head
+                out += ts
+                quality = qualities.get(tag) if qualities is not None else None
+                if quality is None:
+                    out += _GOOD_VALUE(8, value, -1)
+                else:
+                    out += _NULL if value is None else _VALUE(8, value)
+                    out += _QUALITY(2, int(quality.level))
+                    not_good += 1
+        return CopyRows(machine_id, bytes(out), readings.total, not_good, _latest_of(readings))
+    latest: Latest = {}
+    for reading in readings:
+        level = None if reading.quality is None else int(reading.quality.level)
+        newest = latest.get(reading.tag)
+        if newest is None or reading.ts > newest[0]:
+            latest[reading.tag] = (reading.ts, reading.value, level)
+        head = heads.get(reading.tag)
+        if head is None:
+            head = heads[reading.tag] = prefix + _varchar(reading.tag)
+        out += head
+        out += _TS_FIELD(8, (reading.ts - _PG_EPOCH) // _MICROSECOND)
+        out += _NULL if reading.value is None else _VALUE(8, reading.value)
+        if reading.quality is None:
+            out += _NULL
+        else:
+            out += _QUALITY(2, int(reading.quality.level))
+            not_good += 1
+    return CopyRows(machine_id, bytes(out), len(readings), not_good, latest)
+
+
+def _latest_of(readings: ReadingColumns) -> Latest:
+    """The newest reading of each tag: samples newest first, each adding only tags not seen yet (usually the first
+    sample holds every tag, and the rest add nothing: a set difference each, no Python per value)."""
+    latest: Latest = {}
+    for sample in sorted(readings.samples, key=lambda sample: sample.ts, reverse=True):
+        new = sample.values.keys() - latest.keys()
+        if new:
+            qualities = sample.qualities or {}
+            for tag in new:
+                quality = qualities.get(tag)
+                latest[tag] = (sample.ts, sample.values[tag], None if quality is None else int(quality.level))
+    return latest
+
+
+def _copy_row(machine_id: int, tag: str, ts: datetime, value: float | None, quality: int | None) -> bytes:
+    """One row of the staging tables' shape, in binary COPY format."""
+    return b"".join(
+        (
+            struct.pack(">hii", 5, 4, machine_id),
+            _varchar(tag),
+            _TS_FIELD(8, (ts - _PG_EPOCH) // _MICROSECOND),
+            _NULL if value is None else _VALUE(8, value),
+            _NULL if quality is None else _QUALITY(2, quality),
+        )
+    )
+
+
+def _varchar(text: str) -> bytes:
+    encoded = text.encode()
+    return struct.pack(">i", len(encoded)) + encoded
+
+
 @dataclass
 class IngestBatch:
     """What one transaction stores."""
@@ -110,6 +230,9 @@ class IngestBatch:
     statuses: list[StatusUpdate] = field(default_factory=list)
     gateways: list[GatewayStatus] = field(default_factory=list)
     results: list[CommandResult] = field(default_factory=list)
+    # COPY rows made ahead of the transaction (see `encode_copy`), by `id()` of the telemetry message they are of:
+    # used when the machine id they were made with is still the one the transaction resolves.
+    copy_rows: dict[int, CopyRows] = field(default_factory=dict)
 
     @property
     def reading_count(self) -> int:
@@ -339,22 +462,28 @@ async def write_batch(
         else:
             reason = resolution.refused.get(key, "unknown machine")
             rejected.append(RejectedMessage("ingest", telemetry_topic(*key), b"", reason))
-    rows: list[ReadingRow] = [
-        (
-            ids[(message.site, message.machine)],
-            reading.tag,
-            reading.ts,
-            reading.value,
-            None if reading.quality is None else int(reading.quality.level),
-        )
-        for message in telemetry
-        for reading in message.readings
-    ]
-    rows, out_of_range = await _check_ranges(conn, rows)
-    inserted = await _insert_readings(conn, rows)
-    conflicts = await _conflicts(conn, rows) if inserted < len(rows) else []
+    if conn.dialect.name == "postgresql":
+        staged = await _stage_readings(conn, telemetry, ids, batch.copy_rows)
+        offered, inserted, conflicts = staged.offered, staged.inserted, staged.conflicts
+        out_of_range, not_good = staged.out_of_range, staged.not_good
+    else:
+        rows: list[ReadingRow] = [
+            (
+                ids[(message.site, message.machine)],
+                reading.tag,
+                reading.ts,
+                reading.value,
+                None if reading.quality is None else int(reading.quality.level),
+            )
+            for message in telemetry
+            for reading in message.readings
+        ]
+        rows, out_of_range = await _check_ranges(conn, rows)
+        inserted = await _insert_readings(conn, rows)
+        conflicts = await _conflicts(conn, rows) if inserted < len(rows) else []
+        await _upsert_latest(conn, rows)
+        offered, not_good = len(rows), sum(1 for row in rows if row[4] is not None)
     rejected.extend(_conflict_letters(conflicts, ids))
-    await _upsert_latest(conn, rows)
     states = await _insert_states(conn, ids, telemetry)
     await _touch_last_seen(conn, ids, telemetry)
     held = [status for key in ids if (status := registry.pending_statuses.peek(key)) is not None]
@@ -371,7 +500,7 @@ async def write_batch(
             [dead_letter_row(r, max_payload_bytes=dead_letter_max_payload_bytes) for r in rejected],
         )
     return WriteResult(
-        len(rows),
+        offered,
         inserted,
         states,
         resolution.registered,
@@ -379,25 +508,27 @@ async def write_batch(
         ids,
         statuses_ignored=ignored,
         conflicts=len(conflicts),
-        not_good=sum(1 for row in rows if row[4] is not None),
+        not_good=not_good,
         out_of_range=out_of_range,
         command_results=recorded,
     )
 
 
+async def _ranges(conn: AsyncConnection, machine_ids: list[int]) -> dict[tuple[int, str], tuple[float, float]]:
+    """The registered ranges of these machines' tags."""
+    if not machine_ids:
+        return {}
+    found = await conn.execute(
+        select(TagRange.machine_id, TagRange.tag, TagRange.low, TagRange.high).where(
+            TagRange.machine_id.in_(machine_ids)
+        )
+    )
+    return {(machine_id, tag): (low, high) for machine_id, tag, low, high in found}
+
+
 async def _check_ranges(conn: AsyncConnection, rows: list[ReadingRow]) -> tuple[list[ReadingRow], int]:
     """Rows with a good value outside their tag's registered range become bad (the value is kept); how many."""
-    machine_ids = sorted({row[0] for row in rows})
-    if not machine_ids:
-        return rows, 0
-    ranges = {
-        (machine_id, tag): (low, high)
-        for machine_id, tag, low, high in await conn.execute(
-            select(TagRange.machine_id, TagRange.tag, TagRange.low, TagRange.high).where(
-                TagRange.machine_id.in_(machine_ids)
-            )
-        )
-    }
+    ranges = await _ranges(conn, sorted({row[0] for row in rows}))
     if not ranges:
         return rows, 0
     checked: list[ReadingRow] = []
@@ -482,8 +613,6 @@ async def purge_dead_letters(conn: AsyncConnection, *, before: datetime) -> int:
 async def _insert_readings(conn: AsyncConnection, rows: Sequence[ReadingRow]) -> int:
     if not rows:
         return 0
-    if conn.dialect.name == "postgresql":
-        return await _copy_readings(conn, rows)
     before = (await conn.execute(text("SELECT total_changes()"))).scalar_one()
     await conn.execute(
         sqlite.insert(Reading).prefix_with("OR IGNORE"),
@@ -493,29 +622,111 @@ async def _insert_readings(conn: AsyncConnection, rows: Sequence[ReadingRow]) ->
     return int(after - before)
 
 
-async def _copy_readings(conn: AsyncConnection, rows: Sequence[ReadingRow]) -> int:
+STAGING_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS reading_staging_q (machine_id integer, tag varchar(64), ts timestamptz, "
+    "value double precision, quality smallint) ON COMMIT DELETE ROWS"
+)
+LATEST_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS machine_latest_staging (machine_id integer, tag varchar(64), "
+    "ts timestamptz, value double precision, quality smallint) ON COMMIT DELETE ROWS"
+)
+# A good value outside its tag's registered range is stored as bad (the value is kept); run only when the batch's
+# machines have ranges.
+_STAGING_RANGES = (
+    "UPDATE reading_staging_q s SET quality = 2 FROM machine_tag_range r "
+    "WHERE r.machine_id = s.machine_id AND r.tag = s.tag AND s.quality IS NULL AND s.value IS NOT NULL "
+    "AND NOT (s.value BETWEEN r.low AND r.high)"
+)
+# Offered rows whose key now holds another value or quality: the first stays (run only when some were not inserted).
+_STAGING_CONFLICTS = (
+    "SELECT s.machine_id, s.tag, s.ts, r.value, r.quality, s.value, s.quality FROM reading_staging_q s "
+    "JOIN reading r ON r.machine_id = s.machine_id AND r.tag = s.tag AND r.ts = s.ts "
+    "WHERE r.value IS DISTINCT FROM s.value OR r.quality IS DISTINCT FROM s.quality "
+    "ORDER BY s.ts, s.machine_id, s.tag"
+)
+# The newest reading per tag (found while decoding, one row per tag) moves `machine_latest` forward, never back;
+# in key order, so concurrent batches of several ingestors wait for each other rather than deadlock. (Measured:
+# `DISTINCT ON` over the whole staging table sorted every row, ~15 % of a 50,000-reading transaction.)
+_LATEST_UPSERT = (
+    "INSERT INTO machine_latest (machine_id, tag, ts, value, quality) "
+    "SELECT machine_id, tag, ts, value, quality FROM machine_latest_staging ORDER BY machine_id, tag "
+    "ON CONFLICT (machine_id, tag) DO UPDATE SET ts = excluded.ts, value = excluded.value, "
+    "quality = excluded.quality WHERE machine_latest.ts < excluded.ts"
+)
+
+
+@dataclass
+class Staged:
+    """What the staging table gave: rows offered, inserted, flagged out of range, not good, and the conflicts."""
+
+    offered: int = 0
+    inserted: int = 0
+    out_of_range: int = 0
+    not_good: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+async def _stage_readings(
+    conn: AsyncConnection, telemetry: Sequence[Telemetry], ids: dict[MachineKey, int], made: dict[int, CopyRows]
+) -> Staged:
+    """PostgreSQL: the batch's rows in one binary COPY into the staging table; ranges, the insert into `reading`,
+    conflicts and latest values are then statements on that table (no Python per row)."""
+    parts = []
+    staged = Staged()
+    latest: dict[tuple[int, str], tuple[datetime, float | None, int | None]] = {}
+    for message in telemetry:
+        machine_id = ids[(message.site, message.machine)]
+        rows = made.get(id(message))
+        if rows is None or rows.machine_id != machine_id:
+            rows = encode_copy(machine_id, message)
+        parts.append(rows.data)
+        staged.offered += rows.rows
+        staged.not_good += rows.not_good
+        for tag, newest in rows.latest.items():
+            current = latest.get((machine_id, tag))
+            if current is None or newest[0] > current[0]:
+                latest[(machine_id, tag)] = newest
+    if not staged.offered:
+        return staged
+    ranges = await _ranges(conn, sorted({machine_id for machine_id, _ in latest}))
+    for key, (ts, value, quality) in latest.items():
+        bounds = ranges.get(key)
+        if bounds is not None and value is not None and quality is None and not bounds[0] <= value <= bounds[1]:
+            latest[key] = (ts, value, int(QualityLevel.BAD))
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     async with driver.cursor() as cursor:
-        # The staging table lives as long as the connection and is emptied by every commit (its name is new with
-        # the quality column, so a connection pooled across an upgrade never meets the old shape).
-        await cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS reading_staging_q (machine_id integer, tag varchar(64), ts timestamptz, "
-            "value double precision, quality smallint) ON COMMIT DELETE ROWS"
-        )
+        # The staging tables live as long as the connection and are emptied by every commit (the readings' name is
+        # new with the quality column, so a connection pooled across an upgrade never meets the old shape).
+        await cursor.execute(STAGING_DDL)
         async with cursor.copy(
             "COPY reading_staging_q (machine_id, tag, ts, value, quality) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int4", "varchar", "timestamptz", "float8", "int2"])
-            for row in rows:
-                await copy.write_row(row)
+            await copy.write(b"".join((COPY_SIGNATURE, *parts, COPY_TRAILER)))
+        if ranges:
+            await cursor.execute(_STAGING_RANGES)
+            staged.out_of_range = max(cursor.rowcount, 0)
+            staged.not_good += staged.out_of_range
         await cursor.execute(
             "INSERT INTO reading (machine_id, tag, ts, value, quality) "
             "SELECT machine_id, tag, ts, value, quality FROM reading_staging_q ON CONFLICT DO NOTHING"
         )
-        inserted: int = cursor.rowcount
-        await cursor.execute("TRUNCATE reading_staging_q")
-    return inserted
+        staged.inserted = cursor.rowcount
+        if staged.inserted < staged.offered:
+            await cursor.execute(_STAGING_CONFLICTS)
+            staged.conflicts = [
+                Conflict(machine_id, tag, ts, (stored_value, stored_quality), (value, quality))
+                for machine_id, tag, ts, stored_value, stored_quality, value, quality in await cursor.fetchall()
+            ]
+        await cursor.execute(LATEST_DDL)
+        async with cursor.copy(
+            "COPY machine_latest_staging (machine_id, tag, ts, value, quality) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            rows_of_latest = (_copy_row(machine_id, tag, *newest) for (machine_id, tag), newest in latest.items())
+            await copy.write(b"".join((COPY_SIGNATURE, *rows_of_latest, COPY_TRAILER)))
+        await cursor.execute(_LATEST_UPSERT)
+        await cursor.execute("TRUNCATE reading_staging_q, machine_latest_staging")
+    return staged
 
 
 async def _upsert_latest(conn: AsyncConnection, rows: Iterable[ReadingRow]) -> None:
@@ -569,20 +780,35 @@ async def _insert_states(conn: AsyncConnection, ids: dict[MachineKey, int], tele
     return len(result.all())
 
 
+def _newest(message: Telemetry) -> datetime | None:
+    """The newest time a message speaks of (its readings and state reports)."""
+    readings = message.readings
+    if isinstance(readings, ReadingColumns):
+        stamps = [sample.ts for sample in readings.samples]
+    else:
+        stamps = [reading.ts for reading in readings]
+    stamps += [state.ts for state in message.states]
+    return max(stamps) if stamps else None
+
+
 async def _touch_last_seen(conn: AsyncConnection, ids: dict[MachineKey, int], telemetry: Sequence[Telemetry]) -> None:
+    """One statement for the whole batch (executemany), in machine order: concurrent batches wait, never deadlock."""
     newest: dict[int, datetime] = {}
     for message in telemetry:
-        stamps = [reading.ts for reading in message.readings] + [state.ts for state in message.states]
-        if stamps:
+        seen = _newest(message)
+        if seen is not None:
             machine_id = ids[(message.site, message.machine)]
-            newest[machine_id] = max(stamps + ([newest[machine_id]] if machine_id in newest else []))
-    for machine_id, seen in sorted(newest.items()):
-        await conn.execute(
-            update(Machine)
-            .where(Machine.id == machine_id)
-            .where(Machine.last_seen_at.is_(None) | (Machine.last_seen_at < seen))
-            .values(last_seen_at=seen)
-        )
+            if machine_id not in newest or newest[machine_id] < seen:
+                newest[machine_id] = seen
+    if not newest:
+        return
+    await conn.execute(
+        update(Machine)
+        .where(Machine.id == bindparam("machine_id"))
+        .where(Machine.last_seen_at.is_(None) | (Machine.last_seen_at < bindparam("seen")))
+        .values(last_seen_at=bindparam("seen")),
+        [{"machine_id": machine_id, "seen": seen} for machine_id, seen in sorted(newest.items())],
+    )
 
 
 async def _apply_statuses(conn: AsyncConnection, ids: dict[MachineKey, int], statuses: Sequence[StatusUpdate]) -> int:
@@ -663,8 +889,15 @@ async def _record_command_results(
             letters.append(RejectedMessage("mqtt", item.topic, item.payload, reason))
             continue
         if row.status != CommandStatus.SENT:
+            log.warning(
+                "command_result_ignored",
+                command_id=str(item.result.id),
+                status=item.result.status,
+                recorded=str(row.status),
+                reason="the command has its answer already",
+            )
             continue
-        await conn.execute(
+        updated = await conn.execute(
             update(MachineCommand)
             .where(MachineCommand.id == item.result.id, MachineCommand.status == CommandStatus.SENT)
             .values(
@@ -675,5 +908,5 @@ async def _record_command_results(
                 outcome=[write.model_dump() for write in item.result.writes],
             )
         )
-        recorded += 1
+        recorded += updated.rowcount  # 0 when another ingestor recorded an answer meanwhile
     return recorded, letters

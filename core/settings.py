@@ -282,6 +282,8 @@ class ApiSettings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # uvicorn worker processes of `shopfloor api` on one listening socket (each with its own pool and stream limits).
+    api_workers: int = Field(default=1, ge=1, le=64)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = True
     # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For is believed: the client is the rightmost entry that
@@ -521,8 +523,16 @@ class IngestorSettings(BaseSettings):
     )
     ingest_shared_group: str | None = Field(default="ingestors", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     ingest_session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
-    ingest_batch_max_readings: int = Field(default=5000, ge=1, le=1_000_000)
+    # Adaptive batches (docs/performance.md): the writer takes whatever waits once it is free, up to the maximum
+    # readings or bytes; below the minimum it waits for more, but never past the age of the oldest message.
+    ingest_batch_min_readings: int = Field(default=1000, ge=1, le=1_000_000)
+    ingest_batch_max_readings: int = Field(default=50_000, ge=1, le=1_000_000)
+    ingest_batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     ingest_batch_max_age_ms: int = Field(default=200, ge=1, le=60_000)
+    # Batches written at once, each on its own connection (acknowledged in order all the same).
+    ingest_writers: int = Field(default=2, ge=1, le=4)
+    # A sequence number still missing this long after a later one arrived is counted as a gap (seq_gap).
+    ingest_seq_reorder_s: float = Field(default=60.0, ge=1, le=86_400)
     # Messages received but not yet committed; also the MQTT 5 Receive Maximum, so the broker never sends more.
     ingest_max_inflight: int = Field(default=1000, ge=10, le=65535)
     # Register unknown machines on first telemetry; unset: on in development and test, off in production (a device
@@ -540,6 +550,15 @@ class IngestorSettings(BaseSettings):
     ingest_metrics_port: int | None = Field(default=9101, ge=0, le=65535)
     # Loopback unless a scraper elsewhere needs it (0.0.0.0 in the containers, where the network is private).
     ingest_metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _batch_bounds_hold_together(self) -> Self:
+        if self.ingest_batch_min_readings > self.ingest_batch_max_readings:
+            raise ConfigurationError(
+                f"INGEST_BATCH_MIN_READINGS ({self.ingest_batch_min_readings}) is above INGEST_BATCH_MAX_READINGS "
+                f"({self.ingest_batch_max_readings})"
+            )
+        return self
 
 
 # A Sparkplug group, edge node, device or host id is one MQTT topic level: no separator, no wildcard.

@@ -16,7 +16,6 @@ from core.contract import (
     parse_topic,
 )
 from core.ingest import CommandResult, GatewayStatus, RejectedMessage, StatusUpdate
-from core.lru import LruCache
 
 Decoded = Telemetry | StatusUpdate | GatewayStatus | CommandResult | RejectedMessage | None
 COMMAND_RESULT_SUFFIX = "/command/result"
@@ -42,31 +41,7 @@ def decode_message(topic: str, payload: bytes, *, received_at: datetime, window:
         return RejectedMessage("mqtt", topic, payload, str(error))
 
 
-# A drop larger than this is a publisher that restarted its counter, not a redelivery of older messages.
-RESTART_DROP = 1000
-# Publishers followed by the sequence tracker; the least recently heard one is forgotten beyond it.
-SEQ_TRACKER_SIZE = 10_000
 OVERFLOW_TOPIC = "*"
-
-
-@dataclass
-class SeqTracker:
-    """Counts messages missing from each publisher's `seq` sequence (bounded: an LRU of publishers)."""
-
-    last: LruCache[tuple[str, str], int] = field(default_factory=lambda: LruCache(SEQ_TRACKER_SIZE))
-
-    def observe(self, message: Telemetry) -> int:
-        """How many messages went missing just before this one."""
-        if message.seq is None:
-            return 0
-        key = (message.site, message.machine)
-        previous = self.last.get(key)
-        if previous is None or message.seq > previous:
-            self.last.put(key, message.seq)
-            return 0 if previous is None else message.seq - previous - 1
-        if previous - message.seq > RESTART_DROP:
-            self.last.put(key, message.seq)
-        return 0
 
 
 @dataclass

@@ -1,8 +1,15 @@
 """The ingestor process: MQTT in, batches committed to the database, then (and only then) acknowledged.
 
-Flow: one reader task per broker connection decodes messages into a bounded queue; one writer task takes batches
-off it (by size or age), stores each in one transaction through `core.ingest.write_batch`, and acknowledges the
-batch's messages. Un-acknowledged messages stay with the broker (persistent session, fixed client id), so a crash
+Flow: one reader task per broker connection decodes each message and makes its COPY rows (`encode_copy`) into a
+bounded queue; INGEST_WRITERS writer tasks take batches off it, each stores its batch in one transaction (its own
+connection) through `core.ingest.write_batch` (with the sequence-gap record, ingestor/sequence.py), and only after
+that commit acknowledges the batch's messages, batches in the order they were taken. The stages overlap: while
+PostgreSQL commits batch N, batch N+1 is being written and the reader decodes and encodes what comes after.
+Batches adapt (ingestor/batching.py): once free, a writer takes everything waiting, up to
+INGEST_BATCH_MAX_READINGS / _MAX_BYTES, so a busy plant gets large batches and a quiet one its readings within
+INGEST_BATCH_MAX_AGE_MS. Memory is bounded by the in-flight window: the broker sends at most INGEST_MAX_INFLIGHT
+un-acknowledged messages (MQTT 5 Receive Maximum), and the queue and the batches being written hold no more.
+Un-acknowledged messages stay with the broker (persistent session, fixed client id), so a crash
 at any point loses nothing; storing twice is harmless because the tables are idempotent.
 """
 
@@ -15,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -30,26 +38,30 @@ from core.contract import GATEWAY_STATUS_FILTER, STATUS_FILTER, TELEMETRY_FILTER
 from core.db import TRANSIENT_DB_ERRORS, create_engine_from_settings
 from core.ingest import (
     CommandResult,
+    CopyRows,
     GatewayStatus,
     IngestBatch,
     MachineRegistry,
     RejectedMessage,
     StatusUpdate,
     WriteResult,
+    encode_copy,
     plain_text,
     purge_dead_letters,
     write_batch,
 )
 from core.lifecycle import Readiness, readiness, stop_on_signals
 from core.logging import get_logger
+from core.lru import LruCache
 from core.mqtt import SubscriptionRefused, mqtt_client, subscribe_or_raise
 from core.retry import Backoff, keep_connected, retry
 from core.settings import ConfigurationError, IngestorProcessSettings
 from core.sparkplug import NAMESPACE, group_filter, ncmd_topic, rebirth_payload, state_payload, state_topic
 from ingestor.ack import ack, enable_manual_ack
 from ingestor.batching import next_batch
-from ingestor.decode import Decoded, SeqTracker, TopicRateLimit, decode_message
+from ingestor.decode import Decoded, TopicRateLimit, decode_message
 from ingestor.prometheus import IngestMetrics
+from ingestor.sequence import SequenceTracker, Tracked
 from ingestor.sparkplug import SparkplugHost
 
 log = get_logger("shopfloor.ingestor")
@@ -69,6 +81,7 @@ class Pending:
     epoch: int
     arrived: float
     decoded: Decoded | IngestBatch  # a batch: what one Sparkplug message gives
+    copy_rows: CopyRows | None = None  # made on arrival when the machine's id is known, else by the writer
 
     @property
     def readings(self) -> int:
@@ -76,6 +89,11 @@ class Pending:
         if isinstance(self.decoded, IngestBatch):
             return self.decoded.reading_count
         return len(self.decoded.readings) if isinstance(self.decoded, Telemetry) else 0
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds: its payload and its COPY rows."""
+        return len(_payload(self.message)) + (len(self.copy_rows.data) if self.copy_rows is not None else 0)
 
 
 class Ingestor:
@@ -99,7 +117,7 @@ class Ingestor:
         )
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=self.config.ingest_max_inflight)
         self.window = settings.telemetry.window()
-        self.seq = SeqTracker()
+        self.sequences = SequenceTracker(reorder=timedelta(seconds=self.config.ingest_seq_reorder_s))
         self.dead_letter_limit = TopicRateLimit(self.config.dead_letter_max_per_topic_per_min)
         self.sparkplug: SparkplugHost | None = None
         if settings.sparkplug.sparkplug_enabled:
@@ -111,12 +129,18 @@ class Ingestor:
             )
         # The timestamp of this connection's Sparkplug STATE: its birth, its will and its death carry the same one.
         self._state_ms = 0
-        caches = {"machines": self.registry.cache, "seq": self.seq.last}
+        caches: dict[str, LruCache[Any, Any]] = {"machines": self.registry.cache, "seq": self.sequences.known}
         self.metrics.watch_caches(caches | ({"sparkplug_nodes": self.sparkplug.sessions} if self.sparkplug else {}))
         self.subscribed = asyncio.Event()
         self.ready = ready or Readiness()
         self._client: aiomqtt.Client | None = None
         self._epoch = 0
+        # Batches are numbered as they are taken; with several writers one may commit before an earlier one, but
+        # acknowledgements go out in that order (MQTT 5, 4.6: PUBACKs in the order the PUBLISH packets arrived).
+        self._taking = asyncio.Lock()
+        self._taken = 0
+        self._acked = 0
+        self._ack_turn = asyncio.Condition()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain: commit and acknowledge what was received, and return.
@@ -126,10 +150,14 @@ class Ingestor:
         """
         try:
             async with asyncio.TaskGroup() as group:
-                writer = group.create_task(self._write_loop(), name="ingest:writer")
+                writers = [
+                    group.create_task(self._write_loop(), name=f"ingest:writer-{index}")
+                    for index in range(self.config.ingest_writers)
+                ]
                 retention = group.create_task(self._retention_loop(), name="ingest:dead-letter-retention")
                 await self._mqtt_loop(stop)
-                writer.cancel()
+                for writer in writers:
+                    writer.cancel()
                 retention.cancel()
         except* ConfigurationError as refused:
             raise refused.exceptions[0] from None
@@ -274,10 +302,13 @@ class Ingestor:
                 if not decoded:
                     ack(client, message)
                     continue
-            if isinstance(decoded, Telemetry) and (gaps := self.seq.observe(decoded)):
-                self.metrics.seq_gaps.inc(gaps)
-                log.warning("seq_gap", site=decoded.site, machine=decoded.machine, missing=gaps, seq=decoded.seq)
-            await self.queue.put(Pending(message, epoch, time.monotonic(), decoded))
+            copy_rows = None
+            if isinstance(decoded, Telemetry):
+                # Made now, while the writer waits for the database: the batch is ready when the writer is free.
+                machine_id = self.registry.cache.peek((decoded.site, decoded.machine))
+                if machine_id is not None:
+                    copy_rows = encode_copy(machine_id, decoded)
+            await self.queue.put(Pending(message, epoch, time.monotonic(), decoded, copy_rows))
             self.metrics.uncommitted.inc()
 
     async def _sparkplug_message(self, client: aiomqtt.Client, topic: str, payload: bytes) -> IngestBatch | None:
@@ -329,20 +360,27 @@ class Ingestor:
 
     async def _write_loop(self) -> None:
         while True:
-            items = await next_batch(
-                self.queue,
-                max_readings=self.config.ingest_batch_max_readings,
-                max_age_s=self.config.ingest_batch_max_age_ms / 1000,
-                readings=lambda item: item.readings,
-            )
+            async with self._taking:
+                items = await next_batch(
+                    self.queue,
+                    min_readings=self.config.ingest_batch_min_readings,
+                    max_readings=self.config.ingest_batch_max_readings,
+                    max_bytes=self.config.ingest_batch_max_bytes,
+                    max_age_s=self.config.ingest_batch_max_age_ms / 1000,
+                    readings=lambda item: item.readings,
+                    size=lambda item: item.size,
+                    arrived=lambda item: item.arrived,
+                )
+                self._taken += 1
+                number = self._taken
             try:
-                await self._commit(items)
+                await self._commit(items, number)
             finally:
                 for _ in items:
                     self.queue.task_done()
                 self.metrics.uncommitted.dec(len(items))
 
-    async def _commit(self, items: list[Pending]) -> None:
+    async def _commit(self, items: list[Pending], number: int) -> None:
         started = time.perf_counter()
         try:
             result = await self._store(_batch_of(items), mode="batch")
@@ -364,14 +402,18 @@ class Ingestor:
             # Once per batch: a publisher reposting old times with new values must be visible, not folded into
             # the duplicates of ordinary redelivery.
             log.warning("readings_conflicting", conflicts=result.conflicts, kept_as_dead_letters=True)
-        now = time.monotonic()
-        client, epoch = self._client, self._epoch
-        for item in items:
-            self.metrics.lag_seconds.observe(now - item.arrived)
-            # A message from an earlier connection cannot be acknowledged: its id may now name another message.
-            # The broker redelivers it instead, and the idempotent tables make that harmless.
-            if client is not None and item.epoch == epoch:
-                ack(client, item.message)
+        async with self._ack_turn:
+            await self._ack_turn.wait_for(lambda: self._acked == number - 1)
+            now = time.monotonic()
+            client, epoch = self._client, self._epoch
+            for item in items:
+                self.metrics.lag_seconds.observe(now - item.arrived)
+                # A message from an earlier connection cannot be acknowledged: its id may now name another message.
+                # The broker redelivers it instead, and the idempotent tables make that harmless.
+                if client is not None and item.epoch == epoch:
+                    ack(client, item.message)
+            self._acked = number
+            self._ack_turn.notify_all()
         log.debug(
             "batch_written",
             messages=len(items),
@@ -383,16 +425,18 @@ class Ingestor:
         )
 
     async def _store(self, batch: IngestBatch, *, mode: str) -> WriteResult:
-        async def attempt() -> WriteResult:
+        async def attempt() -> tuple[WriteResult, Tracked]:
             async with self.engine.begin() as conn:
-                return await write_batch(
+                written = await write_batch(
                     conn,
                     batch,
                     registry=self.registry,
                     dead_letter_max_payload_bytes=self.config.dead_letter_max_payload_bytes,
                 )
+                tracked = await self.sequences.track(conn, batch.telemetry, written.machine_ids, now=utcnow())
+            return written, tracked
 
-        result = await retry(
+        result, tracked = await retry(
             attempt,
             transient=TRANSIENT_DB_ERRORS,
             backoff=Backoff(base_s=0.2, cap_s=10.0),
@@ -400,6 +444,10 @@ class Ingestor:
             on_error=lambda _: self.metrics.db_errors.inc(),
         )
         self.metrics.transactions.labels(mode).inc()
+        self.sequences.committed(tracked)
+        for (site, machine), missing in tracked.gaps.items():
+            self.metrics.seq_gaps.inc(missing)
+            log.warning("seq_gap", site=site, machine=machine, missing=missing)
         return result
 
     async def _store_split(self, items: list[Pending]) -> WriteResult:
@@ -448,6 +496,8 @@ def _batch_of(items: list[Pending]) -> IngestBatch:
     for item in items:
         if isinstance(item.decoded, Telemetry):
             batch.telemetry.append(item.decoded)
+            if item.copy_rows is not None:
+                batch.copy_rows[id(item.decoded)] = item.copy_rows
         elif isinstance(item.decoded, StatusUpdate):
             batch.statuses.append(item.decoded)
         elif isinstance(item.decoded, GatewayStatus):

@@ -23,6 +23,7 @@ from core.models.telemetry import (
     MachineStateChange,
     Reading,
     TagRange,
+    TelemetrySeq,
     WritableTag,
 )
 from core.models.tracking import (
@@ -68,6 +69,7 @@ __all__ = [
     "StageStatus",
     "StreamTicket",
     "TagRange",
+    "TelemetrySeq",
     "UserAccount",
     "WorkOrder",
     "WorkOrderStage",

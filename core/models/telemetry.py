@@ -111,6 +111,24 @@ class Gateway(Base):
     backlog_seconds_to_full: Mapped[float | None] = mapped_column(Float)
 
 
+class TelemetrySeq(Base):
+    """Where a publisher's `seq` count stands (ingestor/sequence.py): everything up to `contiguous` accounted for,
+    the numbers seen above it as a bit set, since when and up to which number the missing ones are awaited, and the
+    gaps counted.
+    Shared by every ingestor of a group, updated in the transaction of the batch that holds the messages."""
+
+    __tablename__ = "telemetry_seq"
+
+    machine_id: Mapped[int] = mapped_column(ForeignKey("machine.id", ondelete="CASCADE"), primary_key=True)
+    contiguous: Mapped[int | None] = mapped_column(BigInteger)
+    ahead: Mapped[bytes] = mapped_column(LargeBinary)
+    stalled_since: Mapped[datetime | None]
+    stall_mark: Mapped[int | None] = mapped_column(BigInteger)
+    previous_high: Mapped[int | None] = mapped_column(BigInteger)
+    missing_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class TagRange(Base):
     """A tag's engineering range on a machine (the registry's plausibility check): the ingestor stores a value
     outside [low, high] with quality bad and counts it, never as if it were good."""

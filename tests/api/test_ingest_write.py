@@ -20,8 +20,9 @@ from core.ingest import (
     purge_dead_letters,
     write_batch,
 )
-from core.models import DeadLetter, Gateway, Machine, MachineLatest, MachineStateChange
+from core.models import DeadLetter, Gateway, Machine, MachineLatest, MachineStateChange, TelemetrySeq
 from core.models import Reading as ReadingRow
+from ingestor.sequence import SequenceTracker
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -322,3 +323,32 @@ async def test_a_gateways_newest_status_and_backlog_are_kept(engine: AsyncEngine
         row = await session.get(Gateway, ("plant1", "gw-1"))
         assert row is not None
         assert (row.online, row.backlog_readings, row.backlog_messages) == (False, 8000, 40)
+
+
+async def test_sequence_gaps_are_kept_per_machine_in_the_batch_transaction(engine: AsyncEngine) -> None:
+    """ingestor/sequence.py on both databases: late numbers fill holes; a number missing past the window counts."""
+    registry = MachineRegistry(auto_register=True)
+    tracker = SequenceTracker(reorder=timedelta(seconds=60))
+
+    async def offer(*numbers: int, after_s: float) -> dict[tuple[str, str], int]:
+        batch = IngestBatch(
+            telemetry=[
+                Telemetry("plant1", "seq-1", number, [TagReading(T0 + timedelta(seconds=number), "t", 1.0)], [])
+                for number in numbers
+            ]
+        )
+        async with engine.begin() as conn:
+            result = await write_batch(conn, batch, registry=registry)
+            now = T0 + timedelta(seconds=after_s)
+            tracked = await tracker.track(conn, batch.telemetry, result.machine_ids, now=now)
+        registry.remember(result.machine_ids)
+        tracker.committed(tracked)
+        return tracked.gaps
+
+    assert await offer(1, 2, 4, after_s=0) == {}
+    assert await offer(6, after_s=30) == {}
+    assert await offer(3, 7, after_s=90) == {}  # 3 came late: not a gap; 5 is awaited from now
+    assert await offer(8, after_s=200) == {("plant1", "seq-1"): 1}  # 5 never came
+    async with session_factory(engine)() as session:
+        record = (await session.scalars(select(TelemetrySeq))).one()
+    assert (record.contiguous, record.ahead, record.missing_total) == (8, b"", 1)

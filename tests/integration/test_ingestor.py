@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiomqtt
 import httpx
+import orjson
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -19,10 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import ingestor.service
 from core.contract import status_topic, telemetry_topic
 from core.db import session_factory
-from core.models import DeadLetter, Machine, MachineLatest, Reading
+from core.ingest import IngestBatch, WriteResult
+from core.models import DeadLetter, Machine, MachineLatest, Reading, TelemetrySeq
 from ingestor.ack import ack, enable_manual_ack
+from ingestor.service import Ingestor
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.pipeline import (
     PASSWORDS,
@@ -214,35 +218,44 @@ async def test_unacknowledged_messages_are_redelivered_to_the_same_client_id(bro
             await asyncio.wait_for(anext(aiter(client.messages)), timeout=1.5)
 
 
-async def test_sigkill_mid_stream_then_restart_stores_every_reading_exactly_once(
+async def test_sigkill_at_random_points_then_restart_stores_every_reading_exactly_once(
     broker: MosquittoBroker,
     ingest_database: str,
     pipeline_engine: AsyncEngine,
     ingestor_process: list[IngestorProcess],
     tmp_path: Path,
 ) -> None:
-    """Over TLS, as compose runs it (every other test here exercises the plain transport)."""
+    """Killed three times at random moments of the pipeline (a batch being decoded, written, committed or
+    acknowledged while the next one is built): a message acknowledged before its commit would be missing at the
+    end. Over TLS, as compose runs it (every other test here exercises the plain transport)."""
     machine, identity = unique("crash"), Identity()
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
     tls = {"MQTT_PORT": str(broker.tls_port), "MQTT_TLS": "true", "MQTT_CA_FILE": str(broker.certs / "ca.crt")}
-    env = ingestor_env(broker, ingest_database, identity, INGEST_BATCH_MAX_READINGS="2000", **tls)
-    first = IngestorProcess(env, tmp_path / "ingestor-1.log")
-    ingestor_process.append(first)
-    first.start()
-    first.wait_subscribed()
+    env = ingestor_env(
+        broker, ingest_database, identity, INGEST_BATCH_MIN_READINGS="500", INGEST_BATCH_MAX_READINGS="2000", **tls
+    )
+    process = IngestorProcess(env, tmp_path / "ingestor-0.log")
+    ingestor_process.append(process)
+    process.start()
+    process.wait_subscribed()
     payloads = stream_payloads(machine, messages=1000, samples=10, tags=10)  # 100,000 readings
     publishing = asyncio.create_task(
         publish(broker, telemetry_topic(SITE, machine), payloads, pause_every=50, pause_s=0.05), name="test:publisher"
     )
-    assert await wait_for_count(pipeline_engine, 20_000, within_s=60) >= 20_000
-    first.signal(signal.SIGKILL)
-    assert first.wait() == -signal.SIGKILL
-    killed_at = await reading_count(pipeline_engine)
+    killed_at = []
+    for number, threshold in enumerate(sorted(rng.sample(range(5_000, 60_000, 500), 3)), start=1):
+        assert await wait_for_count(pipeline_engine, threshold, within_s=60) >= threshold, f"seed {seed}"
+        await asyncio.sleep(rng.uniform(0, 0.2))
+        process.signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
+        killed_at.append(await reading_count(pipeline_engine))
+        process = IngestorProcess(env, tmp_path / f"ingestor-{number}.log")
+        ingestor_process.append(process)
+        process.start()
     await publishing
-    assert killed_at < 100_000
-    second = IngestorProcess(env, tmp_path / "ingestor-2.log")
-    ingestor_process.append(second)
-    second.start()
-    assert await wait_for_count(pipeline_engine, 100_000, within_s=90) == 100_000
+    assert killed_at[0] < 100_000, f"seed {seed}"
+    assert await wait_for_count(pipeline_engine, 100_000, within_s=90) == 100_000, f"seed {seed}, killed at {killed_at}"
     await asyncio.sleep(1.0)
     assert await reading_count(pipeline_engine) == 100_000
     async with session_factory(pipeline_engine)() as session:
@@ -251,6 +264,45 @@ async def test_sigkill_mid_stream_then_restart_stores_every_reading_exactly_once
     # Every value 1000*i + 10*s + t (i < 1000, s < 10, t < 10) exactly once.
     assert (low, high) == (0.0, 999_099.0)
     assert total == sum(1000 * i + 10 * s + t for i in range(1000) for s in range(10) for t in range(10))
+
+
+async def test_no_message_is_acknowledged_before_the_commit_that_holds_it(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipelined ingestor's ordering rule, checked at every acknowledgement: while batch N commits, batch N+1
+    is being built, and its messages must wait for their own commit."""
+    machine = unique("order")
+    committed: set[int] = set()
+    acked: list[int] = []
+    early: list[int] = []
+    store = Ingestor._store
+
+    async def recording_store(self: Ingestor, batch: IngestBatch, *, mode: str) -> WriteResult:
+        result = await store(self, batch, mode=mode)
+        committed.update(message.seq for message in batch.telemetry if message.seq is not None)
+        return result
+
+    def recording_ack(client: aiomqtt.Client, message: aiomqtt.Message) -> bool:
+        if str(message.topic) == telemetry_topic(SITE, machine):
+            assert isinstance(message.payload, bytes)
+            seq = orjson.loads(message.payload)["seq"]
+            acked.append(seq)
+            if seq not in committed:
+                early.append(seq)
+        return ack(client, message)
+
+    monkeypatch.setattr(Ingestor, "_store", recording_store)
+    monkeypatch.setattr(ingestor.service, "ack", recording_ack)
+    payloads = stream_payloads(machine, messages=400, samples=5, tags=10)  # 20,000 readings
+    async with running_ingestor(
+        broker, ingest_database, pipeline_engine, ingest_batch_min_readings=200, ingest_batch_max_readings=1000
+    ) as running:
+        await publish(broker, telemetry_topic(SITE, machine), payloads)
+        assert await wait_for_count(pipeline_engine, 20_000) == 20_000
+        transactions = running.metrics.transactions.labels("batch")._value.get()
+    assert early == []
+    assert sorted(acked) == list(range(400))
+    assert transactions >= 20  # at most 1,000 readings each: the pipeline really ran many batches
 
 
 async def test_database_restart_mid_stream_loses_nothing(
@@ -367,9 +419,49 @@ async def test_two_ingestors_in_one_group_split_the_stream(
         assert await wait_for_count(pipeline_engine, 4 * 25 * 4) == 400
         received_one = one.metrics.received.labels("Telemetry")._value.get()
         received_two = two.metrics.received.labels("Telemetry")._value.get()
+        gaps = one.metrics.seq_gaps._value.get() + two.metrics.seq_gaps._value.get()
     assert received_one + received_two == 100
     assert received_one > 0
     assert received_two > 0
+    # Each saw only part of every machine's 0..24, and yet no number is missing: none counted as a gap.
+    assert gaps == 0
+    assert await seq_records(pipeline_engine, machines) == dict.fromkeys(machines, (24, 0))
+
+
+async def seq_records(engine: AsyncEngine, machines: list[str]) -> dict[str, tuple[int | None, int]]:
+    """Per machine: the number below which its `seq` is accounted for, and the gaps counted."""
+    async with session_factory(engine)() as session:
+        rows = await session.execute(
+            select(Machine.code, TelemetrySeq.contiguous, TelemetrySeq.missing_total)
+            .join(TelemetrySeq, TelemetrySeq.machine_id == Machine.id)
+            .where(Machine.code.in_(machines))
+        )
+        return {code: (contiguous, missing) for code, contiguous, missing in rows}
+
+
+async def test_a_real_gap_is_counted_once_by_a_group_of_two_ingestors(
+    broker: MosquittoBroker, ingest_database: str, pipeline_engine: AsyncEngine
+) -> None:
+    """Message 10 never comes: counted once, by whichever ingestor commits after the reorder window (1 s)."""
+    machine, group = unique("gap"), fresh_group()
+    topic = telemetry_topic(SITE, machine)
+    async with (
+        running_ingestor(
+            broker, ingest_database, pipeline_engine, Identity(group=group), ingest_seq_reorder_s=1
+        ) as one,
+        running_ingestor(
+            broker, ingest_database, pipeline_engine, Identity(group=group), ingest_seq_reorder_s=1
+        ) as two,
+    ):
+        await publish(broker, topic, stream_payloads(machine, messages=10, samples=1, tags=2))
+        await publish(broker, topic, stream_payloads(machine, messages=10, samples=1, tags=2, offset=11))
+        assert await wait_for_count(pipeline_engine, 40) == 40
+        await asyncio.sleep(1.5)
+        await publish(broker, topic, stream_payloads(machine, messages=5, samples=1, tags=2, offset=21))
+        assert await wait_for_count(pipeline_engine, 50) == 50
+        gaps = one.metrics.seq_gaps._value.get() + two.metrics.seq_gaps._value.get()
+    assert gaps == 1
+    assert await seq_records(pipeline_engine, [machine]) == {machine: (25, 1)}
 
 
 async def test_a_group_the_brokers_rules_do_not_allow_stops_the_ingestor_with_one_line(

@@ -29,7 +29,7 @@ from core.contract import (
     telemetry_topic,
 )
 from core.ingest import GatewayStatus, RejectedMessage, StatusUpdate
-from ingestor.decode import SeqTracker, decode_message
+from ingestor.decode import decode_message
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 WINDOW = TimeWindow(max_past=timedelta(days=7), max_future=timedelta(minutes=5))
@@ -203,26 +203,6 @@ def test_json_shaped_garbage_is_rejected_with_a_reason_or_decoded(body: dict[str
     else:
         assert isinstance(result, Telemetry)
         assert all(isinstance(reading.value, float) for reading in result.readings)
-
-
-def test_seq_gaps_are_counted_per_publisher() -> None:
-    tracker = SeqTracker()
-
-    def message(machine: str, seq: int | None) -> Telemetry:
-        return Telemetry("plant1", machine, seq, [], [])
-
-    assert tracker.observe(message("a", 1)) == 0
-    assert tracker.observe(message("a", 2)) == 0
-    assert tracker.observe(message("a", 5)) == 2  # 3 and 4 are missing
-    assert tracker.observe(message("b", 9)) == 0  # another publisher
-    assert tracker.observe(message("a", 4)) == 0  # a late redelivery is not a gap
-    assert tracker.observe(message("a", 6)) == 0
-    assert tracker.observe(message("a", None)) == 0
-    assert tracker.observe(message("a", 0)) == 0  # no large drop yet: treated as redelivery
-    for seq in range(7, 2000):
-        tracker.observe(message("a", seq))
-    assert tracker.observe(message("a", 1)) == 0  # restarted publisher (a large drop)
-    assert tracker.observe(message("a", 3)) == 1
 
 
 # --- quality ------------------------------------------------------------------------------------------------------

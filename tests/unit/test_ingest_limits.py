@@ -7,11 +7,10 @@ import hashlib
 
 import pytest
 
-from core.contract import Telemetry
 from core.ingest import RejectedMessage, dead_letter_row, plain_text
 from core.lru import LruCache
 from core.settings import Environment, IngestorProcessSettings, IngestorSettings, MqttSettings, RuntimeSettings
-from ingestor.decode import OVERFLOW_TOPIC, SeqTracker, TopicRateLimit
+from ingestor.decode import OVERFLOW_TOPIC, TopicRateLimit
 
 
 @pytest.mark.parametrize(
@@ -57,15 +56,6 @@ def test_lru_forgets_the_least_recently_used_and_counts_hits_and_misses() -> Non
     assert (len(cache), cache.hits, cache.misses) == (2, 3, 1)
     with pytest.raises(ValueError, match="maxsize"):
         LruCache(0)
-
-
-def test_seq_tracker_stays_bounded() -> None:
-    tracker = SeqTracker(LruCache(100))
-    for number in range(1000):
-        tracker.observe(Telemetry("plant1", f"m{number}", 1, [], []))
-    assert len(tracker.last) == 100
-    # A forgotten publisher starts afresh instead of reporting a huge gap.
-    assert tracker.observe(Telemetry("plant1", "m0", 500, [], [])) == 0
 
 
 def test_dead_letter_limit_is_per_topic_and_per_minute() -> None:
