@@ -25,7 +25,7 @@ PYTEST_WORKERS ?= 2
 COVERAGE_ARGS ?= --cov --cov-report=term:skip-covered
 
 .PHONY: help uv install requirements system-deps timescale-deps nodeopcua-deps sparkplug-deps sparkplug-proto lint format test test-unit bench bench-ingest bench-gateway \
-	bench-history run-api migrate demo demo-deps clean ui
+	bench-history bench-api run-api migrate demo demo-deps clean ui
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -113,7 +113,7 @@ test: system-deps install timescale-deps nodeopcua-deps sparkplug-deps ui lint #
 test-unit: install ## the fast tier only (no services)
 	$(UV) run pytest tests/unit $(PYTEST_ARGS)
 
-bench: bench-ingest bench-gateway bench-history ## every benchmark (figures only, nothing asserted but data loss)
+bench: bench-ingest bench-gateway bench-history bench-api ## every benchmark (figures only, nothing asserted but data loss)
 
 bench-ingest: system-deps install ## load generator -> Mosquitto -> ingestor -> PostgreSQL, against raw COPY
 	$(UV) run python -m bench.bench_ingest $(BENCH_ARGS)
@@ -123,6 +123,9 @@ bench-gateway: system-deps install ## gateway CPU and memory polling 2,000 tags,
 
 bench-history: system-deps install ## GET /machines/{id}/readings latency over 10M readings, against its own SQL
 	$(UV) run python -m bench.bench_history $(BENCH_ARGS)
+
+bench-api: system-deps install ## a shift change (200 workers, 50 live streams) against the API, next to a bare route
+	$(UV) run python -m bench.bench_api $(BENCH_ARGS)
 
 migrate: install ## upgrade the database in DATABASE_URL (default: ./data/shopfloor.db) to head
 	$(UV) run shopfloor migrate

@@ -12,27 +12,24 @@ from core.settings import ApiProcessSettings, ConfigurationError, IngestorProces
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn: one process, or API_WORKERS processes on one socket."""
     settings = ApiProcessSettings.load()  # first, so a bad setting fails before the heavy imports
-    import uvicorn
+    from api.server import ApiServer, api_config, serve_workers
+
+    configure_logging(settings.log, settings.env)
+    host = args.host or settings.api.api_host
+    port = args.port or settings.api.api_port
+    ready = Readiness(args.ready_file)
+    if settings.api.api_workers > 1:
+        # Each worker builds its own app (engine, pool, stream hub); the parent only supervises.
+        return serve_workers(host=host, port=port, workers=settings.api.api_workers, ready=ready)
 
     from api.app import create_app
     from api.context import context_of
-    from api.server import ApiServer
 
-    configure_logging(settings.log, settings.env)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=args.host or settings.api.api_host,
-        port=args.port or settings.api.api_port,
-        log_config=None,
-        access_log=False,
-        # The client address is worked out by the app from TRUSTED_PROXIES (api.client), never by uvicorn.
-        proxy_headers=False,
-    )
     # uvicorn.run with a server that ends the live streams on SIGTERM instead of waiting for them.
-    server = ApiServer(config, streams=context_of(app).streams, ready=Readiness(args.ready_file))
+    server = ApiServer(api_config(app, host=host, port=port), streams=context_of(app).streams, ready=ready)
     try:
         server.run()
     finally:

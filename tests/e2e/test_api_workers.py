@@ -1,0 +1,153 @@
+"""`shopfloor api` with API_WORKERS=2: worker processes on one socket, both serving, restarted, stopped by SIGTERM.
+
+Which process serves a connection is read from the kernel, not from the app: the connection's server-side socket
+(found in /proc/net/tcp by the client's port) is an open file of exactly one worker (/proc/PID/fd).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.lifecycle import read_ready_file
+from tests.e2e.test_cli import SHOPFLOOR, cli_env, shopfloor
+from tests.support.postgres import free_port
+
+pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid` (multiprocessing's resource tracker included)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets `pid` has open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def server_side_inode(server_port: int, client_port: int) -> str | None:
+    """The inode of the server's end of the TCP connection from `client_port` to `server_port` on 127.0.0.1."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        remote_port = int(fields[2].split(":")[1], 16)
+        if local_port == server_port and remote_port == client_port:
+            return fields[9]
+    return None
+
+
+def serving_pid(server_port: int, connection: socket.socket, workers: set[int]) -> int | None:
+    """The worker holding the accepted end of `connection`."""
+    inode = server_side_inode(server_port, connection.getsockname()[1])
+    owners = [pid for pid in workers if inode is not None and inode in socket_inodes(pid)]
+    return owners[0] if len(owners) == 1 else None
+
+
+def get_health(connection: socket.socket) -> bytes:
+    """One keep-alive GET /health on a raw connection: the status line."""
+    connection.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def serving_pids(port: int, workers: set[int], *, connections: int = 24) -> set[int]:
+    """The workers that answered `connections` connections held open together."""
+    opened = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(connections)]
+    try:
+        found = set()
+        for connection in opened:
+            assert get_health(connection) == b"HTTP/1.1 200 OK"
+            pid = serving_pid(port, connection, workers)
+            if pid is not None:
+                found.add(pid)
+        return found
+    finally:
+        for connection in opened:
+            connection.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_database_url: str, tmp_path: Path) -> None:
+    env = cli_env(empty_database_url, API_WORKERS="2")
+    assert shopfloor("migrate", env=env, cwd=tmp_path).returncode == 0
+    port = free_port()
+    ready_file = tmp_path / "api.ready"
+    process = subprocess.Popen(  # noqa: S603 -- our own console script
+        [SHOPFLOOR, "api", "--port", str(port), "--ready-file", str(ready_file)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: read_ready_file(ready_file) is not None or process.poll() is not None, 60, "not ready")
+        ready = read_ready_file(ready_file)
+        assert ready is not None, "the API exited before it was ready"
+        workers = set(ready["workers"])  # type: ignore[call-overload]
+        assert len(workers) == 2
+        assert ready["pid"] == process.pid
+        assert workers <= children(process.pid)
+        # Only the parent bound the port; the workers serve the very socket it passed them.
+        listening = socket_inodes(process.pid)
+        assert all(listening & socket_inodes(pid) for pid in workers)
+
+        assert serving_pids(port, workers) == workers
+
+        # A worker that dies is replaced; the port keeps answering meanwhile.
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        survivor = workers - {victim}
+
+        def serving() -> set[int]:
+            current = {pid for pid in children(process.pid) if listening & socket_inodes(pid)}
+            return serving_pids(port, current) if len(current) == 2 and victim not in current else set()
+
+        wait_for(lambda: len(serving() - survivor) == 1, 60, "no replacement worker served")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert output.count("Application shutdown complete") >= 2, output
+    assert "api_workers_stopped" in output
+    assert not ready_file.exists()
+    assert not children(process.pid)
