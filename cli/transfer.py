@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -114,6 +115,12 @@ def normalise_value(value: Any) -> Any:
         return ["x", bytes(value).hex()]
     if isinstance(value, str):
         return ["s", value]
+    if isinstance(value, uuid.UUID):
+        return ["u", str(value)]
+    if isinstance(value, list):  # a JSON column (a command's writes, allowed values)
+        return ["l", [normalise_value(item) for item in value]]
+    if isinstance(value, dict):
+        return ["m", sorted((str(key), normalise_value(item)) for key, item in value.items())]
     raise TypeError(f"no checksum form for a value of type {type(value).__name__}")
 
 
@@ -162,8 +169,13 @@ def shopfloor_tables() -> list[Table]:
 
 
 def _copy_value(value: Any) -> Any:
-    # psycopg dumps a Python Enum by its name; the columns hold the value.
-    return value.value if isinstance(value, enum.Enum) else value
+    # psycopg dumps a Python Enum by its name; the columns hold the value. A JSON column's list or mapping would be
+    # dumped as an array: it goes as JSON text.
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
 
 
 def _quoted(connection: Connection, name: str) -> str:

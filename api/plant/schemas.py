@@ -5,13 +5,34 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema, model_validator
 
 from api.planttime import PlantDateTime
 from api.schemas import InputModel, ReadModel
 from core.downtime import LossCategory
 from core.models import CalendarExceptionKind
 
+
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a wall-clock time in the plant's zone, without an offset (e.g. 06:00)")
+    return value
+
+
+# A time of day on the plant's clock (PLANT_TIMEZONE): HH:MM or HH:MM:SS, never with an offset. Its schema says so
+# rather than `format: time`, which JSON Schema reads as an RFC 3339 time that must carry one.
+WallTime = Annotated[
+    time,
+    AfterValidator(_wall_clock),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+            "description": "Wall-clock time in the plant's zone, without an offset",
+            "examples": ["06:00"],
+        }
+    ),
+]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9_çğıöşü-]{1,64}$")]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -20,8 +41,8 @@ Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 class BreakIn(InputModel):
     """A break inside its shift, local wall time."""
 
-    start: time
-    end: time
+    start: WallTime
+    end: WallTime
 
 
 class ShiftIn(InputModel):
@@ -29,8 +50,8 @@ class ShiftIn(InputModel):
 
     name: Name
     weekdays: Annotated[list[Annotated[int, Field(ge=0, le=6)]], Field(min_length=1, max_length=7)]
-    start: time
-    end: time
+    start: WallTime
+    end: WallTime
     breaks: Annotated[list[BreakIn], Field(default_factory=list, max_length=10)]
 
 
@@ -45,8 +66,8 @@ class PatternCreate(InputModel):
 class BreakRead(ReadModel):
     """A break, local wall time."""
 
-    start: time
-    end: time
+    start: WallTime
+    end: WallTime
 
 
 class ShiftRead(ReadModel):
@@ -55,8 +76,8 @@ class ShiftRead(ReadModel):
     id: int
     name: str
     weekday: int
-    start: time
-    end: time
+    start: WallTime
+    end: WallTime
     breaks: list[BreakRead]
 
 
@@ -76,8 +97,8 @@ class ExceptionCreate(InputModel):
     day: date
     kind: CalendarExceptionKind
     shift_name: Name | None = None
-    start: time | None = None
-    end: time | None = None
+    start: WallTime | None = None
+    end: WallTime | None = None
     note: Note | None = None
 
     @model_validator(mode="after")
@@ -97,8 +118,8 @@ class ExceptionRead(ReadModel):
     day: date
     kind: CalendarExceptionKind
     shift_name: str | None
-    start: time | None
-    end: time | None
+    start: WallTime | None
+    end: WallTime | None
     note: str | None
 
 

@@ -83,7 +83,8 @@ def get_health(connection: socket.socket) -> bytes:
 
 def serving_pids(port: int, workers: set[int], *, connections: int = 24) -> set[int]:
     """The workers that answered `connections` connections held open together."""
-    opened = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(connections)]
+    # Generous: a worker just spawned by the supervisor builds its app for seconds on a loaded machine.
+    opened = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(connections)]
     try:
         found = set()
         for connection in opened:

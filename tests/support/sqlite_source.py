@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from cli.transfer import shopfloor_tables
+from core.commands import CommandStatus
 from core.contract import MachineState
 from core.db import install_sqlite_pragmas, sync_url
 from core.downtime import LossCategory
@@ -28,6 +30,7 @@ from core.models import (
     LossReason,
     Machine,
     MachineApiKey,
+    MachineCommand,
     MachineLatest,
     MachineStateChange,
     PatternShift,
@@ -43,9 +46,11 @@ from core.models import (
     StageStatus,
     StreamTicket,
     TagRange,
+    TelemetrySeq,
     UserAccount,
     WorkOrder,
     WorkOrderStage,
+    WritableTag,
 )
 from core.schema import upgrade
 
@@ -157,6 +162,21 @@ def fill(path: Path) -> None:
         session.add(Reading(machine_id=station.id, tag="torque_nm", ts=T0, value=None, quality=2))
         session.add(Reading(machine_id=station.id, tag="torque_nm", ts=T0 + timedelta(seconds=1), value=1.5, quality=1))
         session.add(TagRange(machine_id=press.id, tag="barrel_temp_c", low=-20.0, high=450.5))
+        session.add_all(
+            [
+                WritableTag(machine_id=press.id, tag="target_qty", value_type="int", min=0, max=100000,
+                            job_field="target_qty", description="Hedef adet"),
+                WritableTag(machine_id=press.id, tag="mode", value_type="float", allowed=[1.0, 2.5]),
+                # A command answered by its gateway, with the values before and after (the JSON columns travel too).
+                MachineCommand(id=uuid.UUID("6f1c8d2e-0b7e-4c1e-9a3f-2d5b8e7c6a10"), machine_id=press.id,
+                               requested_by_id=planner.id, requested_at=T0, expires_at=T0 + timedelta(minutes=1),
+                               writes=[{"tag": "target_qty", "value": 500, "old_value": 480.0}],
+                               status=CommandStatus.DONE, finished_at=T0 + timedelta(seconds=1), gateway_id="gw-1",
+                               outcome=[{"tag": "target_qty", "previous": 480, "read_back": 500}]),
+                TelemetrySeq(machine_id=press.id, contiguous=41, ahead=bytes([5, 0, 1]), stalled_since=T0,
+                             stall_mark=44, previous_high=None, missing_total=2, updated_at=T0),
+            ]
+        )  # fmt: skip
         session.add(
             Gateway(site="plant1", gateway_id="gw-1", online=True, status_at=T0, backlog_messages=3,
                     backlog_readings=600, backlog_oldest_age_s=2.5, backlog_bytes=4096, backlog_max_bytes=1 << 30)
