@@ -530,7 +530,7 @@ class IngestorSettings(BaseSettings):
     ingest_batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     ingest_batch_max_age_ms: int = Field(default=200, ge=1, le=60_000)
     # Batches written at once, each on its own connection (acknowledged in order all the same).
-    ingest_writers: int = Field(default=2, ge=1, le=4)
+    ingest_writers: int = Field(default=1, ge=1, le=4)
     # A sequence number still missing this long after a later one arrived is counted as a gap (seq_gap).
     ingest_seq_reorder_s: float = Field(default=60.0, ge=1, le=86_400)
     # Messages received but not yet committed; also the MQTT 5 Receive Maximum, so the broker never sends more.
