@@ -120,4 +120,4 @@ def test_a_minimum_above_the_maximum_is_refused_at_start() -> None:
         IngestorSettings(ingest_batch_min_readings=5000, ingest_batch_max_readings=2000)
     with pytest.raises(ValidationError):
         IngestorSettings(ingest_writers=0)
-    assert IngestorSettings(ingest_batch_min_readings=2000, ingest_batch_max_readings=2000).ingest_writers == 2
+    assert IngestorSettings(ingest_batch_min_readings=2000, ingest_batch_max_readings=2000).ingest_writers == 1
