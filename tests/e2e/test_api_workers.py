@@ -21,8 +21,6 @@ from core.lifecycle import read_ready_file
 from tests.e2e.test_cli import SHOPFLOOR, cli_env, shopfloor
 from tests.support.postgres import free_port
 
-pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
-
 
 def children(pid: int) -> set[int]:
     """The live child processes of `pid` (multiprocessing's resource tracker included)."""
