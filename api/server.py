@@ -3,8 +3,9 @@
 With API_WORKERS > 1, `serve_workers` runs uvicorn's multiprocess supervisor (`uvicorn.supervisors.Multiprocess`):
 the parent binds the one listening socket and starts that many worker processes (spawned, so each imports and
 builds its own app, engine and pool), each serving the shared socket through `ApiServer`, so SIGTERM still ends the
-live streams. The parent writes the readiness file once every worker has finished its startup, restarts a worker
-that dies, and stops everything (exit 3) when a worker fails at startup, since every replacement would fail alike.
+live streams. The parent writes the readiness file once every worker has finished its startup (and again, naming
+the new worker, once a replacement has finished its own), restarts a worker that dies, and stops everything (exit 3)
+when a worker fails at startup, since every replacement would fail alike.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class ApiSupervisor(Multiprocess):
         super().__init__(config, sockets)
         self.ready = ready
         self.announced = False
+        self.announced_pids: list[int | None] = []
         self.startup_failed = False
 
     def init_processes(self) -> None:
@@ -138,14 +140,17 @@ class ApiSupervisor(Multiprocess):
         log.info("api_workers_stopped", pid=os.getpid())
 
     def announce_when_ready(self) -> None:
-        """Write the readiness file once every worker has finished its startup (listens on the shared socket)."""
-        if self.announced or self.should_exit.is_set():
+        """Write the readiness file once every worker has finished its startup (serves the shared socket), and again
+        once a replacement has: the file names the workers serving now."""
+        pids = [process.pid for process in self.processes]
+        if pids == self.announced_pids or self.should_exit.is_set():
             return
         if all(process.is_ready(timeout=self.config.timeout_worker_healthcheck) for process in self.processes):
             host, port = self.sockets[0].getsockname()[:2]
-            self.ready.ready(host=host, port=port, workers=[process.pid for process in self.processes])
+            self.ready.ready(host=host, port=port, workers=pids)
             self.announced = True
-            log.info("api_workers_ready", workers=len(self.processes))
+            self.announced_pids = pids
+            log.info("api_workers_ready", workers=pids)
 
     def keep_subprocess_alive(self) -> None:
         """Replace a worker that died or hangs (kept from uvicorn's, with our worker class); stop on a startup

@@ -136,15 +136,15 @@ class Gateway:
         self._write_wanted = asyncio.Event()
         self._intake_closed = asyncio.Event()
         # Running totals for the backlog's growth estimate and the outage report.
-        self.appended_messages = self.appended_readings = self.appended_bytes = 0
+        self.appended_messages = self.appended_bytes = 0
         self.acked_messages = self.acked_bytes = 0
         self._empty = replace(EMPTY, max_bytes=config.buffer.max_bytes)
         self.backlog: Backlog = self._empty
         self._meter = BacklogMeter(max_bytes=config.buffer.max_bytes, max_messages=config.buffer.max_messages)
         self._status_due = False
         self._status_sent_with_backlog = False
-        # When the broker became unreachable (monotonic) and the appended totals then; None while connected.
-        self._outage: tuple[float, int, int] | None = None
+        # When the broker became unreachable (monotonic); None while connected.
+        self._outage: float | None = None
         # Commands: the writable tags of each machine that has some, its live source while connected, the commands
         # received and not yet executed, the answers of recent ids, and the refused subscriptions (logged once).
         self._writable = {device.machine: writable_tags(device) for device in config.devices if writable_tags(device)}
@@ -323,7 +323,6 @@ class Gateway:
             written.set_result(None)
         self.metrics.buffered.inc(len(messages))
         self.appended_messages += len(messages)
-        self.appended_readings += sum(message.readings for message in messages)
         self.appended_bytes += sum(message_size(message.topic, message.payload) for message in messages)
         dropped = sum(result.dropped for result in results)
         if dropped:
@@ -386,7 +385,7 @@ class Gateway:
             self.connected.clear()
             self.ready.not_ready()
             if self._outage is None:
-                self._outage = (time.monotonic(), self.appended_messages, self.appended_readings)
+                self._outage = time.monotonic()
                 # Once per outage; the retries are quiet until broker_reconnected.
                 log.warning("broker_unreachable", host=broker.host, port=broker.port, error=repr(error)[:300])
 
@@ -405,15 +404,16 @@ class Gateway:
         if self._outage is None:
             log.info("broker_connected", host=broker.host, port=broker.port)
             return
-        since, messages, readings = self._outage
-        self._outage = None
+        since, self._outage = self._outage, None
+        # What waits in the buffer now (the backlog just refreshed): what the outage piled up, and what had not been
+        # acknowledged when it began.
         log.info(
             "broker_reconnected",
             host=broker.host,
             port=broker.port,
             outage_s=round(time.monotonic() - since, 1),
-            buffered_messages=self.appended_messages - messages,
-            buffered_readings=self.appended_readings - readings,
+            buffered_messages=self.backlog.messages,
+            buffered_readings=self.backlog.readings,
         )
 
     async def _wait_reachable(self, stop: asyncio.Event) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -330,12 +330,28 @@ async def test_the_manager_reads_oee_by_shift_and_works_through_the_stops(
     context = await browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB", timezone_id="UTC")
     page = await context.new_page()
     problems = watch_console(page)
+    week_start = datetime.combine(today - timedelta(days=6), time(0), UTC)
+    asked: list[dict[str, list[str]]] = []
+
+    def on_request(request: Request) -> None:
+        url = urlsplit(request.url)
+        query = parse_qs(url.query)
+        if (
+            url.path == "/oee"
+            and query["group_by"] == ["shift"]
+            and datetime.fromisoformat(query["from"][0]) == week_start
+        ):
+            asked.append(query)
+
+    page.on("request", on_request)
     await page.goto(f"{server}/ui#/manager?days=7")
     await log_in(page, "planner")
     loaded = page.locator("#app[data-view=manager][data-loaded=true]")
     await expect(loaded).to_be_attached()
-    # The same figures as the API's, over the last seven production days from the plant's midnight (UTC here).
-    week = {"from": f"{today - timedelta(days=6)}T00:00:00+00:00", "to": datetime.now(UTC).isoformat()}
+    # The same figures as the API's, over the last seven production days from the plant's midnight (UTC here), up
+    # to the moment the page asked for (the figures of a window that ends later differ: time has run on).
+    assert asked, "the page never asked for the week by shift"
+    week = {"from": week_start.isoformat(), "to": asked[-1]["to"][0]}
     shown = await planner_get(server, "/oee", machine_id=plant.machine_id, group_by="shift", **week)
     rows = page.locator("[data-ref=oee-rows] tbody tr")
     await expect(rows).to_have_count(len(shown["rows"]))

@@ -137,11 +137,16 @@ def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_data
         survivor = workers - {victim}
 
         def replaced() -> bool:
-            current = {pid for pid in children(process.pid) if listening & socket_inodes(pid)}
-            return len(current) == 2 and victim not in current and survivor <= current
+            now = read_ready_file(ready_file)
+            return now is not None and victim not in now["workers"] and survivor < set(now["workers"])  # type: ignore[operator, call-overload]
 
-        # A new worker holds the shared socket, and the port answers throughout.
-        wait_for(replaced, 120, "no replacement worker")
+        # Once the new worker has finished its startup the readiness file names it; it holds the shared socket,
+        # and the port answers throughout.
+        wait_for(replaced, 120, "no replacement worker announced")
+        renewed = set(read_ready_file(ready_file)["workers"])  # type: ignore[call-overload, index]
+        assert len(renewed) == 2
+        assert renewed <= children(process.pid)
+        assert all(listening & socket_inodes(pid) for pid in renewed)
         for _ in range(10):
             assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200
     finally:
