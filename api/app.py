@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from api.auth.cache import PrincipalCache
 from api.auth.router import router as auth_router
 from api.auth.throttle import AttemptLedger, LoginLimits, LoginThrottle
 from api.commands.publisher import MqttCommandPublisher
@@ -117,6 +118,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
                 registration_window_s=settings.auth.registration_window_s,
             ),
         ),
+        principals=PrincipalCache(settings.auth.auth_user_cache_s),
         streams=streams,
         ui_static_dir=UI_STATIC_DIR,
         prometheus=prometheus,

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the context is plain data: what it holds imports the router
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
     from starlette.applications import Starlette
 
+    from api.auth.cache import PrincipalCache
     from api.auth.throttle import LoginThrottle
     from api.commands.publisher import CommandPublisher
     from api.machines.stream import StreamHub
@@ -35,6 +36,8 @@ class AppContext:
     hasher: PasswordHasher
     tokens: TokenService
     login_throttle: LoginThrottle
+    # The user behind each recent bearer token (AUTH_USER_CACHE_S).
+    principals: PrincipalCache
     streams: StreamHub
     # The operator view's bundle (`make ui`); tests point it elsewhere.
     ui_static_dir: Path

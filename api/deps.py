@@ -82,7 +82,8 @@ Now = Annotated[datetime, Depends(current_time)]
 async def current_principal(
     request: Request, session: Session, tokens: Tokens, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> Principal:
-    """The user behind the bearer token, reloaded so a role change or deactivation applies at once.
+    """The user behind the bearer token, reloaded (at most every AUTH_USER_CACHE_S per token, see `api.auth.cache`)
+    so a role change or deactivation applies.
 
     A token issued before the user's last password change, reset, deactivation or role change (an older token
     version) is refused like an expired one.
@@ -103,17 +104,22 @@ async def _principal(request: Request, session: AsyncSession, tokens: TokenServi
     if not token:
         raise Unauthenticated("A bearer token is required")
     try:
-        claims = tokens.verify(token)
+        claims = tokens.verify(token)  # the expiry and signature are checked on every request, cached or not
     except InvalidToken:
         raise Unauthenticated("The token is invalid or has expired") from None
-    user = await session.get(UserAccount, claims.user_id)
-    if user is None or not user.is_active:
-        raise Unauthenticated("The token's user does not exist or is deactivated")
-    if user.token_version != claims.version:
-        raise Unauthenticated("The token was revoked; log in again", code="token_revoked")
-    request.state.user_id = user.id
-    structlog.contextvars.bind_contextvars(user_id=user.id)
-    return Principal(user_id=user.id, username=user.username, role=user.role)
+    cache = context_of(request.app).principals
+    principal = cache.get(token)
+    if principal is None:
+        user = await session.get(UserAccount, claims.user_id)
+        if user is None or not user.is_active:
+            raise Unauthenticated("The token's user does not exist or is deactivated")
+        if user.token_version != claims.version:
+            raise Unauthenticated("The token was revoked; log in again", code="token_revoked")
+        principal = Principal(user_id=user.id, username=user.username, role=user.role)
+        cache.put(token, principal)
+    request.state.user_id = principal.user_id
+    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

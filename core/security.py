@@ -22,7 +22,7 @@ TOKEN_ALGORITHM = "HS256"  # noqa: S105 -- an algorithm name, not a secret
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is acting: loaded from the database on every request."""
+    """Who is acting: loaded from the database (remembered per token for AUTH_USER_CACHE_S by the API)."""
 
     user_id: int
     username: str

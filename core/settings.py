@@ -129,6 +129,9 @@ class AuthSettings(BaseSettings):
     # Short access tokens; a refresh token (rotated at each use) keeps a worker signed in for a whole shift.
     access_token_ttl_s: int = Field(default=15 * 60, ge=60, le=24 * 3600)
     refresh_token_ttl_s: int = Field(default=13 * 3600, ge=300, le=90 * 24 * 3600)
+    # How long an API process remembers the user behind a bearer token (one user-row read per token and period, not
+    # per request). A revocation reaches the other API processes within this; 0: the user is read on every request.
+    auth_user_cache_s: float = Field(default=5.0, ge=0, le=60)
     # Unset: on in development and test, off in production (where turning it on is refused).
     allow_self_registration: bool | None = None
     # Failed logins of one username from one address (the victim at their own address is never locked out by

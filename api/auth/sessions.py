@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.auth.cache import forget_user_everywhere
 from core.errors import Unauthenticated
 from core.logging import get_logger
 from core.models import RefreshToken, UserAccount
@@ -97,6 +98,7 @@ async def end_session(session: AsyncSession, *, presented: str, now: datetime) -
 async def revoke_everything(session: AsyncSession, *, user: UserAccount, now: datetime) -> None:
     """Every token of this user stops working: access tokens at their next request, refresh tokens at once."""
     user.token_version += 1
+    forget_user_everywhere(user.id)
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))

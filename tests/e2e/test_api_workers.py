@@ -95,6 +95,14 @@ def serving_pids(port: int, workers: set[int], *, connections: int = 24, timeout
             connection.close()
 
 
+def announced_workers(ready_file: Path) -> set[int]:
+    """The worker process ids the readiness file names (none while it is absent)."""
+    ready = read_ready_file(ready_file)
+    workers = ready["workers"] if ready is not None else []
+    assert isinstance(workers, list)
+    return {int(pid) for pid in workers}
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -120,7 +128,7 @@ def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_data
         wait_for(lambda: read_ready_file(ready_file) is not None or process.poll() is not None, 60, "not ready")
         ready = read_ready_file(ready_file)
         assert ready is not None, "the API exited before it was ready"
-        workers = set(ready["workers"])  # type: ignore[call-overload]
+        workers = announced_workers(ready_file)
         assert len(workers) == 2
         assert ready["pid"] == process.pid
         assert workers <= children(process.pid)
@@ -137,13 +145,13 @@ def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_data
         survivor = workers - {victim}
 
         def replaced() -> bool:
-            now = read_ready_file(ready_file)
-            return now is not None and victim not in now["workers"] and survivor < set(now["workers"])  # type: ignore[operator, call-overload]
+            now = announced_workers(ready_file)
+            return victim not in now and survivor < now
 
         # Once the new worker has finished its startup the readiness file names it; it holds the shared socket,
         # and the port answers throughout.
         wait_for(replaced, 120, "no replacement worker announced")
-        renewed = set(read_ready_file(ready_file)["workers"])  # type: ignore[call-overload, index]
+        renewed = announced_workers(ready_file)
         assert len(renewed) == 2
         assert renewed <= children(process.pid)
         assert all(listening & socket_inodes(pid) for pid in renewed)

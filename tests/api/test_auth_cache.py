@@ -1,0 +1,118 @@
+"""The user behind a bearer token, remembered per token for AUTH_USER_CACHE_S (`api.auth.cache`): read once for a
+burst of requests; a revocation made by this process applies at once, one made elsewhere within the period."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import event, inspect, update
+from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.orm import Session as OrmSession
+
+from api.context import context_of
+from core.models import Role, UserAccount
+from core.settings import AuthSettings
+from tests.support.api import Api, make_settings, running_api
+from tests.support.db import DIALECT_FREE, Database
+
+pytestmark = DIALECT_FREE
+
+
+@contextmanager
+def user_reads() -> Iterator[list[int]]:
+    """How many statements read the user table while the block runs (one counter)."""
+    count = [0]
+    mapper = inspect(UserAccount)
+
+    def counted(state: ORMExecuteState) -> None:
+        if state.is_select and state.bind_mapper is mapper:
+            count[0] += 1
+
+    event.listen(OrmSession, "do_orm_execute", counted)
+    try:
+        yield count
+    finally:
+        event.remove(OrmSession, "do_orm_execute", counted)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def deactivate_elsewhere(api: Api, user_id: int) -> None:
+    """What the admin command or another API process does: the row changes behind this process's back."""
+    async with api.begin() as conn:
+        await conn.execute(
+            update(UserAccount)
+            .where(UserAccount.id == user_id)
+            .values(is_active=False, token_version=UserAccount.token_version + 1)
+        )
+
+
+async def test_a_burst_of_requests_reads_the_user_once(api: Api) -> None:
+    headers = await api.actor(Role.WORKER)
+    with user_reads() as reads:
+        for _ in range(5):
+            assert (await api.client.get("/machines", headers=headers)).status_code == 200
+    assert reads == [1]
+
+
+async def test_a_deactivation_through_the_api_ends_a_remembered_token_at_once(api: Api) -> None:
+    """The attack: a worker keeps using a token the API has just remembered, after an admin deactivated them."""
+    worker_id, worker = await api.signed_in(Role.WORKER)
+    admin = await api.actor(Role.ADMIN)
+    assert (await api.client.get("/machines", headers=worker)).status_code == 200
+    assert (
+        await api.client.patch(f"/auth/users/{worker_id}", json={"is_active": False}, headers=admin)
+    ).status_code == 200
+    refused = await api.client.get("/machines", headers=worker)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_demotion_through_the_api_ends_the_old_role_at_once(api: Api) -> None:
+    planner_id, planner = await api.signed_in(Role.PLANNER)
+    admin = await api.actor(Role.ADMIN)
+    assert (await api.client.get("/workorders", headers=planner)).status_code == 200
+    demoted = await api.client.patch(f"/auth/users/{planner_id}/role", json={"role": "worker"}, headers=admin)
+    assert demoted.status_code == 200, demoted.text
+    refused = await api.client.get("/workorders", headers=planner)
+    assert (refused.status_code, refused.json()["code"]) == (401, "token_revoked")
+
+
+async def test_a_change_made_elsewhere_applies_within_the_period(api: Api) -> None:
+    principals = context_of(api.app).principals
+    principals.clock = clock = FakeClock()
+    worker_id, worker = await api.signed_in(Role.WORKER)
+    assert (await api.client.get("/machines", headers=worker)).status_code == 200
+    await deactivate_elsewhere(api, worker_id)
+    # Within AUTH_USER_CACHE_S this process does not know yet (the documented window) ...
+    clock.now += principals.ttl_s - 0.5
+    assert (await api.client.get("/machines", headers=worker)).status_code == 200
+    # ... and once it has passed the user is read again and refused.
+    clock.now += 1
+    assert (await api.client.get("/machines", headers=worker)).status_code == 401
+
+
+async def test_zero_reads_the_user_on_every_request(database: Database) -> None:
+    async with running_api(database, make_settings(database.url, auth_user_cache_s=0)) as api:
+        worker_id, worker = await api.signed_in(Role.WORKER)
+        with user_reads() as reads:
+            for _ in range(3):
+                assert (await api.client.get("/machines", headers=worker)).status_code == 200
+        assert reads == [3]
+        await deactivate_elsewhere(api, worker_id)
+        assert (await api.client.get("/machines", headers=worker)).status_code == 401
+
+
+@pytest.mark.parametrize("value", [-1, 61])
+def test_a_period_out_of_range_is_refused_at_start(value: float) -> None:
+    with pytest.raises(ValidationError, match="auth_user_cache_s"):
+        AuthSettings(secret_key="t" * 48, auth_user_cache_s=value)
