@@ -115,4 +115,4 @@ async def test_zero_reads_the_user_on_every_request(database: Database) -> None:
 @pytest.mark.parametrize("value", [-1, 61])
 def test_a_period_out_of_range_is_refused_at_start(value: float) -> None:
     with pytest.raises(ValidationError, match="auth_user_cache_s"):
-        AuthSettings(secret_key="t" * 48, auth_user_cache_s=value)
+        AuthSettings.model_validate({"secret_key": "t" * 48, "auth_user_cache_s": value})
