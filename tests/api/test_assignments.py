@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.orm import Session as OrmSession
+
 from core.models import Role
 from tests.support.api import Api, total_of
-from tests.support.tracking import act, assign, create_work_order, hours, problem_fields
+from tests.support.tracking import act, assign, create_work_order, hours, problem_fields, report_issue
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The statements the ORM sends while the block runs (relationship loads included)."""
+    seen: list[str] = []
+
+    def sent(state: ORMExecuteState) -> None:
+        seen.append(str(state.statement))
+
+    event.listen(OrmSession, "do_orm_execute", sent)
+    try:
+        yield seen
+    finally:
+        event.remove(OrmSession, "do_orm_execute", sent)
 
 
 async def test_workers_share_a_stage_until_one_is_taken_off(api: Api) -> None:
@@ -67,3 +89,29 @@ async def test_my_stages_lists_soonest_first_with_their_work_orders(api: Api) ->
     planned = await api.client.get("/me/stages", params={"status": "planned", "limit": 1, "offset": 1}, headers=worker)
     assert ([item["stage"]["id"] for item in planned.json()], total_of(planned)) == ([montaj], 2)
     assert total_of(await api.client.get("/me/stages", params={"status": "done"}, headers=worker)) == 0
+    past_the_end = await api.client.get("/me/stages", params={"offset": 10}, headers=worker)
+    assert (past_the_end.json(), total_of(past_the_end)) == ([], 3)
+
+
+async def test_my_stages_come_in_four_statements_however_many_there_are(api: Api) -> None:
+    """What every tablet asks at a shift change: the page with its work orders, total and open issues in one
+    statement, then events, assignees and scrap lines (the user is remembered from the first request)."""
+    _, planner = await api.signed_in(Role.PLANNER)
+    worker_id, worker = await api.signed_in(Role.WORKER)
+    orders = [await create_work_order(api, planner, product_code=f"P-{n}") for n in range(3)]
+    stage_ids = [order["stages"][0]["id"] for order in orders]
+    for stage_id in stage_ids:
+        await assign(api, planner, stage_id, worker_id)
+    await act(api, worker, stage_ids[1], "start", hours(0.1))
+    await report_issue(api, worker, stage_ids[1])
+    assert (await api.client.get("/me/stages", headers=worker)).status_code == 200
+    with statements() as seen:
+        response = await api.client.get("/me/stages", headers=worker)
+    assert len(seen) == 4, seen
+    mine = {item["stage"]["id"]: item for item in response.json()}
+    assert set(mine) == set(stage_ids)
+    assert total_of(response) == 3
+    assert [mine[stage_id]["stage"]["open_issues"] for stage_id in stage_ids] == [0, 1, 0]
+    assert [mine[stage_id]["work_order"]["product_code"] for stage_id in stage_ids] == ["P-0", "P-1", "P-2"]
+    assert [mine[stage_id]["stage"]["actual_start"] is not None for stage_id in stage_ids] == [False, True, False]
+    assert [[a["user_id"] for a in mine[stage_id]["stage"]["assignees"]] for stage_id in stage_ids] == [[worker_id]] * 3

@@ -54,8 +54,9 @@ from tests.support.serial import PTY_LINE, pty_pair
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.modbus, pytest.mark.opcua]
 
 SHOPFLOOR = str(Path(sys.executable).parent / "shopfloor")
-# Longer than both processes' 15 s reconnect backoff cap, so each comes back from its capped backoff.
-OUTAGE_S = float(os.environ.get("TEST_OUTAGE_S", "20"))
+# The 30-second outage issue 16 asks to be quiet through; longer than both processes' 15 s reconnect backoff cap, so
+# each comes back from its capped backoff.
+OUTAGE_S = float(os.environ.get("TEST_OUTAGE_S", "30"))
 BAD_SENSOR_FAILURE = 0x808C0000
 
 
