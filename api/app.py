@@ -65,7 +65,9 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     engine = create_engine_from_settings(settings.database)
 
     hasher = PasswordHasher(
-        time_cost=settings.passwords.argon2_time_cost, memory_kib=settings.passwords.argon2_memory_kib
+        time_cost=settings.passwords.argon2_time_cost,
+        memory_kib=settings.passwords.argon2_memory_kib,
+        max_concurrent=settings.passwords.password_hash_concurrency,
     )
     prometheus = ApiMetrics.create(engine, hasher) if settings.api.api_metrics_enabled else None
     streams = StreamHub(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,8 +34,10 @@ class Principal:
 class PasswordHasher:
     """argon2id hashing; verification never raises on a bad hash, it just fails."""
 
-    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int = 2):
+    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int = 2, max_concurrent: int | None = None):
         self._hasher = Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+        # At most this many hashes or verifications at once (in whichever threads call them); None: no bound.
+        self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent is not None else None
         # Verifications run so far (in worker threads): what throttling is meant to bound, exported as a metric.
         self.verifications = 0
         self._count_lock = threading.Lock()
@@ -42,7 +46,17 @@ class PasswordHasher:
 
     def hash(self, password: str) -> str:
         """A salted argon2id hash in PHC string form."""
-        return self._hasher.hash(password)
+        with self._turn():
+            return self._hasher.hash(password)
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Wait for one of the `max_concurrent` slots (none to wait for without a bound)."""
+        if self._slots is None:
+            yield
+            return
+        with self._slots:
+            yield
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when the password matches; an absent hash still costs one verification."""
@@ -51,7 +65,8 @@ class PasswordHasher:
         if password_hash is not None and identify(password_hash) in LEGACY_SCHEMES:
             return verify_legacy(password_hash, password)
         try:
-            return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
+            with self._turn():
+                return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 

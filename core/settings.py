@@ -116,6 +116,10 @@ class PasswordSettings(BaseSettings):
     password_min_length: int = Field(default=8, ge=6, le=128)
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
+    # argon2id hashes one API process computes at once (logins, password changes); more wait their turn. Each takes
+    # ARGON2_MEMORY_KIB and, with two lanes, up to two cores while it runs, so a burst of logins at a shift change
+    # would otherwise take every core (and its memory) from the requests behind it.
+    password_hash_concurrency: int = Field(default=1, ge=1, le=64)
 
 
 class AuthSettings(BaseSettings):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -103,3 +105,61 @@ def test_token_without_expiry_is_refused() -> None:
 def test_garbage_is_refused(garbage: str) -> None:
     with pytest.raises(InvalidToken):
         tokens().user_id(garbage)
+
+
+class OverlapCounter:
+    """Stands in for argon2 (unit test): records how many calls run at once; with `all_at_once`, each call waits
+    until that many are running together (so an unbounded hasher is proven to let them)."""
+
+    def __init__(self, all_at_once: int | None = None) -> None:
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+        self.together = threading.Barrier(all_at_once, timeout=10) if all_at_once else None
+
+    def _one(self) -> None:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        if self.together is not None:
+            self.together.wait()
+        else:
+            time.sleep(0.01)
+        with self.lock:
+            self.running -= 1
+
+    def hash(self, password: str) -> str:
+        self._one()
+        return "$argon2id$fake"
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        self._one()
+        return True
+
+
+def hammer(hasher: PasswordHasher, counter: OverlapCounter, threads: int = 8) -> None:
+    """`threads` threads hashing and verifying at once, three times each."""
+    hasher._hasher = counter  # type: ignore[assignment]
+
+    def work(n: int) -> None:
+        for _ in range(3):
+            hasher.hash("secret") if n % 2 else hasher.verify("$argon2id$stored", "secret")
+
+    running = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+
+
+@pytest.mark.parametrize("bound", [1, 3])
+def test_hashes_and_verifications_never_run_more_than_the_bound_at_once(bound: int) -> None:
+    counter = OverlapCounter()
+    hammer(PasswordHasher(time_cost=1, memory_kib=1024, max_concurrent=bound), counter)
+    assert 1 <= counter.most <= bound
+    assert counter.running == 0
+
+
+def test_without_a_bound_they_all_run_at_once() -> None:
+    counter = OverlapCounter(all_at_once=8)
+    hammer(PasswordHasher(time_cost=1, memory_kib=1024), counter)
+    assert counter.most == 8
