@@ -372,6 +372,11 @@ class MachineRegistry:
         refused: dict[MachineKey, str] = {}
         since = utcnow() - timedelta(hours=1)
         for site in sorted({site for site, _ in new}):
+            if conn.dialect.name == "postgresql":
+                # Writers of several ingestors (or INGEST_WRITERS > 1) register at once: one site's count-then-insert
+                # runs under a lock held to the commit, so the next transaction counts what this one added. Sites
+                # are locked in order, so two batches never wait for each other's sites crosswise.
+                await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"shopfloor.register:{site}"))))
             recent = await conn.scalar(
                 select(func.count())
                 .select_from(Machine)

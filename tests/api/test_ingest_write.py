@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +10,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.contract import GatewayBacklog, MachineState, Quality, QualityLevel, StateReport, TagReading, Telemetry
-from core.db import session_factory
+from core.db import create_engine_from_settings, session_factory
 from core.ingest import (
     GatewayStatus,
     IngestBatch,
@@ -22,7 +23,9 @@ from core.ingest import (
 )
 from core.models import DeadLetter, Gateway, Machine, MachineLatest, MachineStateChange, TelemetrySeq
 from core.models import Reading as ReadingRow
+from core.settings import DatabaseSettings
 from ingestor.sequence import SequenceTracker
+from tests.support.db import empty_tables
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -194,6 +197,25 @@ async def test_registration_is_capped_per_site_per_hour(engine: AsyncEngine) -> 
         "shopfloor/v1/plant1/m9/telemetry",
     ]
     assert all("INGEST_AUTO_REGISTER_MAX_PER_SITE_PER_HOUR" in letter.reason for letter in letters)
+
+
+async def test_writers_registering_at_once_share_the_site_allowance(postgres_only_url: str) -> None:
+    """Two writers (INGEST_WRITERS=2, or two ingestors of one group) each bring three new machines of one site
+    with a cap of three: counted at the same moment, both would find the site empty and take every place."""
+    engine = create_engine_from_settings(DatabaseSettings(database_url=postgres_only_url))
+
+    async def writer(prefix: str) -> WriteResult:
+        batch = IngestBatch(telemetry=[telemetry(f"{prefix}{number}", (0, "temp", 1.0)) for number in range(3)])
+        return await store(engine, MachineRegistry(auto_register=True, max_per_site_per_hour=3), batch)
+
+    try:
+        first, second = await asyncio.gather(writer("a"), writer("b"))
+        assert first.machines_registered + second.machines_registered == 3
+        assert first.dead_lettered + second.dead_lettered == 3
+        assert await count(engine, Machine) == 3
+    finally:
+        await empty_tables(engine)
+        await engine.dispose()
 
 
 async def test_dead_letters_are_plain_text_with_a_truncated_payload_its_size_and_hash(engine: AsyncEngine) -> None:
