@@ -23,7 +23,7 @@ endpoint calls (`core.timeseries.bucketed_points` with the same aggregates, and 
 `api.machines.history._raw`) on one open connection of an engine made like the API's: the endpoint's statements
 without HTTP, authentication, validation and JSON.
 Prints p50 / p95 / p99 / max and the ratio API p95 ÷ direct p95 against the targets (p95 ≤ 100 ms and
-≤ 1.5 x direct). Only 200 and non-empty answers are checked (exit status 1 otherwise; 2 when the run could not
+≤ 1.3 x direct). Only 200 and non-empty answers are checked (exit status 1 otherwise; 2 when the run could not
 measure). `docs/performance.md` explains the figures.
 """
 
@@ -66,7 +66,7 @@ from core.timeseries import bucketed_points
 from tests.support.postgres import PostgresServer, ServiceUnavailable, free_port, running_postgres
 
 TARGET_P95_MS = 100.0
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.3  # issue 18 (issue 6 asked for 1.5)
 # Share of the machine used by processes outside the benchmark above which the figures are flagged as disturbed.
 NOISE_WARNING = 0.05
 DATABASE = "shopfloor_bench"
