@@ -110,13 +110,14 @@ async def _principal(request: Request, session: AsyncSession, tokens: TokenServi
     cache = context_of(request.app).principals
     principal = cache.get(token)
     if principal is None:
+        generation = cache.generation  # before the read: a revocation meanwhile keeps this read out of the cache
         user = await session.get(UserAccount, claims.user_id)
         if user is None or not user.is_active:
             raise Unauthenticated("The token's user does not exist or is deactivated")
         if user.token_version != claims.version:
             raise Unauthenticated("The token was revoked; log in again", code="token_revoked")
-        principal = Principal(user_id=user.id, username=user.username, role=user.role)
-        cache.put(token, principal)
+        principal = Principal(user_id=user.id, username=user.username, role=user.role, token_version=user.token_version)
+        cache.put(token, principal, generation=generation)
     request.state.user_id = principal.user_id
     structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     return principal

@@ -107,7 +107,9 @@ async def seed_demo(settings: ToolSettings) -> SeedResult:
             worker = await session.scalar(select(UserAccount).where(UserAccount.username == Role.WORKER.value))
             if admin is None or worker is None:
                 return result
-            actor = Principal(user_id=admin.id, username=admin.username, role=admin.role)
+            actor = Principal(
+                user_id=admin.id, username=admin.username, role=admin.role, token_version=admin.token_version
+            )
             machine_ids: dict[str, int] = {}
             for code, name, machine_type, ideal in DEMO_MACHINES:
                 existing = await session.scalar(select(Machine).where(Machine.site == DEMO_SITE, Machine.code == code))

@@ -4,13 +4,15 @@ tokens and stream tickets (random, stored as SHA-256)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import jwt
 from argon2 import PasswordHasher as Argon2Hasher
@@ -18,6 +20,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.models import Role
 from core.passwords import LEGACY_SCHEMES, HashScheme, identify, verify_legacy
+
+T = TypeVar("T")
 
 TOKEN_ALGORITHM = "HS256"  # noqa: S105 -- an algorithm name, not a secret
 
@@ -29,6 +33,8 @@ class Principal:
     user_id: int
     username: str
     role: Role
+    # The user's token version the request's token was checked against (what a stream or ticket it opens keeps).
+    token_version: int
 
 
 class PasswordHasher:
@@ -36,8 +42,14 @@ class PasswordHasher:
 
     def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int = 2, max_concurrent: int | None = None):
         self._hasher = Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
-        # At most this many hashes or verifications at once (in whichever threads call them); None: no bound.
-        self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent is not None else None
+        # `hash_async` / `verify_async` run on threads of their own, at most this many at once (None: asyncio's
+        # default executor, unbounded). Their own: waiting hashes must not hold the threads the event loop's other
+        # blocking calls (name lookups of new database and broker connections) run on.
+        self._executor = (
+            ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="argon2")
+            if max_concurrent is not None
+            else None
+        )
         # Verifications run so far (in worker threads): what throttling is meant to bound, exported as a metric.
         self.verifications = 0
         self._count_lock = threading.Lock()
@@ -46,17 +58,20 @@ class PasswordHasher:
 
     def hash(self, password: str) -> str:
         """A salted argon2id hash in PHC string form."""
-        with self._turn():
-            return self._hasher.hash(password)
+        return self._hasher.hash(password)
 
-    @contextmanager
-    def _turn(self) -> Iterator[None]:
-        """Wait for one of the `max_concurrent` slots (none to wait for without a bound)."""
-        if self._slots is None:
-            yield
-            return
-        with self._slots:
-            yield
+    async def hash_async(self, password: str) -> str:
+        """`hash` on a hashing thread, without blocking the event loop."""
+        return await self._on_thread(self.hash, password)
+
+    async def verify_async(self, password_hash: str | None, password: str) -> bool:
+        """`verify` on a hashing thread, without blocking the event loop."""
+        return await self._on_thread(self.verify, password_hash, password)
+
+    async def _on_thread(self, call: Callable[..., T], *args: object) -> T:
+        if self._executor is None:
+            return await asyncio.to_thread(call, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when the password matches; an absent hash still costs one verification."""
@@ -65,8 +80,7 @@ class PasswordHasher:
         if password_hash is not None and identify(password_hash) in LEGACY_SCHEMES:
             return verify_legacy(password_hash, password)
         try:
-            with self._turn():
-                return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
+            return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 

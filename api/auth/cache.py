@@ -3,8 +3,12 @@ requests loads the user row once.
 
 What it may cost: a change that ends a user's tokens (deactivation, password change or reset, role change: each bumps
 the token version) takes effect at once in the process that made it — `revoke_everything` forgets the user in every
-cache of the process — and within `AUTH_USER_CACHE_S` in the others (other API workers or hosts, the `shopfloor` admin
-command). 0 turns the cache off. Only users that passed every check are remembered; refusals are never cached.
+cache of the process, and again once the change is committed — and within `AUTH_USER_CACHE_S` in the others (other
+API workers or hosts, or a change written to the database by other means). 0 turns the cache off. Only users that
+passed every check are remembered; refusals are never cached.
+
+A request that read the user while a revocation was on its way (the old row, before the commit) must not put it
+back: `generation` counts the forgets, and `put` keeps nothing when one happened since the caller read it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class PrincipalCache:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.generation = 0
         _CACHES.add(self)
 
     def get(self, token: str) -> Principal | None:
@@ -47,9 +52,10 @@ class PrincipalCache:
             return None
         return entry.principal
 
-    def put(self, token: str, principal: Principal) -> None:
-        """Remember a principal that passed every check (the oldest entry goes when the cache is full)."""
-        if self.ttl_s <= 0:
+    def put(self, token: str, principal: Principal, *, generation: int) -> None:
+        """Remember a principal that passed every check, read when `generation` was the cache's: nothing is kept if
+        a user was forgotten since (the oldest entry goes when the cache is full)."""
+        if self.ttl_s <= 0 or generation != self.generation:
             return
         self._entries.pop(token, None)
         self._entries[token] = _Entry(principal, self.clock() + self.ttl_s)
@@ -58,6 +64,7 @@ class PrincipalCache:
 
     def forget_user(self, user_id: int) -> None:
         """Forget every token of this user (their token version is being bumped)."""
+        self.generation += 1
         for token in [token for token, entry in self._entries.items() if entry.principal.user_id == user_id]:
             del self._entries[token]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 from sqlalchemy import select
@@ -46,17 +45,19 @@ async def authenticate(
     async with transaction(lookups) as lookup:
         found = await lookup.scalar(select(UserAccount).where(UserAccount.username == username))
     password_hash = found.password_hash if found is not None else None
-    valid = await asyncio.to_thread(hasher.verify, password_hash, password)
+    valid = await hasher.verify_async(password_hash, password)
     if found is None or not valid or not found.is_active:
         reason = "unknown_user" if found is None else ("bad_password" if not valid else "inactive")
         log.warning("login_failed", username=username, client=address, reason=reason)
         raise Unauthenticated("Invalid username or password", code="invalid_credentials")
     await throttle.login_succeeded(reservation, username=username, address=address)
+    # An imported or weaker hash is upgraded; hashed before the row is locked (hashes wait their turn).
+    upgraded = await hasher.hash_async(password) if hasher.needs_rehash(found.password_hash) else None
     user = await session.get(UserAccount, found.id, with_for_update=True)
     if user is None or not user.is_active:  # removed or deactivated while the password was being checked
         raise Unauthenticated("Invalid username or password", code="invalid_credentials")
-    if hasher.needs_rehash(user.password_hash):
-        user.password_hash = await asyncio.to_thread(hasher.hash, password)
+    if upgraded is not None and user.password_hash == found.password_hash:
+        user.password_hash = upgraded
     user.last_login_at = now
     await session.flush()
     log.info("login_succeeded", username=username, client=address, user_id=user.id)
@@ -111,14 +112,15 @@ async def change_own_password(
     reservation = await throttle.begin_login(username=username, address=address)
     async with transaction(lookups) as lookup:
         found = await lookup.get(UserAccount, user_id)
-    if found is None or not await asyncio.to_thread(hasher.verify, found.password_hash, current):
+    if found is None or not await hasher.verify_async(found.password_hash, current):
         log.warning("password_change_refused", user_id=user_id, client=address)
         raise Forbidden("The current password is wrong", code="wrong_password")
     await throttle.login_succeeded(reservation, username=username, address=address)
     check_password_policy(new, min_length=min_password_length, field="new_password")
+    new_hash = await hasher.hash_async(new)  # before the row is locked: hashes wait their turn
     user = await session.get(UserAccount, user_id, with_for_update=True)
     if user is None or user.password_hash != found.password_hash:  # changed meanwhile: start again
         raise Conflict("The password was changed meanwhile; log in again", code="password_changed")
-    user.password_hash = await asyncio.to_thread(hasher.hash, new)
+    user.password_hash = new_hash
     await revoke_everything(session, user=user, now=now)
     log.info("password_changed", user_id=user.id)

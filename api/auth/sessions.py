@@ -5,7 +5,8 @@
   so whoever holds the newer token is signed out too (RFC 9700 §4.14.2, refresh token rotation).
 - `POST /auth/logout` revokes the family of the refresh token it is given.
 - `revoke_everything` bumps the user's token version (every access token issued before stops working at its next
-  request) and revokes all the user's refresh tokens: on password change or reset, deactivation and role change.
+  request in this API process, and within AUTH_USER_CACHE_S in the others: `api.auth.cache`) and revokes all the
+  user's refresh tokens: on password change or reset, deactivation and role change.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.cache import forget_user_everywhere
@@ -98,7 +99,10 @@ async def end_session(session: AsyncSession, *, presented: str, now: datetime) -
 async def revoke_everything(session: AsyncSession, *, user: UserAccount, now: datetime) -> None:
     """Every token of this user stops working: access tokens at their next request, refresh tokens at once."""
     user.token_version += 1
+    # Forgotten now, and again once committed: a request that read the old row in between must not stay cached.
     forget_user_everywhere(user.id)
+    user_id = user.id
+    event.listen(session.sync_session, "after_commit", lambda _session: forget_user_everywhere(user_id), once=True)
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))

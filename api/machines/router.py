@@ -44,7 +44,7 @@ from api.machines.schemas import (
 from api.pagination import COUNTED, PAGED, Id, Pagination, counted
 from core.contract import CODE_PATTERN, TAG_PATTERN, TelemetryPayload
 from core.errors import Forbidden, Unauthenticated
-from core.models import Machine, Role, UserAccount
+from core.models import Machine, Role
 
 router = APIRouter(prefix="/machines", tags=["machines"])
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="A machine's own key")
@@ -373,9 +373,10 @@ async def stream_caller(
         )
     if token or not ticket:
         principal = await current_principal(request, session, tokens, token)
-        user = await session.get(UserAccount, principal.user_id)  # loaded just above: no query
-        version = user.token_version if user is not None else 0
-        return stream.StreamAccess(user_id=principal.user_id, token_version=version, tokens=tokens, token=token)
+        # The version the token was checked against (the row may be newer: the principal can come from the cache).
+        return stream.StreamAccess(
+            user_id=principal.user_id, token_version=principal.token_version, tokens=tokens, token=token
+        )
     # Burnt and committed in a transaction of its own, before anything else can fail: a ticket never opens twice.
     async with context.session_factory() as own, own.begin():
         grant = await tickets.redeem_ticket(own, ticket=ticket, now=now)

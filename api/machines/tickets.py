@@ -43,9 +43,6 @@ async def issue_ticket(
 ) -> IssuedTicket:
     """A ticket for one stream of the actor (NotFound for an unknown machine); expired tickets are deleted."""
     await get_machine(session, machine_id=machine_id)
-    user = await session.get(UserAccount, actor.user_id)
-    if user is None:  # pragma: no cover -- the actor was loaded by this request a moment ago
-        raise Unauthenticated("The token's user does not exist or is deactivated")
     await session.execute(
         delete(StreamTicket).where(StreamTicket.expires_at <= now).execution_options(synchronize_session=False)
     )
@@ -53,8 +50,10 @@ async def issue_ticket(
     session.add(
         StreamTicket(
             ticket_hash=secret_digest(ticket),
-            user_id=user.id,
-            token_version=user.token_version,
+            user_id=actor.user_id,
+            # The version the request's token was checked against, not the row's now: a ticket asked for with a
+            # token revoked meanwhile (its principal still cached) is refused when it is redeemed.
+            token_version=actor.token_version,
             expires_at=now + timedelta(seconds=ttl_s),
         )
     )

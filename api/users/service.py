@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +34,7 @@ async def create_user(
 ) -> UserAccount:
     """Add a user; a taken username is a conflict."""
     check_password_policy(password, min_length=min_password_length)
+    password_hash = await hasher.hash_async(password)  # before the transaction starts: hashes wait their turn
     taken = await session.scalar(select(UserAccount.id).where(UserAccount.username == username))
     if taken is not None:
         # One message whatever was asked: echoing the stored (lower-case) name would confirm an account's exact
@@ -46,7 +45,7 @@ async def create_user(
         full_name=full_name,
         role=role,
         is_active=True,
-        password_hash=await asyncio.to_thread(hasher.hash, password),
+        password_hash=password_hash,
     )
     session.add(user)
     await session.flush()
@@ -119,6 +118,10 @@ async def update_user(
     min_password_length: int,
 ) -> UserAccount:
     """Activate, deactivate, rename or reset the password of a user."""
+    new_hash = None
+    if password is not None:  # checked and hashed before the row is locked: hashes wait their turn
+        check_password_policy(password, min_length=min_password_length)
+        new_hash = await hasher.hash_async(password)
     user = await _lock_user(session, user_id)
     if is_active is False and user.is_active and user.role is Role.ADMIN:
         await _ensure_another_active_admin(session, user)
@@ -128,9 +131,8 @@ async def update_user(
         user.is_active = is_active
     if full_name is not None:
         user.full_name = full_name
-    if password is not None:
-        check_password_policy(password, min_length=min_password_length)
-        user.password_hash = await asyncio.to_thread(hasher.hash, password)
+    if new_hash is not None:
+        user.password_hash = new_hash
         revoke = True
     if revoke:  # a reset password or a deactivation ends every session, and reactivation does not bring them back
         await revoke_everything(session, user=user, now=utcnow())

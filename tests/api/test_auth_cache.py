@@ -3,6 +3,7 @@ burst of requests; a revocation made by this process applies at once, one made e
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ from core.models import Role, UserAccount
 from core.settings import AuthSettings
 from tests.support.api import Api, make_settings, running_api
 from tests.support.db import DIALECT_FREE, Database
+from tests.support.factories import make_machine
 
 pytestmark = DIALECT_FREE
 
@@ -99,6 +101,24 @@ async def test_a_change_made_elsewhere_applies_within_the_period(api: Api) -> No
     # ... and once it has passed the user is read again and refused.
     clock.now += 1
     assert (await api.client.get("/machines", headers=worker)).status_code == 401
+
+
+async def test_a_ticket_asked_for_with_a_token_revoked_elsewhere_opens_nothing(api: Api) -> None:
+    """The attack: the password was changed through another API process; within AUTH_USER_CACHE_S this one still
+    knows the old token, and a stream ticket asked for with it must not carry the new token version (the stream it
+    opened would then outlive the revocation)."""
+    machine_id = (await api.add(make_machine)).id
+    worker_id, worker = await api.signed_in(Role.WORKER)
+    assert (await api.client.get("/machines", headers=worker)).status_code == 200  # remembered from here
+    async with api.begin() as conn:  # the other process's revocation
+        await conn.execute(
+            update(UserAccount).where(UserAccount.id == worker_id).values(token_version=UserAccount.token_version + 1)
+        )
+    issued = await api.client.post(f"/machines/{machine_id}/stream/ticket", headers=worker)
+    assert issued.status_code == 201  # within the documented window
+    async with asyncio.timeout(10):  # a stream that opened would never end here
+        opened = await api.client.get(f"/machines/{machine_id}/stream", params={"ticket": issued.json()["ticket"]})
+    assert (opened.status_code, opened.json()["code"]) == (401, "invalid_ticket")
 
 
 async def test_zero_reads_the_user_on_every_request(database: Database) -> None:
