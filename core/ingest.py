@@ -57,6 +57,9 @@ MAX_CONFLICTS_KEPT = 100
 # Defaults of DEAD_LETTER_MAX_PAYLOAD_BYTES and of the machine cache (the ingestor's settings override the first).
 DEAD_LETTER_MAX_PAYLOAD_BYTES = 4096
 MACHINE_CACHE_SIZE = 10_000
+# The first key of the PostgreSQL advisory locks that serialise one site's auto-registrations ("SF"; the second is
+# the site's hash).
+REGISTRATION_LOCK_SPACE = 0x5346
 _REASON_CHARS = 2000
 ARCHIVED_REASON = "machine archived (DELETE /machines/{id}): nothing more is stored for it"
 _TOPIC_CHARS = 1024
@@ -376,7 +379,8 @@ class MachineRegistry:
                 # Writers of several ingestors (or INGEST_WRITERS > 1) register at once: one site's count-then-insert
                 # runs under a lock held to the commit, so the next transaction counts what this one added. Sites
                 # are locked in order, so two batches never wait for each other's sites crosswise.
-                await conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"shopfloor.register:{site}"))))
+                # The two-key form: a key space of its own (the login throttle's one-key locks never collide with it).
+                await conn.execute(select(func.pg_advisory_xact_lock(REGISTRATION_LOCK_SPACE, func.hashtext(site))))
             recent = await conn.scalar(
                 select(func.count())
                 .select_from(Machine)
