@@ -81,6 +81,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         streams.close()
+        hasher.close()
         await engine.dispose()
 
     app = FastAPI(

@@ -45,11 +45,8 @@ class PasswordHasher:
         # `hash_async` / `verify_async` run on threads of their own, at most this many at once (None: asyncio's
         # default executor, unbounded). Their own: waiting hashes must not hold the threads the event loop's other
         # blocking calls (name lookups of new database and broker connections) run on.
-        self._executor = (
-            ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="argon2")
-            if max_concurrent is not None
-            else None
-        )
+        self._max_concurrent = max_concurrent
+        self._executor: ThreadPoolExecutor | None = None  # made at the first hash, shut down by `close`
         # Verifications run so far (in worker threads): what throttling is meant to bound, exported as a metric.
         self.verifications = 0
         self._count_lock = threading.Lock()
@@ -69,9 +66,17 @@ class PasswordHasher:
         return await self._on_thread(self.verify, password_hash, password)
 
     async def _on_thread(self, call: Callable[..., T], *args: object) -> T:
-        if self._executor is None:
+        if self._max_concurrent is None:
             return await asyncio.to_thread(call, *args)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self._max_concurrent, thread_name_prefix="argon2")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+
+    def close(self) -> None:
+        """Stop the hashing threads: hashes still waiting are dropped (their requests are ending with the app)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when the password matches; an absent hash still costs one verification."""

@@ -54,9 +54,11 @@ async def authenticate(
     # An imported or weaker hash is upgraded; hashed before the row is locked (hashes wait their turn).
     upgraded = await hasher.hash_async(password) if hasher.needs_rehash(found.password_hash) else None
     user = await session.get(UserAccount, found.id, with_for_update=True)
-    if user is None or not user.is_active:  # removed or deactivated while the password was being checked
+    # Removed, deactivated, or its password changed (reset, changed) while this one was being checked: the password
+    # checked is no longer the user's, and a session made now would carry the new token version.
+    if user is None or not user.is_active or user.password_hash != found.password_hash:
         raise Unauthenticated("Invalid username or password", code="invalid_credentials")
-    if upgraded is not None and user.password_hash == found.password_hash:
+    if upgraded is not None:
         user.password_hash = upgraded
     user.last_login_at = now
     await session.flush()

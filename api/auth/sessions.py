@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session as OrmSession
 
 from api.auth.cache import forget_user_everywhere
 from core.errors import Unauthenticated
@@ -96,13 +97,27 @@ async def end_session(session: AsyncSession, *, presented: str, now: datetime) -
     return row.user_id
 
 
+# Users whose token version a session's transaction bumps: forgotten by every principal cache once it commits.
+_FORGET_AFTER_COMMIT = "shopfloor.forget_after_commit"
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _forget_committed(session: OrmSession) -> None:
+    for user_id in session.info.pop(_FORGET_AFTER_COMMIT, ()):
+        forget_user_everywhere(user_id)
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _nothing_to_forget(session: OrmSession) -> None:
+    session.info.pop(_FORGET_AFTER_COMMIT, None)
+
+
 async def revoke_everything(session: AsyncSession, *, user: UserAccount, now: datetime) -> None:
     """Every token of this user stops working: access tokens at their next request, refresh tokens at once."""
     user.token_version += 1
     # Forgotten now, and again once committed: a request that read the old row in between must not stay cached.
     forget_user_everywhere(user.id)
-    user_id = user.id
-    event.listen(session.sync_session, "after_commit", lambda _session: forget_user_everywhere(user_id), once=True)
+    session.info.setdefault(_FORGET_AFTER_COMMIT, set()).add(user.id)
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))

@@ -34,7 +34,7 @@ async def create_user(
 ) -> UserAccount:
     """Add a user; a taken username is a conflict."""
     check_password_policy(password, min_length=min_password_length)
-    password_hash = await hasher.hash_async(password)  # before the transaction starts: hashes wait their turn
+    password_hash = await hasher.hash_async(password)  # before anything is written or locked: hashes wait their turn
     taken = await session.scalar(select(UserAccount.id).where(UserAccount.username == username))
     if taken is not None:
         # One message whatever was asked: echoing the stored (lower-case) name would confirm an account's exact

@@ -13,12 +13,15 @@ from sqlalchemy import event, inspect, update
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.orm import Session as OrmSession
 
+from api.auth.sessions import revoke_everything
 from api.context import context_of
+from core.clock import utcnow
 from core.models import Role, UserAccount
+from core.security import Principal
 from core.settings import AuthSettings
-from tests.support.api import Api, make_settings, running_api
+from tests.support.api import Api, make_settings, running_api, token_of
 from tests.support.db import DIALECT_FREE, Database
-from tests.support.factories import make_machine
+from tests.support.factories import TEST_PASSWORD, make_machine
 
 pytestmark = DIALECT_FREE
 
@@ -119,6 +122,47 @@ async def test_a_ticket_asked_for_with_a_token_revoked_elsewhere_opens_nothing(a
     async with asyncio.timeout(10):  # a stream that opened would never end here
         opened = await api.client.get(f"/machines/{machine_id}/stream", params={"ticket": issued.json()["ticket"]})
     assert (opened.status_code, opened.json()["code"]) == (401, "invalid_ticket")
+
+
+async def test_a_user_read_while_the_revocation_commits_is_forgotten_after_the_commit(api: Api) -> None:
+    """A request that read the old row between the revocation's first forget and its commit, and remembered it,
+    is forgotten again once the revocation commits."""
+    worker_id, worker = await api.signed_in(Role.WORKER)
+    principals = context_of(api.app).principals
+    token = token_of(worker)
+    async with api.session() as session:
+        user = await session.get(UserAccount, worker_id)
+        assert user is not None
+        stale = Principal(user_id=user.id, username=user.username, role=user.role, token_version=user.token_version)
+        await revoke_everything(session, user=user, now=utcnow())
+        principals.put(token, stale, generation=principals.generation)  # read after the first forget
+        assert principals.get(token) == stale
+    assert principals.get(token) is None
+    assert (await api.client.get("/machines", headers=worker)).status_code == 401
+
+
+async def test_a_login_checked_against_a_password_reset_meanwhile_is_refused(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: the old password is tried while an admin's reset commits; the check passed against the old hash,
+    and a session made then would carry the new token version, surviving the reset."""
+    worker_id, _ = await api.signed_in(Role.WORKER, "reset-race")
+    hasher = context_of(api.app).hasher
+    verify = hasher.verify_async
+
+    async def verify_then_reset(password_hash: str | None, password: str) -> bool:
+        checked = await verify(password_hash, password)
+        async with api.begin() as conn:  # the reset commits while the login is between its check and its lock
+            await conn.execute(
+                update(UserAccount)
+                .where(UserAccount.id == worker_id)
+                .values(password_hash=hasher.hash("a-new-password-42"), token_version=UserAccount.token_version + 1)
+            )
+        return checked
+
+    monkeypatch.setattr(hasher, "verify_async", verify_then_reset)
+    response = await api.client.post("/auth/login", json={"username": "reset-race", "password": TEST_PASSWORD})
+    assert (response.status_code, response.json()["code"]) == (401, "invalid_credentials")
 
 
 async def test_zero_reads_the_user_on_every_request(database: Database) -> None:

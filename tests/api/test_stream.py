@@ -322,6 +322,23 @@ async def test_a_deactivated_user_loses_the_stream_at_the_next_heartbeat(live: L
     assert live.streams.open == 0
 
 
+async def test_a_stream_opened_with_a_token_revoked_elsewhere_ends_at_the_next_heartbeat(live: Live) -> None:
+    """The attack: another API process revoked the token (its password changed); this one still remembers the token
+    for AUTH_USER_CACHE_S and lets the stream open, but the stream keeps the token's version, not the row's, so it
+    ends at its first heartbeat instead of lasting until the token expires."""
+    api = live.api
+    machine_id = (await api.add(make_machine)).id
+    user_id, headers = await api.signed_in(Role.WORKER)
+    assert (await live.client.get("/machines", headers=headers)).status_code == 200  # remembered from here
+    async with api.begin() as conn:
+        await conn.execute(
+            update(UserAccount).where(UserAccount.id == user_id).values(token_version=UserAccount.token_version + 1)
+        )
+    async with live.client.stream("GET", f"/machines/{machine_id}/stream", headers=headers) as response:
+        assert response.status_code == 200  # within the documented window
+        await EventReader(response).ended(within_s=HEARTBEAT_S + 2)
+
+
 async def test_at_most_max_clients_streams_then_503(live: Live) -> None:
     api = live.api
     machine_id = (await api.add(make_machine)).id

@@ -165,3 +165,13 @@ async def test_without_a_bound_they_run_together() -> None:
     counter = OverlapCounter(all_at_once=4)
     await hammer(PasswordHasher(time_cost=1, memory_kib=1024), counter, calls=4)
     assert counter.most == 4
+
+
+async def test_closed_hashing_threads_are_made_again_when_needed() -> None:
+    """`close` ends the threads (the app's shutdown); an app whose lifespan starts again hashes on new ones."""
+    hasher = PasswordHasher(time_cost=1, memory_kib=1024, max_concurrent=1)
+    stored = await hasher.hash_async("secret")
+    hasher.close()
+    hasher.close()  # twice is harmless
+    assert await hasher.verify_async(stored, "secret")
+    assert not await hasher.verify_async(stored, "wrong")
