@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import termios
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -50,6 +51,20 @@ from gateway.config import ModbusDevice, ModbusTag
 from gateway.sources.base import SourceError, TagValue, WriteFailed, WriteRefused, Written
 
 log = get_logger("shopfloor.gateway.modbus")
+
+
+class _DeviceTroubleIsAWarning(logging.Filter):
+    """pymodbus logs a request that timed out or was answered badly at ERROR (with a hex dump) and raises it too;
+    the gateway handles the exception (the tags go bad, or the device reconnects, logged once as `device_error` and
+    counted). A device that misses a reply is a warning, not an alarm: its records are kept, at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("pymodbus.logging").addFilter(_DeviceTroubleIsAWarning())
 
 # Read Coils / Read Discrete Inputs carry at most 2000 bits (Modbus application protocol, 6.1 and 6.2).
 MAX_BITS_PER_READ = 2000

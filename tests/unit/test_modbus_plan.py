@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from core.registers import DataType, RegisterType
@@ -156,3 +158,15 @@ def test_every_tag_is_planned_exactly_once_within_its_request() -> None:
             assert member.address + member.count <= request.address + request.count
             assert member.table is request.register_type
         assert request.count <= (2000 if request.register_type is CO else 6)
+
+
+def test_pymodbus_errors_about_a_device_reach_the_log_as_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """pymodbus's own ERROR for a request without reply (it raises it too, and the gateway handles that) is kept,
+    at WARNING: a device missing one reply must not look like an alarm in the gateway's log."""
+    # The filter is installed by importing gateway.sources.modbus (above).
+    with caplog.at_level(logging.DEBUG, logger="pymodbus.logging"):
+        # What pymodbus.logging.Log.error does: its logger, at ERROR.
+        logging.getLogger("pymodbus.logging").error("No response received after 0 retries, continue with next request")
+    [record] = [record for record in caplog.records if record.name == "pymodbus.logging"]
+    assert (record.levelname, record.levelno) == ("WARNING", logging.WARNING)
+    assert "No response received after 0 retries" in record.getMessage()
