@@ -21,6 +21,8 @@ from tests.support.api import Api, make_settings, running_api
 from tests.support.db import Database, committed, empty_tables, rolled_back, savepoints
 from tests.support.postgres import PostgresServer, running_postgres
 
+pytest_plugins = ["tests.support.hangs"]
+
 BACKENDS = ("sqlite", "postgres")
 TIERS = (*BACKENDS, "mosquitto", "timescale", "modbus", "opcua", "nodeopcua", "sparkplug", "browser")
 
