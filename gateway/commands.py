@@ -43,10 +43,22 @@ async def execute_command(
     limits: Mapping[str, WriteLimits],
     source: WritableSource | None,
     now: datetime,
+    lifetime_left_s: float | None = None,
 ) -> CommandOutcome:
     """Check `command` for `machine` (whose writable tags are `limits`) and, when everything allows it, write it
-    through `source` (None: the device is not connected). Device errors become a `failed` outcome, never raise."""
-    if command.expires_at <= now:
+    through `source` (None: the device is not connected). Device errors become a `failed` outcome, never raise.
+
+    Whether it has expired: by `lifetime_left_s` when the message carried one (MQTT 5's message expiry, counted
+    down by the broker and then by this gateway's monotonic clock, so no wall clock is involved), else by its
+    `expires_at` against `now`, this gateway's clock."""
+    if lifetime_left_s is not None:
+        if lifetime_left_s <= 0:
+            return CommandOutcome(
+                "expired",
+                f"its lifetime (the message expiry, expires_at {command.expires_at.isoformat()}) ran out before it "
+                "could be executed",
+            )
+    elif command.expires_at <= now:
         return CommandOutcome("expired", f"expired at {command.expires_at.isoformat()} before it could be executed")
     checked: list[tuple[str, WriteValue]] = []
     for write in command.writes:

@@ -86,6 +86,9 @@ RECENT_COMMANDS = 1000
 # How long the broker keeps the gateway's session (its command subscriptions and the commands arriving meanwhile)
 # while it is away: longer than a command may wait; one that waited past its expiry is answered `expired`.
 SESSION_EXPIRY_S = 24 * 3600
+# A command's `expires_at` and its MQTT 5 message expiry disagreeing by more than this means this gateway's clock
+# is off: logged (the message expiry decides, see `gateway.commands.execute_command`).
+COMMAND_CLOCK_SKEW_WARN_S = 5.0
 
 
 def make_source(device: ModbusDevice | OpcUaDevice, *, application: ClientApplication | None = None) -> Source:
@@ -149,7 +152,8 @@ class Gateway:
         # received and not yet executed, the answers of recent ids, and the refused subscriptions (logged once).
         self._writable = {device.machine: writable_tags(device) for device in config.devices if writable_tags(device)}
         self._sources: dict[str, Source] = {}
-        self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=COMMAND_QUEUE)
+        # (machine, payload, the monotonic time its message expiry runs out, when it carried one)
+        self._commands: asyncio.Queue[tuple[str, bytes, float | None]] = asyncio.Queue(maxsize=COMMAND_QUEUE)
         self._answers: LruCache[uuid.UUID, OutgoingMessage] = LruCache(RECENT_COMMANDS)
         self._refused_subscriptions: set[str] = set()
 
@@ -618,7 +622,7 @@ class Gateway:
                 await client.unsubscribe(topic)
                 continue
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            await self._commands.put((machine, payload))
+            await self._commands.put((machine, payload, _expiry_deadline(message.properties)))
         raise aiomqtt.MqttError("the message stream ended")
 
     def _command_machine(self, topic: str) -> str | None:
@@ -632,12 +636,15 @@ class Gateway:
     async def _command_loop(self) -> None:
         """Execute the received commands one at a time, in arrival order."""
         while True:
-            machine, payload = await self._commands.get()
-            await self.handle_command(machine, payload)
+            machine, payload, deadline = await self._commands.get()
+            await self.handle_command(machine, payload, deadline=deadline)
 
-    async def handle_command(self, machine: str, payload: bytes) -> None:
+    async def handle_command(self, machine: str, payload: bytes, *, deadline: float | None = None) -> None:
         """Decode, execute (once per id) and answer one command. Nothing a command carries can fail the gateway:
-        a command that breaks the contract is counted, logged and, when its id can be read, answered `refused`."""
+        a command that breaks the contract is counted, logged and, when its id can be read, answered `refused`.
+
+        `deadline`: the `time.monotonic()` at which the message's MQTT 5 expiry runs out, when it carried one; it
+        decides whether the command has expired, whatever this gateway's wall clock says."""
         topic = command_result_topic(self.config.site, machine)
         try:
             command = decode_command(payload)
@@ -659,9 +666,18 @@ class Gateway:
         if source is not None and not isinstance(source, WritableSource):
             outcome = CommandOutcome("failed", "the source of this machine cannot write")
         else:
+            now = utcnow()
+            lifetime_left_s = None if deadline is None else deadline - time.monotonic()
+            if lifetime_left_s is not None:
+                self._check_clock(command.id, (command.expires_at - now).total_seconds(), lifetime_left_s)
             try:
                 outcome = await execute_command(
-                    command, machine=machine, limits=self._writable[machine], source=source, now=utcnow()
+                    command,
+                    machine=machine,
+                    limits=self._writable[machine],
+                    source=source,
+                    now=now,
+                    lifetime_left_s=lifetime_left_s,
                 )
             except Exception:  # a bug met by one command must not end the gateway (and its telemetry)
                 log.exception("command_crashed", id=str(command.id), machine=machine)
@@ -679,6 +695,19 @@ class Gateway:
             reason=outcome.reason,
         )
         await self._answer(command.id, topic, outcome)
+
+    def _check_clock(self, command_id: uuid.UUID, left_by_clock_s: float, left_by_expiry_s: float) -> None:
+        """Warn when the command's lifetime by this gateway's clock and by the broker's count disagree."""
+        skew_s = left_by_expiry_s - left_by_clock_s
+        if abs(skew_s) > COMMAND_CLOCK_SKEW_WARN_S:
+            log.warning(
+                "command_clock_skew",
+                id=str(command_id),
+                skew_s=round(skew_s, 1),
+                fix="this gateway's clock is off from the API's by about skew_s seconds (positive: ahead): "
+                "synchronise it (NTP); commands are timed by their MQTT 5 message expiry meanwhile, so they still "
+                "expire when they should, but the timestamps this gateway sends are off too",
+            )
 
     async def _answer(self, command_id: uuid.UUID, topic: str, outcome: CommandOutcome) -> None:
         """Buffer the result (QoS 1, not retained) and remember it for a redelivery of the same id."""
@@ -738,3 +767,9 @@ async def main(config: GatewayConfig, *, ready_file: Path | None = None, config_
             await gateway.run(stop)
     log.info("gateway_stopped")
     return 0
+
+
+def _expiry_deadline(properties: Properties | None) -> float | None:
+    """The monotonic time a message's MQTT 5 expiry runs out (the broker sends what is left of it), or None."""
+    left = getattr(properties, "MessageExpiryInterval", None)
+    return time.monotonic() + left if isinstance(left, int) else None

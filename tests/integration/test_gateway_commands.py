@@ -22,6 +22,8 @@ from typing import Any
 import aiomqtt
 import orjson
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from core.commands import COMMAND_RESULT_FILTER, command_topic
 from core.contract import telemetry_topic
@@ -85,8 +87,13 @@ class Plant:
         await self.send_raw(machine, payload(command_id, writes, expires_in_s=expires_in_s))
         return command_id
 
-    async def send_raw(self, machine: str, body: bytes) -> None:
-        await self.client.publish(command_topic(SITE, machine), body, qos=1)
+    async def send_raw(self, machine: str, body: bytes, *, message_expiry_s: int | None = None) -> None:
+        """Publish `body`; with `message_expiry_s`, as the API does on MQTT 5 (the broker counts it down)."""
+        properties = None
+        if message_expiry_s is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = message_expiry_s
+        await self.client.publish(command_topic(SITE, machine), body, qos=1, properties=properties)
 
     async def answer(self, machine: str, writes: dict[str, Any], **options: Any) -> dict[str, Any]:
         (result,) = await self.results.wait(await self.send(machine, writes, **options))
@@ -280,3 +287,46 @@ async def test_a_refused_command_subscription_leaves_telemetry_flowing(
     (refusal,) = logged_events(caplog, "command_subscription_refused")
     assert refusal["machine"] == machine
     assert refusal["reason_code"] == 135
+
+
+def gateway_clock_off_by(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None:
+    """The gateway's wall clock `offset` away from everyone else's (its monotonic clock is untouched)."""
+    monkeypatch.setattr("gateway.service.utcnow", lambda: datetime.now(UTC) + offset)
+
+
+async def test_a_gateway_whose_clock_is_ahead_still_executes_a_command_in_its_lifetime(
+    plant: Plant, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # By the gateway's clock this command expired 9.5 minutes ago; the broker's count of its message expiry says
+    # it has 30 s left, and that decides.
+    gateway_clock_off_by(monkeypatch, timedelta(minutes=10))
+    command_id = uuid.uuid4()
+    await plant.send_raw(STATION, payload(command_id, {"target_qty": 606}), message_expiry_s=30)
+    (result,) = await plant.results.wait(command_id)
+    assert result["status"] == "done", result
+    assert plant.station.setpoints()["target_qty"] == 606
+    (skew,) = [event for event in logged_events(caplog, "command_clock_skew") if event["id"] == str(command_id)]
+    assert 590 < skew["skew_s"] < 610
+
+
+async def test_a_command_past_its_message_expiry_is_never_executed_by_a_gateway_whose_clock_is_behind(
+    plant: Plant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # By this gateway's clock the command has 10 minutes and a second left when it comes back; its message expiry
+    # (1 s) ran out while the broker held it for the away gateway's session.
+    gateway_clock_off_by(monkeypatch, -timedelta(minutes=10))
+    machine = "station-late"
+    devices = [station_device(machine, port=plant.station.port) | {"tags": station_tags(setpoints=True)}]
+    settings = open_settings(plant.broker, tmp_path / "buffer.db", devices)
+    async with running_gateway(settings, Observed()) as gateway:  # its persistent session subscribes
+        await asyncio.wait_for(gateway.connected.wait(), timeout=15)
+    before = plant.station.setpoints()["target_qty"]
+    late = uuid.uuid4()
+    await plant.send_raw(machine, payload(late, {"target_qty": before + 1}, expires_in_s=1), message_expiry_s=1)
+    await asyncio.sleep(2.5)
+    async with running_gateway(settings, Observed()):
+        # Commands arrive in order: once the one sent after it is answered, the late one would have been too.
+        (after,) = await plant.results.wait(await plant.send(machine, {"cycle_time_setpoint_s": 8.5}))
+    assert after["status"] == "done", after
+    assert not plant.results.by_id[str(late)]
+    assert plant.station.setpoints()["target_qty"] == before

@@ -40,6 +40,15 @@ def pytest_configure(config: pytest.Config) -> None:
     faulthandler.enable(file=_report, all_threads=True)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _report
+    if _report is not None:
+        faulthandler.disable()  # pytest's own plugin, after this, puts its handler back as it was
+        _report.close()
+        _report = None
+
+
 def _timeout_of(item: pytest.Item) -> float:
     marker = item.get_closest_marker("timeout")
     if marker is not None and marker.args:

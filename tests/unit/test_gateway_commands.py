@@ -176,6 +176,32 @@ async def test_an_expired_command_is_never_written_even_to_a_connected_device() 
 
 
 @pytest.mark.parametrize(
+    ("expires_in_s", "lifetime_left_s", "status"),
+    [
+        # The gateway's clock 10 minutes ahead: by it the command expired long ago; by the broker's count it has 30 s.
+        (-570, 30.0, "done"),
+        # The gateway's clock behind: by it the command has a minute left; its message expiry ran out in the queue.
+        (60, 0.0, "expired"),
+        (60, -0.5, "expired"),
+    ],
+)
+async def test_a_message_expiry_decides_over_the_gateway_s_clock(
+    expires_in_s: float, lifetime_left_s: float, status: str
+) -> None:
+    source = device()
+    outcome = await execute_command(
+        command(("target_qty", 5), expires_in_s=expires_in_s),
+        machine="press-1",
+        limits=LIMITS,
+        source=source,
+        now=NOW,
+        lifetime_left_s=lifetime_left_s,
+    )
+    assert outcome.status == status
+    assert source.written == ([("target_qty", 5)] if status == "done" else [])
+
+
+@pytest.mark.parametrize(
     ("writes", "reason"),
     [
         ([("target_qty", 5), ("speed_pct", 150)], "tag speed_pct: 150.0 is above the maximum 100"),
