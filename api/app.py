@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,6 +45,7 @@ from api.users.router import router as users_router
 from api.workorders.router import router as workorders_router
 from core.contract import MAX_PAYLOAD_BYTES
 from core.db import create_engine_from_settings, read_session_factory, session_factory
+from core.lifecycle import cancel_and_wait
 from core.security import PasswordHasher, TokenService
 from core.settings import ApiProcessSettings
 
@@ -79,7 +81,12 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        copying = None
+        if prometheus is not None and prometheus.process_figures is not None:
+            copying = asyncio.create_task(prometheus.copy_process_figures(), name="api:metrics:process-figures")
         yield
+        if copying is not None:
+            await cancel_and_wait([copying])
         streams.close()
         hasher.close()
         await engine.dispose()

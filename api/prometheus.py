@@ -4,12 +4,19 @@ Served at GET /metrics (outside the OpenAPI schema; the efficiency endpoints liv
 unaffected). Routes are labelled by their template (`/workorders/{work_order_id}`), never by the raw path, and
 requests that match no route share one label, so a scanner cannot blow up the number of series. Requests in
 flight are labelled by route too: for the live stream route that is the number of open SSE connections.
+
+With several API workers (API_WORKERS > 1) the supervisor gives them one folder, PROMETHEUS_MULTIPROC_DIR, where
+prometheus_client's multiprocess mode keeps every worker's values: whichever worker answers /metrics answers with
+the sum over all of them, a dead worker's counts included (so counters never go back), and each worker copies its
+own pool and hashing figures there every `PROCESS_FIGURES_S` and before it answers a scrape.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -19,6 +26,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import compile_path
@@ -30,6 +38,24 @@ from core.errors import NotFound, Unauthenticated
 from core.security import PasswordHasher
 
 UNMATCHED = "<unmatched>"
+# Set by the API's supervisor for its workers (api.server); read by prometheus_client when it is first imported.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How often a worker copies its pool and hashing figures into the shared folder (and at each scrape it answers).
+PROCESS_FIGURES_S = 1.0
+POOL_FIGURES = {
+    "size": ("shopfloor_api_db_pool_size", "Connections the pool keeps open"),
+    "checkedout": ("shopfloor_api_db_pool_checked_out", "Connections in use by requests"),
+    "overflow": ("shopfloor_api_db_pool_overflow", "Connections opened beyond the pool size (negative: unused)"),
+}
+VERIFICATIONS = (
+    "shopfloor_api_password_verifications",
+    "Password hashes verified (logins and password changes), throttled attempts excluded",
+)
+
+
+def multiprocess_dir() -> str | None:
+    """The folder of the workers' shared metrics, when this process is one of several API workers."""
+    return os.environ.get(MULTIPROCESS_DIR_ENV) or None
 
 
 @dataclass(frozen=True)
@@ -41,15 +67,23 @@ class ApiMetrics:
     latency: Histogram
     in_progress: Gauge
     streams_dropped: Counter
+    # With several workers: the shared folder, and this worker's figures copied there.
+    shared_dir: str | None = None
+    process_figures: ProcessFigures | None = None
 
     @classmethod
     def create(cls, engine: AsyncEngine | None = None, hasher: PasswordHasher | None = None) -> ApiMetrics:
         """Fresh metrics; with an engine, its connection pool figures too."""
         registry = CollectorRegistry()
-        if engine is not None:
-            registry.register(PoolCollector(engine))
-        if hasher is not None:
-            registry.register(HasherCollector(hasher))
+        shared_dir = multiprocess_dir()
+        process_figures = None
+        if shared_dir is not None:
+            process_figures = ProcessFigures(registry, engine, hasher)
+        else:
+            if engine is not None:
+                registry.register(PoolCollector(engine))
+            if hasher is not None:
+                registry.register(HasherCollector(hasher))
         metrics = cls(
             registry=registry,
             requests=Counter(
@@ -70,6 +104,7 @@ class ApiMetrics:
                 "Requests being answered now (for the stream route: open SSE connections)",
                 ["method", "route"],
                 registry=registry,
+                multiprocess_mode="livesum",  # the live workers' sum; ignored with one process
             ),
             streams_dropped=Counter(
                 "shopfloor_api_stream_dropped",
@@ -78,6 +113,8 @@ class ApiMetrics:
                 ["reason"],
                 registry=registry,
             ),
+            shared_dir=shared_dir,
+            process_figures=process_figures,
         )
         for reason in DROP_REASONS:  # exported as 0 from the start, so rate() and alerts see the series
             metrics.streams_dropped.labels(reason)
@@ -86,6 +123,51 @@ class ApiMetrics:
     def stream_dropped(self, reason: str) -> None:
         """Count one stream the server dropped (`StreamHub`'s `on_drop`)."""
         self.streams_dropped.labels(reason).inc()
+
+    def exposition(self) -> bytes:
+        """The text Prometheus scrapes: this process's metrics, or with several workers the sum over all of them."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        if self.process_figures is not None:
+            self.process_figures.copy()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    async def copy_process_figures(self) -> None:
+        """With several workers: copy this worker's pool and hashing figures to the shared folder, until cancelled."""
+        if self.process_figures is None:
+            return
+        while True:
+            self.process_figures.copy()
+            await asyncio.sleep(PROCESS_FIGURES_S)
+
+
+class ProcessFigures:
+    """With several workers, the figures only a worker's own objects know (its pool, its hashing count), kept in
+    metrics of the shared folder: pool gauges summed over the live workers, verifications a counter."""
+
+    def __init__(self, registry: CollectorRegistry, engine: AsyncEngine | None, hasher: PasswordHasher | None):
+        self.engine = engine
+        self.hasher = hasher
+        self.copied_verifications = 0
+        self.pool = {
+            method: Gauge(name, documentation, registry=registry, multiprocess_mode="livesum")
+            for method, (name, documentation) in POOL_FIGURES.items()
+        }
+        self.verifications = Counter(*VERIFICATIONS, registry=registry)
+
+    def copy(self) -> None:
+        """Write the figures as they are now."""
+        if self.engine is not None:
+            pool: Any = self.engine.sync_engine.pool
+            for method, gauge in self.pool.items():
+                if callable(getattr(pool, method, None)):
+                    gauge.set(float(getattr(pool, method)()))
+        if self.hasher is not None:
+            verified = self.hasher.verifications
+            self.verifications.inc(verified - self.copied_verifications)
+            self.copied_verifications = verified
 
 
 class HasherCollector(Collector):
@@ -96,11 +178,7 @@ class HasherCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         """One counter."""
-        yield CounterMetricFamily(
-            "shopfloor_api_password_verifications",
-            "Password hashes verified (logins and password changes), throttled attempts excluded",
-            value=float(self.hasher.verifications),
-        )
+        yield CounterMetricFamily(*VERIFICATIONS, value=float(self.hasher.verifications))
 
 
 class PoolCollector(Collector):
@@ -112,15 +190,7 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Size, checked-out and overflow connections of a queue pool (other pools have none of these)."""
         pool: Any = self.engine.sync_engine.pool
-        figures = {
-            "size": ("shopfloor_api_db_pool_size", "Connections the pool keeps open"),
-            "checkedout": ("shopfloor_api_db_pool_checked_out", "Connections in use by requests"),
-            "overflow": (
-                "shopfloor_api_db_pool_overflow",
-                "Connections opened beyond the pool size (negative: unused)",
-            ),
-        }
-        for method, (name, documentation) in figures.items():
+        for method, (name, documentation) in POOL_FIGURES.items():
             if callable(getattr(pool, method, None)):
                 yield GaugeMetricFamily(name, documentation, value=float(getattr(pool, method)()))
 
@@ -209,4 +279,4 @@ async def prometheus_metrics(request: Request, context: Context) -> Response:
             raise Unauthenticated("GET /metrics needs the API_METRICS_TOKEN as a bearer token", code="metrics_token")
     if context.prometheus is None:  # pragma: no cover -- the route is mounted only with metrics enabled
         raise NotFound("Metrics are disabled (API_METRICS_ENABLED=false)")
-    return Response(generate_latest(context.prometheus.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(context.prometheus.exposition(), media_type=CONTENT_TYPE_LATEST)

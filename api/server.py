@@ -5,14 +5,17 @@ the parent binds the one listening socket and starts that many worker processes 
 builds its own app, engine and pool), each serving the shared socket through `ApiServer`, so SIGTERM still ends the
 live streams. The parent writes the readiness file once every worker has finished its startup (and again, naming
 the new worker, once a replacement has finished its own), restarts a worker that dies, and stops everything (exit 3)
-when a worker fails at startup, since every replacement would fail alike.
+when a worker fails at startup, since every replacement would fail alike. It also makes the folder where the workers
+keep their Prometheus metrics (api.prometheus), tells it of a worker that died, and removes it when it stops.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +25,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from api.machines.stream import StreamHub
+from api.prometheus import MULTIPROCESS_DIR_ENV
 from core.lifecycle import Readiness
 from core.logging import get_logger
 
@@ -170,9 +174,18 @@ class ApiSupervisor(Multiprocess):
             if self.should_exit.is_set():
                 return
             log.warning("api_worker_died", pid=process.pid, exitcode=process.exitcode)
+            self.forget_metrics_of(process.pid)
             replacement = WorkerProcess(self.config, self.sockets)
             replacement.start()
             self.processes[index] = replacement
+
+    def forget_metrics_of(self, pid: int | None) -> None:
+        """A dead worker's gauges leave the sums (its counters stay in them)."""
+        shared_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if pid is not None and shared_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, shared_dir)  # type: ignore[no-untyped-call]
 
     def handle_hup(self) -> None:
         """Ignored (see the class)."""
@@ -192,9 +205,15 @@ def serve_workers(*, host: str, port: int, workers: int, ready: Readiness) -> in
     could not start, else 0."""
     config = api_config(WORKER_APP, host=host, port=port, workers=workers)
     sock = config.bind_socket()  # exits with STARTUP_FAILURE itself when the address is taken
+    # The workers' shared metrics, new for each run (counters start again with the service, as with one process).
+    # Set before the workers are spawned: they inherit it, and prometheus_client reads it as it is imported.
+    shared_dir = tempfile.mkdtemp(prefix="shopfloor-api-metrics-")
+    os.environ[MULTIPROCESS_DIR_ENV] = shared_dir
     try:
         supervisor = ApiSupervisor(config, [sock], ready=ready)
         supervisor.run()
     finally:
         sock.close()
+        os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        shutil.rmtree(shared_dir, ignore_errors=True)
     return STARTUP_FAILURE if supervisor.startup_failed or not supervisor.announced else 0

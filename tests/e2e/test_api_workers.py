@@ -1,4 +1,5 @@
-"""`shopfloor api` with API_WORKERS=2: worker processes on one socket, both serving, restarted, stopped by SIGTERM.
+"""`shopfloor api` with API_WORKERS=2: worker processes on one socket, both serving, restarted, stopped by SIGTERM,
+and /metrics counting every worker's requests whichever worker answers it.
 
 Which process serves a connection is read from the kernel, not from the app: the connection's server-side socket
 (found in /proc/net/tcp by the client's port) is an open file of exactly one worker (/proc/PID/fd).
@@ -7,6 +8,7 @@ Which process serves a connection is read from the kernel, not from the app: the
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -95,6 +97,40 @@ def serving_pids(port: int, workers: set[int], *, connections: int = 24, timeout
             connection.close()
 
 
+def scrape(port: int, workers: set[int]) -> tuple[int | None, str]:
+    """GET /metrics on a new connection: the worker that answered it, and the text."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += connection.recv(65536)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += connection.recv(65536)
+        return serving_pid(port, connection, workers), body.decode()
+
+
+def health_count(text: str) -> float:
+    """The requests counter of GET /health answered 200, as a scrape reports it."""
+    pattern = r'^shopfloor_api_requests_total\{method="GET",route="/health",status="200"\} (\S+)$'
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def scrapes_by_worker(port: int, workers: set[int], *, at_least: int = 12) -> dict[int, list[str]]:
+    """Scrapes until each worker has answered some (at least `at_least` in all)."""
+    answered: dict[int, list[str]] = {}
+    for attempt in range(200):
+        pid, text = scrape(port, workers)
+        if pid is not None:
+            answered.setdefault(pid, []).append(text)
+        if attempt + 1 >= at_least and set(answered) == workers:
+            break
+    return answered
+
+
 def announced_workers(ready_file: Path) -> set[int]:
     """The worker process ids the readiness file names (none while it is absent)."""
     ready = read_ready_file(ready_file)
@@ -137,6 +173,13 @@ def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_data
         assert all(listening & socket_inodes(pid) for pid in workers)
 
         assert serving_pids(port, workers) == workers
+        # Each worker answered some of those 24; whichever answers a scrape counts all of them.
+        scraped = scrapes_by_worker(port, workers)
+        assert set(scraped) == workers
+        assert {health_count(text) for texts in scraped.values() for text in texts} == {24.0}
+        (text,) = scraped[min(workers)][:1]
+        assert re.search(r"^shopfloor_api_db_pool_size \S+$", text, re.MULTILINE), text
+        assert "shopfloor_api_password_verifications_total 0.0" in text
 
         # A worker that dies is replaced; the port keeps answering meanwhile.
         victim = min(workers)
@@ -157,6 +200,9 @@ def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_data
         assert all(listening & socket_inodes(pid) for pid in renewed)
         for _ in range(10):
             assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200
+        # The dead worker's counts stay in the sums: the counter never goes back.
+        scraped = scrapes_by_worker(port, renewed)
+        assert {health_count(text) for texts in scraped.values() for text in texts} == {35.0}
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
