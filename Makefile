@@ -108,8 +108,10 @@ format: install ## apply ruff's fixes and formatting
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
+# A worker that crashes or passes a test's timeout ends the run (its stacks are printed): pytest-xdist's replacement
+# worker was once left without work while the controller waited for it, until the session limit.
 test: system-deps install timescale-deps nodeopcua-deps sparkplug-deps ui lint ## everything CI runs: lint, types, every test tier, coverage
-	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile $(COVERAGE_ARGS) $(PYTEST_ARGS)
+	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart=0 $(COVERAGE_ARGS) $(PYTEST_ARGS)
 
 test-unit: install ## the fast tier only (no services)
 	$(UV) run pytest tests/unit $(PYTEST_ARGS)
