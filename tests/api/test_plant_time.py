@@ -208,11 +208,17 @@ async def test_summary_defaults_to_the_plant_day(berlin: Api) -> None:
     assert problem_fields(only_from) == ["to"]
 
 
-async def test_config_names_the_plant_zone_without_a_token(berlin: Api, api: Api) -> None:
+async def test_config_names_the_plant_zone_and_whether_commands_are_on_without_a_token(
+    berlin: Api, api: Api, database: Database
+) -> None:
     response = await berlin.client.get("/config")
     assert response.status_code == 200, response.text
-    assert response.json() == {"plant_timezone": "Europe/Berlin"}
-    assert (await api.client.get("/config")).json() == {"plant_timezone": "UTC"}
+    assert response.json() == {"plant_timezone": "Europe/Berlin", "commands_enabled": False}
+    assert (await api.client.get("/config")).json() == {"plant_timezone": "UTC", "commands_enabled": False}
+    settings = make_settings(database.url)
+    settings = settings.model_copy(update={"commands": settings.commands.model_copy(update={"commands_enabled": True})})
+    async with running_api(database, settings) as commanding:
+        assert (await commanding.client.get("/config")).json()["commands_enabled"] is True
 
 
 async def test_a_naive_time_pushed_past_the_calendar_is_a_field_error(database: Database) -> None:

@@ -133,6 +133,16 @@ function commandItem(command, types) {
   );
 }
 
+/** What the server says of itself (GET /config, no token); nothing when it cannot be read (a refused send says it). */
+async function serverConfig() {
+  try {
+    const response = await fetch("/config");
+    return response.ok ? await response.json() : {};
+  } catch {
+    return {};
+  }
+}
+
 /**
  * The commands block of machine `machineId`'s page: the setpoints card and the commands card. `latestOf(tag)`
  * answers the page's latest reading of a tag (or nothing); the page calls `drawLatest()` when its values change.
@@ -353,11 +363,14 @@ export function commandsSection(machineId, { latestOf }) {
   (async () => {
     const load = ++loads;
     try {
-      const [writable, listed] = await Promise.all([
+      const [writable, listed, server] = await Promise.all([
         get(`/machines/${machineId}/writable-tags`),
         getList(`/machines/${machineId}/commands`, { limit: LIST_SIZE }),
+        serverConfig(),
       ]);
       if (stopped) return;
+      // Commands off on this server: said at once, not after a first send is refused.
+      if (server.commands_enabled === false) commandsOff = true;
       specs = writable;
       types = new Map(specs.map((spec) => [spec.tag, spec.type]));
       drawSetpoints();
