@@ -9,10 +9,10 @@ import hashlib
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import jwt
 from argon2 import PasswordHasher as Argon2Hasher
@@ -37,16 +37,31 @@ class Principal:
     token_version: int
 
 
+_HASHING_THREADS: dict[int, ThreadPoolExecutor] = {}
+_HASHING_THREADS_LOCK = threading.Lock()
+
+
+def _hashing_threads(bound: int) -> ThreadPoolExecutor:
+    """The process's hashing threads for this many hashes at once (made at the first hash, kept until exit)."""
+    with _HASHING_THREADS_LOCK:
+        executor = _HASHING_THREADS.get(bound)
+        if executor is None:
+            executor = _HASHING_THREADS[bound] = ThreadPoolExecutor(max_workers=bound, thread_name_prefix="argon2")
+        return executor
+
+
 class PasswordHasher:
     """argon2id hashing; verification never raises on a bad hash, it just fails."""
 
     def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int = 2, max_concurrent: int | None = None):
         self._hasher = Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
-        # `hash_async` / `verify_async` run on threads of their own, at most this many at once (None: asyncio's
-        # default executor, unbounded). Their own: waiting hashes must not hold the threads the event loop's other
-        # blocking calls (name lookups of new database and broker connections) run on.
+        # `hash_async` / `verify_async` run on hashing threads, at most this many at once (None: asyncio's default
+        # executor, unbounded). Hashing threads: waiting hashes must not hold the threads the event loop's other
+        # blocking calls (name lookups of new database and broker connections) run on. Shared by the process's
+        # hashers of one bound and never stopped: a process has one app, and threads that end while others run
+        # (the tests build hundreds of apps) are best avoided. `close` drops this hasher's hashes still waiting.
         self._max_concurrent = max_concurrent
-        self._executor: ThreadPoolExecutor | None = None  # made at the first hash, shut down by `close`
+        self._waiting: set[Future[Any]] = set()
         # Verifications run so far (in worker threads): what throttling is meant to bound, exported as a metric.
         self.verifications = 0
         self._count_lock = threading.Lock()
@@ -68,15 +83,16 @@ class PasswordHasher:
     async def _on_thread(self, call: Callable[..., T], *args: object) -> T:
         if self._max_concurrent is None:
             return await asyncio.to_thread(call, *args)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self._max_concurrent, thread_name_prefix="argon2")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+        future = _hashing_threads(self._max_concurrent).submit(call, *args)
+        self._waiting.add(future)
+        future.add_done_callback(self._waiting.discard)
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        """Stop the hashing threads: hashes still waiting are dropped (their requests are ending with the app)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        """Drop this hasher's hashes that have not started (their requests are ending with the app); the one running
+        finishes."""
+        for future in list(self._waiting):
+            future.cancel()
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when the password matches; an absent hash still costs one verification."""

@@ -120,7 +120,7 @@ async def running_api(database: Database, settings: ApiProcessSettings) -> Async
         async with AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client=client, database=database, settings=settings, app=app)
     finally:
-        # What the app's lifespan does at shutdown (ASGITransport does not run it): the pool and the hashing threads
-        # end with the test, not whenever the garbage collector reaches the app.
+        # What the app's lifespan does at shutdown (ASGITransport does not run it): its hashes still waiting are
+        # dropped and its pool closed with the test, not whenever the garbage collector reaches the app.
         context_of(app).hasher.close()
         await context_of(app).engine.dispose()

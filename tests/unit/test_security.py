@@ -167,11 +167,31 @@ async def test_without_a_bound_they_run_together() -> None:
     assert counter.most == 4
 
 
-async def test_closed_hashing_threads_are_made_again_when_needed() -> None:
-    """`close` ends the threads (the app's shutdown); an app whose lifespan starts again hashes on new ones."""
+async def test_close_drops_the_hashes_still_waiting_and_the_hasher_works_on() -> None:
+    """`close` (the app's shutdown) drops the hashes that have not started; the one running finishes."""
     hasher = PasswordHasher(time_cost=1, memory_kib=1024, max_concurrent=1)
-    stored = await hasher.hash_async("secret")
+    counter = OverlapCounter()
+    started = threading.Event()
+    release = threading.Event()
+
+    def first(*_: object) -> str:
+        started.set()
+        release.wait(10)
+        return "$argon2id$first"
+
+    counter.hash = first  # type: ignore[method-assign,assignment]
+    hasher._hasher = counter  # type: ignore[assignment]
+    running = asyncio.ensure_future(hasher.hash_async("one"))
+    assert await asyncio.to_thread(started.wait, 10)
+    waiting = asyncio.ensure_future(hasher.hash_async("two"))
+    await asyncio.sleep(0)
     hasher.close()
     hasher.close()  # twice is harmless
+    release.set()
+    assert await running == "$argon2id$first"
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    stored = PasswordHasher(time_cost=1, memory_kib=1024).hash("secret")
+    hasher._hasher = PasswordHasher(time_cost=1, memory_kib=1024)._hasher
     assert await hasher.verify_async(stored, "secret")
     assert not await hasher.verify_async(stored, "wrong")
