@@ -77,10 +77,9 @@ STATUS_REFRESH_S = 10.0
 # Replay bursts: at most this many seconds of `replay_rate_per_s` go out in one round. Small, because a round waits
 # for all its PUBACKs and live messages wait for the round in flight.
 REPLAY_BURST_S = 0.05
-# Commands waiting for the worker (executed one at a time), and the answered ids remembered so that a QoS 1
-# redelivery is answered again instead of executed twice.
-# Also aiomqtt's incoming queue: beyond it aiomqtt drops what a reconnect brings (a long-away gateway's session),
-# after the PUBACK; 1,000 commands of at most 16 KiB is 16 MiB at worst.
+# Commands waiting for the worker (executed one at a time; one more is answered `refused` at once), and the answered
+# ids remembered so that a QoS 1 redelivery is answered again instead of executed twice. Also aiomqtt's incoming
+# queue, which the receiver keeps empty; 1,000 commands of at most 16 KiB is 16 MiB at worst.
 COMMAND_QUEUE = 1000
 RECENT_COMMANDS = 1000
 # How long the broker keeps the gateway's session (its command subscriptions and the commands arriving meanwhile)
@@ -622,7 +621,11 @@ class Gateway:
                 await client.unsubscribe(topic)
                 continue
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            await self._commands.put((machine, payload, _expiry_deadline(message.properties)))
+            try:
+                # The deadline is taken as it arrives: a command must not wait anywhere without its expiry running.
+                self._commands.put_nowait((machine, payload, _expiry_deadline(message.properties)))
+            except asyncio.QueueFull:
+                await self._refuse_busy(machine, payload)
         raise aiomqtt.MqttError("the message stream ended")
 
     def _command_machine(self, topic: str) -> str | None:
@@ -632,6 +635,17 @@ class Gateway:
         except ContractError:
             return None
         return machine if site == self.config.site and machine in self._writable else None
+
+    async def _refuse_busy(self, machine: str, payload: bytes) -> None:
+        """Answer a command that found COMMAND_QUEUE commands waiting before it: refused, never executed later."""
+        command_id = command_id_of(payload)
+        self.metrics.commands.labels(machine, "invalid" if command_id is None else "refused").inc()
+        log.warning("command_refused_busy", machine=machine, id=str(command_id) if command_id else None)
+        if command_id is not None and self._answers.get(command_id) is None:
+            reason = f"the gateway already has {COMMAND_QUEUE} commands waiting; send it again later"
+            await self._answer(
+                command_id, command_result_topic(self.config.site, machine), CommandOutcome("refused", reason)
+            )
 
     async def _command_loop(self) -> None:
         """Execute the received commands one at a time, in arrival order."""
@@ -669,7 +683,9 @@ class Gateway:
             now = utcnow()
             lifetime_left_s = None if deadline is None else deadline - time.monotonic()
             if lifetime_left_s is not None:
-                self._check_clock(command.id, (command.expires_at - now).total_seconds(), lifetime_left_s)
+                lifetime_left_s = self._lifetime_left(
+                    command.id, (command.expires_at - now).total_seconds(), lifetime_left_s
+                )
             try:
                 outcome = await execute_command(
                     command,
@@ -696,18 +712,21 @@ class Gateway:
         )
         await self._answer(command.id, topic, outcome)
 
-    def _check_clock(self, command_id: uuid.UUID, left_by_clock_s: float, left_by_expiry_s: float) -> None:
-        """Warn when the command's lifetime by this gateway's clock and by the broker's count disagree."""
+    def _lifetime_left(self, command_id: uuid.UUID, left_by_clock_s: float, left_by_expiry_s: float) -> float:
+        """What is left of the command's lifetime: the shorter of the two counts while this gateway's clock agrees
+        with the API's (within COMMAND_CLOCK_SKEW_WARN_S), else the broker's count, with a warning."""
         skew_s = left_by_expiry_s - left_by_clock_s
-        if abs(skew_s) > COMMAND_CLOCK_SKEW_WARN_S:
-            log.warning(
-                "command_clock_skew",
-                id=str(command_id),
-                skew_s=round(skew_s, 1),
-                fix="this gateway's clock is off from the API's by about skew_s seconds (positive: ahead): "
-                "synchronise it (NTP); commands are timed by their MQTT 5 message expiry meanwhile, so they still "
-                "expire when they should, but the timestamps this gateway sends are off too",
-            )
+        if abs(skew_s) <= COMMAND_CLOCK_SKEW_WARN_S:
+            return min(left_by_clock_s, left_by_expiry_s)
+        log.warning(
+            "command_clock_skew",
+            id=str(command_id),
+            skew_s=round(skew_s, 1),
+            fix="this gateway's clock is off from the API's by about skew_s seconds (positive: ahead): "
+            "synchronise it (NTP); commands are timed by their MQTT 5 message expiry meanwhile, so they still "
+            "expire when they should, but the timestamps this gateway sends are off too",
+        )
+        return left_by_expiry_s
 
     async def _answer(self, command_id: uuid.UUID, topic: str, outcome: CommandOutcome) -> None:
         """Buffer the result (QoS 1, not retained) and remember it for a redelivery of the same id."""

@@ -4,7 +4,10 @@ rare; a held connection would be one more thing to keep alive in every API worke
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 from core.mqtt import MqttEndpoint, mqtt_client
@@ -26,7 +29,9 @@ class PublishFailed(Exception):
 class CommandPublisher(Protocol):
     """Where the API sends commands."""
 
-    async def publish(self, topic: str, payload: bytes, *, command_id: uuid.UUID, expiry_s: int) -> None: ...
+    async def publish(
+        self, topic: str, payload: bytes, *, command_id: uuid.UUID, expires_at: datetime, clock: Callable[[], datetime]
+    ) -> None: ...
 
 
 class MqttCommandPublisher:
@@ -36,7 +41,10 @@ class MqttCommandPublisher:
     With a login the client id is the login (the broker binds the API's login to its id, so the login cannot take
     over another client's session); publishes of one process take turns on it, and a connection another API process
     took over is retried (at most ATTEMPTS times; a repeated command id is executed once). On MQTT 5 the message
-    carries its expiry (the broker drops it when no gateway took it in time) and the command id as correlation data.
+    carries the command id as correlation data and, as its message expiry, the time left until `expires_at` when that
+    attempt is made, rounded up to a whole second (the broker drops it when no gateway took it in time, and the
+    gateway times it by that count): however late a publish goes out, the command does not outlive its `expires_at`
+    by more than that rounding, and a gateway whose clock agrees with the API's holds it to `expires_at` itself.
     """
 
     def __init__(self, endpoint: MqttEndpoint, *, timeout_s: float = 5.0) -> None:
@@ -44,15 +52,24 @@ class MqttCommandPublisher:
         self.timeout_s = timeout_s
         self._turn = asyncio.Lock()
 
-    async def publish(self, topic: str, payload: bytes, *, command_id: uuid.UUID, expiry_s: int) -> None:
+    async def publish(
+        self, topic: str, payload: bytes, *, command_id: uuid.UUID, expires_at: datetime, clock: Callable[[], datetime]
+    ) -> None:
+        """`clock`: the clock `expires_at` was set by (the app's)."""
         import aiomqtt
 
         from core.puback import NOT_AUTHORIZED, SUCCESS, PubackTracker, settle
 
-        properties = self._properties(command_id, expiry_s)
         maybe_sent, error_text = False, ""
         async with self._turn:
             for attempt in range(ATTEMPTS):
+                left = (expires_at - clock()).total_seconds()
+                if left <= 0:
+                    raise PublishFailed(
+                        f"the command expired before the broker took it ({error_text or 'publishing was late'})",
+                        maybe_sent=maybe_sent,
+                    )
+                properties = self._properties(command_id, math.ceil(left))
                 identifier = self.endpoint.username or f"shopfloor-api-{uuid.uuid4().hex[:16]}"
                 client = mqtt_client(self.endpoint, identifier=identifier, timeout=self.timeout_s)
                 try:

@@ -104,7 +104,7 @@ async def dispatch(
         )
         payload = encode_command(service.payload_of(command, issued_by=actor.username))
         topic = command_topic(machine.site, machine.code)
-        command_id = command.id
+        command_id, expires_at = command.id, command.expires_at
     log.info(
         "command_sent",
         command_id=str(command_id),
@@ -114,7 +114,7 @@ async def dispatch(
         expires_in_s=request.expires_in_s,
     )
     try:
-        await publisher.publish(topic, payload, command_id=command_id, expiry_s=request.expires_in_s)
+        await publisher.publish(topic, payload, command_id=command_id, expires_at=expires_at, clock=context.clock)
     except PublishFailed as error:
         log.warning("command_not_sent", command_id=str(command_id), error=str(error), maybe_sent=error.maybe_sent)
         async with transaction(context.session_factory) as session:

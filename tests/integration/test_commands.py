@@ -137,6 +137,7 @@ async def test_a_command_is_checked_recorded_and_published_with_its_expiry(api: 
     assert published.issued_by == "planner-cmd"
     assert published.expires_at == datetime.fromisoformat(sent["expires_at"])
     properties: Any = message.properties  # paho sets the properties as attributes it does not declare
+    # What is left of the 30 s when it went out, rounded up to a whole second.
     assert 0 < properties.MessageExpiryInterval <= 30
     assert properties.CorrelationData == uuid.UUID(sent["id"]).bytes
     history = await api.client.get(f"/machines/{machine_id}/commands", headers=planner)

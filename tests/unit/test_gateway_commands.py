@@ -5,19 +5,29 @@ without a second write."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
+import aiomqtt
 import orjson
 import pytest
 import yaml
 from asyncua import ua
 
-from core.commands import CommandPayload, CommandWrite, WriteLimits, WriteValue, command_result_topic, encode_command
+from core.commands import (
+    CommandPayload,
+    CommandWrite,
+    WriteLimits,
+    WriteValue,
+    command_result_topic,
+    command_topic,
+    encode_command,
+)
 from core.registers import DataType, Order, decode
 from gateway.commands import CommandOutcome, command_id_of, execute_command, same_value
 from gateway.config import ConfigError, GatewayConfig, ModbusDevice, ModbusTag, OpcUaDevice, parse_config
@@ -440,3 +450,71 @@ def test_a_value_the_node_cannot_hold_is_refused(
 ) -> None:
     with pytest.raises(WriteRefused, match=reason):
         variant_for(variant_type, value)
+
+
+@pytest.mark.parametrize(
+    ("expires_in_s", "expiry_left_s", "status"),
+    [
+        # By the gateway's clock it expired a second ago; the broker's count says 3 s: 4 s apart, the clocks agree,
+        # and the shorter lifetime wins.
+        (-1, 3.0, "expired"),
+        (3, -0.5, "expired"),
+        (20, 22.0, "done"),
+    ],
+)
+async def test_while_the_clocks_agree_the_shorter_lifetime_wins(
+    tmp_path: Path, expires_in_s: float, expiry_left_s: float, status: str
+) -> None:
+    fake = WritableFake({"target_qty": 0})
+    gateway, stop = Gateway(gateway_config(tmp_path), source_factory=lambda device: fake), asyncio.Event()
+    running = asyncio.create_task(gateway.run(stop, drain_timeout_s=0.1))
+    try:
+        async with asyncio.timeout(10):
+            while gateway.metrics.device_online.labels("press-1")._value.get() != 1:  # noqa: ASYNC110 -- a gauge
+                await asyncio.sleep(0.01)
+        sent = command(("target_qty", 7)).model_copy(
+            update={"expires_at": datetime.now(UTC) + timedelta(seconds=expires_in_s)}
+        )
+        await gateway.handle_command("press-1", encode_command(sent), deadline=time.monotonic() + expiry_left_s)
+        answered = await results(gateway)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+    assert [(r["id"], r["status"]) for r in answered] == [(str(sent.id), status)]
+    assert fake.written == ([("target_qty", 7)] if status == "done" else [])
+
+
+class ArrivingCommands:
+    """What the gateway's MQTT client hands it: `bodies` on press-1's command topic, then the end of the stream."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+
+    @property
+    async def messages(self) -> AsyncIterator[Any]:
+        for body in self.bodies:
+            yield SimpleNamespace(topic=command_topic("plant1", "press-1"), payload=body, properties=None)
+
+
+async def test_a_command_that_finds_the_queue_full_is_refused_at_once(tmp_path: Path) -> None:
+    fake = WritableFake({"target_qty": 0})
+    gateway, stop = Gateway(gateway_config(tmp_path), source_factory=lambda device: fake), asyncio.Event()
+    running = asyncio.create_task(gateway.run(stop, drain_timeout_s=0.1))
+    try:
+        async with asyncio.timeout(10):
+            while gateway.metrics.device_online.labels("press-1")._value.get() != 1:  # noqa: ASYNC110 -- a gauge
+                await asyncio.sleep(0.01)
+        # A queue of one that nobody takes from (the worker waits on the gateway's own): the second one finds it full.
+        gateway._commands = asyncio.Queue(maxsize=1)
+        waiting, late = command(("target_qty", 1)), command(("target_qty", 2))
+        arriving = ArrivingCommands([encode_command(waiting), encode_command(late)])
+        with pytest.raises(aiomqtt.MqttError, match="stream ended"):
+            await gateway._receive_commands(arriving)  # type: ignore[arg-type]
+        answered = await results(gateway)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+    assert gateway._commands.qsize() == 1
+    assert [(r["id"], r["status"]) for r in answered] == [(str(late.id), "refused")]
+    assert "commands waiting" in answered[0]["reason"]
+    assert fake.written == []
