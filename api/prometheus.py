@@ -38,8 +38,11 @@ from core.errors import NotFound, Unauthenticated
 from core.security import PasswordHasher
 
 UNMATCHED = "<unmatched>"
-# Set by the API's supervisor for its workers (api.server); read by prometheus_client when it is first imported.
+# Set by the API's supervisor for its workers (api.server): prometheus_client's own variable, read when it is first
+# imported, and ours, so that a PROMETHEUS_MULTIPROC_DIR left in an operator's environment does not turn a single
+# API process into a worker of a group that does not exist.
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+WORKERS_METRICS_DIR_ENV = "SHOPFLOOR_API_WORKERS_METRICS_DIR"
 # How often a worker copies its pool and hashing figures into the shared folder (and at each scrape it answers).
 PROCESS_FIGURES_S = 1.0
 POOL_FIGURES = {
@@ -55,7 +58,8 @@ VERIFICATIONS = (
 
 def multiprocess_dir() -> str | None:
     """The folder of the workers' shared metrics, when this process is one of several API workers."""
-    return os.environ.get(MULTIPROCESS_DIR_ENV) or None
+    shared_dir = os.environ.get(WORKERS_METRICS_DIR_ENV)
+    return shared_dir if shared_dir and shared_dir == os.environ.get(MULTIPROCESS_DIR_ENV) else None
 
 
 @dataclass(frozen=True)
@@ -145,15 +149,19 @@ class ApiMetrics:
 
 class ProcessFigures:
     """With several workers, the figures only a worker's own objects know (its pool, its hashing count), kept in
-    metrics of the shared folder: pool gauges summed over the live workers, verifications a counter."""
+    metrics of the shared folder: the pool gauges one series per live worker (a `pid` label: a pool is exhausted
+    in one worker, not on average), the verifications a counter summed over all workers."""
 
     def __init__(self, registry: CollectorRegistry, engine: AsyncEngine | None, hasher: PasswordHasher | None):
         self.engine = engine
         self.hasher = hasher
         self.copied_verifications = 0
+        pool: Any = engine.sync_engine.pool if engine is not None else None
+        # Only the figures this pool has (a queue pool has all three; SQLite's have none), as with one worker.
         self.pool = {
-            method: Gauge(name, documentation, registry=registry, multiprocess_mode="livesum")
+            method: Gauge(name, documentation, registry=registry, multiprocess_mode="liveall")
             for method, (name, documentation) in POOL_FIGURES.items()
+            if callable(getattr(pool, method, None))
         }
         self.verifications = Counter(*VERIFICATIONS, registry=registry)
 
@@ -162,8 +170,7 @@ class ProcessFigures:
         if self.engine is not None:
             pool: Any = self.engine.sync_engine.pool
             for method, gauge in self.pool.items():
-                if callable(getattr(pool, method, None)):
-                    gauge.set(float(getattr(pool, method)()))
+                gauge.set(float(getattr(pool, method)()))
         if self.hasher is not None:
             verified = self.hasher.verifications
             self.verifications.inc(verified - self.copied_verifications)

@@ -25,7 +25,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from api.machines.stream import StreamHub
-from api.prometheus import MULTIPROCESS_DIR_ENV
+from api.prometheus import MULTIPROCESS_DIR_ENV, WORKERS_METRICS_DIR_ENV
 from core.lifecycle import Readiness
 from core.logging import get_logger
 
@@ -181,7 +181,7 @@ class ApiSupervisor(Multiprocess):
 
     def forget_metrics_of(self, pid: int | None) -> None:
         """A dead worker's gauges leave the sums (its counters stay in them)."""
-        shared_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+        shared_dir = os.environ.get(WORKERS_METRICS_DIR_ENV)
         if pid is not None and shared_dir:
             from prometheus_client import multiprocess
 
@@ -208,12 +208,13 @@ def serve_workers(*, host: str, port: int, workers: int, ready: Readiness) -> in
     # The workers' shared metrics, new for each run (counters start again with the service, as with one process).
     # Set before the workers are spawned: they inherit it, and prometheus_client reads it as it is imported.
     shared_dir = tempfile.mkdtemp(prefix="shopfloor-api-metrics-")
-    os.environ[MULTIPROCESS_DIR_ENV] = shared_dir
+    os.environ[MULTIPROCESS_DIR_ENV] = os.environ[WORKERS_METRICS_DIR_ENV] = shared_dir
     try:
         supervisor = ApiSupervisor(config, [sock], ready=ready)
         supervisor.run()
     finally:
         sock.close()
         os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        os.environ.pop(WORKERS_METRICS_DIR_ENV, None)
         shutil.rmtree(shared_dir, ignore_errors=True)
     return STARTUP_FAILURE if supervisor.startup_failed or not supervisor.announced else 0

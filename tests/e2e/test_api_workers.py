@@ -119,6 +119,11 @@ def health_count(text: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def pool_pids(text: str) -> set[int]:
+    """The processes whose pool size a scrape reports."""
+    return {int(pid) for pid in re.findall(r'^shopfloor_api_db_pool_size\{pid="(\d+)"\} ', text, re.MULTILINE)}
+
+
 def scrapes_by_worker(port: int, workers: set[int], *, at_least: int = 12) -> dict[int, list[str]]:
     """Scrapes until each worker has answered some (at least `at_least` in all)."""
     answered: dict[int, list[str]] = {}
@@ -178,7 +183,7 @@ def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_data
         assert set(scraped) == workers
         assert {health_count(text) for texts in scraped.values() for text in texts} == {24.0}
         (text,) = scraped[min(workers)][:1]
-        assert re.search(r"^shopfloor_api_db_pool_size \S+$", text, re.MULTILINE), text
+        assert pool_pids(text) == workers  # the pool figures: one series per live worker
         assert "shopfloor_api_password_verifications_total 0.0" in text
 
         # A worker that dies is replaced; the port keeps answering meanwhile.
@@ -203,6 +208,8 @@ def test_two_workers_serve_one_port_are_restarted_and_stop_on_sigterm(empty_data
         # The dead worker's counts stay in the sums: the counter never goes back.
         scraped = scrapes_by_worker(port, renewed)
         assert {health_count(text) for texts in scraped.values() for text in texts} == {35.0}
+        # ...and its pool figures leave with it.
+        assert {frozenset(pool_pids(text)) for texts in scraped.values() for text in texts} == {frozenset(renewed)}
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
