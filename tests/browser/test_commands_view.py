@@ -342,3 +342,20 @@ async def test_workers_see_no_commands_and_commands_off_is_one_note(
     assert posts(requests) == []
     assert problems == []
     await context.close()
+
+    # When GET /config cannot be read, the send buttons stay, and the server's refusal of the first send says it.
+    context = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-GB", timezone_id="UTC")
+    await context.route("**/config", lambda route: route.fulfill(status=503, body="unavailable"))
+    page = await context.new_page()
+    requests = command_requests(page)
+    await open_press(page, server_off, press, "planner")
+    block = page.locator("[data-ref=commands][data-loaded=true]")
+    setpoint = block.locator(f".setpoint[data-tag={SETPOINT}]")
+    send = setpoint.locator("button[data-action=send]")
+    await setpoint.get_by_label(f"New value: {SETPOINT}").fill("32.5")
+    await send.click()
+    await send.click()
+    await expect(block.locator(".commands-off")).to_have_text("Commands are off on this server.")
+    await expect(block.locator("button[data-action=send]:visible")).to_have_count(0)
+    assert len(posts(requests)) == 1
+    await context.close()

@@ -58,11 +58,15 @@ def _timeout_of(item: pytest.Item) -> float:
 
 
 def _dump_tasks(report: IO[str]) -> None:
-    # The tasks of every loop (a private WeakSet: this is a diagnostic, read from another thread, best effort).
-    tasks: Any = getattr(asyncio.tasks, "_all_tasks", ())
+    # The tasks of every loop, from asyncio's private registries (a diagnostic, read from another thread, best
+    # effort): `_all_tasks` up to Python 3.11, `_scheduled_tasks` and `_eager_tasks` from 3.12.
+    registries: list[Any] = [
+        getattr(asyncio.tasks, name, ()) for name in ("_all_tasks", "_scheduled_tasks", "_eager_tasks")
+    ]
     try:
-        pending = [task for task in list(tasks) if not task.done()]
-    except RuntimeError:  # the set changed while it was copied
+        pending = [task for tasks in registries for task in list(tasks) if not task.done()]
+    except RuntimeError:  # a set changed while it was copied
+        report.write("(the tasks changed while they were listed)\n")
         pending = []
     for task in pending:
         report.write(f"\n--- {task!r}\n")
@@ -84,7 +88,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         report.write("\n=== threads:\n")
         report.flush()
 
-    tasks_timer = threading.Timer(delay - 1.0, dump_tasks)
+    tasks_timer = threading.Timer(max(delay - 1.0, 0.0), dump_tasks)
     tasks_timer.daemon = True
     tasks_timer.start()
     faulthandler.dump_traceback_later(delay, file=report)
