@@ -242,7 +242,8 @@ def test_make_demo_shows_readings_from_every_source_and_reuses_its_data(tmp_path
     assert f"{first.base}/api-docs" in first.output()
     assert f"{first.base}/ui" in first.output()
     assert httpx.get(f"{first.base}/ui", follow_redirects=True).status_code == 200  # the operator view is served
-    assert httpx.get(f"{first.base}/config").json() == {"plant_timezone": "Europe/Istanbul"}  # the demo plant's zone
+    # The demo plant's zone, and its commands to the simulated machines are on.
+    assert httpx.get(f"{first.base}/config").json() == {"plant_timezone": "Europe/Istanbul", "commands_enabled": True}
     with login(first.base, "admin", passwords["admin"]) as admin:
         latest = wait_for_readings(admin, first)
         machines = {item["code"]: item for item in admin.get("/machines", params={"site": "plant1"}).json()}
