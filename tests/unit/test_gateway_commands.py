@@ -5,9 +5,10 @@ without a second write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
@@ -374,6 +375,23 @@ async def results(gateway: Gateway) -> list[dict[str, Any]]:
     return [orjson.loads(m.payload) for m in await gateway.buffer.peek(100) if m.topic == topic]
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, factory: Callable[[ModbusDevice | OpcUaDevice], Source]
+) -> AsyncIterator[Gateway]:
+    """A gateway on the config of `gateway_config`, its sources from `factory`, once press-1 is online."""
+    gateway, stop = Gateway(gateway_config(tmp_path), source_factory=factory), asyncio.Event()
+    running = asyncio.create_task(gateway.run(stop, drain_timeout_s=0.1))
+    try:
+        async with asyncio.timeout(10):
+            while gateway.metrics.device_online.labels("press-1")._value.get() != 1:  # noqa: ASYNC110 -- a gauge
+                await asyncio.sleep(0.01)
+        yield gateway
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+
+
 async def test_the_gateway_answers_through_its_buffer_and_executes_a_redelivered_id_once(tmp_path: Path) -> None:
     fake = WritableFake({"target_qty": 0})
 
@@ -382,12 +400,7 @@ async def test_the_gateway_answers_through_its_buffer_and_executes_a_redelivered
             return fake
         raise SourceError("press-2 is switched off")
 
-    gateway, stop = Gateway(gateway_config(tmp_path), source_factory=factory), asyncio.Event()
-    running = asyncio.create_task(gateway.run(stop, drain_timeout_s=0.1))
-    try:
-        async with asyncio.timeout(10):
-            while gateway.metrics.device_online.labels("press-1")._value.get() != 1:  # noqa: ASYNC110 -- a gauge
-                await asyncio.sleep(0.01)
+    async with running_gateway(tmp_path, factory) as gateway:
         # The gateway's own clock decides expiry: this one is valid for an hour from now.
         first = command(("target_qty", 300)).model_copy(update={"expires_at": datetime.now(UTC) + timedelta(hours=1)})
         await gateway.handle_command("press-1", encode_command(first))
@@ -396,9 +409,6 @@ async def test_the_gateway_answers_through_its_buffer_and_executes_a_redelivered
         await gateway.handle_command("press-1", orjson.dumps({"id": str(broken_id), "writes": []}))
         await gateway.handle_command("press-1", b"\xff not json")
         answered = await results(gateway)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, timeout=10)
     assert fake.written == [("target_qty", 300)]  # once, although delivered twice
     assert [(r["id"], r["status"]) for r in answered] == [
         (str(first.id), "done"),
@@ -466,20 +476,12 @@ async def test_while_the_clocks_agree_the_shorter_lifetime_wins(
     tmp_path: Path, expires_in_s: float, expiry_left_s: float, status: str
 ) -> None:
     fake = WritableFake({"target_qty": 0})
-    gateway, stop = Gateway(gateway_config(tmp_path), source_factory=lambda device: fake), asyncio.Event()
-    running = asyncio.create_task(gateway.run(stop, drain_timeout_s=0.1))
-    try:
-        async with asyncio.timeout(10):
-            while gateway.metrics.device_online.labels("press-1")._value.get() != 1:  # noqa: ASYNC110 -- a gauge
-                await asyncio.sleep(0.01)
+    async with running_gateway(tmp_path, lambda device: fake) as gateway:
         sent = command(("target_qty", 7)).model_copy(
             update={"expires_at": datetime.now(UTC) + timedelta(seconds=expires_in_s)}
         )
         await gateway.handle_command("press-1", encode_command(sent), deadline=time.monotonic() + expiry_left_s)
         answered = await results(gateway)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, timeout=10)
     assert [(r["id"], r["status"]) for r in answered] == [(str(sent.id), status)]
     assert fake.written == ([("target_qty", 7)] if status == "done" else [])
 
@@ -498,12 +500,7 @@ class ArrivingCommands:
 
 async def test_a_command_that_finds_the_queue_full_is_refused_at_once(tmp_path: Path) -> None:
     fake = WritableFake({"target_qty": 0})
-    gateway, stop = Gateway(gateway_config(tmp_path), source_factory=lambda device: fake), asyncio.Event()
-    running = asyncio.create_task(gateway.run(stop, drain_timeout_s=0.1))
-    try:
-        async with asyncio.timeout(10):
-            while gateway.metrics.device_online.labels("press-1")._value.get() != 1:  # noqa: ASYNC110 -- a gauge
-                await asyncio.sleep(0.01)
+    async with running_gateway(tmp_path, lambda device: fake) as gateway:
         # A queue of one that nobody takes from (the worker waits on the gateway's own): the second one finds it full.
         gateway._commands = asyncio.Queue(maxsize=1)
         waiting, late = command(("target_qty", 1)), command(("target_qty", 2))
@@ -511,9 +508,6 @@ async def test_a_command_that_finds_the_queue_full_is_refused_at_once(tmp_path: 
         with pytest.raises(aiomqtt.MqttError, match="stream ended"):
             await gateway._receive_commands(arriving)  # type: ignore[arg-type]
         answered = await results(gateway)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, timeout=10)
     assert gateway._commands.qsize() == 1
     assert [(r["id"], r["status"]) for r in answered] == [(str(late.id), "refused")]
     assert "commands waiting" in answered[0]["reason"]
