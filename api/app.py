@@ -83,7 +83,7 @@ def create_app(settings: ApiProcessSettings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         copying = None
         if prometheus is not None and prometheus.process_figures is not None:
-            copying = asyncio.create_task(prometheus.copy_process_figures(), name="api:metrics:process-figures")
+            copying = asyncio.create_task(prometheus.process_figures.copy_forever(), name="api:metrics:figures")
         yield
         if copying is not None:
             await cancel_and_wait([copying])

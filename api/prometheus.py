@@ -71,8 +71,7 @@ class ApiMetrics:
     latency: Histogram
     in_progress: Gauge
     streams_dropped: Counter
-    # With several workers: the shared folder, and this worker's figures copied there.
-    shared_dir: str | None = None
+    # With several workers: this worker's figures, copied to the shared folder.
     process_figures: ProcessFigures | None = None
 
     @classmethod
@@ -82,7 +81,7 @@ class ApiMetrics:
         shared_dir = multiprocess_dir()
         process_figures = None
         if shared_dir is not None:
-            process_figures = ProcessFigures(registry, engine, hasher)
+            process_figures = ProcessFigures(shared_dir, registry, engine, hasher)
         else:
             if engine is not None:
                 registry.register(PoolCollector(engine))
@@ -117,7 +116,6 @@ class ApiMetrics:
                 ["reason"],
                 registry=registry,
             ),
-            shared_dir=shared_dir,
             process_figures=process_figures,
         )
         for reason in DROP_REASONS:  # exported as 0 from the start, so rate() and alerts see the series
@@ -130,21 +128,12 @@ class ApiMetrics:
 
     def exposition(self) -> bytes:
         """The text Prometheus scrapes: this process's metrics, or with several workers the sum over all of them."""
-        if self.shared_dir is None:
-            return generate_latest(self.registry)
-        if self.process_figures is not None:
-            self.process_figures.copy()
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.shared_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-
-    async def copy_process_figures(self) -> None:
-        """With several workers: copy this worker's pool and hashing figures to the shared folder, until cancelled."""
         if self.process_figures is None:
-            return
-        while True:
-            self.process_figures.copy()
-            await asyncio.sleep(PROCESS_FIGURES_S)
+            return generate_latest(self.registry)
+        self.process_figures.copy()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.process_figures.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
 
 class ProcessFigures:
@@ -152,7 +141,10 @@ class ProcessFigures:
     metrics of the shared folder: the pool gauges one series per live worker (a `pid` label: a pool is exhausted
     in one worker, not on average), the verifications a counter summed over all workers."""
 
-    def __init__(self, registry: CollectorRegistry, engine: AsyncEngine | None, hasher: PasswordHasher | None):
+    def __init__(
+        self, shared_dir: str, registry: CollectorRegistry, engine: AsyncEngine | None, hasher: PasswordHasher | None
+    ):
+        self.shared_dir = shared_dir
         self.engine = engine
         self.hasher = hasher
         self.copied_verifications = 0
@@ -175,6 +167,12 @@ class ProcessFigures:
             verified = self.hasher.verifications
             self.verifications.inc(verified - self.copied_verifications)
             self.copied_verifications = verified
+
+    async def copy_forever(self) -> None:
+        """`copy` every PROCESS_FIGURES_S, until cancelled."""
+        while True:
+            self.copy()
+            await asyncio.sleep(PROCESS_FIGURES_S)
 
 
 class HasherCollector(Collector):

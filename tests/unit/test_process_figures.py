@@ -14,7 +14,7 @@ from api.prometheus import ProcessFigures
 def test_verifications_are_copied_as_what_was_added_since_the_last_copy() -> None:
     registry = CollectorRegistry()
     hasher = SimpleNamespace(verifications=0)
-    figures = ProcessFigures(registry, None, cast(Any, hasher))
+    figures = ProcessFigures("unused", registry, None, cast(Any, hasher))
 
     def exported() -> float | None:
         return registry.get_sample_value("shopfloor_api_password_verifications_total")
